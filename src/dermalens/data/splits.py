@@ -1,0 +1,95 @@
+"""THE split: train / val / test, grouped by lesion, stratified by diagnosis.
+
+HAM10000 has 10,015 images of 7,470 lesions; putting two photos of one lesion on both
+sides of a split inflates every metric, so whole lesions are assigned. Within each
+diagnosis the lesions are shuffled with a fixed seed and dealt to test, then val, until
+each holds its share of that diagnosis's *images*; the rest go to train. That keeps class
+proportions within a point or two of the whole. The file is committed and every metric
+dermalens reports names it (by path and sha256).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import DatasetError, Record
+
+SPLITS = ("train", "val", "test")
+DEFAULT_SPLIT_FILE = Path(__file__).resolve().parents[3] / "splits" / "ham10000_split.csv"
+DEFAULT_SEED = 20180813  # HAM10000's publication date; any fixed value would do
+DEFAULT_FRACTIONS = {"val": 0.15, "test": 0.15}
+
+
+def make_split(records: list[Record], seed: int = DEFAULT_SEED,
+               fractions: dict[str, float] = DEFAULT_FRACTIONS) -> dict[str, str]:
+    """image_id -> 'train' | 'val' | 'test'."""
+    if any(not r.lesion_id for r in records):
+        raise DatasetError("every record needs a lesion_id to build a lesion-grouped split")
+    lesions: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        lesions[r.lesion_id].append(r)
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for lesion_id in sorted(lesions):
+        dxs = {r.dx for r in lesions[lesion_id]}
+        if len(dxs) != 1:
+            raise DatasetError(f"lesion {lesion_id} has several diagnoses {sorted(dxs)}")
+        by_class[dxs.pop()].append(lesion_id)
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, str] = {}
+    for dx in sorted(by_class):
+        ids = by_class[dx]
+        ids = [ids[i] for i in rng.permutation(len(ids))]
+        total = sum(len(lesions[l]) for l in ids)
+        targets = [(name, fractions[name] * total) for name in ("test", "val")]
+        filled = {name: 0 for name in SPLITS}
+        for lesion_id in ids:
+            split = "train"
+            for name, target in targets:
+                if filled[name] < target:
+                    split = name
+                    break
+            filled[split] += len(lesions[lesion_id])
+            for r in lesions[lesion_id]:
+                assignment[r.image_id] = split
+    return assignment
+
+
+def write_split(records: list[Record], assignment: dict[str, str], path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = sorted((r.image_id, r.lesion_id, r.dx, assignment[r.image_id]) for r in records)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["image_id", "lesion_id", "dx", "split"])
+        w.writerows(rows)
+
+
+def read_split(path: Path = DEFAULT_SPLIT_FILE) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: split file not found (create it with `dermalens split`)")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    bad = {r["split"] for r in rows} - set(SPLITS)
+    if bad:
+        raise DatasetError(f"{path}: unknown split name(s) {sorted(bad)}")
+    return {r["image_id"]: r["split"] for r in rows}
+
+
+def select_split(records: list[Record], split: str, path: Path = DEFAULT_SPLIT_FILE) -> list[Record]:
+    """The records of one split; every record must appear in the split file."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
+    assignment = read_split(path)
+    unknown = [r.image_id for r in records if r.image_id not in assignment]
+    if unknown:
+        raise DatasetError(f"{len(unknown)} image(s) not in split file {path}: {unknown[:5]}")
+    return [r for r in records if assignment[r.image_id] == split]
+
+
+def split_sha256(path: Path = DEFAULT_SPLIT_FILE) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, calibration, reports. Numpy, scikit-learn and matplotlib only."""

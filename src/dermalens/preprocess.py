@@ -1,0 +1,214 @@
+"""The one preprocessing definition: image file -> model input.
+
+Training, evaluation, the API and the GUI all go through `PreprocessSpec`:
+`to_uint8` turns any supported image into an HxWx3 uint8 array at the model's input
+size (the training cache stores exactly this), and `normalize` turns that into the
+float32 NCHW tensor the network sees. The spec is plain data, saved in every model
+bundle's card, so a bundle always says how its inputs were made.
+Numpy and Pillow only: serving must not need PyTorch.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+
+RESIZE_POLICIES = ("stretch", "center_crop")
+COLOR_CONSTANCY = (None, "shades_of_gray")
+# Default cap on decoded pixels: far above any dermoscope (~6000x4000) but it stops a
+# 20,000 x 20,000 "decompression bomb" before Pillow allocates it.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image (unreadable, empty, too large...)."""
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    input_size: tuple[int, int] = (192, 256)  # (height, width): HAM10000 frames are 4:3
+    resize: str = "stretch"  # "stretch": whole frame to input_size; "center_crop": scale short side, crop
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    color_constancy: str | None = None  # None or "shades_of_gray" (Finlayson & Trezzi, p=6)
+    gray_equalize: bool = False  # grayscale + histogram equalisation, replicated to 3 channels
+    interpolation: str = "bilinear"
+    transparent_background: tuple[int, int, int] = field(default=(0, 0, 0))
+
+    def __post_init__(self):
+        h, w = self.input_size
+        if not (isinstance(h, int) and isinstance(w, int) and 16 <= h <= 2048 and 16 <= w <= 2048):
+            raise ValueError(f"input_size must be two integers in 16..2048, got {self.input_size!r}")
+        if self.resize not in RESIZE_POLICIES:
+            raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
+        if self.color_constancy not in COLOR_CONSTANCY:
+            raise ValueError(f"color_constancy must be one of {COLOR_CONSTANCY}, got {self.color_constancy!r}")
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"interpolation must be one of {tuple(_RESAMPLE)}, got {self.interpolation!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std must have 3 values each, std > 0")
+
+    # ---- (de)serialisation: the spec travels in card.json -------------------------------
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        for k in ("mean", "std", "transparent_background"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ValueError(f"unknown preprocessing keys: {sorted(unknown)}")
+        for k in ("input_size", "mean", "std", "transparent_background"):
+            if k in known:
+                known[k] = tuple(known[k])
+        return cls(**known)
+
+    # ---- the pipeline ---------------------------------------------------------------------
+    def to_uint8(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Any supported image -> HxWx3 uint8 at input_size (what the training cache stores)."""
+        img = load_rgb(source, max_pixels=max_pixels, background=self.transparent_background)
+        img = self.resize_image(img)
+        arr = np.asarray(img, dtype=np.uint8)
+        if self.color_constancy == "shades_of_gray":
+            arr = shades_of_gray(arr)
+        if self.gray_equalize:
+            gray = ImageOps.equalize(Image.fromarray(arr).convert("L"))
+            arr = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
+        return np.ascontiguousarray(arr)
+
+    def resize_image(self, img: Image.Image) -> Image.Image:
+        h, w = self.input_size
+        resample = _RESAMPLE[self.interpolation]
+        if self.resize == "center_crop":
+            scale = max(w / img.width, h / img.height)
+            sw, sh = max(w, round(img.width * scale)), max(h, round(img.height * scale))
+            img = img.resize((sw, sh), resample)
+            left, top = (sw - w) // 2, (sh - h) // 2
+            return img.crop((left, top, left + w, top + h))
+        return img.resize((w, h), resample)
+
+    def normalize(self, arr: np.ndarray) -> np.ndarray:
+        """uint8 HxWx3 (or NxHxWx3) -> float32 NCHW, scaled to [0,1] then (x - mean) / std."""
+        if arr.dtype != np.uint8:
+            raise TypeError(f"normalize expects uint8 pixels, got {arr.dtype}")
+        if arr.ndim == 3:
+            arr = arr[None]
+        x = arr.astype(np.float32) * np.float32(1 / 255)
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def preprocess(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Image -> float32 array of shape (1, 3, H, W), ready for the network."""
+        return self.normalize(self.to_uint8(source, max_pixels=max_pixels))
+
+
+_RESAMPLE = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open (lazily) a path, bytes or PIL image, refusing what is not an image or too large."""
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            if len(source) == 0:
+                raise ImageError("the image is empty (0 bytes)")
+            fp, name = io.BytesIO(bytes(source)), "upload"
+        else:
+            path = Path(source)
+            if not path.exists():
+                raise ImageError(f"{path}: no such file")
+            if path.is_dir():
+                raise ImageError(f"{path}: is a folder, not an image")
+            if path.stat().st_size == 0:
+                raise ImageError(f"{path}: the file is empty (0 bytes)")
+            fp, name = path, str(path)
+        try:
+            img = Image.open(fp)
+        except UnidentifiedImageError:
+            raise ImageError(f"{name}: not a recognised image (JPEG, PNG, BMP, GIF, WEBP or TIFF)") from None
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"{name}: image too large ({e})") from None
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read image ({e})") from None
+    if img.width * img.height > max_pixels:
+        raise ImageError(
+            f"image too large: {img.width}x{img.height} = {img.width * img.height:,} pixels "
+            f"(limit {max_pixels:,})"
+        )
+    if img.width < 1 or img.height < 1:
+        raise ImageError("image has no pixels")
+    return img
+
+
+def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
+             background: tuple[int, int, int] = (0, 0, 0)) -> Image.Image:
+    """Decode to an 8-bit RGB PIL image.
+
+    First frame of animations; EXIF orientation applied; 16-bit and float images scaled to
+    8 bits; CMYK, palette and grayscale converted; transparency composited over `background`.
+    """
+    img = open_image(source, max_pixels=max_pixels)
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return _to_rgb(img, background)
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        # Truncated or corrupt data only shows when the pixels are decoded.
+        raise ImageError(f"cannot decode image ({e})") from None
+
+
+def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grayscale (PNG/TIFF). Pillow reports 'I' for 16-bit PNGs too, so 'I' is
+        # read as 0..65535 like the others.
+        a = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(a / 257.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    elif mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if np.nanmax(a) <= 1.0:
+            a = a * 255.0
+        img = Image.fromarray(np.clip(np.nan_to_num(a) + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, tuple(background))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+def shades_of_gray(arr: np.ndarray, power: int = 6) -> np.ndarray:
+    """Shades of Gray colour constancy (Finlayson & Trezzi 2004), as used for ISIC images.
+
+    Estimates the illuminant as the Minkowski p-norm of each channel and rescales the
+    channels so that illuminant becomes neutral grey.
+    """
+    x = arr.astype(np.float64)
+    illum = np.power(np.mean(np.power(x, power), axis=(0, 1)), 1.0 / power)
+    illum = illum / max(np.sqrt(np.sum(illum**2)), 1e-12)
+    gain = 1.0 / np.maximum(illum * np.sqrt(3.0), 1e-12)
+    return np.clip(x * gain + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,257 @@
+"""`dermalens train`: fine-tune a backbone on the committed split, resumable, DDP-ready.
+
+Every epoch writes `checkpoint_last.pt` (model, optimiser, scheduler, epoch, history and
+RNG state) atomically, so a run killed with `kill -9` resumes from the last finished
+epoch. The augmentation and sampling RNG of an epoch is seeded from (seed, epoch, rank),
+which makes a resumed run draw the same batches the uninterrupted one would have.
+Under `torchrun`, DistributedDataParallel uses gloo on CPU and nccl (with bf16 autocast)
+on CUDA; every rank evaluates the full validation set, so all ranks take the same
+early-stopping decision without talking about it.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from tqdm import tqdm
+
+from ..classes import CODES
+from ..data import load_ham10000, select_split
+from ..evaluate.metrics import classification_metrics
+from ..preprocess import PreprocessSpec
+from .augment import normalize_batch, train_transform
+from .cache import load_pixels
+from .config import TrainConfig
+from .models import BACKBONES, create_model
+
+
+def preprocess_spec(cfg: TrainConfig) -> PreprocessSpec:
+    b = BACKBONES[cfg.backbone]
+    return PreprocessSpec(input_size=tuple(cfg.input_size), resize=cfg.resize, mean=b.mean, std=b.std,
+                          color_constancy=cfg.color_constancy)
+
+
+def _dist_info():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return world, rank
+
+
+def _limit(records, n):
+    if n <= 0:
+        return records
+    # keep every class represented in smoke tests
+    by_class = {}
+    for r in records:
+        by_class.setdefault(r.dx, []).append(r)
+    out, i = [], 0
+    while len(out) < min(n, len(records)):
+        for c in sorted(by_class):
+            if i < len(by_class[c]) and len(out) < n:
+                out.append(by_class[c][i])
+        i += 1
+    return out
+
+
+def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
+    counts = np.bincount(labels, minlength=len(CODES)).astype(np.float64)
+    w = np.where(counts > 0, (counts.sum() / np.maximum(counts, 1)) ** power, 0.0)
+    w = w / (w[counts > 0].mean() if (counts > 0).any() else 1.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _epoch_indices(labels, cfg: TrainConfig, epoch: int, world: int, rank: int) -> np.ndarray:
+    rng = np.random.default_rng([cfg.seed, epoch])
+    n = len(labels)
+    if cfg.balanced_sampler:
+        counts = np.bincount(labels, minlength=len(CODES))
+        p = 1.0 / counts[labels]
+        idx = rng.choice(n, size=n, replace=True, p=p / p.sum())
+    else:
+        idx = rng.permutation(n)
+    per_rank = len(idx) // world  # equal step counts on every rank, as DDP needs
+    return idx[rank * per_rank:(rank + 1) * per_rank]
+
+
+def lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
+    warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    total = max(warm + 1, cfg.epochs * steps_per_epoch)
+
+    def f(step):
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / (total - warm))))
+    return f
+
+
+@torch.no_grad()
+def predict_logits(model, pixels: np.ndarray, spec: PreprocessSpec, device, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(pixels), batch_size):
+        x = torch.from_numpy(pixels[i:i + batch_size]).permute(0, 3, 1, 2).to(device)
+        x = normalize_batch(x, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
+        out.append(model(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CODES)), np.float32)
+
+
+def _atomic_save(obj, path: Path):
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def plot_curves(history: list[dict], path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].plot(ep, [h["train_loss"] for h in history], "o-", label="train loss")
+    ax[0].plot(ep, [h["val_loss"] for h in history], "o-", label="val loss")
+    ax[0].set_xlabel("epoch"); ax[0].legend(); ax[0].set_title("loss")
+    for key in ("val_balanced_accuracy", "val_accuracy", "val_macro_auroc"):
+        ax[1].plot(ep, [h[key] for h in history], "o-", label=key.replace("val_", "val "))
+    ax[1].set_xlabel("epoch"); ax[1].set_ylim(0, 1); ax[1].legend(); ax[1].set_title("validation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    world, rank = _dist_info()
+    distributed = world > 1
+    use_cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
+    if distributed:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif distributed and not use_cuda:
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
+    main = rank == 0
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = preprocess_spec(cfg)
+
+    records = load_ham10000(cfg.data_root)
+    train_recs = _limit(select_split(records, "train", Path(cfg.split_file)), cfg.max_images_per_split)
+    val_recs = _limit(select_split(records, "val", Path(cfg.split_file)), cfg.max_images_per_split)
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else None
+    train_px = load_pixels(train_recs, spec, cache, desc="decode train")
+    val_px = load_pixels(val_recs, spec, cache, desc="decode val")
+    y_train = np.array([r.label for r in train_recs])
+    y_val = np.array([r.label for r in val_recs])
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.backbone, len(CODES), pretrained=cfg.pretrained, drop_rate=cfg.drop_rate)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    weights = class_weights(y_train, cfg.class_weight_power) if cfg.class_weight_power else None
+    criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
+                                    label_smoothing=cfg.label_smoothing)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, (len(train_px) // world) // cfg.batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch))
+    net = nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    start_epoch, history, best, bad_epochs, train_seconds = 0, [], -1.0, 0, 0.0
+    last = out / "checkpoint_last.pt"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last}")
+        ck = torch.load(last, map_location=device, weights_only=False)
+        if ck["config"]["backbone"] != cfg.backbone or list(ck["config"]["input_size"]) != list(cfg.input_size):
+            raise ValueError(f"{last} was trained with a different backbone or input size")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        start_epoch, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
+        bad_epochs, train_seconds = ck["bad_epochs"], ck.get("train_seconds", 0.0)
+        torch.set_rng_state(ck["rng"]["torch"])
+        np.random.set_state(ck["rng"]["numpy"])
+        random.setstate(ck["rng"]["python"])
+    if main:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    tf = train_transform(tuple(cfg.input_size))
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
+    for epoch in range(start_epoch, cfg.epochs):
+        if bad_epochs >= cfg.patience:
+            break
+        t0 = time.time()
+        torch.manual_seed(hash((cfg.seed, epoch, rank)) % (2**31))
+        idx = _epoch_indices(y_train, cfg, epoch, world, rank)
+        net.train()
+        total, seen = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main)
+        for step in bar:
+            b = idx[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x = torch.stack([tf(torch.from_numpy(train_px[i]).permute(2, 0, 1)) for i in b]).to(device)
+            x = normalize_batch(x, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
+            y = torch.from_numpy(y_train[b]).to(device)
+            with amp:
+                loss = criterion(net(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(b)
+            seen += len(b)
+            bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        logits = predict_logits(model, val_px, spec, device)
+        probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
+        m = classification_metrics(y_val, probs)
+        val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y_val)))
+        train_seconds += time.time() - t0
+        row = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_loss": val_loss,
+               "val_accuracy": m["accuracy"], "val_balanced_accuracy": m["balanced_accuracy"],
+               "val_macro_auroc": m["macro_auroc"], "lr": sched.get_last_lr()[0],
+               "seconds": time.time() - t0}
+        history.append(row)
+        improved = m["balanced_accuracy"] > best
+        if improved:
+            best, bad_epochs = m["balanced_accuracy"], 0
+        else:
+            bad_epochs += 1
+        if main:
+            print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+            meta = {"config": cfg.to_dict(), "preprocess": spec.to_dict(), "classes": list(CODES),
+                    "epoch": epoch, "val_metrics": m, "train_seconds": train_seconds,
+                    "hardware": _hardware(world, use_cuda)}
+            if improved:
+                _atomic_save({**meta, "model": model.state_dict()}, out / "best.pt")
+            _atomic_save({**meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict(), "history": history, "best": best,
+                          "bad_epochs": bad_epochs,
+                          "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                                  "python": random.getstate()}}, last)
+            _write_history(history, out)
+        if distributed:
+            dist.barrier()
+    if distributed:
+        dist.destroy_process_group()
+    return out
+
+
+def _hardware(world: int, cuda: bool) -> str:
+    dev = torch.cuda.get_device_name(0) if cuda else f"CPU ({os.cpu_count()} cores, {platform.machine()})"
+    return f"{world} process(es) on {dev}, torch {torch.__version__}"
+
+
+def _write_history(history: list[dict], out: Path):
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    with open(out / "history.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    plot_curves(history, out / "curves.png")
