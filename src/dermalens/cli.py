@@ -38,6 +38,30 @@ def cmd_train(a):
     print(f"run folder: {out}")
 
 
+def cmd_export(a):
+    from .evaluate.ood_eval import evaluate_gate
+    from .export.bundle import export_bundle
+
+    def ood_extra(predictor, test_result):
+        return evaluate_gate(predictor, test_result, lesion_pixels=test_result["pixels"])
+
+    card = export_bundle(a.run, a.out, a.data, a.split_file, name=a.name, version=a.version,
+                         evaluate_test=not a.no_test, max_images_per_split=a.max_images_per_split or 0,
+                         ood_extra=ood_extra)
+    _print_summary(card)
+    print(f"bundle written to {a.out}")
+
+
+def _print_summary(card):
+    for split in ("validation", "test", "test_tta"):
+        m = card.get("metrics", {}).get(split)
+        if m:
+            mal = m.get("malignant", {})
+            print(f"{split:10s} bal.acc {m['balanced_accuracy']:.3f}  acc {m['accuracy']:.3f}  "
+                  f"macro AUROC {m['macro_auroc']:.3f}  ECE {m['ece']:.3f}  malignant sens "
+                  f"{mal.get('sensitivity', float('nan')):.3f} spec {mal.get('specificity', float('nan')):.3f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.splits import DEFAULT_SEED
     p = argparse.ArgumentParser(prog="dermalens", description=(
@@ -69,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-images-per-split", type=int, help="smoke tests only")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
     t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export", help="training run -> model bundle (ONNX + card), calibrated on validation")
+    e.add_argument("run", help="run folder holding best.pt")
+    e.add_argument("--out", default=DEFAULT_BUNDLE, help="bundle folder to write")
+    e.add_argument("--data", default=DEFAULT_DATA)
+    e.add_argument("--split-file", default="splits/ham10000_split.csv")
+    e.add_argument("--name", default="dermalens-lite0")
+    e.add_argument("--version", default="1.0.0")
+    e.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
+    e.add_argument("--max-images-per-split", type=int, help="smoke tests only")
+    e.set_defaults(func=cmd_export)
     return p
 
 

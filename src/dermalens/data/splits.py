@@ -93,3 +93,19 @@ def select_split(records: list[Record], split: str, path: Path = DEFAULT_SPLIT_F
 
 def split_sha256(path: Path = DEFAULT_SPLIT_FILE) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def balanced_subset(records: list[Record], n: int) -> list[Record]:
+    """At most n records, dealt round-robin over the diagnoses (smoke tests); n <= 0: all."""
+    if n <= 0 or n >= len(records):
+        return records
+    by_class: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        by_class[r.dx].append(r)
+    out, i = [], 0
+    while len(out) < n:
+        for dx in sorted(by_class):
+            if i < len(by_class[dx]) and len(out) < n:
+                out.append(by_class[dx][i])
+        i += 1
+    return out

@@ -26,7 +26,7 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from ..classes import CODES
-from ..data import load_ham10000, select_split
+from ..data import balanced_subset, load_ham10000, select_split
 from ..evaluate.metrics import classification_metrics
 from ..preprocess import PreprocessSpec
 from .augment import normalize_batch, train_transform
@@ -45,22 +45,6 @@ def _dist_info():
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     return world, rank
-
-
-def _limit(records, n):
-    if n <= 0:
-        return records
-    # keep every class represented in smoke tests
-    by_class = {}
-    for r in records:
-        by_class.setdefault(r.dx, []).append(r)
-    out, i = [], 0
-    while len(out) < min(n, len(records)):
-        for c in sorted(by_class):
-            if i < len(by_class[c]) and len(out) < n:
-                out.append(by_class[c][i])
-        i += 1
-    return out
 
 
 def class_weights(labels: np.ndarray, power: float) -> torch.Tensor:
@@ -145,8 +129,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     spec = preprocess_spec(cfg)
 
     records = load_ham10000(cfg.data_root)
-    train_recs = _limit(select_split(records, "train", Path(cfg.split_file)), cfg.max_images_per_split)
-    val_recs = _limit(select_split(records, "val", Path(cfg.split_file)), cfg.max_images_per_split)
+    train_recs = balanced_subset(select_split(records, "train", Path(cfg.split_file)), cfg.max_images_per_split)
+    val_recs = balanced_subset(select_split(records, "val", Path(cfg.split_file)), cfg.max_images_per_split)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else None
     train_px = load_pixels(train_recs, spec, cache, desc="decode train")
     val_px = load_pixels(val_recs, spec, cache, desc="decode val")

@@ -1,0 +1,39 @@
+"""Evaluate a model bundle (ONNX, no PyTorch) on a labelled set of records."""
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data import Record
+from ..preprocess import ImageError
+from .metrics import classification_metrics
+
+
+def decode_records(predictor, records: list[Record], progress: bool = True, desc: str = "decode"):
+    """uint8 pixels for the readable records; unreadable ones are returned separately."""
+    pixels, kept, failed = [], [], []
+    for r in tqdm(records, desc=desc, disable=not progress or len(records) < 100):
+        try:
+            pixels.append(predictor.load(r.path))
+            kept.append(r)
+        except ImageError as e:
+            failed.append({"image_id": r.image_id, "path": str(r.path), "error": str(e)})
+    h, w = predictor.bundle.spec.input_size
+    arr = np.stack(pixels) if pixels else np.zeros((0, h, w, 3), np.uint8)
+    return arr, kept, failed
+
+
+def evaluate_records(predictor, records: list[Record], tta: bool = False, progress: bool = True) -> dict:
+    pixels, kept, failed = decode_records(predictor, records, progress)
+    if not kept:
+        raise ValueError("no readable images to evaluate")
+    codes = predictor.bundle.codes
+    y = np.array([codes.index(r.dx) for r in kept])
+    probs, pooled, _ = predictor.forward(pixels, tta=tta)
+    metrics = classification_metrics(y, probs, codes, malignant_threshold=predictor.threshold)
+    scores = predictor.ood_scores(pooled)
+    if scores is not None:
+        metrics["ood_pass_rate"] = float((scores <= predictor.ood_threshold).mean())
+    metrics["tta"] = tta
+    metrics["skipped"] = failed
+    return {"metrics": metrics, "y": y, "probs": probs, "records": kept, "pixels": pixels}

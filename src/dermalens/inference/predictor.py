@@ -1,0 +1,173 @@
+"""Predictor: image -> calibrated probabilities, malignancy, risk level, OOD flag, Grad-CAM.
+
+One forward pass gives logits and the last feature maps; everything else (temperature,
+malignancy sum, OOD distance, Grad-CAM) is numpy on those two arrays.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import DISCLAIMER
+from ..evaluate.calibration import softmax
+from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource
+from .bundle import Bundle, load_bundle
+from .gradcam import gradcam, overlay, to_png
+from .ood import EXPOSURE_RULES, exposure_reasons, mahalanobis_score
+from .risk import RECOMMENDATIONS, risk_level
+
+LOW_CONFIDENCE = 0.5  # a top-class probability below this is shown as uncertain
+
+
+@dataclass
+class Prediction:
+    codes: list[str]
+    names: list[str]
+    probabilities: np.ndarray
+    malignancy: float
+    malignant_threshold: float
+    risk: str
+    in_distribution: bool
+    ood_score: float | None
+    ood_threshold: float | None
+    ood_reasons: list[str]
+    pixels: np.ndarray  # the preprocessed uint8 image (input size), for overlays
+    cam: np.ndarray | None = None
+    cam_class: int | None = None
+    tta: bool = False
+    source: str = ""
+    model: dict = field(default_factory=dict)
+
+    @property
+    def top(self) -> int:
+        return int(np.argmax(self.probabilities))
+
+    @property
+    def confident(self) -> bool:
+        return self.in_distribution and float(self.probabilities[self.top]) >= LOW_CONFIDENCE
+
+    def overlay_png(self) -> bytes | None:
+        if self.cam is None:
+            return None
+        return to_png(overlay(self.pixels, self.cam))
+
+    def to_dict(self, include_explanation: bool = True) -> dict:
+        order = np.argsort(-self.probabilities)
+        probs = [float(p) for p in self.probabilities]
+        d = {
+            "predictions": [{"label": self.names[i], "code": self.codes[i], "prob": probs[i]} for i in order],
+            "prediction": {"predicted_class": self.names[self.top], "code": self.codes[self.top],
+                           "confidence": probs[self.top], "all_probabilities": probs,
+                           "confident": self.confident},
+            "malignancy": {"probability": self.malignancy,
+                           "label": "malignant" if self.malignancy >= self.malignant_threshold else "benign",
+                           "threshold": self.malignant_threshold},
+            "risk": {"level": self.risk, "recommendation": RECOMMENDATIONS[self.risk]},
+            "quality": {"in_distribution": self.in_distribution, "score": self.ood_score,
+                        "threshold": self.ood_threshold, "reasons": self.ood_reasons},
+            "tta": self.tta,
+            "model": self.model,
+            "disclaimer": DISCLAIMER,
+        }
+        if include_explanation and self.cam is not None:
+            d["explanation"] = {"class": self.codes[self.cam_class],
+                                "overlay": "data:image/png;base64," + base64.b64encode(self.overlay_png()).decode()}
+        return d
+
+
+def _tta_views(x: np.ndarray) -> np.ndarray:
+    """Dihedral views of NHWC images that keep the input shape: flips and the 180-degree
+    rotation always; the 90-degree rotations too when the input is square."""
+    views = [x, x[:, :, ::-1], x[:, ::-1, :], x[:, ::-1, ::-1]]
+    if x.shape[1] == x.shape[2]:
+        t = x.transpose(0, 2, 1, 3)
+        views += [t, t[:, :, ::-1], t[:, ::-1, :], t[:, ::-1, ::-1]]
+    return np.stack(views, axis=1)  # N x V x H x W x 3
+
+
+class Predictor:
+    def __init__(self, bundle: str | Path | Bundle, threads: int | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, threads=threads)
+        self.max_pixels = max_pixels
+        b = self.bundle
+        self.model_info = {"name": b.card["name"], "version": b.card["version"],
+                           "backbone": b.card.get("backbone", {}).get("name")}
+        t = b.thresholds
+        self.threshold = float(t["malignant"])
+        self.high_threshold = float(t.get("high_risk", 1.0))
+        self.ood_threshold = float(t["ood"]) if "ood" in t and b.ood is not None else None
+        self.exposure_rules = b.card.get("ood", {}).get("exposure_rules", EXPOSURE_RULES)
+
+    # ---- arrays in, arrays out (used by evaluation too) ------------------------------------
+    def forward(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 64):
+        """uint8 NxHxWx3 -> (calibrated probs NxK, pooled features NxC, feature maps NxCxhxw)."""
+        spec, T = self.bundle.spec, self.bundle.temperature
+        probs, pooled, maps = [], [], []
+        for i in range(0, len(pixels), batch_size):
+            chunk = pixels[i:i + batch_size]
+            if tta:
+                views = _tta_views(chunk)
+                n, v = views.shape[:2]
+                logits, feats = self.bundle.run(spec.normalize(views.reshape(n * v, *views.shape[2:])))
+                p = softmax(logits, T).reshape(n, v, -1).mean(axis=1)
+                feats = feats.reshape(n, v, *feats.shape[1:])[:, 0]
+            else:
+                logits, feats = self.bundle.run(spec.normalize(chunk))
+                p = softmax(logits, T)
+            probs.append(p)
+            pooled.append(feats.mean(axis=(2, 3)))
+            maps.append(feats)
+        return np.concatenate(probs), np.concatenate(pooled), np.concatenate(maps)
+
+    def ood_scores(self, pooled: np.ndarray) -> np.ndarray | None:
+        if self.bundle.ood is None:
+            return None
+        return mahalanobis_score(pooled, self.bundle.ood)
+
+    def malignancy(self, probs: np.ndarray) -> np.ndarray:
+        return probs[:, self.bundle.malignant].sum(axis=1)
+
+    # ---- images in, Predictions out ------------------------------------------------------
+    def load(self, source: ImageSource) -> np.ndarray:
+        return self.bundle.spec.to_uint8(source, max_pixels=self.max_pixels)
+
+    def predict(self, source: ImageSource, tta: bool = False, explain: bool = False,
+                explain_class: int | None = None) -> Prediction:
+        return self.predict_pixels(self.load(source)[None], tta=tta, explain=explain,
+                                   explain_class=explain_class, sources=[_name(source)])[0]
+
+    def predict_pixels(self, pixels: np.ndarray, tta: bool = False, explain: bool = False,
+                       explain_class: int | None = None, sources=None) -> list[Prediction]:
+        probs, pooled, maps = self.forward(pixels, tta=tta)
+        scores = self.ood_scores(pooled)
+        mal = self.malignancy(probs)
+        b = self.bundle
+        out = []
+        for i in range(len(pixels)):
+            reasons = exposure_reasons(pixels[i], self.exposure_rules)
+            score = None if scores is None else float(scores[i])
+            if score is not None and self.ood_threshold is not None and score > self.ood_threshold:
+                reasons.append("image features are unlike the dermoscopic training images")
+            ind = not reasons
+            p = Prediction(b.codes, b.names, probs[i], float(mal[i]), self.threshold,
+                           risk_level(float(mal[i]), self.threshold, self.high_threshold, ind),
+                           ind, score, self.ood_threshold, reasons, pixels[i], tta=tta,
+                           source=(sources[i] if sources else ""), model=self.model_info)
+            if explain:
+                c = int(np.argmax(probs[i])) if explain_class is None else int(explain_class)
+                if not 0 <= c < len(b.codes):
+                    raise ValueError(f"explain_class must be in 0..{len(b.codes) - 1}")
+                p.cam, p.cam_class = gradcam(maps[i], b.head_weight, c, b.spec.input_size), c
+            out.append(p)
+        return out
+
+
+def _name(source) -> str:
+    return str(source) if isinstance(source, (str, Path)) else ""
+
+
+__all__ = ["Predictor", "Prediction", "ImageError"]
