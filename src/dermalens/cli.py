@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -52,14 +53,56 @@ def cmd_export(a):
     print(f"bundle written to {a.out}")
 
 
-def _print_summary(card):
-    for split in ("validation", "test", "test_tta"):
+def _print_summary(card, splits=("validation", "test", "test_tta")):
+    for split in splits:
         m = card.get("metrics", {}).get(split)
         if m:
             mal = m.get("malignant", {})
             print(f"{split:10s} bal.acc {m['balanced_accuracy']:.3f}  acc {m['accuracy']:.3f}  "
                   f"macro AUROC {m['macro_auroc']:.3f}  ECE {m['ece']:.3f}  malignant sens "
                   f"{mal.get('sensitivity', float('nan')):.3f} spec {mal.get('specificity', float('nan')):.3f}")
+
+
+def cmd_evaluate(a):
+    from .data import load_dataset, load_ham10000, select_split
+    from .evaluate.report import write_report
+    from .evaluate.run import evaluate_records
+    from .inference import Predictor
+    predictor = Predictor(a.model)
+    if a.labels:
+        records = load_dataset(a.labels, missing="skip" if a.skip_missing else "error")
+        title = f"dermalens evaluation on {a.labels}"
+    else:
+        records = select_split(load_ham10000(a.data), a.split, Path(a.split_file))
+        title = f"dermalens evaluation: HAM10000 {a.split} split ({Path(a.split_file).name})"
+    result = evaluate_records(predictor, records, tta=a.tta)
+    m = result["metrics"]
+    out = a.out or f"reports/{predictor.bundle.card['name']}-{'labels' if a.labels else a.split}"
+    paths = write_report(result, predictor, out, title)
+    _print_summary({"metrics": {"evaluated": m}}, ("evaluated",))
+    for s in m["skipped"]:
+        print(f"skipped {s['path']}: {s['error']}", file=sys.stderr)
+    print(f"metrics: {paths['metrics']}\nreport:  {paths['report']}")
+
+
+def cmd_predict(a):
+    from .predict import run_predict
+    return run_predict(a)
+
+
+def cmd_serve(a):
+    from .serve.server import run_server
+    run_server(host=a.host, port=a.port, workers=a.workers, model=a.model)
+
+
+def cmd_gui(a):
+    from .gui.app import run_gui
+    run_gui(model=a.model, api=a.api)
+
+
+def cmd_bench(a):
+    from .bench import main as bench_main
+    bench_main(["--model", a.model, "--images", a.images, "--repeat", str(a.repeat)])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,14 +147,60 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
     e.add_argument("--max-images-per-split", type=int, help="smoke tests only")
     e.set_defaults(func=cmd_export)
+
+    ev = sub.add_parser("evaluate", help="metrics + HTML report of a bundle on a split or a labelled folder")
+    ev.add_argument("--model", default=DEFAULT_BUNDLE, help="model bundle folder")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 folder (with --split)")
+    ev.add_argument("--split-file", default="splits/ham10000_split.csv")
+    ev.add_argument("--labels", help="labelled set instead: CSV image_id,dx (images beside it or in images/) "
+                                     "or a folder holding labels.csv")
+    ev.add_argument("--skip-missing", action="store_true", help="evaluate the images that exist")
+    ev.add_argument("--tta", action="store_true", help="test-time augmentation (flips, rotations)")
+    ev.add_argument("--out", help="report folder (default reports/NAME-SPLIT)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="classify image files, folders or globs")
+    pr.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    pr.add_argument("--model", default=DEFAULT_BUNDLE)
+    pr.add_argument("--tta", action="store_true", help="test-time augmentation")
+    pr.add_argument("--csv", help="also write the results as CSV")
+    pr.add_argument("--json", help="also write the results as JSON")
+    pr.add_argument("--explain", metavar="DIR", help="write Grad-CAM overlays (PNG) into DIR")
+    pr.add_argument("--recursive", action="store_true", help="look into sub-folders too")
+    pr.set_defaults(func=cmd_predict)
+
+    sv = sub.add_parser("serve", help="start the web app and REST API")
+    sv.add_argument("--host", default=os.environ.get("DERMALENS_HOST", "127.0.0.1"))
+    sv.add_argument("--port", type=int, default=int(os.environ.get("DERMALENS_PORT", "8000")))
+    sv.add_argument("--workers", type=int, default=int(os.environ.get("DERMALENS_WORKERS", "1")))
+    sv.add_argument("--model", default=os.environ.get("DERMALENS_MODEL", DEFAULT_BUNDLE))
+    sv.set_defaults(func=cmd_serve)
+
+    g = sub.add_parser("gui", help="desktop app (Tkinter)")
+    g.add_argument("--model", default=DEFAULT_BUNDLE, help="bundle for local mode")
+    g.add_argument("--api", help="remote mode: URL of a running dermalens server, e.g. http://127.0.0.1:8000")
+    g.set_defaults(func=cmd_gui)
+
+    b = sub.add_parser("bench", help="latency, throughput and memory benchmarks (prints figures)")
+    b.add_argument("--model", default=DEFAULT_BUNDLE)
+    b.add_argument("--images", default="../shared/data/ham10000_fullres_sample")
+    b.add_argument("--repeat", type=int, default=200)
+    b.set_defaults(func=cmd_bench)
     return p
 
 
 def main(argv=None):
+    from .data import DatasetError
+    from .inference.bundle import BundleError
+    from .preprocess import ImageError
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
         return a.func(a) or 0
+    except (DatasetError, BundleError, ImageError, FileNotFoundError, ValueError) as e:
+        print(f"dermalens {a.command}: error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

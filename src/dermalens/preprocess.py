@@ -27,8 +27,19 @@ COLOR_CONSTANCY = (None, "shades_of_gray")
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+
+
 class ImageError(ValueError):
-    """An input that is not a usable image (unreadable, empty, too large...)."""
+    """An input that is not a usable image (unreadable, empty, truncated...)."""
+
+
+class ImageTooLarge(ImageError):
+    """Decoding would exceed the pixel budget (a decompression bomb, or just too big)."""
+
+
+class UnsupportedImageType(ImageError):
+    """A real image, in a format dermalens does not read."""
 
 
 @dataclass(frozen=True)
@@ -143,11 +154,14 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not a recognised image (JPEG, PNG, BMP, GIF, WEBP or TIFF)") from None
         except Image.DecompressionBombError as e:
-            raise ImageError(f"{name}: image too large ({e})") from None
+            raise ImageTooLarge(f"{name}: image too large ({e})") from None
         except OSError as e:
             raise ImageError(f"{name}: cannot read image ({e})") from None
+        if img.format not in SUPPORTED_FORMATS:
+            raise UnsupportedImageType(
+                f"{name}: {img.format} images are not supported; use JPEG, PNG, BMP, GIF, WEBP or TIFF")
     if img.width * img.height > max_pixels:
-        raise ImageError(
+        raise ImageTooLarge(
             f"image too large: {img.width}x{img.height} = {img.width * img.height:,} pixels "
             f"(limit {max_pixels:,})"
         )

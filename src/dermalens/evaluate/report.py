@@ -1,0 +1,117 @@
+"""Self-contained HTML evaluation report: every plot embedded as a base64 PNG."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .. import DISCLAIMER
+from .metrics import reliability_bins, roc_points
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def confusion_plot(cm: list[list[int]], codes: list[str]) -> str:
+    import matplotlib.pyplot as plt
+    cm = np.asarray(cm)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(codes)):
+        for j in range(len(codes)):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(codes)), codes)
+    ax.set_yticks(range(len(codes)), codes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (colour: row-normalised)")
+    return _png(fig)
+
+
+def roc_plot(y, probs, codes) -> str:
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    for c, (fpr, tpr) in roc_points(y, probs, codes).items():
+        ax.plot(fpr, tpr, label=c)
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("One-vs-rest ROC")
+    ax.legend(loc="lower right")
+    return _png(fig)
+
+
+def reliability_plot(y, probs) -> str:
+    import matplotlib.pyplot as plt
+    bins = [b for b in reliability_bins(probs, y) if b["count"]]
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["accuracy"] for b in bins], width=1 / 15,
+           edgecolor="k", alpha=0.7, label="accuracy")
+    ax.plot([b["confidence"] for b in bins], [b["confidence"] for b in bins], "r.", label="mean confidence")
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    ax.set_xlabel("confidence (top class)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Reliability diagram")
+    ax.legend(loc="upper left")
+    return _png(fig)
+
+
+def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_examples: int = 6) -> dict:
+    """Write metrics.json and report.html into out_dir; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    m, y, probs = result["metrics"], result["y"], result["probs"]
+    codes = predictor.bundle.codes
+    (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    plots = {"Confusion matrix": confusion_plot(m["confusion_matrix"], codes),
+             "ROC curves": roc_plot(y, probs, codes), "Reliability": reliability_plot(y, probs)}
+    curves = predictor.bundle.path / "curves.png"
+    if curves.is_file():
+        plots["Training curves"] = "data:image/png;base64," + base64.b64encode(curves.read_bytes()).decode()
+    examples = []
+    for i in np.linspace(0, len(result["records"]) - 1, min(n_examples, len(result["records"]))).astype(int):
+        p = predictor.predict_pixels(result["pixels"][i:i + 1], explain=True)[0]
+        r = result["records"][i]
+        examples.append((r.image_id, r.dx, p.codes[p.top], float(p.probabilities[p.top]),
+                         "data:image/png;base64," + base64.b64encode(p.overlay_png()).decode()))
+    rows = "".join(
+        f"<tr><td>{c}</td><td>{e['precision']:.3f}</td><td>{'' if e['recall'] is None else format(e['recall'], '.3f')}</td>"
+        f"<td>{'' if e['f1'] is None else format(e['f1'], '.3f')}</td>"
+        f"<td>{format(e['auroc'], '.3f') if 'auroc' in e else ''}</td><td>{e['support']}</td></tr>"
+        for c, e in m["per_class"].items())
+    mal = m.get("malignant", {})
+
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.3f}"
+    summary = [("images", m["n"]), ("accuracy", fmt(m["accuracy"])),
+               ("balanced accuracy", fmt(m["balanced_accuracy"])), ("macro AUROC", fmt(m["macro_auroc"])),
+               ("macro F1", fmt(m["macro_f1"])), ("ECE", fmt(m["ece"])),
+               ("malignant sensitivity", fmt(mal.get("sensitivity"))),
+               ("malignant specificity", fmt(mal.get("specificity"))),
+               ("malignant threshold", fmt(mal.get("threshold"))), ("test-time augmentation", m.get("tta")),
+               ("skipped (unreadable)", len(m.get("skipped", [])))]
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
+.plots img{{max-width:48%;margin:4px}} .ex{{display:inline-block;margin:6px;text-align:center;font-size:90%}}
+.warn{{background:#fff3cd;border:1px solid #e0c060;padding:8px}}</style></head><body>
+<h1>{html.escape(title)}</h1><p class="warn">{html.escape(DISCLAIMER)}</p>
+<p>Model: {html.escape(predictor.bundle.card['name'])} {html.escape(predictor.bundle.card['version'])}</p>
+<h2>Summary</h2><table>{''.join(f'<tr><th>{k}</th><td>{v}</td></tr>' for k, v in summary)}</table>
+<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>AUROC</th><th>support</th></tr>{rows}</table>
+<h2>Plots</h2><div class="plots">{''.join(f'<img alt="{k}" title="{k}" src="{v}">' for k, v in plots.items())}</div>
+<h2>Example heat-maps (Grad-CAM, predicted class)</h2>
+{''.join(f'<div class="ex"><img src="{src}" width="256"><br>{html.escape(i)}: true {t}, predicted {p} ({c:.2f})</div>' for i, t, p, c, src in examples)}
+</body></html>"""
+    (out / "report.html").write_text(page)
+    return {"metrics": str(out / "metrics.json"), "report": str(out / "report.html")}

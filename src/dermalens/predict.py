@@ -1,0 +1,102 @@
+"""`dermalens predict`: files, folders or globs -> a table, CSV/JSON, Grad-CAM overlays.
+
+An unreadable file is reported and skipped; the others are still predicted. Exit status:
+0 when every input was predicted, 1 when some were skipped, 2 when none could be.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .data.datasets import IMAGE_EXTENSIONS
+from .preprocess import ImageError
+
+
+def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
+    """(image paths in a stable order, problems such as patterns that matched nothing)."""
+    paths, problems = [], []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            it = p.rglob("*") if recursive else p.iterdir()
+            found = sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                problems.append(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            paths += found
+        elif any(ch in item for ch in "*?["):
+            found = sorted(Path(f) for f in glob.glob(item, recursive=True) if Path(f).is_file())
+            if not found:
+                problems.append(f"{item}: pattern matched no file")
+            paths += found
+        else:
+            paths.append(p)  # a missing file is reported when it is read
+    seen, unique = set(), []
+    for p in paths:
+        if p not in seen:
+            seen.add(p)
+            unique.append(p)
+    return unique, problems
+
+
+def prediction_row(path: Path, p) -> dict:
+    row = {"file": str(path), "prediction": p.codes[p.top], "name": p.names[p.top],
+           "confidence": round(float(p.probabilities[p.top]), 4),
+           "malignancy": round(p.malignancy, 4), "malignant": p.malignancy >= p.malignant_threshold,
+           "risk": p.risk, "in_distribution": p.in_distribution}
+    row.update({f"p_{c}": round(float(v), 4) for c, v in zip(p.codes, p.probabilities)})
+    return row
+
+
+def run_predict(a) -> int:
+    from . import DISCLAIMER
+    from .inference import Predictor
+    predictor = Predictor(a.model)
+    paths, problems = expand_inputs(a.inputs, getattr(a, "recursive", False))
+    for msg in problems:
+        print(f"warning: {msg}", file=sys.stderr)
+    explain_dir = Path(a.explain) if a.explain else None
+    if explain_dir:
+        explain_dir.mkdir(parents=True, exist_ok=True)
+    rows, errors = [], []
+    for path in tqdm(paths, desc="predict", disable=len(paths) < 5, file=sys.stderr):
+        try:
+            p = predictor.predict(path, tta=a.tta, explain=explain_dir is not None)
+        except ImageError as e:
+            msg = str(e) if str(path) in str(e) else f"{path}: {e}"
+            errors.append({"file": str(path), "error": msg})
+            tqdm.write(f"skipped {msg}", file=sys.stderr)
+            continue
+        if explain_dir is not None:
+            (explain_dir / f"{path.stem}_gradcam.png").write_bytes(p.overlay_png())
+        rows.append(prediction_row(path, p))
+    _print_table(rows)
+    print(f"\n{DISCLAIMER}")
+    if a.csv and rows:
+        with open(a.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    if a.json:
+        Path(a.json).write_text(json.dumps({"model": predictor.model_info, "results": rows, "errors": errors,
+                                            "disclaimer": DISCLAIMER}, indent=2))
+    print(f"{len(rows)} predicted, {len(errors)} skipped", file=sys.stderr)
+    if not rows:
+        return 2
+    return 1 if errors else 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    width = min(48, max(len(r["file"]) for r in rows))
+    print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  risk")
+    for r in rows:
+        name = r["file"] if len(r["file"]) <= width else "..." + r["file"][-(width - 3):]
+        risk = r["risk"] + ("" if r["in_distribution"] else " (not a dermoscopic image?)")
+        cls = r["prediction"] if r["in_distribution"] else "-"
+        print(f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {risk}")

@@ -1,0 +1,261 @@
+"""FastAPI application: the web UI at `/`, the REST API under `/predict` and `/health`.
+
+Errors are always JSON `{"success": false, "error": {"code", "message"}}`: 400 for bad
+base64 or a non-image, 401 for a missing/wrong API key, 413 for too large, 415 for an
+unsupported type, 422 for a body that does not match the schema, 503 without a model,
+504 on timeout. Handlers never let an exception turn into a stack trace.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+import threading
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import DISCLAIMER, __version__
+from ..inference import BundleError, Predictor
+from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, open_image
+from .decode import SUPPORTED_MIME, ApiError, decode_image_string
+from .settings import Settings
+
+log = logging.getLogger("dermalens.serve")
+STATIC = Path(__file__).parent / "static"
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(..., description="Base64 image, raw or as a data URL (data:image/jpeg;base64,...)")
+    tta: bool = Field(False, description="Test-time augmentation (flips, rotations), averaged")
+    explain: bool = Field(False, description="Include a Grad-CAM overlay PNG as a data URL")
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    images: list[str] = Field(..., min_length=1, description="Base64 images or data URLs")
+    tta: bool = False
+    explain: bool = False
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"success": False, "error": {"code": code, "message": message}}, status_code=status)
+
+
+class BodyLimit:
+    """Pure ASGI middleware: refuse bodies over the limit before anything buffers them."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    too_big = int(v) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    return await self._reject(scope, receive, send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return msg
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(scope, receive, send)
+
+    async def _reject(self, scope, receive, send):
+        resp = error_response(413, "payload_too_large", f"request body larger than {self.max_bytes:,} bytes")
+        await resp(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class Engine:
+    """The predictor of one worker, loaded once at start-up."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.predictor: Predictor | None = None
+        self.error: str | None = None
+        self.lock = threading.Semaphore(1)  # one inference at a time: onnxruntime already uses the cores
+
+    def load(self):
+        try:
+            self.predictor = Predictor(self.settings.model, threads=self.settings.threads or None,
+                                       max_pixels=self.settings.max_pixels)
+        except (BundleError, OSError) as e:
+            self.error = str(e)
+            log.error("model not loaded: %s", e)
+
+    def require(self) -> Predictor:
+        if self.predictor is None:
+            raise ApiError(503, "model_unavailable", f"no model loaded ({self.error})")
+        return self.predictor
+
+    def decode(self, data: bytes):
+        s = self.settings
+        try:
+            img = open_image(data, max_pixels=s.max_pixels)
+        except ImageTooLarge as e:
+            raise ApiError(413, "image_too_large", str(e)) from None
+        except UnsupportedImageType as e:
+            raise ApiError(415, "unsupported_media_type", str(e)) from None
+        except ImageError as e:
+            raise ApiError(400, "invalid_image", str(e)) from None
+        if max(img.width, img.height) > s.max_side:
+            raise ApiError(413, "image_too_large",
+                           f"image is {img.width}x{img.height}; the longest side may be at most {s.max_side}")
+        return img
+
+    def predict(self, data: bytes, tta: bool, explain: bool) -> dict:
+        predictor = self.require()
+        img = self.decode(data)
+        info = {"width": img.width, "height": img.height, "format": img.format}
+        try:
+            pixels = predictor.load(img)
+        except ImageError as e:
+            raise ApiError(400, "invalid_image", str(e)) from None
+        with self.lock:
+            p = predictor.predict_pixels(pixels[None], tta=tta, explain=explain)[0]
+        if self.settings.upload_dir:
+            folder = Path(self.settings.upload_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{hashlib.sha256(data).hexdigest()[:24]}.{(img.format or 'bin').lower()}").write_bytes(data)
+        return {"success": True, **p.to_dict(), "image": info}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+    engine = Engine(settings)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        engine.load()
+        yield
+
+    app = FastAPI(title="dermalens API", version=__version__, lifespan=lifespan,
+                  description="HAM10000 skin-lesion classifier. " + DISCLAIMER)
+    app.state.engine = engine
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request, exc: RequestValidationError):
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        kind = first.get("type", "")
+        if kind == "json_invalid":
+            msg = "the request body is not valid JSON"
+        elif kind in ("model_attributes_type", "dict_type") and not where:
+            msg = "the request body must be a JSON object such as {\"image\": \"<base64 or data URL>\"}"
+        else:
+            msg = f"{where or 'body'}: {first.get('msg', 'invalid request')}"
+        return error_response(422, "invalid_request", msg)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request, exc: StarletteHTTPException):
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request, exc: Exception):
+        log.exception("unexpected error")
+        return error_response(500, "internal_error", "unexpected server error; the request was not processed")
+
+    def check_key(request: Request):
+        if settings.api_key:
+            given = request.headers.get("x-api-key", "")
+            if not secrets.compare_digest(given, settings.api_key):
+                raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
+
+    async def run(fn, *args):
+        try:
+            return await asyncio.wait_for(run_in_threadpool(fn, *args), timeout=settings.timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(504, "timeout", f"prediction took longer than {settings.timeout_s} s") from None
+
+    @app.get("/health", tags=["service"])
+    async def health():
+        p = engine.predictor
+        return {"status": "healthy" if p else "degraded", "model_loaded": p is not None,
+                "model": {"name": p.model_info["name"], "version": p.model_info["version"]} if p else None,
+                "error": engine.error, "version": __version__}
+
+    @app.get("/model", tags=["service"])
+    async def model_card():
+        p = engine.require()
+        c = p.bundle.card
+        return {k: c[k] for k in ("name", "version", "classes", "preprocessing", "temperature", "thresholds",
+                                  "metrics", "disclaimer") if k in c}
+
+    @app.post("/predict", tags=["predict"])
+    async def predict(body: PredictRequest, request: Request):
+        check_key(request)
+        data = decode_image_string(body.image, settings.max_body_bytes)
+        return await run(engine.predict, data, body.tta, body.explain)
+
+    @app.post("/predict/upload", tags=["predict"])
+    async def predict_upload(request: Request, file: UploadFile = File(...), tta: bool = Form(False),
+                             explain: bool = Form(False)):
+        check_key(request)
+        ctype = (file.content_type or "").split(";")[0].strip().lower()
+        if ctype and ctype not in SUPPORTED_MIME:
+            raise ApiError(415, "unsupported_media_type",
+                           f"file type {ctype!r} is not supported; send JPEG, PNG, BMP, GIF, WEBP or TIFF")
+        data = await file.read()
+        if not data:
+            raise ApiError(400, "empty_image", "the uploaded file is empty")
+        return await run(engine.predict, data, tta, explain)
+
+    @app.post("/predict/batch", tags=["predict"])
+    async def predict_batch(body: BatchRequest, request: Request):
+        check_key(request)
+        if len(body.images) > settings.max_batch:
+            raise ApiError(413, "batch_too_large", f"at most {settings.max_batch} images per batch")
+        results = []
+        for i, s in enumerate(body.images):
+            try:
+                data = decode_image_string(s, settings.max_body_bytes)
+                results.append(await run(engine.predict, data, body.tta, body.explain))
+            except ApiError as e:
+                if e.status in (503, 504):
+                    raise
+                results.append({"success": False, "index": i, "error": {"code": e.code, "message": e.message}})
+        return {"success": all(r["success"] for r in results), "results": results, "disclaimer": DISCLAIMER}
+
+    @app.get("/", include_in_schema=False)
+    async def index():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return _with_limit(app, settings)
+
+
+def _with_limit(app: FastAPI, settings: Settings) -> FastAPI:
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,51 @@
+"""Request payload -> image bytes, with the HTTP status each failure deserves."""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from ..preprocess import SUPPORTED_FORMATS
+
+_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w-]+=[\w.-]+)*)(;base64)?,", re.IGNORECASE)
+SUPPORTED_MIME = {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/bmp", "image/x-ms-bmp",
+                  "image/gif", "image/webp", "image/tiff", "image/x-tiff", "application/octet-stream"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def decode_image_string(s: str, max_bytes: int) -> bytes:
+    """Raw base64 or a data URL -> bytes."""
+    s = s.strip()
+    if not s:
+        raise ApiError(400, "empty_image", "the 'image' field is empty")
+    m = _DATA_URL.match(s)
+    if m:
+        mime = (m.group(1) or "").lower()
+        if mime and mime not in SUPPORTED_MIME:
+            raise ApiError(415, "unsupported_media_type",
+                           f"data URL type {mime!r} is not supported; send JPEG, PNG, BMP, GIF, WEBP or TIFF")
+        if not m.group(3):
+            raise ApiError(400, "invalid_base64", "data URL must be base64-encoded (';base64,')")
+        s = s[m.end():]
+    elif s.startswith("data:"):
+        raise ApiError(400, "invalid_data_url", "malformed data URL; expected data:image/...;base64,...")
+    s = re.sub(r"\s+", "", s)
+    if len(s) * 3 // 4 > max_bytes:
+        raise ApiError(413, "payload_too_large", f"image larger than {max_bytes:,} bytes")
+    s = s.replace("-", "+").replace("_", "/")  # accept URL-safe base64 too
+    s += "=" * (-len(s) % 4)
+    try:
+        data = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "invalid_base64", "the 'image' field is not valid base64") from None
+    if not data:
+        raise ApiError(400, "empty_image", "the decoded image is empty")
+    return data
+
+
+__all__ = ["ApiError", "decode_image_string", "SUPPORTED_FORMATS", "SUPPORTED_MIME"]

@@ -1,0 +1,43 @@
+"""Server settings, from environment variables (so every uvicorn worker sees the same)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = "models/dermalens-lite0"
+    max_body_bytes: int = 15 * 1024 * 1024  # a 10 MB image is ~13.4 MB as base64
+    max_pixels: int = 40_000_000
+    max_side: int = 12_000
+    max_batch: int = 16
+    timeout_s: int = 30
+    api_key: str | None = None  # when set, /predict* need the X-API-Key header
+    upload_dir: str | None = None  # uploads are written to disk only when this is set
+    threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's default
+
+    @classmethod
+    def from_env(cls, **overrides) -> "Settings":
+        s = cls(
+            model=os.environ.get("DERMALENS_MODEL", cls.model),
+            max_body_bytes=_int("DERMALENS_MAX_BODY_BYTES", cls.max_body_bytes),
+            max_pixels=_int("DERMALENS_MAX_PIXELS", cls.max_pixels),
+            max_side=_int("DERMALENS_MAX_SIDE", cls.max_side),
+            max_batch=_int("DERMALENS_MAX_BATCH", cls.max_batch),
+            timeout_s=_int("DERMALENS_TIMEOUT_S", cls.timeout_s),
+            api_key=os.environ.get("DERMALENS_API_KEY") or None,
+            upload_dir=os.environ.get("DERMALENS_UPLOAD_DIR") or None,
+            threads=_int("DERMALENS_THREADS", cls.threads),
+        )
+        return cls(**{**s.__dict__, **overrides})

@@ -1,0 +1,129 @@
+// dermalens web UI: no framework, no CDN; talks to POST /predict with a data URL.
+(function () {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const drop = $("drop"), fileInput = $("file"), preview = $("preview"), btn = $("predict");
+  const statusEl = $("status");
+  let dataUrl = null;
+  const COLOURS = { low: "#2e7d32", moderate: "#ef6c00", high: "#c62828", indeterminate: "#616161" };
+  const MAX_BYTES = 10 * 1024 * 1024;
+
+  function setStatus(msg, isError) {
+    statusEl.textContent = msg;
+    statusEl.className = isError ? "error" : "";
+  }
+
+  function takeFile(file) {
+    if (!file) return;
+    if (file.type && !file.type.startsWith("image/")) {
+      setStatus("“" + file.name + "” is not an image. Choose a JPEG, PNG, BMP, GIF, WEBP or TIFF file.", true);
+      return;
+    }
+    if (file.size > MAX_BYTES) {
+      setStatus("“" + file.name + "” is larger than 10 MB.", true);
+      return;
+    }
+    const reader = new FileReader();
+    reader.onload = () => {
+      dataUrl = reader.result;
+      preview.src = dataUrl;  // browsers that cannot show TIFF still send it
+      preview.hidden = false;
+      btn.disabled = false;
+      $("result").hidden = true;
+      setStatus("Ready: " + file.name + ". Press Predict.");
+    };
+    reader.onerror = () => setStatus("Could not read the file.", true);
+    reader.readAsDataURL(file);
+  }
+
+  drop.addEventListener("click", () => fileInput.click());
+  drop.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fileInput.click(); }
+  });
+  fileInput.addEventListener("change", () => takeFile(fileInput.files[0]));
+  ["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => {
+    e.preventDefault(); drop.classList.add("over");
+  }));
+  ["dragleave", "drop"].forEach((ev) => drop.addEventListener(ev, (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+  }));
+  drop.addEventListener("drop", (e) => takeFile(e.dataTransfer.files[0]));
+
+  btn.addEventListener("click", async () => {
+    if (!dataUrl) return;
+    btn.disabled = true;
+    setStatus("Classifying…");
+    try {
+      const resp = await fetch("/predict", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ image: dataUrl, tta: $("tta").checked, explain: true }),
+      });
+      const body = await resp.json().catch(() => null);
+      if (!resp.ok || !body || !body.success) {
+        const msg = body && body.error ? body.error.message : "server error " + resp.status;
+        setStatus("Could not classify: " + msg, true);
+        return;
+      }
+      show(body);
+      setStatus("Done.");
+    } catch (err) {
+      setStatus("Could not reach the dermalens server.", true);
+    } finally {
+      btn.disabled = false;
+    }
+  });
+
+  $("heat").addEventListener("change", () => {
+    $("overlay").hidden = !$("heat").checked || !$("overlay").src;
+  });
+
+  function pct(p) { return (100 * p).toFixed(1) + " %"; }
+
+  function show(r) {
+    $("result").hidden = false;
+    const inDist = r.quality.in_distribution;
+    const ood = $("ood");
+    ood.hidden = inDist;
+    if (!inDist) {
+      ood.textContent = "No assessment: " + (r.quality.reasons || []).join("; ") +
+        ". This does not look like a dermoscopic image of a skin lesion, so its class scores are not shown as a result.";
+    }
+    $("summary").hidden = !inDist;
+    const top = r.prediction;
+    $("top-name").textContent = top.predicted_class;
+    $("top-conf").textContent = pct(top.confidence);
+    $("uncertain").hidden = !inDist || top.confident;
+    $("risk-level").textContent = "Risk: " + r.risk.level;
+    $("risk-text").textContent = r.risk.recommendation;
+    $("risk").style.borderLeftColor = COLOURS[r.risk.level] || "#999";
+    $("mal-score").textContent = pct(r.malignancy.probability) + " (" + r.malignancy.label + ")";
+    $("mal-thr").textContent = pct(r.malignancy.threshold);
+    $("mal-bar").style.width = pct(r.malignancy.probability).replace(" ", "");
+    $("mal-mark").style.left = pct(r.malignancy.threshold).replace(" ", "");
+    const bars = $("bars");
+    bars.innerHTML = "";
+    const malignant = new Set(["akiec", "bcc", "mel"]);
+    r.predictions.forEach((p) => {
+      const li = document.createElement("li");
+      li.dataset.code = p.code;
+      li.dataset.prob = p.prob;
+      if (malignant.has(p.code)) li.classList.add("malignant");
+      const name = document.createElement("span"); name.textContent = p.label;
+      const bar = document.createElement("div"); bar.className = "bar";
+      bar.setAttribute("role", "meter"); bar.setAttribute("aria-label", p.label);
+      bar.setAttribute("aria-valuemin", "0"); bar.setAttribute("aria-valuemax", "100");
+      bar.setAttribute("aria-valuenow", (100 * p.prob).toFixed(1));
+      const fill = document.createElement("div"); fill.style.width = (100 * p.prob).toFixed(1) + "%";
+      bar.appendChild(fill);
+      const val = document.createElement("span"); val.className = "val"; val.textContent = pct(p.prob);
+      li.append(name, bar, val);
+      bars.appendChild(li);
+    });
+    const overlay = $("overlay");
+    if (r.explanation) { overlay.src = r.explanation.overlay; }
+    overlay.hidden = !$("heat").checked || !r.explanation;
+    $("model-info").textContent = "Model: " + r.model.name + " " + r.model.version +
+      (r.tta ? " · test-time augmentation" : "");
+  }
+})();

@@ -1,0 +1,58 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+MINI = FIXTURES / "ham10000_mini"
+SPLIT_FILE = REPO / "splits" / "ham10000_split.csv"
+SHARED = REPO.parent / "shared" / "data"
+HAM = SHARED / "ham10000"
+SHIPPED = REPO / "models" / "dermalens-lite0"
+ARTIFACTS = REPO / "artifacts"
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A custom_cnn trained for one epoch on the fixture images (seconds)."""
+    from dermalens.train.config import TrainConfig
+    from dermalens.train.loop import train
+    out = tmp_path_factory.mktemp("tiny_run")
+    cfg = TrainConfig(backbone="custom_cnn", pretrained=False, input_size=(48, 64), epochs=1, batch_size=8,
+                      data_root=str(MINI), split_file=str(SPLIT_FILE), out_dir=str(out), cache_dir="",
+                      threads=2)
+    train(cfg)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
+    from dermalens.export.bundle import export_bundle
+    out = tmp_path_factory.mktemp("tiny_bundle")
+    export_bundle(tiny_run, out, MINI, SPLIT_FILE, name="tiny-test-model", version="0.0.1")
+    return out
+
+
+@pytest.fixture(scope="session")
+def shipped_bundle() -> Path:
+    if not (SHIPPED / "card.json").is_file():
+        pytest.fail(f"the shipped model bundle {SHIPPED} is missing")
+    return SHIPPED
+
+
+@pytest.fixture()
+def mini_copy(tmp_path) -> Path:
+    """A writable copy of the fixture data set, for tests that break it."""
+    dst = tmp_path / "mini"
+    shutil.copytree(MINI, dst)
+    return dst

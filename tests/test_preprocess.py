@@ -1,0 +1,148 @@
+"""One preprocessing definition: formats, modes, orientation, and train/serve agreement."""
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dermalens.data import load_ham10000
+from dermalens.preprocess import (ImageError, ImageTooLarge, PreprocessSpec, UnsupportedImageType,
+                                  load_rgb)
+from conftest import FIXTURES, MINI
+
+LESION = sorted((MINI / "images").iterdir())[0]
+
+
+def _bytes(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return Image.open(LESION).convert("RGB")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"])
+def test_every_supported_format_decodes_to_rgb(rgb, fmt):
+    out = PreprocessSpec().to_uint8(_bytes(rgb, fmt))
+    assert out.shape == (192, 256, 3) and out.dtype == np.uint8
+    ref = PreprocessSpec().to_uint8(_bytes(rgb, "PNG"))
+    tol = 60 if fmt in ("GIF", "JPEG", "WEBP") else 0  # lossy / palette formats
+    assert np.abs(out.astype(int) - ref.astype(int)).mean() <= max(tol / 4, 0.0) + 1e-9
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "L", "LA", "CMYK", "I;16", "I", "F", "1"])
+def test_any_mode_becomes_rgb(rgb, mode):
+    if mode == "I;16":
+        a = (np.asarray(rgb.convert("L"), np.uint16) * 257)
+        img = Image.fromarray(a)
+    elif mode == "F":
+        img = Image.fromarray(np.asarray(rgb.convert("L"), np.float32) / 255.0, "F")
+    else:
+        img = rgb.convert(mode)
+    fmt = "TIFF" if mode in ("CMYK", "I;16", "I", "F") else "PNG"
+    arr = np.asarray(load_rgb(_bytes(img, fmt)))
+    assert arr.shape == (150, 200, 3) and arr.dtype == np.uint8
+    if mode in ("L", "I;16", "F"):  # grey-level images keep their levels through the 16-bit/float scaling
+        assert np.abs(arr[..., 0].astype(int) - np.asarray(rgb.convert("L"), int)).max() <= 1
+
+
+def test_16bit_png_uses_the_full_range():
+    a = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    arr = np.asarray(load_rgb(_bytes(Image.fromarray(a), "PNG")))
+    assert arr.min() == 0 and arr.max() == 255
+
+
+def test_transparency_is_composited_not_dropped():
+    img = Image.new("RGBA", (20, 10), (255, 0, 0, 0))
+    img.paste((0, 255, 0, 255), (0, 0, 10, 10))
+    arr = np.asarray(load_rgb(_bytes(img, "PNG")))
+    assert tuple(arr[5, 2]) == (0, 255, 0) and tuple(arr[5, 15]) == (0, 0, 0)
+
+
+def test_gif_first_frame(rgb):
+    frames = [Image.new("RGB", (40, 30), c) for c in [(200, 10, 10), (10, 200, 10), (10, 10, 200)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    arr = np.asarray(load_rgb(buf.getvalue()))
+    assert arr[..., 0].mean() > 150 and arr[..., 1].mean() < 60
+
+
+def test_exif_orientation_is_honoured(rgb):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    data = _bytes(rgb, "JPEG", exif=exif.tobytes(), quality=95)
+    shown = load_rgb(data)
+    assert shown.size == (150, 200)  # portrait after rotation
+    expected = np.asarray(rgb.transpose(Image.Transpose.ROTATE_270), np.int16)
+    assert np.abs(np.asarray(shown, np.int16) - expected).mean() < 6
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(ImageError, match="empty"):
+        load_rgb(b"")
+    with pytest.raises(ImageError, match="not a recognised image"):
+        load_rgb(b"hello, I am text")
+    with pytest.raises(ImageError, match="no such file"):
+        load_rgb(tmp_path / "nope.jpg")
+    truncated = LESION.read_bytes()[:2000]
+    with pytest.raises(ImageError, match="cannot decode"):
+        load_rgb(truncated)
+    big = _bytes(Image.new("L", (5000, 5000)), "PNG")
+    with pytest.raises(ImageTooLarge, match="too large"):
+        load_rgb(big, max_pixels=1_000_000)
+    ico = _bytes(Image.new("RGB", (32, 32)), "ICO")
+    with pytest.raises(UnsupportedImageType, match="ICO images are not supported"):
+        load_rgb(ico)
+
+
+def test_spec_round_trips_and_validates():
+    spec = PreprocessSpec(input_size=(144, 192), mean=(0.1, 0.2, 0.3), color_constancy="shades_of_gray")
+    assert PreprocessSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="resize must be one of"):
+        PreprocessSpec(resize="squash")
+    with pytest.raises(ValueError, match="unknown preprocessing keys"):
+        PreprocessSpec.from_dict({"input_size": [10, 10], "gamma": 2})
+
+
+def test_normalized_input_range_catches_a_wrong_scale():
+    """Like torchxrayvision's range tests: the network must see values in the range its
+    weights expect. mean=std=0.5 maps [0, 255] onto [-1, 1]; forgetting the /255 would not."""
+    spec = PreprocessSpec(mean=(0.5,) * 3, std=(0.5,) * 3)
+    x = spec.preprocess(LESION)
+    assert x.dtype == np.float32 and x.shape == (1, 3, 192, 256)
+    assert -1.0 <= x.min() and x.max() <= 1.0 and x.std() > 0.1
+    extremes = np.zeros((150, 200, 3), np.uint8)
+    extremes[:, 100:] = 255
+    y = spec.preprocess(Image.fromarray(extremes))
+    assert y.min() == pytest.approx(-1.0) and y.max() == pytest.approx(1.0)
+    wrong = (spec.to_uint8(LESION).astype(np.float32) - 0.5) / 0.5  # the classic bug
+    assert wrong.max() > 1.0
+
+
+@pytest.mark.parametrize("options", [{}, {"color_constancy": "shades_of_gray"}, {"gray_equalize": True},
+                                     {"resize": "center_crop", "input_size": (96, 96)}])
+def test_training_and_serving_paths_agree(options, tmp_path):
+    """The training side (cache -> uint8 tensors -> torch normalisation, no augmentation) and
+    the serving side (PreprocessSpec.preprocess, numpy) must give the same array."""
+    torch = pytest.importorskip("torch")
+    from dermalens.train.augment import normalize_batch
+    from dermalens.train.cache import load_pixels
+    spec = PreprocessSpec(input_size=options.get("input_size", (144, 192)), mean=(0.485, 0.456, 0.406),
+                          std=(0.229, 0.224, 0.225),
+                          **{k: v for k, v in options.items() if k != "input_size"})
+    records = load_ham10000(MINI)[:6] + [r for r in load_ham10000(MINI)][-2:]
+    cached = load_pixels(records, spec, cache_dir=tmp_path, workers=1)
+    cached_again = load_pixels(records, spec, cache_dir=tmp_path, workers=1)  # from the disk cache
+    train_side = normalize_batch(torch.from_numpy(cached_again).permute(0, 3, 1, 2), spec.mean, spec.std).numpy()
+    serve_side = np.concatenate([spec.preprocess(r.path) for r in records])
+    assert train_side.shape == serve_side.shape
+    assert np.abs(train_side - serve_side).max() < 1e-5
+
+
+def test_full_resolution_images_resize_to_the_same_frame():
+    spec = PreprocessSpec(input_size=(144, 192))
+    for p in sorted((FIXTURES / "fullres").iterdir()):
+        assert spec.to_uint8(p).shape == (144, 192, 3)
