@@ -1,0 +1,1 @@
+"""Desktop app (Tkinter): logic in `backend`/`batch`, widgets in `app`."""

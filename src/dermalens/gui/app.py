@@ -1,0 +1,339 @@
+"""`dermalens gui`: Tkinter window with a single-image view and a batch view.
+
+Work runs in background threads; results come back through a queue polled with
+`after`, so the window never freezes and Tk is only touched from its own thread.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import queue
+import threading
+import tkinter as tk
+from pathlib import Path
+from tkinter import filedialog, messagebox, ttk
+
+from PIL import Image, ImageTk
+
+from .. import DISCLAIMER
+from ..classes import CODES, MALIGNANT_CODES
+from ..inference.risk import COLOURS
+from .backend import BackendError, LocalBackend, RemoteBackend
+from .batch import batch_items, export_csv, metrics_text, run_batch
+
+FILETYPES = [("Images", "*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff"), ("All files", "*")]
+VIEW = (460, 345)
+
+
+class App:
+    def __init__(self, root: tk.Tk, model: str | None = None, api: str | None = None, backend=None):
+        self.root = root
+        root.title("dermalens: skin-lesion classifier (research and education only)")
+        root.geometry("1280x800")
+        root.minsize(900, 600)
+        self.queue: queue.Queue = queue.Queue()
+        self.backend = backend
+        self.result: dict | None = None
+        self.image: Image.Image | None = None
+        self.batch_rows: list[dict] = []
+        self.cancel = threading.Event()
+        self.busy = False
+        self._build()
+        if self.backend is None:
+            self._connect(model, api)
+        root.after(50, self._poll)
+
+    # ---- layout -------------------------------------------------------------------------
+    def _build(self):
+        top = ttk.Frame(self.root, padding=6)
+        top.pack(fill="x")
+        self.source_label = ttk.Label(top, text="connecting…")
+        self.source_label.pack(side="left")
+        warn = tk.Label(self.root, text=DISCLAIMER, bg="#fff3cd", fg="#333", wraplength=1200, justify="left",
+                        padx=8, pady=4)
+        warn.pack(fill="x")
+        self.notebook = ttk.Notebook(self.root)
+        self.notebook.pack(fill="both", expand=True, padx=6, pady=6)
+        self.single = ttk.Frame(self.notebook, padding=8)
+        self.batch = ttk.Frame(self.notebook, padding=8)
+        self.notebook.add(self.single, text="Single image")
+        self.notebook.add(self.batch, text="Batch (folder)")
+        self._build_single()
+        self._build_batch()
+        self.status = ttk.Label(self.root, text="", anchor="w", relief="sunken", padding=3)
+        self.status.pack(fill="x", side="bottom")
+
+    def _build_single(self):
+        left = ttk.Frame(self.single)
+        left.pack(side="left", fill="y")
+        bar = ttk.Frame(left)
+        bar.pack(fill="x")
+        self.open_button = ttk.Button(bar, text="Open image…", command=self.choose_image)
+        self.open_button.pack(side="left")
+        self.heat = tk.BooleanVar(value=False)
+        ttk.Checkbutton(bar, text="Heat-map (Grad-CAM)", variable=self.heat,
+                        command=self._show_image).pack(side="left", padx=8)
+        self.canvas = tk.Label(left, width=VIEW[0], height=VIEW[1], bg="#ddd", text="no image")
+        self.canvas.pack(pady=6)
+        self.meta_label = ttk.Label(left, text="")
+        self.meta_label.pack(anchor="w")
+        self.spinner = ttk.Progressbar(left, mode="indeterminate", length=VIEW[0])
+        self.spinner.pack(pady=4)
+
+        right = ttk.Frame(self.single, padding=(16, 0))
+        right.pack(side="left", fill="both", expand=True)
+        self.top_label = ttk.Label(right, text="Open a dermoscopic image to classify it.", font=("TkDefaultFont", 15, "bold"))
+        self.top_label.pack(anchor="w")
+        self.ood_label = tk.Label(right, text="", fg="#fff", bg="#616161", wraplength=640, justify="left")
+        self.risk_label = tk.Label(right, text="", fg="#fff", bg="#999", font=("TkDefaultFont", 12, "bold"),
+                                   padx=6, pady=3)
+        self.risk_label.pack(anchor="w", pady=(8, 2))
+        self.recommendation = ttk.Label(right, text="", wraplength=640, justify="left")
+        self.recommendation.pack(anchor="w")
+        self.malignancy_label = ttk.Label(right, text="")
+        self.malignancy_label.pack(anchor="w", pady=(10, 0))
+        self.mal_canvas = tk.Canvas(right, width=400, height=18, bg="#e6e9ee", highlightthickness=0)
+        self.mal_canvas.pack(anchor="w")
+        ttk.Label(right, text="Class probabilities").pack(anchor="w", pady=(12, 2))
+        self.bars: dict[str, tuple[ttk.Label, ttk.Progressbar, ttk.Label]] = {}
+        grid = ttk.Frame(right)
+        grid.pack(anchor="w", fill="x")
+        for i, code in enumerate(CODES):
+            name = ttk.Label(grid, text=code, width=44)
+            pb = ttk.Progressbar(grid, maximum=100, length=260)
+            val = ttk.Label(grid, text="", width=8)
+            name.grid(row=i, column=0, sticky="w")
+            pb.grid(row=i, column=1, padx=4, pady=2)
+            val.grid(row=i, column=2, sticky="e")
+            self.bars[code] = (name, pb, val)
+
+    def _build_batch(self):
+        bar = ttk.Frame(self.batch)
+        bar.pack(fill="x")
+        self.folder_var = tk.StringVar()
+        self.labels_var = tk.StringVar()
+        ttk.Button(bar, text="Folder…", command=lambda: self.folder_var.set(filedialog.askdirectory() or
+                                                                             self.folder_var.get())).pack(side="left")
+        ttk.Entry(bar, textvariable=self.folder_var, width=40).pack(side="left", padx=4)
+        ttk.Button(bar, text="Labels CSV (optional)…", command=lambda: self.labels_var.set(
+            filedialog.askopenfilename(filetypes=[("CSV", "*.csv")]) or self.labels_var.get())).pack(side="left")
+        ttk.Entry(bar, textvariable=self.labels_var, width=30).pack(side="left", padx=4)
+        self.start_button = ttk.Button(bar, text="Start", command=self.start_batch)
+        self.start_button.pack(side="left", padx=4)
+        self.cancel_button = ttk.Button(bar, text="Cancel", command=self.cancel.set, state="disabled")
+        self.cancel_button.pack(side="left")
+        ttk.Button(bar, text="Export CSV…", command=self.export).pack(side="left", padx=4)
+        self.batch_progress = ttk.Progressbar(self.batch, maximum=100)
+        self.batch_progress.pack(fill="x", pady=6)
+        body = ttk.Frame(self.batch)
+        body.pack(fill="both", expand=True)
+        cols = ("file", "true", "prediction", "confidence", "malignancy", "risk")
+        self.tree = ttk.Treeview(body, columns=cols, show="headings", height=20)
+        for c in cols:
+            self.tree.heading(c, text=c, command=lambda c=c: self.sort_by(c))
+            self.tree.column(c, width=150 if c == "file" else 90, anchor="w")
+        scroll = ttk.Scrollbar(body, orient="vertical", command=self.tree.yview)
+        self.tree.configure(yscrollcommand=scroll.set)
+        self.tree.pack(side="left", fill="both", expand=True)
+        scroll.pack(side="left", fill="y")
+        self.metrics_box = tk.Text(body, width=58, font=("TkFixedFont", 10))
+        self.metrics_box.pack(side="left", fill="both", padx=(8, 0))
+        self._sort_desc = False
+
+    # ---- plumbing ------------------------------------------------------------------------
+    def _connect(self, model, api):
+        try:
+            self.backend = RemoteBackend(api) if api else LocalBackend(model)
+            self.source_label.config(text=self.backend.description)
+        except BackendError as e:
+            self.source_label.config(text="no model")
+            self.set_status(str(e), error=True)
+            messagebox.showerror("dermalens", str(e), parent=self.root)
+
+    def set_status(self, text: str, error: bool = False):
+        self.status.config(text=text, foreground="#b00020" if error else "")
+
+    def _poll(self):
+        try:
+            while True:
+                kind, payload = self.queue.get_nowait()
+                getattr(self, f"_on_{kind}")(payload)
+        except queue.Empty:
+            pass
+        self.root.after(50, self._poll)
+
+    def _worker(self, fn, kind):
+        def run():
+            try:
+                self.queue.put((kind, fn()))
+            except BackendError as e:
+                self.queue.put(("error", str(e)))
+            except Exception as e:  # keep the window alive whatever happens
+                self.queue.put(("error", f"unexpected error: {e}"))
+        threading.Thread(target=run, daemon=True).start()
+
+    # ---- single image ------------------------------------------------------------------
+    def choose_image(self):
+        path = filedialog.askopenfilename(filetypes=FILETYPES)
+        if path:
+            self.open_image(path)
+
+    def open_image(self, path: str | Path):
+        if self.backend is None:
+            self.set_status("no model loaded", error=True)
+            return
+        if self.busy:
+            return
+        from ..preprocess import ImageError, load_rgb, open_image
+        try:
+            meta = open_image(path)
+            fmt, size = meta.format, meta.size
+            self.image = load_rgb(path)
+        except ImageError as e:
+            self.set_status(str(e), error=True)
+            messagebox.showerror("dermalens", str(e), parent=self.root)
+            return
+        self.result = None
+        self.meta_label.config(text=f"{Path(path).name}: {size[0]}x{size[1]} {fmt}")
+        self._show_image()
+        self.busy = True
+        self.spinner.start(12)
+        self.open_button.config(state="disabled")
+        self.set_status(f"classifying {Path(path).name}…")
+        self._worker(lambda: self.backend.predict(path, explain=True), "result")
+
+    def _on_result(self, r: dict):
+        self.busy = False
+        self.spinner.stop()
+        self.spinner.config(value=0)
+        self.open_button.config(state="normal")
+        self.result = r
+        self.show_result(r)
+        self.set_status("done")
+
+    def _on_error(self, msg: str):
+        self.busy = False
+        self.spinner.stop()
+        self.open_button.config(state="normal")
+        self.start_button.config(state="normal")
+        self.cancel_button.config(state="disabled")
+        self.set_status(msg, error=True)
+        messagebox.showerror("dermalens", msg, parent=self.root)
+
+    def _show_image(self):
+        img = self.image
+        if self.heat.get() and self.result and self.result.get("explanation"):
+            data = self.result["explanation"]["overlay"].split(",", 1)[1]
+            img = Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB")
+        if img is None:
+            return
+        img = img.copy()
+        img.thumbnail(VIEW)
+        self._photo = ImageTk.PhotoImage(img)
+        self.canvas.config(image=self._photo, text="", width=VIEW[0], height=VIEW[1])
+
+    def show_result(self, r: dict):
+        top, q = r["prediction"], r["quality"]
+        names = {p["code"]: p["label"] for p in r["predictions"]}
+        for code, (name, pb, val) in self.bars.items():
+            p = top["all_probabilities"][CODES.index(code)]
+            name.config(text=names.get(code, code) + (" (malignant)" if code in MALIGNANT_CODES else ""))
+            pb.config(value=100 * p)
+            val.config(text=f"{100 * p:.1f} %")
+        if q["in_distribution"]:
+            self.ood_label.pack_forget()
+            suffix = "" if top["confident"] else "  (uncertain: below 50 %)"
+            self.top_label.config(text=f"{top['predicted_class']}: {100 * top['confidence']:.1f} %{suffix}")
+        else:
+            self.top_label.config(text="No assessment: not a dermoscopic lesion image?")
+            self.ood_label.config(text="Warning: " + "; ".join(q["reasons"]) + ". The class scores below are "
+                                  "not a diagnosis.")
+            self.ood_label.pack(anchor="w", after=self.top_label, pady=4)
+        risk = r["risk"]
+        self.risk_label.config(text=f"Risk: {risk['level']}", bg=COLOURS[risk["level"]])
+        self.recommendation.config(text=risk["recommendation"])
+        m = r["malignancy"]
+        self.malignancy_label.config(text=f"Malignancy score {100 * m['probability']:.1f} % ({m['label']}; "
+                                          f"threshold {100 * m['threshold']:.1f} %)")
+        c = self.mal_canvas
+        c.delete("all")
+        c.create_rectangle(0, 0, 400 * m["probability"], 18, fill="#c62828", width=0)
+        x = 400 * m["threshold"]
+        c.create_line(x, 0, x, 18, width=2)
+        self._show_image()
+
+    # ---- batch ---------------------------------------------------------------------------
+    def start_batch(self, folder: str | None = None, labels: str | None = None):
+        if self.backend is None:
+            self.set_status("no model loaded", error=True)
+            return
+        folder = folder or self.folder_var.get()
+        labels = labels if labels is not None else (self.labels_var.get() or None)
+        if not folder:
+            self.set_status("choose a folder first", error=True)
+            return
+        self.folder_var.set(folder)
+        self.labels_var.set(labels or "")
+        try:
+            items = batch_items(folder, labels)
+        except BackendError as e:
+            self._on_error(str(e))
+            return
+        self.cancel.clear()
+        self.start_button.config(state="disabled")
+        self.cancel_button.config(state="normal")
+        self.tree.delete(*self.tree.get_children())
+        self.metrics_box.delete("1.0", "end")
+        self.batch_progress.config(value=0)
+        self.set_status(f"classifying {len(items)} images…")
+
+        def progress(done, total):
+            self.queue.put(("progress", (done, total)))
+        self._worker(lambda: run_batch(self.backend, items, self.cancel, progress), "batch_done")
+
+    def _on_progress(self, payload):
+        done, total = payload
+        self.batch_progress.config(value=100 * done / total)
+
+    def _on_batch_done(self, res):
+        self.start_button.config(state="normal")
+        self.cancel_button.config(state="disabled")
+        self.batch_rows = res.rows
+        self._fill_tree(res.rows)
+        if res.metrics:
+            self.metrics_box.insert("end", metrics_text(res.metrics))
+        for e in res.errors:
+            self.metrics_box.insert("end", f"\nskipped {e['file']}: {e['error']}")
+        state = "cancelled" if res.cancelled else "done"
+        self.set_status(f"batch {state}: {len(res.rows)} classified, {len(res.errors)} skipped")
+        self.batch_result = res
+
+    def _fill_tree(self, rows):
+        self.tree.delete(*self.tree.get_children())
+        for r in rows:
+            self.tree.insert("", "end", values=(r["file"], r["true"], r["prediction"], f"{r['confidence']:.3f}",
+                                                f"{r['malignancy']:.3f}", r["risk"]))
+
+    def sort_by(self, column: str):
+        self._sort_desc = not self._sort_desc
+        self.batch_rows.sort(key=lambda r: r[column], reverse=self._sort_desc)
+        self._fill_tree(self.batch_rows)
+
+    def export(self, path: str | None = None):
+        path = path or filedialog.asksaveasfilename(defaultextension=".csv", filetypes=[("CSV", "*.csv")])
+        if not path:
+            return
+        try:
+            export_csv(self.batch_rows, path)
+            self.set_status(f"wrote {path}")
+        except (BackendError, OSError) as e:
+            self.set_status(str(e), error=True)
+
+
+def run_gui(model: str | None = None, api: str | None = None) -> None:
+    try:
+        root = tk.Tk()
+    except tk.TclError as e:
+        raise SystemExit(f"dermalens gui: cannot open a window ({e}); is a display available?") from None
+    App(root, model=model, api=api)
+    root.mainloop()

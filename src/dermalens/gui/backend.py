@@ -1,0 +1,72 @@
+"""Where predictions come from: the bundle in-process (local) or a dermalens server (remote).
+
+Both return the REST API's response shape, so the window shows either the same way.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+class BackendError(Exception):
+    """A prediction that could not be made; the message is shown to the user."""
+
+
+class LocalBackend:
+    def __init__(self, model: str | Path):
+        from ..inference import BundleError, Predictor
+        try:
+            self.predictor = Predictor(model)
+        except BundleError as e:
+            raise BackendError(f"cannot load the model: {e}") from None
+        self.description = f"local model {self.predictor.model_info['name']} {self.predictor.model_info['version']}"
+
+    def predict(self, path: str | Path, explain: bool = True, tta: bool = False) -> dict:
+        from ..preprocess import ImageError
+        try:
+            return {"success": True, **self.predictor.predict(path, tta=tta, explain=explain).to_dict()}
+        except ImageError as e:
+            raise BackendError(str(e)) from None
+
+
+class RemoteBackend:
+    def __init__(self, url: str, api_key: str | None = None, timeout: float = 60):
+        self.url = url.rstrip("/")
+        self.api_key, self.timeout = api_key, timeout
+        try:
+            health = self._request("GET", "/health")
+        except BackendError as e:
+            raise BackendError(f"cannot reach the dermalens server at {self.url}: {e}") from None
+        if not health.get("model_loaded"):
+            raise BackendError(f"the server at {self.url} has no model loaded")
+        m = health.get("model") or {}
+        self.description = f"server {self.url} ({m.get('name')} {m.get('version')})"
+
+    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        if self.api_key:
+            req.add_header("X-API-Key", self.api_key)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            try:
+                err = json.loads(e.read())["error"]["message"]
+            except Exception:
+                err = f"HTTP {e.code}"
+            raise BackendError(err) from None
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise BackendError(str(getattr(e, "reason", e))) from None
+
+    def predict(self, path: str | Path, explain: bool = True, tta: bool = False) -> dict:
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as e:
+            raise BackendError(f"{path}: {e.strerror or e}") from None
+        return self._request("POST", "/predict",
+                             {"image": base64.b64encode(raw).decode(), "explain": explain, "tta": tta})

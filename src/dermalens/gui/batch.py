@@ -1,0 +1,106 @@
+"""Batch classification of a folder, optionally scored against a labels CSV (no Tk here)."""
+from __future__ import annotations
+
+import csv
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..classes import CODES
+from ..data import load_labelled_folder
+from ..data.datasets import IMAGE_EXTENSIONS
+from ..evaluate.metrics import classification_metrics
+from .backend import BackendError
+
+
+@dataclass
+class BatchResult:
+    rows: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+    metrics: dict | None = None
+    cancelled: bool = False
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BackendError(f"{folder}: folder not found")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def batch_items(folder: str | Path, labels_csv: str | Path | None) -> list[tuple[Path, str | None]]:
+    """(image path, true code or None) for every image to classify."""
+    if labels_csv:
+        from ..data import DatasetError
+        try:
+            recs = load_labelled_folder(labels_csv, folder, missing="skip")
+        except DatasetError as e:
+            raise BackendError(str(e)) from None
+        if not recs:
+            raise BackendError(f"none of the images listed in {labels_csv} is in {folder}")
+        return [(r.path, r.dx) for r in recs]
+    paths = list_images(folder)
+    if not paths:
+        raise BackendError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return [(p, None) for p in paths]
+
+
+def run_batch(backend, items, cancel: threading.Event | None = None, progress=None) -> BatchResult:
+    res = BatchResult()
+    probs, truth, threshold = [], [], None
+    for i, (path, dx) in enumerate(items):
+        if cancel is not None and cancel.is_set():
+            res.cancelled = True
+            break
+        try:
+            r = backend.predict(path, explain=False)
+        except BackendError as e:
+            res.errors.append({"file": str(path), "error": str(e)})
+        else:
+            p = r["prediction"]
+            res.rows.append({"file": Path(path).name, "true": dx or "", "prediction": p["code"],
+                             "confidence": round(p["confidence"], 4),
+                             "malignancy": round(r["malignancy"]["probability"], 4),
+                             "risk": r["risk"]["level"], "in_distribution": r["quality"]["in_distribution"]})
+            threshold = r["malignancy"]["threshold"]
+            if dx is not None:
+                probs.append(p["all_probabilities"])
+                truth.append(CODES.index(dx))
+        if progress:
+            progress(i + 1, len(items))
+    if truth:
+        res.metrics = classification_metrics(np.array(truth), np.array(probs), CODES, threshold)
+    return res
+
+
+def export_csv(rows: list[dict], path: str | Path) -> None:
+    if not rows:
+        raise BackendError("nothing to export yet")
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def metrics_text(m: dict) -> str:
+    """The metrics block the batch view shows (also compared with `dermalens evaluate` in tests)."""
+    lines = [f"images: {m['n']}", f"accuracy: {m['accuracy']:.3f}",
+             f"balanced accuracy: {m['balanced_accuracy']:.3f}"]
+    if m.get("macro_auroc") is not None:
+        lines.append(f"macro AUROC: {m['macro_auroc']:.3f}")
+    mal = m.get("malignant", {})
+    if mal.get("sensitivity") is not None:
+        lines.append(f"malignant sensitivity: {mal['sensitivity']:.3f}")
+    if mal.get("specificity") is not None:
+        lines.append(f"malignant specificity: {mal['specificity']:.3f}")
+    lines += ["", f"{'class':6s} {'prec':>6s} {'recall':>6s} {'F1':>6s} {'n':>4s}"]
+    for c, e in m["per_class"].items():
+        rec = "" if e["recall"] is None else f"{e['recall']:.3f}"
+        f1 = "" if e["f1"] is None else f"{e['f1']:.3f}"
+        lines.append(f"{c:6s} {e['precision']:6.3f} {rec:>6s} {f1:>6s} {e['support']:4d}")
+    lines += ["", "confusion matrix (rows: true, columns: predicted)", "       " + " ".join(f"{c:>5s}" for c in CODES)]
+    for c, row in zip(CODES, m["confusion_matrix"]):
+        lines.append(f"{c:6s} " + " ".join(f"{v:5d}" for v in row))
+    return "\n".join(lines)
