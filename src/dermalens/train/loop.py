@@ -112,7 +112,8 @@ def plot_curves(history: list[dict], path: Path):
     plt.close(fig)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -> Path:
+    """Train per `cfg`; `stop_after` ends this call after that many epochs (a planned interruption)."""
     world, rank = _dist_info()
     distributed = world > 1
     use_cuda = torch.cuda.is_available()
@@ -171,6 +172,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
     for epoch in range(start_epoch, cfg.epochs):
         if bad_epochs >= cfg.patience:
+            if main:
+                print(f"early stopping: no better validation balanced accuracy for {cfg.patience} epochs")
+            break
+        if stop_after is not None and epoch - start_epoch >= stop_after:
             break
         t0 = time.time()
         torch.manual_seed(hash((cfg.seed, epoch, rank)) % (2**31))
@@ -192,6 +197,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             total += loss.item() * len(b)
             seen += len(b)
             bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
+        if distributed:
+            # DDP keeps parameters in step, but BatchNorm running statistics are per rank until
+            # the next forward; take rank 0's so every rank validates (and saves) the same model.
+            for buf in model.buffers():
+                dist.broadcast(buf, 0)
         logits = predict_logits(model, val_px, spec, device)
         probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
         m = classification_metrics(y_val, probs)

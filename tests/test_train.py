@@ -1,0 +1,130 @@
+"""Training on the fixture images: runs, resumes exactly, survives kill -9, and DDP agrees."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from dermalens.train.config import TrainConfig  # noqa: E402
+from dermalens.train.loop import train, weights_digest  # noqa: E402
+from dermalens.train.models import BACKBONES, create_model  # noqa: E402
+from conftest import MINI, REPO, SPLIT_FILE  # noqa: E402
+
+
+def tiny_config(out, **kw) -> TrainConfig:
+    base = dict(backbone="custom_cnn", pretrained=False, input_size=(48, 64), epochs=2, batch_size=8,
+                data_root=str(MINI), split_file=str(SPLIT_FILE), out_dir=str(out), cache_dir="", threads=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _digest(run_dir):
+    ck = torch.load(run_dir / "checkpoint_last.pt", weights_only=False)
+    m = create_model("custom_cnn", pretrained=False)
+    m.load_state_dict(ck["model"])
+    return weights_digest(m), ck
+
+
+def test_tiny_run_writes_checkpoints_history_and_curves(tiny_run):
+    for f in ("best.pt", "checkpoint_last.pt", "history.csv", "history.json", "curves.png", "config.json"):
+        assert (tiny_run / f).is_file(), f
+    hist = json.loads((tiny_run / "history.json").read_text())
+    assert hist[0]["epoch"] == 1 and 0 <= hist[0]["val_balanced_accuracy"] <= 1
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    full = train(tiny_config(tmp_path / "full"))
+    part = tiny_config(tmp_path / "part")
+    train(part, stop_after=1)
+    assert _digest(tmp_path / "part")[1]["epoch"] == 0
+    train(part, resume=True)
+    (d_full, ck_full), (d_part, ck_part) = _digest(full), _digest(tmp_path / "part")
+    assert ck_part["epoch"] == 1
+    assert [h["train_loss"] for h in ck_part["history"]] == pytest.approx([h["train_loss"] for h in ck_full["history"]])
+    assert d_part == d_full, "a resumed run must end with the same weights as an uninterrupted one"
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(tiny_config(tmp_path / "none"), resume=True)
+
+
+@pytest.mark.slow
+def test_kill_9_loses_at_most_the_epoch_in_progress(tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "dermalens.cli", "train", "--backbone", "custom_cnn", "--input-size", "48", "64",
+           "--epochs", "6", "--batch-size", "4", "--data", str(MINI), "--split-file", str(SPLIT_FILE),
+           "--cache-dir", "", "--out", str(out), "--threads", "1"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "checkpoint_last.pt").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(out / "checkpoint_last.pt", weights_only=False)["epoch"] + 1
+    assert 1 <= done < 6
+    rc = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rc.returncode == 0, rc.stderr[-2000:]
+    hist = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == list(range(1, 7))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_agree_on_the_weights(tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "dermalens.cli", "train", "--backbone", "custom_cnn", "--input-size", "48", "64",
+           "--epochs", "1", "--batch-size", "4", "--data", str(MINI), "--split-file", str(SPLIT_FILE),
+           "--cache-dir", "", "--out", str(out)]
+    rc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert rc.returncode == 0, rc.stderr[-3000:]
+    d0, d1 = ((out / f"weights_rank{r}.sha256").read_text() for r in (0, 1))
+    assert d0 == d1
+    assert (out / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("name", [n for n in BACKBONES if n != "custom_cnn"])
+def test_pretrained_weights_load_strictly_and_are_verified(name):
+    """Every backbone's ImageNet weights load (sha256 checked, strict), and the head is fresh."""
+    model = create_model(name, num_classes=7, pretrained=True).eval()
+    x = torch.zeros(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert model.forward_head(feats).shape == (1, 7)
+    reference = create_model(name, num_classes=7, pretrained=False)
+    first = next(iter(model.state_dict()))
+    assert not torch.equal(model.state_dict()[first], reference.state_dict()[first])
+
+
+def test_pretrained_lite0_recognises_an_imagenet_photo():
+    """A silently scrambled weight mapping would still load; a cat would not be a cat."""
+    skimage = pytest.importorskip("skimage.data")
+    import numpy as np
+    import timm
+    from PIL import Image
+    from dermalens.train.models import load_verified
+    b = BACKBONES["efficientnet_lite0"]
+    net = timm.create_model(b.timm_name, pretrained=False)
+    net.load_state_dict(dict(zip(net.state_dict().keys(), load_verified(b).values())), strict=True)
+    img = Image.fromarray(skimage.chelsea()).resize((224, 224))
+    x = (torch.from_numpy(np.asarray(img, np.float32) / 255).permute(2, 0, 1)[None] - 0.5) / 0.5
+    with torch.no_grad():
+        top5 = net.eval()(x).topk(5).indices[0].tolist()
+    assert set(top5) & set(range(281, 286)), top5  # ImageNet's domestic cat classes
+
+
+def test_weights_with_a_wrong_hash_are_refused(monkeypatch):
+    from dataclasses import replace
+    from dermalens.train import models
+    bad = replace(models.BACKBONES["efficientnet_lite0"], sha256="0" * 64)
+    monkeypatch.setitem(models.BACKBONES, "efficientnet_lite0", bad)
+    with pytest.raises(models.WeightsError, match="expected 0000"):
+        create_model("efficientnet_lite0")
