@@ -13,11 +13,18 @@ import numpy as np
 from PIL import Image
 
 
+def gradcam_raw(features: np.ndarray, head_weight: np.ndarray, class_index: int) -> np.ndarray:
+    """Grad-CAM at feature-map resolution: relu(sum_k alpha_k A_k), alpha_k = d logit_c / d A_k
+    averaged over positions = w[c, k] / (h*w)."""
+    h, w = features.shape[1:]
+    return np.maximum(np.tensordot(head_weight[class_index], features, axes=(0, 0)) / (h * w), 0)
+
+
 def gradcam(features: np.ndarray, head_weight: np.ndarray, class_index: int,
             out_size: tuple[int, int]) -> np.ndarray:
-    """features: (C, h, w) of one image -> heat-map in [0, 1] of shape out_size (H, W)."""
-    cam = np.tensordot(head_weight[class_index], features, axes=(0, 0))
-    cam = np.maximum(cam, 0)
+    """features: (C, h, w) of one image -> heat-map in [0, 1] of shape out_size (H, W).
+    All zeros when no region speaks for the class."""
+    cam = gradcam_raw(features, head_weight, class_index)
     img = Image.fromarray(cam.astype(np.float32), mode="F").resize((out_size[1], out_size[0]),
                                                                   Image.Resampling.BILINEAR)
     cam = np.asarray(img, dtype=np.float32)

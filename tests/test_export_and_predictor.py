@@ -1,0 +1,125 @@
+"""Export -> bundle -> PyTorch-free predictor: equivalence, calibration, TTA, Grad-CAM, OOD, risk."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dermalens.data import load_ham10000
+from dermalens.inference import BundleError, Predictor, load_bundle
+from dermalens.inference.risk import risk_level
+from conftest import FIXTURES, MINI
+
+torch = pytest.importorskip("torch")
+
+
+def test_bundle_files_and_card(tiny_bundle):
+    for f in ("model.onnx", "card.json", "head.npz", "ood.npz", "MODEL_CARD.md"):
+        assert (tiny_bundle / f).is_file(), f
+    card = json.loads((tiny_bundle / "card.json").read_text())
+    assert [c["code"] for c in card["classes"]] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+    assert card["preprocessing"]["input_size"] == [48, 64]
+    assert card["temperature"] > 0 and set(card["thresholds"]) == {"malignant", "high_risk", "ood"}
+    assert card["export_check"]["max_abs_logit_diff"] <= 1e-4
+    assert {"validation", "test", "test_tta"} <= set(card["metrics"])
+    assert len(card["data"]["split_sha256"]) == 64
+    assert "not a medical device" in (tiny_bundle / "MODEL_CARD.md").read_text()
+
+
+def test_predictor_agrees_with_pytorch(tiny_run, tiny_bundle):
+    """ONNX + numpy (temperature, softmax) == PyTorch on real images, to 1e-4."""
+    from dermalens.train.models import create_model
+    ck = torch.load(tiny_run / "best.pt", weights_only=False)
+    model = create_model("custom_cnn", pretrained=False)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    pred = Predictor(tiny_bundle)
+    paths = [r.path for r in load_ham10000(MINI)[:10]] + sorted((FIXTURES / "fullres").iterdir())
+    pixels = np.stack([pred.load(p) for p in paths])
+    probs, _, _ = pred.forward(pixels)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(pred.bundle.spec.normalize(pixels)))
+    ref = torch.softmax(logits / pred.bundle.temperature, dim=1).numpy()
+    assert np.abs(probs - ref).max() < 1e-4
+
+
+def test_tta_averages_valid_distributions(tiny_bundle):
+    pred = Predictor(tiny_bundle)
+    path = next((MINI / "images").iterdir())
+    plain, tta = pred.predict(path), pred.predict(path, tta=True)
+    assert tta.tta and tta.probabilities.sum() == pytest.approx(1, abs=1e-5)
+    px = pred.load(path)
+    views = np.stack([px, px[:, ::-1], px[::-1, :], px[::-1, ::-1]])  # flips and 180-degree rotation
+    manual = pred.forward(np.ascontiguousarray(views))[0].mean(axis=0)
+    assert np.allclose(tta.probabilities, manual, atol=1e-6)
+    assert plain.probabilities == pytest.approx(pred.forward(px[None])[0][0], abs=1e-6)
+    # TTA of an image equals TTA of its mirror image: the views are the same set
+    mirrored = Image.open(path).transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    assert np.allclose(pred.predict(mirrored, tta=True).probabilities, tta.probabilities, atol=1e-5)
+
+
+def test_gradcam_matches_autograd(tiny_run, tiny_bundle):
+    """The numpy Grad-CAM equals Grad-CAM computed with PyTorch autograd on the same model."""
+    from dermalens.inference.gradcam import gradcam_raw
+    from dermalens.train.models import create_model
+    ck = torch.load(tiny_run / "best.pt", weights_only=False)
+    model = create_model("custom_cnn", pretrained=False)
+    model.load_state_dict(ck["model"])
+    model.eval()
+    pred = Predictor(tiny_bundle)
+    px = pred.load(next((MINI / "images").iterdir()))[None]
+    _, _, maps = pred.forward(px)
+    feats = model.forward_features(torch.from_numpy(pred.bundle.spec.normalize(px))).detach().requires_grad_(True)
+    for c in range(7):
+        model.forward_head(feats)[0, c].backward()
+        alpha = feats.grad[0].mean(dim=(1, 2))
+        ref = torch.relu((alpha[:, None, None] * feats[0]).sum(0)).detach().numpy()
+        feats.grad = None
+        assert np.allclose(gradcam_raw(maps[0], pred.bundle.head_weight, c), ref, atol=1e-5)
+
+
+def test_gradcam_output(tiny_bundle):
+    pred = Predictor(tiny_bundle)
+    for path in sorted((MINI / "images").iterdir())[:5]:
+        for c in range(7):
+            p = pred.predict(path, explain=True, explain_class=c)
+            assert p.cam.shape == (48, 64) and p.cam.min() >= 0
+            assert p.cam.max() == pytest.approx(1.0) or p.cam.max() == 0
+            assert p.overlay_png()[:8] == b"\x89PNG\r\n\x1a\n"
+        with pytest.raises(ValueError, match="explain_class"):
+            pred.predict(path, explain=True, explain_class=9)
+
+
+def test_risk_rules():
+    assert risk_level(0.10, 0.2, 0.5, True) == "low"
+    assert risk_level(0.20, 0.2, 0.5, True) == "moderate"  # at the threshold is never "low"
+    assert risk_level(0.70, 0.2, 0.5, True) == "high"
+    assert risk_level(0.99, 0.2, 0.5, False) == "indeterminate"
+    assert risk_level(0.30, 0.4, 0.35, True) == "low"  # a misordered card cannot make "high" below the op point
+    scores = np.linspace(0, 1, 101)
+    assert all(risk_level(s, 0.3, 0.6, True) != "low" for s in scores if s >= 0.3)
+
+
+def test_bundle_errors_are_clear(tiny_bundle, tmp_path):
+    with pytest.raises(BundleError, match="bundle folder not found"):
+        load_bundle(tmp_path / "nope")
+    broken = tmp_path / "b"
+    shutil.copytree(tiny_bundle, broken)
+    (broken / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="model.onnx: missing"):
+        load_bundle(broken)
+    shutil.copy(tiny_bundle / "model.onnx", broken / "model.onnx")
+    card = json.loads((broken / "card.json").read_text())
+    card["preprocessing"]["input_size"] = [64, 64]
+    (broken / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="does not match the card's preprocessing"):
+        load_bundle(broken)
+    card["preprocessing"]["input_size"] = [48, 64]
+    card["classes"] = card["classes"][:6]
+    (broken / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="6 classes"):
+        load_bundle(broken)
+    (broken / "card.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_bundle(broken)
