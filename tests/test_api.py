@@ -1,0 +1,226 @@
+"""The REST API on a real server on loopback: responses, a bad-input corpus, limits, auth, fuzz."""
+import base64
+import io
+import struct
+import subprocess
+import sys
+import zlib
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FIXTURES, MINI
+from serverutil import running_server
+
+LESION = sorted((MINI / "images").iterdir())[0]
+CLASS_CODES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+
+
+@pytest.fixture(scope="module")
+def api(tiny_bundle):
+    with running_server(tiny_bundle) as url:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            yield client
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def png_bomb(width=20000, height=20000) -> bytes:
+    """A PNG whose header promises width x height pixels; the body is tiny (never decoded)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b"")
+
+
+def test_health(api):
+    r = api.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "healthy" and body["model_loaded"] is True
+    assert body["model"] == {"name": "tiny-test-model", "version": "0.0.1"}
+
+
+@pytest.mark.parametrize("as_data_url", [False, True])
+def test_predict_serves_both_client_styles(api, as_data_url):
+    raw = LESION.read_bytes()
+    image = ("data:image/jpeg;base64," if as_data_url else "") + b64(raw)
+    r = api.post("/predict", json={"image": image, "explain": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    preds = body["predictions"]
+    assert [p["prob"] for p in preds] == sorted((p["prob"] for p in preds), reverse=True)
+    assert sorted(p["code"] for p in preds) == CLASS_CODES
+    assert sum(p["prob"] for p in preds) == pytest.approx(1, abs=1e-4)
+    assert body["success"] is True
+    pred = body["prediction"]
+    assert len(pred["all_probabilities"]) == 7
+    assert pred["predicted_class"] == preds[0]["label"] and pred["confidence"] == preds[0]["prob"]
+    for p in preds:
+        assert pred["all_probabilities"][CLASS_CODES.index(p["code"])] == p["prob"]
+    assert set(body["malignancy"]) == {"probability", "label", "threshold"}
+    assert body["risk"]["level"] in {"low", "moderate", "high", "indeterminate"} and body["risk"]["recommendation"]
+    assert "in_distribution" in body["quality"] and "score" in body["quality"]
+    assert body["explanation"]["overlay"].startswith("data:image/png;base64,")
+    assert "not a medical device" in body["disclaimer"]
+    assert body["model"]["name"] == "tiny-test-model"
+
+
+def test_upload_and_batch(api):
+    r = api.post("/predict/upload", files={"file": ("x.jpg", LESION.read_bytes(), "image/jpeg")},
+                 data={"tta": "true"})
+    assert r.status_code == 200 and r.json()["tta"] is True
+    good = b64(LESION.read_bytes())
+    r = api.post("/predict/batch", json={"images": [good, "not base64!!", good]})
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert [x["success"] for x in res] == [True, False, True]
+    assert res[1]["error"]["code"] == "invalid_base64" and res[1]["index"] == 1
+    assert api.post("/predict/batch", json={"images": [good] * 17}).status_code == 413
+    assert api.post("/predict/batch", json={"images": []}).status_code == 422
+
+
+def _rgb():
+    return Image.open(LESION).convert("RGB")
+
+
+def _exif_rotated():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encode(_rgb(), "JPEG", exif=exif.tobytes())
+
+
+def _animated_gif():
+    frames = [Image.new("RGB", (60, 40), c) for c in [(200, 20, 20), (20, 200, 20)]]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    return buf.getvalue()
+
+
+JSON_CASES = {  # name: (request kwargs, expected status)
+    "empty body": (dict(content=b"", headers={"content-type": "application/json"}), 422),
+    "not json": (dict(content=b"hello there", headers={"content-type": "application/json"}), 422),
+    "json but a list": (dict(json=[1, 2, 3]), 422),
+    "wrong field": (dict(json={"img": "abc"}), 422),
+    "extra field": (dict(json={"image": "abc", "colour": 1}), 422),
+    "image not a string": (dict(json={"image": 12345}), 422),
+    "empty string": (dict(json={"image": ""}), 400),
+    "invalid base64": (dict(json={"image": "%%%not*base64%%%"}), 400),
+    "malformed data url": (dict(json={"image": "data:image/png,notbase64"}), 400),
+    "unsupported data url type": (dict(json={"image": "data:application/pdf;base64," + b64(b"%PDF-1.4")}), 415),
+    "truncated jpeg": (dict(json={"image": b64(LESION.read_bytes()[:1500])}), 400),
+    "zero bytes": (dict(json={"image": b64(b"")}), 400),
+    "text as image": (dict(json={"image": b64(b"just some text, not a picture\n" * 10)}), 400),
+    "png bomb 20000x20000": (dict(json={"image": b64(png_bomb())}), 413),
+    "ico image": (dict(json={"image": b64(encode(Image.new("RGB", (32, 32)), "ICO"))}), 415),
+    "huge payload": (dict(json={"image": "A" * (16 * 1024 * 1024)}), 413),
+    "1x1 image": (dict(json={"image": b64(encode(Image.new("RGB", (1, 1), (120, 80, 60)), "PNG"))}), 200),
+    "16-bit png": (dict(json={"image": b64(encode(Image.fromarray(
+        (np.asarray(_rgb().convert("L"), np.uint16) * 257)), "PNG"))}), 200),
+    "cmyk jpeg": (dict(json={"image": b64(encode(_rgb().convert("CMYK"), "JPEG"))}), 200),
+    "animated gif": (dict(json={"image": b64(_animated_gif())}), 200),
+    "rgba png": (dict(json={"image": b64(encode(_rgb().convert("RGBA"), "PNG"))}), 200),
+    "palette png": (dict(json={"image": b64(encode(_rgb().convert("P"), "PNG"))}), 200),
+    "exif-rotated jpeg": (dict(json={"image": b64(_exif_rotated())}), 200),
+    "tiff": (dict(json={"image": b64(encode(_rgb(), "TIFF"))}), 200),
+    "webp": (dict(json={"image": b64(encode(_rgb(), "WEBP"))}), 200),
+    "url-safe base64 with newlines": (dict(json={"image": base64.encodebytes(LESION.read_bytes()).decode()}), 200),
+}
+
+
+@pytest.mark.parametrize("name", list(JSON_CASES))
+def test_bad_input_corpus(api, name):
+    kwargs, expected = JSON_CASES[name]
+    r = api.post("/predict", **kwargs)
+    assert r.status_code == expected, (name, r.text[:300])
+    body = r.json()
+    if expected == 200:
+        assert body["success"] is True and len(body["prediction"]["all_probabilities"]) == 7
+    else:
+        assert body["success"] is False and body["error"]["code"] and body["error"]["message"]
+        assert "Traceback" not in r.text
+    assert api.get("/health").json()["status"] == "healthy"
+
+
+UPLOAD_CASES = {
+    "zero-byte upload": (("empty.jpg", b"", "image/jpeg"), 400),
+    "text renamed .jpg": (("notes.jpg", b"dear diary\n" * 20, "image/jpeg"), 400),
+    "text/plain upload": (("notes.txt", b"dear diary", "text/plain"), 415),
+    "pdf upload": (("doc.pdf", b"%PDF-1.4 ...", "application/pdf"), 415),
+    "png upload": (("ok.png", encode(_rgb(), "PNG"), "image/png"), 200),
+}
+
+
+@pytest.mark.parametrize("name", list(UPLOAD_CASES))
+def test_bad_upload_corpus(api, name):
+    file, expected = UPLOAD_CASES[name]
+    r = api.post("/predict/upload", files={"file": file})
+    assert r.status_code == expected, (name, r.text[:300])
+    assert api.get("/health").json()["status"] == "healthy"
+
+
+def test_upload_without_file_is_422(api):
+    assert api.post("/predict/upload", data={"tta": "true"}).status_code == 422
+
+
+def test_wrong_method_and_path(api):
+    r = api.get("/predict")
+    assert r.status_code == 405 and r.json()["success"] is False
+    assert api.get("/nope").status_code == 404
+
+
+def test_ui_and_docs_are_served(api):
+    page = api.get("/")
+    assert page.status_code == 200 and "Not a medical device" in page.text
+    assert "http://" not in page.text.replace("http://www.w3.org", "")  # no external CDN
+    assert api.get("/static/app.js").status_code == 200
+    assert api.get("/openapi.json").json()["paths"]["/predict"]["post"]
+
+
+def test_api_key_and_limits(tiny_bundle, tmp_path):
+    env = {"DERMALENS_API_KEY": "s3cret", "DERMALENS_MAX_SIDE": "100", "DERMALENS_UPLOAD_DIR": str(tmp_path / "up")}
+    with running_server(tiny_bundle, env) as url:
+        img = {"image": b64(LESION.read_bytes())}
+        assert httpx.post(url + "/predict", json=img).status_code == 401
+        assert httpx.post(url + "/predict", json=img, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert httpx.get(url + "/health").status_code == 200  # health stays open
+        r = httpx.post(url + "/predict", json=img, headers={"X-API-Key": "s3cret"})
+        assert r.status_code == 413 and "longest side" in r.json()["error"]["message"]  # 200x150 > 100
+        small = {"image": b64(encode(_rgb().resize((80, 60)), "PNG"))}
+        assert httpx.post(url + "/predict", json=small, headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert len(list((tmp_path / "up").iterdir())) == 1  # saved only because the folder was configured
+
+
+def test_no_upload_is_written_by_default(api, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert api.post("/predict", json={"image": b64(LESION.read_bytes())}).status_code == 200
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_model_is_reported_not_crashed(tmp_path):
+    with running_server(tmp_path / "no-such-bundle") as url:
+        h = httpx.get(url + "/health").json()
+        assert h["model_loaded"] is False and "not found" in h["error"]
+        r = httpx.post(url + "/predict", json={"image": b64(LESION.read_bytes())})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable"
+
+
+@pytest.mark.slow
+def test_schema_fuzz_finds_no_server_error(api):
+    """schemathesis against the live /openapi.json: no 5xx for any generated request."""
+    url = str(api.base_url)
+    rc = subprocess.run([sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json",
+                         "--checks", "not_a_server_error", "--max-examples", "40", "--seed", "1",
+                         "--phases", "examples,coverage,fuzzing", "--request-timeout", "30"],
+                        capture_output=True, text=True, timeout=600)
+    assert rc.returncode == 0, rc.stdout[-4000:] + rc.stderr[-2000:]
