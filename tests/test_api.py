@@ -224,3 +224,4 @@ def test_schema_fuzz_finds_no_server_error(api):
                          "--phases", "examples,coverage,fuzzing", "--request-timeout", "30"],
                         capture_output=True, text=True, timeout=600)
     assert rc.returncode == 0, rc.stdout[-4000:] + rc.stderr[-2000:]
+    assert "Tested: 5" in rc.stdout and " passed" in rc.stdout, rc.stdout[-2000:]

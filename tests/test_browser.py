@@ -1,0 +1,87 @@
+"""The web UI in a real headless Chromium (Debian's), driven by Playwright."""
+import shutil
+
+import pytest
+
+from conftest import MINI
+from serverutil import running_server
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which("chromium"):
+        pytest.fail("chromium is not installed (make test installs Debian's chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def ui_url(shipped_bundle):
+    with running_server(shipped_bundle) as url:
+        yield url
+
+
+def _predict(page, path):
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#predict:not([disabled])")
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('status').textContent.length > 0 && "
+                           "!document.getElementById('status').textContent.startsWith('Classifying')")
+
+
+def test_upload_and_read_the_bars(browser, ui_url, artifacts):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(ui_url)
+    assert "Not a medical device" in page.inner_text("#disclaimer")
+    _predict(page, sorted((MINI / "images").iterdir())[0])
+    assert page.inner_text("#status") == "Done."
+    bars = page.query_selector_all("#bars li")
+    assert len(bars) == 7
+    probs = [float(b.get_attribute("data-prob")) for b in bars]
+    assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1, abs=1e-3)
+    assert page.text_content("#risk-level").startswith("Risk: ")
+    assert page.inner_text("#risk-text")
+    page.check("#heat")
+    assert page.is_visible("#overlay")
+    page.screenshot(path=str(artifacts / "web_ui.png"), full_page=True)
+    assert not errors
+
+
+def test_out_of_distribution_gets_a_warning_not_a_diagnosis(browser, ui_url, tmp_path, artifacts):
+    from PIL import Image
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 200), (250, 250, 250)).save(blank)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(ui_url)
+    _predict(page, blank)
+    assert page.is_visible("#ood") and "No assessment" in page.inner_text("#ood")
+    assert not page.is_visible("#summary")
+    page.screenshot(path=str(artifacts / "web_ui_ood.png"), full_page=True)
+
+
+def test_phone_width_keyboard_and_errors(browser, ui_url, tmp_path, artifacts):
+    page = browser.new_page(viewport={"width": 375, "height": 800})
+    page.goto(ui_url)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375, "no horizontal scrolling on a phone"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "drop"  # the drop zone is reachable by keyboard
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image at all")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#predict:not([disabled])")
+    page.click("#predict")
+    page.wait_for_selector("#status.error")
+    assert "Could not classify" in page.inner_text("#status")
+    _predict(page, sorted((MINI / "images").iterdir())[1])
+    page.screenshot(path=str(artifacts / "web_ui_phone.png"), full_page=True)

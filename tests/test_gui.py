@@ -1,0 +1,131 @@
+"""The Tkinter app in a real window under Xvfb: single image, batch with labels, remote mode."""
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import MINI
+from serverutil import running_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def display():
+    if not shutil.which("Xvfb"):
+        pytest.fail("Xvfb is not installed (make test installs Debian's xvfb)")
+    num = 90 + os.getpid() % 50
+    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1280x860x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = f":{num}"
+    time.sleep(1.0)
+    yield f":{num}"
+    proc.terminate()
+    proc.wait()
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old
+
+
+def pump(root, until, timeout=120):
+    deadline = time.time() + timeout
+    while not until():
+        root.update()
+        time.sleep(0.02)
+        assert time.time() < deadline, "the window did not finish in time"
+    for _ in range(10):
+        root.update()
+        time.sleep(0.01)
+
+
+def screenshot(display, path):
+    from PIL import ImageGrab
+    ImageGrab.grab(xdisplay=display).save(path)
+
+
+@pytest.fixture()
+def app_factory(display, monkeypatch):
+    import tkinter as tk
+    from tkinter import messagebox
+
+    from dermalens.gui.app import App
+    shown = []
+    monkeypatch.setattr(messagebox, "showerror", lambda *a, **k: shown.append(a[1]))
+    roots = []
+
+    def make(**kw):
+        root = tk.Tk()
+        roots.append(root)
+        return App(root, **kw), shown
+    yield make
+    for r in roots:
+        r.destroy()
+
+
+def test_single_image_and_batch_match_evaluate(app_factory, shipped_bundle, display, artifacts):
+    from dermalens.data import load_dataset
+    from dermalens.evaluate.run import evaluate_records
+    from dermalens.gui.batch import metrics_text
+    from dermalens.inference import Predictor
+    app, errors = app_factory(model=str(shipped_bundle))
+    path = sorted((MINI / "images").iterdir())[0]
+    app.open_image(path)
+    pump(app.root, lambda: not app.busy)
+    assert not errors
+    expected = Predictor(shipped_bundle).predict(path)
+    top = app.top_label.cget("text")
+    assert top.startswith(expected.names[expected.top]) or top.startswith("No assessment")
+    assert app.bars[expected.codes[expected.top]][2].cget("text") == f"{100 * expected.probabilities[expected.top]:.1f} %"
+    assert app.risk_label.cget("text") == f"Risk: {expected.risk}"
+    app.heat.set(True)
+    app._show_image()
+    pump(app.root, lambda: True)
+    screenshot(display, artifacts / "gui_single.png")
+
+    app.notebook.select(1)
+    app.start_batch(str(MINI / "images"), str(MINI / "HAM10000_metadata.csv"))
+    pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled")
+    assert len(app.tree.get_children()) == 49
+    reference = evaluate_records(Predictor(shipped_bundle), load_dataset(MINI / "HAM10000_metadata.csv"),
+                                 progress=False)["metrics"]
+    shown = app.metrics_box.get("1.0", "end").strip()
+    assert shown == metrics_text(reference).strip()
+    screenshot(display, artifacts / "gui_batch.png")
+    out = artifacts / "gui_batch.csv"
+    app.export(str(out))
+    assert out.read_text().count("\n") == 50
+    app.sort_by("confidence")
+    first = float(app.tree.item(app.tree.get_children()[0])["values"][3])
+    last = float(app.tree.item(app.tree.get_children()[-1])["values"][3])
+    assert first >= last
+
+
+def test_errors_are_shown_not_crashing(app_factory, shipped_bundle, tmp_path):
+    app, errors = app_factory(model=str(shipped_bundle))
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    app.open_image(bad)
+    assert errors and "broken.jpg" in errors[-1]
+    app.start_batch(str(tmp_path / "no-such-folder"))
+    assert "folder not found" in errors[-1]
+    assert app.root.winfo_exists()
+    app2, errors2 = app_factory(model=str(tmp_path / "no-model"))
+    assert "cannot load the model" in errors2[-1]
+    app2.open_image(sorted((MINI / "images").iterdir())[0])
+    assert "no model loaded" in app2.status.cget("text")
+
+
+def test_remote_mode_against_a_real_server(app_factory, shipped_bundle, display, artifacts):
+    with running_server(shipped_bundle) as url:
+        app, errors = app_factory(api=url)
+        assert app.backend.description.startswith(f"server {url}")
+        app.open_image(sorted((MINI / "images").iterdir())[2])
+        pump(app.root, lambda: not app.busy)
+        assert not errors and app.result["success"]
+        screenshot(display, artifacts / "gui_remote.png")
+    app2, errors2 = app_factory(api="http://127.0.0.1:9")
+    assert "cannot reach the dermalens server" in errors2[-1]
