@@ -1,0 +1,111 @@
+"""Inference benchmarks: prints figures, asserts nothing.
+
+    python -m dermalens.bench --model models/dermalens-lite0 --images DIR
+
+Single-image latency (p50/p95) for preprocessing, inference, inference + TTA and Grad-CAM;
+batch throughput over a folder of full-size JPEGs (decode + preprocess + inference); peak RSS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+
+def _percentiles(samples_s: list[float]) -> dict:
+    a = np.asarray(samples_s) * 1000
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2),
+            "n": len(a)}
+
+
+def _time(fn, repeat: int, warmup: int = 5) -> dict:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return _percentiles(out)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run(model: str, images: str, repeat: int = 200, batch_size: int = 32, threads: int | None = None) -> dict:
+    from .inference import Predictor
+    from .inference.gradcam import gradcam, overlay, to_png
+    paths = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not paths:
+        raise SystemExit(f"{images}: no images to benchmark with")
+    rss_start = peak_rss_mb()
+    pred = Predictor(model, threads=threads)
+    b = pred.bundle
+    data = [p.read_bytes() for p in paths]
+    one = pred.load(data[0])
+    x = b.spec.normalize(one)
+    _, feats = b.run(x)
+    i = iter(range(10**9))
+
+    results = {
+        "model": f"{b.card['name']} {b.card['version']} ({b.card['backbone']['name']}, input "
+                 f"{b.spec.input_size[0]}x{b.spec.input_size[1]})",
+        "image_size": list(map(int, __import__("PIL.Image", fromlist=["Image"]).open(paths[0]).size)),
+        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, onnxruntime threads="
+                   f"{threads or 'default'}",
+        "single_image": {
+            "preprocess (decode + resize + normalise)": _time(lambda: b.spec.normalize(pred.load(data[next(i) % len(data)])), repeat),
+            "inference": _time(lambda: b.run(x), repeat),
+            "inference + TTA": _time(lambda: pred.forward(one[None], tta=True), repeat // 2),
+            "Grad-CAM (+ overlay PNG)": _time(lambda: to_png(overlay(one, gradcam(feats[0], b.head_weight, 0,
+                                                                                 b.spec.input_size))), repeat),
+            "end to end (file bytes -> Prediction)": _time(lambda: pred.predict(data[next(i) % len(data)]), repeat),
+        },
+    }
+    # Batch: decode in a thread pool (Pillow releases the GIL) while onnxruntime runs batches.
+    n_total = max(len(paths), 512)
+    order = [data[k % len(data)] for k in range(n_total)]
+    t = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        for s in range(0, n_total, batch_size):
+            px = np.stack(list(pool.map(pred.load, order[s:s + batch_size])))
+            pred.forward(px)
+    dt = time.perf_counter() - t
+    results["batch"] = {"images": n_total, "batch_size": batch_size, "seconds": round(dt, 2),
+                        "images_per_s": round(n_total / dt, 1)}
+    results["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    results["rss_before_model_mb"] = round(rss_start, 1)
+    return results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="models/dermalens-lite0")
+    ap.add_argument("--images", default="../shared/data/ham10000_fullres_sample")
+    ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    ap.add_argument("--json", help="also write the figures here")
+    a = ap.parse_args(argv)
+    res = run(a.model, a.images, a.repeat, a.batch_size, a.threads)
+    print(f"model:   {res['model']}\nmachine: {res['machine']}\nimages:  {res['image_size'][0]}x{res['image_size'][1]} JPEG")
+    for k, v in res["single_image"].items():
+        print(f"  {k:42s} p50 {v['p50_ms']:7.2f} ms   p95 {v['p95_ms']:7.2f} ms")
+    bt = res["batch"]
+    print(f"  batch throughput (decode+preprocess+infer) {bt['images_per_s']:7.1f} images/s "
+          f"({bt['images']} images, batch {bt['batch_size']})")
+    print(f"  peak RSS {res['peak_rss_mb']:.0f} MB")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
