@@ -100,6 +100,9 @@ def load_bundle(path: str | Path, threads: int | None = None) -> Bundle:
     if threads:
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # The arena keeps the largest batch's activations for the life of the process (hundreds
+    # of MB at batch 32); without it, memory follows the batch actually running.
+    opts.enable_cpu_mem_arena = False
     try:
         session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types

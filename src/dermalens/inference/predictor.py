@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import DISCLAIMER
-from ..evaluate.calibration import softmax
 from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
 from .ood import EXPOSURE_RULES, exposure_reasons, mahalanobis_score
 from .risk import RECOMMENDATIONS, risk_level
+from .softmax import softmax
 
 LOW_CONFIDENCE = 0.5  # a top-class probability below this is shown as uncertain
 
@@ -103,9 +103,12 @@ class Predictor:
         self.exposure_rules = b.card.get("ood", {}).get("exposure_rules", EXPOSURE_RULES)
 
     # ---- arrays in, arrays out (used by evaluation too) ------------------------------------
-    def forward(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 64):
-        """uint8 NxHxWx3 -> (calibrated probs NxK, pooled features NxC, feature maps NxCxhxw)."""
+    def forward(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 8):
+        """uint8 NxHxWx3 -> (calibrated probs NxK, pooled features NxC, feature maps NxCxhxw).
+        `batch_size` counts network inputs, so TTA views share it (memory stays bounded)."""
         spec, T = self.bundle.spec, self.bundle.temperature
+        if tta:
+            batch_size = max(1, batch_size // (8 if pixels.shape[1] == pixels.shape[2] else 4))
         probs, pooled, maps = [], [], []
         for i in range(0, len(pixels), batch_size):
             chunk = pixels[i:i + batch_size]

@@ -139,7 +139,13 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     y_val = np.array([r.label for r in val_recs])
 
     torch.manual_seed(cfg.seed)
-    model = create_model(cfg.backbone, len(CODES), pretrained=cfg.pretrained, drop_rate=cfg.drop_rate)
+    model = create_model(cfg.backbone, len(CODES), pretrained=cfg.pretrained and not cfg.init_from,
+                         drop_rate=cfg.drop_rate)
+    if cfg.init_from:
+        init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
+        if init["config"]["backbone"] != cfg.backbone:
+            raise ValueError(f"init_from {cfg.init_from} is a {init['config']['backbone']}, not a {cfg.backbone}")
+        model.load_state_dict(init["model"])
     model = model.to(device).to(memory_format=torch.channels_last)
     weights = class_weights(y_train, cfg.class_weight_power) if cfg.class_weight_power else None
     criterion = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
