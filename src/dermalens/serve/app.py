@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 import logging
 import secrets
-import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import DISCLAIMER, __version__
 from ..inference import BundleError, Predictor
 from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, open_image
+from .batcher import Batcher
 from .decode import SUPPORTED_MIME, ApiError, decode_image_string
 from .settings import Settings
 
@@ -99,12 +99,13 @@ class Engine:
         self.settings = settings
         self.predictor: Predictor | None = None
         self.error: str | None = None
-        self.lock = threading.Semaphore(1)  # one inference at a time: onnxruntime already uses the cores
+        self.batcher: Batcher | None = None
 
     def load(self):
         try:
             self.predictor = Predictor(self.settings.model, threads=self.settings.threads or None,
                                        max_pixels=self.settings.max_pixels)
+            self.batcher = Batcher(self.predictor, max_batch=16)
         except (BundleError, OSError) as e:
             self.error = str(e)
             log.error("model not loaded: %s", e)
@@ -129,7 +130,8 @@ class Engine:
                            f"image is {img.width}x{img.height}; the longest side may be at most {s.max_side}")
         return img
 
-    def predict(self, data: bytes, tta: bool, explain: bool) -> dict:
+    def prepare(self, data: bytes):
+        """Decode and preprocess (in a worker thread; Pillow releases the GIL)."""
         predictor = self.require()
         img = self.decode(data)
         info = {"width": img.width, "height": img.height, "format": img.format}
@@ -137,12 +139,15 @@ class Engine:
             pixels = predictor.load(img)
         except ImageError as e:
             raise ApiError(400, "invalid_image", str(e)) from None
-        with self.lock:
-            p = predictor.predict_pixels(pixels[None], tta=tta, explain=explain)[0]
         if self.settings.upload_dir:
             folder = Path(self.settings.upload_dir)
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{hashlib.sha256(data).hexdigest()[:24]}.{(img.format or 'bin').lower()}").write_bytes(data)
+        return pixels, info
+
+    async def predict(self, data: bytes, tta: bool, explain: bool) -> dict:
+        pixels, info = await run_in_threadpool(self.prepare, data)
+        p = await asyncio.wrap_future(self.batcher.submit(pixels, tta, explain))
         return {"success": True, **p.to_dict(), "image": info}
 
 
@@ -193,9 +198,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not secrets.compare_digest(given, settings.api_key):
                 raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
 
-    async def run(fn, *args):
+    async def run(data: bytes, tta: bool, explain: bool):
         try:
-            return await asyncio.wait_for(run_in_threadpool(fn, *args), timeout=settings.timeout_s)
+            return await asyncio.wait_for(engine.predict(data, tta, explain), timeout=settings.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"prediction took longer than {settings.timeout_s} s") from None
 
@@ -217,7 +222,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def predict(body: PredictRequest, request: Request):
         check_key(request)
         data = decode_image_string(body.image, settings.max_body_bytes)
-        return await run(engine.predict, data, body.tta, body.explain)
+        return await run(data, body.tta, body.explain)
 
     @app.post("/predict/upload", tags=["predict"])
     async def predict_upload(request: Request, file: UploadFile = File(...), tta: bool = Form(False),
@@ -230,22 +235,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data = await file.read()
         if not data:
             raise ApiError(400, "empty_image", "the uploaded file is empty")
-        return await run(engine.predict, data, tta, explain)
+        return await run(data, tta, explain)
 
     @app.post("/predict/batch", tags=["predict"])
     async def predict_batch(body: BatchRequest, request: Request):
         check_key(request)
         if len(body.images) > settings.max_batch:
             raise ApiError(413, "batch_too_large", f"at most {settings.max_batch} images per batch")
-        results = []
-        for i, s in enumerate(body.images):
+        async def one(i: int, image: str) -> dict:
             try:
-                data = decode_image_string(s, settings.max_body_bytes)
-                results.append(await run(engine.predict, data, body.tta, body.explain))
+                return await run(decode_image_string(image, settings.max_body_bytes), body.tta, body.explain)
             except ApiError as e:
                 if e.status in (503, 504):
                     raise
-                results.append({"success": False, "index": i, "error": {"code": e.code, "message": e.message}})
+                return {"success": False, "index": i, "error": {"code": e.code, "message": e.message}}
+        # gathered, so the images meet in the batcher and run as one batch
+        results = await asyncio.gather(*(one(i, s) for i, s in enumerate(body.images)))
         return {"success": all(r["success"] for r in results), "results": results, "disclaimer": DISCLAIMER}
 
     @app.get("/", include_in_schema=False)
