@@ -330,10 +330,29 @@ class App:
             self.set_status(str(e), error=True)
 
 
+def _make_root():
+    """A Tk root with drag-and-drop when the optional tkinterdnd2 package is installed."""
+    try:
+        from tkinterdnd2 import TkinterDnD
+        return TkinterDnD.Tk(), True
+    except Exception:  # not installed, or its native part does not load on this platform
+        return tk.Tk(), False
+
+
 def run_gui(model: str | None = None, api: str | None = None) -> None:
     try:
-        root = tk.Tk()
+        root, dnd = _make_root()
     except tk.TclError as e:
         raise SystemExit(f"dermalens gui: cannot open a window ({e}); is a display available?") from None
-    App(root, model=model, api=api)
+    app = App(root, model=model, api=api)
+    if dnd:
+        from tkinterdnd2 import DND_FILES
+
+        def dropped(event):
+            files = root.tk.splitlist(event.data)
+            if files:
+                app.open_image(files[0])
+        app.canvas.drop_target_register(DND_FILES)
+        app.canvas.dnd_bind("<<Drop>>", dropped)
+        app.set_status("Tip: drop an image onto the picture area")
     root.mainloop()
