@@ -14,6 +14,13 @@ from conftest import FIXTURES, MINI
 torch = pytest.importorskip("torch")
 
 
+def tiny_torch_model(run_dir):
+    from dermalens.train.models import create_model
+    model = create_model("custom_cnn", pretrained=False)
+    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=False)["model"])
+    return model.eval()
+
+
 def test_bundle_files_and_card(tiny_bundle):
     for f in ("model.onnx", "card.json", "head.npz", "ood.npz", "MODEL_CARD.md"):
         assert (tiny_bundle / f).is_file(), f
@@ -29,11 +36,7 @@ def test_bundle_files_and_card(tiny_bundle):
 
 def test_predictor_agrees_with_pytorch(tiny_run, tiny_bundle):
     """ONNX + numpy (temperature, softmax) == PyTorch on real images, to 1e-4."""
-    from dermalens.train.models import create_model
-    ck = torch.load(tiny_run / "best.pt", weights_only=False)
-    model = create_model("custom_cnn", pretrained=False)
-    model.load_state_dict(ck["model"])
-    model.eval()
+    model = tiny_torch_model(tiny_run)
     pred = Predictor(tiny_bundle)
     paths = [r.path for r in load_ham10000(MINI)[:10]] + sorted((FIXTURES / "fullres").iterdir())
     pixels = np.stack([pred.load(p) for p in paths])
@@ -62,11 +65,7 @@ def test_tta_averages_valid_distributions(tiny_bundle):
 def test_gradcam_matches_autograd(tiny_run, tiny_bundle):
     """The numpy Grad-CAM equals Grad-CAM computed with PyTorch autograd on the same model."""
     from dermalens.inference.gradcam import gradcam_raw
-    from dermalens.train.models import create_model
-    ck = torch.load(tiny_run / "best.pt", weights_only=False)
-    model = create_model("custom_cnn", pretrained=False)
-    model.load_state_dict(ck["model"])
-    model.eval()
+    model = tiny_torch_model(tiny_run)
     pred = Predictor(tiny_bundle)
     px = pred.load(next((MINI / "images").iterdir()))[None]
     _, _, maps = pred.forward(px)

@@ -93,10 +93,13 @@ def run_predict(a) -> int:
 def _print_table(rows: list[dict]) -> None:
     if not rows:
         return
+    print("class? = uncertain (top probability below 50 %); risk 'indeterminate' = not assessed")
     width = min(48, max(len(r["file"]) for r in rows))
     print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  risk")
     for r in rows:
         name = r["file"] if len(r["file"]) <= width else "..." + r["file"][-(width - 3):]
         risk = r["risk"] + ("" if r["in_distribution"] else " (not a dermoscopic image?)")
         cls = r["prediction"] if r["in_distribution"] else "-"
+        if r["in_distribution"] and r["confidence"] < 0.5:
+            cls += "?"  # uncertain: no class reaches 50 %
         print(f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {risk}")
