@@ -62,7 +62,7 @@ train: $(VENV)/.train
 	$(VENV)/bin/dermalens train --config configs/lite0_144x192.json
 
 export: $(VENV)/.train
-	$(VENV)/bin/dermalens export runs/lite0_144x192 --out $(MODEL)
+	$(VENV)/bin/dermalens export runs/lite0_144x192_v2 --out $(MODEL)
 
 evaluate: $(VENV)/.serve
 	$(VENV)/bin/dermalens evaluate --model $(MODEL) --split test

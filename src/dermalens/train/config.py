@@ -30,6 +30,7 @@ class TrainConfig:
     out_dir: str = "runs/default"
     cache_dir: str = "cache"
     max_images_per_split: int = 0  # >0 only for smoke tests
+    stop_after_epochs: int = 0  # >0: end the run after this many epochs (the LR schedule still spans `epochs`)
     init_from: str = ""  # start from another run's best.pt (a second, low-LR stage), not from ImageNet
     extra: dict = field(default_factory=dict)
 

@@ -183,6 +183,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
             break
         if stop_after is not None and epoch - start_epoch >= stop_after:
             break
+        if cfg.stop_after_epochs and epoch >= cfg.stop_after_epochs:
+            break
         t0 = time.time()
         torch.manual_seed(hash((cfg.seed, epoch, rank)) % (2**31))
         idx = _epoch_indices(y_train, cfg, epoch, world, rank)
