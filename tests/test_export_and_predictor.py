@@ -43,7 +43,8 @@ def test_predictor_agrees_with_pytorch(tiny_run, tiny_bundle):
     probs, _, _ = pred.forward(pixels)
     with torch.no_grad():
         logits = model(torch.from_numpy(pred.bundle.spec.normalize(pixels)))
-    ref = torch.softmax(logits / pred.bundle.temperature, dim=1).numpy()
+    bias = torch.from_numpy(pred.bundle.logit_bias)
+    ref = torch.softmax((logits + bias) / pred.bundle.temperature, dim=1).numpy()
     assert np.abs(probs - ref).max() < 1e-4
 
 
@@ -116,6 +117,7 @@ def test_bundle_errors_are_clear(tiny_bundle, tmp_path):
         load_bundle(broken)
     card["preprocessing"]["input_size"] = [48, 64]
     card["classes"] = card["classes"][:6]
+    card["logit_bias"] = card["logit_bias"][:6]
     (broken / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError, match="6 classes"):
         load_bundle(broken)

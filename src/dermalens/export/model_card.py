@@ -40,7 +40,9 @@ def write_model_card(card: dict, path: Path) -> None:
         f"- Input: {card['preprocessing']['input_size'][0]}x{card['preprocessing']['input_size'][1]} (HxW), "
         f"resize policy `{card['preprocessing']['resize']}`, mean {card['preprocessing']['mean']}, "
         f"std {card['preprocessing']['std']}, colour constancy {card['preprocessing']['color_constancy']}.",
-        f"- Temperature (fitted on validation): {card['temperature']:.3f}.",
+        f"- Temperature (fitted on validation): {card['temperature']:.3f}; prior correction tau = "
+        f"{card.get('prior_correction', {}).get('tau', 0)} (logits - tau * log class frequency, chosen on "
+        "validation for balanced accuracy; probabilities lean towards the rare classes accordingly).",
         f"- Thresholds: malignant {card['thresholds']['malignant']:.4f}, high risk "
         f"{card['thresholds'].get('high_risk', float('nan')):.4f}, OOD {card['thresholds'].get('ood', float('nan')):.1f}.",
         f"- Training: {card['training']['seconds'] / 60:.1f} minutes on {card['training']['hardware']}.", "",

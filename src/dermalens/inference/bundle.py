@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from ..classes import CLASSES
 from ..preprocess import PreprocessSpec
+from .softmax import softmax
 
 CARD_FORMAT = "dermalens-bundle/1"
 REQUIRED_CARD_KEYS = ("format", "name", "version", "classes", "preprocessing", "temperature", "thresholds")
@@ -52,6 +53,14 @@ class Bundle:
         return float(self.card["temperature"])
 
     @property
+    def logit_bias(self) -> np.ndarray:
+        """Per-class offset added to the logits before the temperature (prior correction)."""
+        return np.asarray(self.card.get("logit_bias", [0.0] * len(self.card["classes"])), np.float32)
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits + self.logit_bias, self.temperature)
+
+    @property
     def thresholds(self) -> dict:
         return self.card["thresholds"]
 
@@ -79,6 +88,8 @@ def read_card(path: Path) -> dict:
             raise BundleError(f"{card_path}: each class needs code, name and malignant; got {c}")
     if not float(card["temperature"]) > 0:
         raise BundleError(f"{card_path}: temperature must be > 0")
+    if len(card.get("logit_bias", card["classes"])) != len(card["classes"]):
+        raise BundleError(f"{card_path}: logit_bias needs one value per class")
     if "malignant" not in card["thresholds"]:
         raise BundleError(f"{card_path}: thresholds.malignant missing")
     return card

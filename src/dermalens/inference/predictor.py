@@ -17,7 +17,6 @@ from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
 from .ood import EXPOSURE_RULES, exposure_reasons, mahalanobis_score
 from .risk import RECOMMENDATIONS, risk_level
-from .softmax import softmax
 
 LOW_CONFIDENCE = 0.5  # a top-class probability below this is shown as uncertain
 
@@ -106,7 +105,7 @@ class Predictor:
     def forward(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 8):
         """uint8 NxHxWx3 -> (calibrated probs NxK, pooled features NxC, feature maps NxCxhxw).
         `batch_size` counts network inputs, so TTA views share it (memory stays bounded)."""
-        spec, T = self.bundle.spec, self.bundle.temperature
+        spec = self.bundle.spec
         if tta:
             batch_size = max(1, batch_size // (8 if pixels.shape[1] == pixels.shape[2] else 4))
         probs, pooled, maps = [], [], []
@@ -116,11 +115,11 @@ class Predictor:
                 views = _tta_views(chunk)
                 n, v = views.shape[:2]
                 logits, feats = self.bundle.run(spec.normalize(views.reshape(n * v, *views.shape[2:])))
-                p = softmax(logits, T).reshape(n, v, -1).mean(axis=1)
+                p = self.bundle.calibrated(logits).reshape(n, v, -1).mean(axis=1)
                 feats = feats.reshape(n, v, *feats.shape[1:])[:, 0]
             else:
                 logits, feats = self.bundle.run(spec.normalize(chunk))
-                p = softmax(logits, T)
+                p = self.bundle.calibrated(logits)
             probs.append(p)
             pooled.append(feats.mean(axis=(2, 3)))
             maps.append(feats)
