@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from ..classes import CLASSES
 from ..preprocess import PreprocessSpec
+from .ood import whiten
 from .softmax import softmax
 
 CARD_FORMAT = "dermalens-bundle/1"
@@ -123,7 +124,7 @@ def load_bundle(path: str | Path, threads: int | None = None) -> Bundle:
     if not head_path.is_file():
         raise BundleError(f"{head_path}: missing (Grad-CAM needs the classifier head)")
     head = np.load(head_path)
-    ood = dict(np.load(path / "ood.npz")) if (path / "ood.npz").is_file() else None
+    ood = whiten(dict(np.load(path / "ood.npz"))) if (path / "ood.npz").is_file() else None
     return Bundle(path, card, spec, session, head["weight"].astype(np.float32),
                   head["bias"].astype(np.float32), ood)
 

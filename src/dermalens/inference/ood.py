@@ -35,9 +35,18 @@ def fit_gate(train_pooled: np.ndarray, train_labels: np.ndarray, n_classes: int)
     return {"means": means.astype(np.float32), "precision": lw.precision_.astype(np.float32)}
 
 
+def whiten(gate: dict) -> dict:
+    """Precompute L (precision = L L^T) and the whitened class means, once per model:
+    then (f - m)^T P (f - m) = |f L - m L|^2 costs one C x C product per image, not K."""
+    if "L" not in gate:
+        L = np.linalg.cholesky(gate["precision"].astype(np.float64)).astype(np.float32)
+        gate = {**gate, "L": L, "means_w": gate["means"] @ L}
+    return gate
+
+
 def mahalanobis_score(pooled: np.ndarray, gate: dict) -> np.ndarray:
     """Smallest squared Mahalanobis distance to a class mean, per row (higher = stranger)."""
-    means, prec = gate["means"], gate["precision"]
-    d = pooled[:, None, :] - means[None, :, :]  # N x K x C
-    q = np.einsum("nkc,cd,nkd->nk", d, prec, d, optimize=True)
-    return q.min(axis=1)
+    gate = whiten(gate)
+    fw = pooled.astype(np.float32) @ gate["L"]  # N x C
+    d = fw[:, None, :] - gate["means_w"][None, :, :]  # N x K x C
+    return np.einsum("nkc,nkc->nk", d, d).min(axis=1)
