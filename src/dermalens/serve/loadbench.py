@@ -72,7 +72,9 @@ async def _run(url: str, body: bytes, requests: int, concurrency: int):
 
 def bench(url: str, image: Path, requests: int, concurrency: int, server_pid: int | None) -> dict:
     body = json.dumps({"image": base64.b64encode(image.read_bytes()).decode()}).encode()
-    asyncio.run(_run(url, body, 50, 1))  # warm-up
+    # warm-up at both concurrencies, so RSS growth below measures leaks, not first-use allocation
+    asyncio.run(_run(url, body, 50, 1))
+    asyncio.run(_run(url, body, 400, concurrency))
     rss_before = tree_rss_mb(server_pid) if server_pid else None
     out = {}
     for c, n in ((1, min(500, requests)), (concurrency, requests)):
