@@ -56,3 +56,15 @@ def mini_copy(tmp_path) -> Path:
     dst = tmp_path / "mini"
     shutil.copytree(MINI, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def in_distribution_lesion(shipped_bundle) -> Path:
+    """A fixture lesion image that the shipped model's OOD gate passes (about 5 % of real
+    lesions are flagged by design)."""
+    from dermalens.inference import Predictor
+    pred = Predictor(shipped_bundle)
+    for path in sorted((MINI / "images").iterdir()):
+        if pred.predict(path).in_distribution:
+            return path
+    pytest.fail("no fixture image passes the OOD gate")

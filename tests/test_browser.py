@@ -37,13 +37,13 @@ def _predict(page, path):
                            "!document.getElementById('status').textContent.startsWith('Classifying')")
 
 
-def test_upload_and_read_the_bars(browser, ui_url, artifacts):
+def test_upload_and_read_the_bars(browser, ui_url, artifacts, in_distribution_lesion):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(ui_url)
     assert "Not a medical device" in page.inner_text("#disclaimer")
-    _predict(page, sorted((MINI / "images").iterdir())[0])
+    _predict(page, in_distribution_lesion)
     assert page.inner_text("#status") == "Done."
     bars = page.query_selector_all("#bars li")
     assert len(bars) == 7
@@ -65,7 +65,7 @@ def test_out_of_distribution_gets_a_warning_not_a_diagnosis(browser, ui_url, tmp
     page.goto(ui_url)
     _predict(page, blank)
     assert page.is_visible("#ood") and "No assessment" in page.inner_text("#ood")
-    assert not page.is_visible("#summary")
+    assert not page.is_visible("#summary") and not page.is_visible("#bars")
     page.screenshot(path=str(artifacts / "web_ui_ood.png"), full_page=True)
 
 

@@ -66,19 +66,19 @@ def app_factory(display, monkeypatch):
         r.destroy()
 
 
-def test_single_image_and_batch_match_evaluate(app_factory, shipped_bundle, display, artifacts):
+def test_single_image_and_batch_match_evaluate(app_factory, shipped_bundle, display, artifacts,
+                                               in_distribution_lesion):
     from dermalens.data import load_dataset
     from dermalens.evaluate.run import evaluate_records
     from dermalens.gui.batch import metrics_text
     from dermalens.inference import Predictor
     app, errors = app_factory(model=str(shipped_bundle))
-    path = sorted((MINI / "images").iterdir())[0]
+    path = in_distribution_lesion
     app.open_image(path)
     pump(app.root, lambda: not app.busy)
     assert not errors
     expected = Predictor(shipped_bundle).predict(path)
-    top = app.top_label.cget("text")
-    assert top.startswith(expected.names[expected.top]) or top.startswith("No assessment")
+    assert app.top_label.cget("text").startswith(expected.names[expected.top])
     assert app.bars[expected.codes[expected.top]][2].cget("text") == f"{100 * expected.probabilities[expected.top]:.1f} %"
     assert app.risk_label.cget("text") == f"Risk: {expected.risk}"
     app.heat.set(True)
@@ -102,6 +102,20 @@ def test_single_image_and_batch_match_evaluate(app_factory, shipped_bundle, disp
     first = float(app.tree.item(app.tree.get_children()[0])["values"][3])
     last = float(app.tree.item(app.tree.get_children()[-1])["values"][3])
     assert first >= last
+
+
+def test_out_of_distribution_warning(app_factory, shipped_bundle, display, artifacts, tmp_path):
+    from PIL import Image
+    from skimage import data
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    app, errors = app_factory(model=str(shipped_bundle))
+    app.open_image(photo)
+    pump(app.root, lambda: not app.busy)
+    assert app.top_label.cget("text").startswith("No assessment")
+    assert app.risk_label.cget("text") == "Risk: indeterminate"
+    assert app.ood_label.winfo_ismapped()
+    screenshot(display, artifacts / "gui_ood.png")
 
 
 def test_errors_are_shown_not_crashing(app_factory, shipped_bundle, tmp_path):

@@ -90,6 +90,7 @@
         ". This does not look like a dermoscopic image of a skin lesion, so its class scores are not shown as a result.";
     }
     $("summary").hidden = !inDist;
+    $("scores").hidden = !inDist;  // no class scores for an image that was not assessed
     const top = r.prediction;
     $("top-name").textContent = top.predicted_class;
     $("top-conf").textContent = pct(top.confidence);
