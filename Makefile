@@ -57,7 +57,7 @@ bench: $(VENV)/.serve
 bench-load: $(VENV)/.serve
 	$(VENV)/bin/python -m dermalens.serve.loadbench --model $(MODEL)
 
-# The shipped model: `make train export` reproduces it (about an hour on 2 CPU cores).
+# The shipped model: `make train export` reproduces it (about 45 minutes on 2 CPU cores).
 train: $(VENV)/.train
 	$(VENV)/bin/dermalens train --config configs/lite0_144x192.json
 
