@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FIXTURES, MINI
+from conftest import MINI
 from serverutil import running_server
 
 LESION = sorted((MINI / "images").iterdir())[0]

@@ -5,8 +5,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from dermalens.cli import main
 from conftest import FIXTURES, MINI, REPO
 

@@ -133,9 +133,11 @@ def test_training_and_serving_paths_agree(options, tmp_path):
     spec = PreprocessSpec(input_size=options.get("input_size", (144, 192)), mean=(0.485, 0.456, 0.406),
                           std=(0.229, 0.224, 0.225),
                           **{k: v for k, v in options.items() if k != "input_size"})
-    records = load_ham10000(MINI)[:6] + [r for r in load_ham10000(MINI)][-2:]
+    all_records = load_ham10000(MINI)
+    records = all_records[:6] + all_records[-2:]
     cached = load_pixels(records, spec, cache_dir=tmp_path, workers=1)
     cached_again = load_pixels(records, spec, cache_dir=tmp_path, workers=1)  # from the disk cache
+    assert np.array_equal(cached, cached_again)
     train_side = normalize_batch(torch.from_numpy(cached_again).permute(0, 3, 1, 2), spec.mean, spec.std).numpy()
     serve_side = np.concatenate([spec.preprocess(r.path) for r in records])
     assert train_side.shape == serve_side.shape

@@ -91,9 +91,10 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     }
     (out / "card.json").write_text(json.dumps(card, indent=2))
     bundle = load_bundle(out)
+    loader = Predictor(bundle)  # decodes exactly as serving will; its thresholds are placeholders yet
 
     # equivalence on real images
-    val_px, val_recs, _ = decode_records(bundle_predictor(bundle), parts["val"], desc="decode val")
+    val_px, val_recs, _ = decode_records(loader, parts["val"], desc="decode val")
     diff = max_abs_difference(model, out / "model.onnx", spec.normalize(val_px[:64]))
     if diff > ONNX_TOLERANCE:
         raise RuntimeError(f"ONNX and PyTorch disagree: max |logit diff| {diff:.2e} > {ONNX_TOLERANCE}")
@@ -122,7 +123,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     t_high = max(t_op, float(benign[min(len(benign) - 1, int(np.ceil(0.95 * len(benign))))]))
 
     # 3. OOD gate
-    train_px, train_recs, _ = decode_records(bundle_predictor(bundle), parts["train"], desc="decode train")
+    train_px, train_recs, _ = decode_records(loader, parts["train"], desc="decode train")
     _, train_pooled = _raw(bundle, train_px)
     gate = fit_gate(train_pooled, np.array([codes.index(r.dx) for r in train_recs]), len(codes))
     val_scores = mahalanobis_score(val_pooled, gate)
@@ -170,7 +171,3 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
             (out / f).write_bytes((run_dir / f).read_bytes())
     return card
 
-
-def bundle_predictor(bundle):
-    """A Predictor over a half-built bundle (card thresholds may still be placeholders)."""
-    return Predictor(bundle)
