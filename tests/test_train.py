@@ -37,9 +37,10 @@ def test_tiny_run_writes_checkpoints_history_and_curves(tiny_run):
     assert hist[0]["epoch"] == 1 and 0 <= hist[0]["val_balanced_accuracy"] <= 1
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path):
-    full = train(tiny_config(tmp_path / "full"))
-    part = tiny_config(tmp_path / "part")
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_continues_exactly_where_it_stopped(tmp_path, ema_decay):
+    full = train(tiny_config(tmp_path / "full", ema_decay=ema_decay))
+    part = tiny_config(tmp_path / "part", ema_decay=ema_decay)
     train(part, stop_after=1)
     assert _digest(tmp_path / "part")[1]["epoch"] == 0
     train(part, resume=True)
@@ -47,6 +48,20 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     assert ck_part["epoch"] == 1
     assert [h["train_loss"] for h in ck_part["history"]] == pytest.approx([h["train_loss"] for h in ck_full["history"]])
     assert d_part == d_full, "a resumed run must end with the same weights as an uninterrupted one"
+    if ema_decay:
+        assert ck_part["train_model"].keys() == ck_full["model"].keys()
+        for k, v in ck_full["train_model"].items():
+            assert torch.equal(v, ck_part["train_model"][k]), k
+
+
+def test_ema_weights_are_what_is_validated_and_saved(tmp_path):
+    ck = torch.load(train(tiny_config(tmp_path / "ema", epochs=1, ema_decay=0.5)) / "best.pt", weights_only=False)
+    last = torch.load(tmp_path / "ema" / "checkpoint_last.pt", weights_only=False)
+    for k, v in ck["model"].items():
+        assert torch.equal(v, last["model"][k]), k
+    # the average lags the trained weights, so the two must differ
+    w = "conv_head.weight" if "conv_head.weight" in ck["model"] else next(k for k in ck["model"] if k.endswith("weight"))
+    assert not torch.equal(ck["model"][w], last["train_model"][w])
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

@@ -31,6 +31,7 @@ class TrainConfig:
     cache_dir: str = "cache"
     max_images_per_split: int = 0  # >0 only for smoke tests
     stop_after_epochs: int = 0  # >0: end the run after this many epochs (the LR schedule still spans `epochs`)
+    ema_decay: float = 0.0  # >0: validate and ship an exponential moving average of the weights
     init_from: str = ""  # start from another run's best.pt (a second, low-LR stage), not from ImageNet
     extra: dict = field(default_factory=dict)
 

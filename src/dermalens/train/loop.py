@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from ..classes import CODES
@@ -154,6 +155,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     steps_per_epoch = max(1, (len(train_px) // world) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, steps_per_epoch))
     net = nn.parallel.DistributedDataParallel(model) if distributed else model
+    # The EMA copy is what gets validated and saved: it averages out the last epochs' noise,
+    # which makes the early-stopping choice less of a coin toss on a small validation split.
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay else None
+    eval_model = ema.module if ema is not None else model
 
     start_epoch, history, best, bad_epochs, train_seconds = 0, [], -1.0, 0, 0.0
     last = out / "checkpoint_last.pt"
@@ -163,7 +168,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         ck = torch.load(last, map_location=device, weights_only=False)
         if ck["config"]["backbone"] != cfg.backbone or list(ck["config"]["input_size"]) != list(cfg.input_size):
             raise ValueError(f"{last} was trained with a different backbone or input size")
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(ck["train_model"] if ema is not None else ck["model"])
+        if ema is not None:
+            ema.module.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         start_epoch, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
@@ -202,15 +209,20 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(model, step=epoch * steps_per_epoch + step + 1)
             total += loss.item() * len(b)
             seen += len(b)
             bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         if distributed:
             # DDP keeps parameters in step, but BatchNorm running statistics are per rank until
             # the next forward; take rank 0's so every rank validates (and saves) the same model.
-            for buf in model.buffers():
+            for buf in eval_model.buffers():
                 dist.broadcast(buf, 0)
-        logits = predict_logits(model, val_px, spec, device)
+            if ema is not None:
+                for buf in model.buffers():
+                    dist.broadcast(buf, 0)
+        logits = predict_logits(eval_model, val_px, spec, device)
         probs = torch.softmax(torch.from_numpy(logits), 1).numpy()
         m = classification_metrics(y_val, probs)
         val_loss = float(nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y_val)))
@@ -231,8 +243,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
                     "epoch": epoch, "val_metrics": m, "train_seconds": train_seconds,
                     "hardware": _hardware(world, use_cuda)}
             if improved:
-                _atomic_save({**meta, "model": model.state_dict()}, out / "best.pt")
-            _atomic_save({**meta, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                _atomic_save({**meta, "model": eval_model.state_dict()}, out / "best.pt")
+            extra = {"train_model": model.state_dict()} if ema is not None else {}
+            _atomic_save({**meta, "model": eval_model.state_dict(), **extra, "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "history": history, "best": best,
                           "bad_epochs": bad_epochs,
                           "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
@@ -242,7 +255,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
             dist.barrier()
     if distributed:
         # each rank records a digest of its weights: DDP must leave them identical
-        (out / f"weights_rank{rank}.sha256").write_text(weights_digest(model))
+        (out / f"weights_rank{rank}.sha256").write_text(weights_digest(eval_model))
         dist.destroy_process_group()
     return out
 
