@@ -143,3 +143,26 @@ def test_weights_with_a_wrong_hash_are_refused(monkeypatch):
     monkeypatch.setitem(models.BACKBONES, "efficientnet_lite0", bad)
     with pytest.raises(models.WeightsError, match="expected 0000"):
         create_model("efficientnet_lite0")
+
+
+def test_second_stage_starts_from_the_first_and_export_counts_both(tiny_run, tmp_path):
+    from dermalens.export.bundle import _training_time
+    first = torch.load(tiny_run / "best.pt", weights_only=False)
+    stage2 = tiny_config(tmp_path / "stage2", epochs=1, lr=0.0, warmup_epochs=0.0, input_size=(64, 80),
+                         init_from=str(tiny_run / "best.pt"))
+    ck = torch.load(train(stage2) / "best.pt", weights_only=False)
+    # lr 0: the second stage's weights are the first stage's, at a new input size
+    for k, v in first["model"].items():
+        if not k.endswith("num_batches_tracked") and "running_" not in k:
+            assert torch.equal(v, ck["model"][k]), k
+    t = _training_time(ck)
+    assert [s["input_size"] for s in t["stages"]] == [[48, 64], [64, 80]]
+    assert t["seconds"] == pytest.approx(round(first["train_seconds"], 1) + round(ck["train_seconds"], 1), abs=0.11)
+    ck["config"]["init_from"] = str(tmp_path / "gone.pt")
+    with pytest.raises(FileNotFoundError, match="gone.pt"):
+        _training_time(ck)
+
+
+def test_init_from_another_backbone_is_refused(tiny_run, tmp_path):
+    with pytest.raises(ValueError, match="custom_cnn, not a mobilenetv2"):
+        train(tiny_config(tmp_path / "x", backbone="mobilenetv2", init_from=str(tiny_run / "best.pt")))

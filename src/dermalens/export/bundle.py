@@ -46,6 +46,23 @@ def _raw(bundle, pixels, batch_size=64):
     return np.concatenate(logits), np.concatenate(pooled)
 
 
+def _training_time(ck: dict) -> dict:
+    """This run's training time plus that of every earlier stage it started from (`init_from`)."""
+    stages = [{"out_dir": ck["config"]["out_dir"], "input_size": list(ck["config"]["input_size"]),
+               "best_epoch": ck["epoch"] + 1, "seconds": round(ck["train_seconds"], 1), "hardware": ck["hardware"]}]
+    init = ck["config"].get("init_from")
+    while init:
+        if not Path(init).is_file():
+            raise FileNotFoundError(f"init_from checkpoint {init} is missing: the training time of that stage "
+                                    "cannot be reported")
+        prev = torch.load(init, map_location="cpu", weights_only=False)
+        stages.insert(0, {"out_dir": prev["config"]["out_dir"], "input_size": list(prev["config"]["input_size"]),
+                          "best_epoch": prev["epoch"] + 1, "seconds": round(prev["train_seconds"], 1),
+                          "hardware": prev["hardware"], "checkpoint": init})
+        init = prev["config"].get("init_from")
+    return {"seconds": round(sum(s["seconds"] for s in stages), 1), "hardware": ck["hardware"], "stages": stages}
+
+
 def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Path,
                   split_file: str | Path, name: str = "dermalens-lite0", version: str = "1.0.0",
                   evaluate_test: bool = True, max_images_per_split: int = 0, ood_extra=None) -> dict:
@@ -84,7 +101,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
         "backbone": {"name": cfg["backbone"], "weights": BACKBONES[cfg["backbone"]].weights_package,
                      "pretrained": cfg["pretrained"]},
         "recipe": cfg, "best_epoch": ck["epoch"] + 1,
-        "training": {"seconds": round(ck["train_seconds"], 1), "hardware": ck["hardware"]},
+        "training": _training_time(ck),
         "data": {"name": "HAM10000", "split_file": split_file.name, "split_sha256": split_sha256(split_file),
                  "counts": {s: len(r) for s, r in parts.items()}},
         "disclaimer": DISCLAIMER,

@@ -24,6 +24,15 @@ def _metrics_table(m: dict) -> list[str]:
     ]
 
 
+def _stages(training: dict) -> str:
+    st = training.get("stages", [])
+    if len(st) < 2:
+        return ""
+    parts = [f"{s['input_size'][0]}x{s['input_size'][1]} to epoch {s['best_epoch']} ({s['seconds'] / 60:.1f} min)"
+             for s in st]
+    return ", in " + str(len(st)) + " stages, each starting from the previous one's best weights: " + "; ".join(parts)
+
+
 def write_model_card(card: dict, path: Path) -> None:
     m = card.get("metrics", {})
     lines = [
@@ -45,7 +54,8 @@ def write_model_card(card: dict, path: Path) -> None:
         "validation for balanced accuracy; probabilities lean towards the rare classes accordingly).",
         f"- Thresholds: malignant {card['thresholds']['malignant']:.4f}, high risk "
         f"{card['thresholds'].get('high_risk', float('nan')):.4f}, OOD {card['thresholds'].get('ood', float('nan')):.1f}.",
-        f"- Training: {card['training']['seconds'] / 60:.1f} minutes on {card['training']['hardware']}.", "",
+        f"- Training: {card['training']['seconds'] / 60:.1f} minutes on {card['training']['hardware']}"
+        + _stages(card['training']) + ".", "",
         "## Data",
         f"HAM10000 (Tschandl et al., Scientific Data 2018, CC BY-NC 4.0), 200x150 copies. Split file "
         f"`{card['data']['split_file']}` (sha256 `{card['data']['split_sha256'][:16]}...`): lesion-grouped "
