@@ -43,8 +43,7 @@ def test_predictor_agrees_with_pytorch(tiny_run, tiny_bundle):
     probs, _, _ = pred.forward(pixels)
     with torch.no_grad():
         logits = model(torch.from_numpy(pred.bundle.spec.normalize(pixels)))
-    bias = torch.from_numpy(pred.bundle.logit_bias)
-    ref = torch.softmax((logits + bias) / pred.bundle.temperature, dim=1).numpy()
+    ref = torch.softmax(logits / pred.bundle.temperature, dim=1).numpy()
     assert np.abs(probs - ref).max() < 1e-4
 
 
@@ -117,10 +116,47 @@ def test_bundle_errors_are_clear(tiny_bundle, tmp_path):
         load_bundle(broken)
     card["preprocessing"]["input_size"] = [48, 64]
     card["classes"] = card["classes"][:6]
-    card["logit_bias"] = card["logit_bias"][:6]
+    card["decision_bias"] = card["decision_bias"][:6]
     (broken / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError, match="6 classes"):
         load_bundle(broken)
     (broken / "card.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         load_bundle(broken)
+
+
+def test_decision_bias_moves_the_decision_not_the_probabilities(tiny_bundle, tmp_path):
+    """The card's decision_bias picks the predicted class; probabilities, AUROC and the
+    malignancy score must not move, and evaluation must count the biased decisions."""
+    from dermalens.evaluate.run import evaluate_records
+    from dermalens.inference.softmax import decide
+    probs = np.array([[0.6, 0.4], [0.2, 0.8]])
+    assert decide(probs).tolist() == [0, 1]
+    assert decide(probs, np.array([0.0, np.log(2.0)])).tolist() == [1, 1]  # 0.4 * 2 > 0.6
+
+    biased = tmp_path / "biased"
+    shutil.copytree(tiny_bundle, biased)
+    card = json.loads((biased / "card.json").read_text())
+    codes = [c["code"] for c in card["classes"]]
+    card["decision_bias"] = [50.0 if c == "df" else 0.0 for c in codes]
+    (biased / "card.json").write_text(json.dumps(card))
+    plain, skewed = Predictor(tiny_bundle), Predictor(biased)
+    records = load_ham10000(MINI)[:12]
+    a, b = plain.predict(records[0].path), skewed.predict(records[0].path)
+    assert np.array_equal(a.probabilities, b.probabilities) and a.malignancy == b.malignancy
+    assert b.codes[b.top] == "df" and b.to_dict()["prediction"]["code"] == "df"
+    assert b.to_dict()["prediction"]["most_probable"] == a.codes[int(np.argmax(a.probabilities))]
+    ma, mb = evaluate_records(plain, records, progress=False)["metrics"], evaluate_records(skewed, records, progress=False)["metrics"]
+    assert ma["macro_auroc"] == mb["macro_auroc"] and ma["ece"] == mb["ece"]
+    cm = np.array(mb["confusion_matrix"])
+    assert cm[:, codes.index("df")].sum() == len(records) == cm.sum()
+
+
+def test_old_prior_shifted_cards_are_refused(tiny_bundle, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle, old)
+    card = json.loads((old / "card.json").read_text())
+    card["logit_bias"] = [0.0] * len(card["classes"])
+    (old / "card.json").write_text(json.dumps(card))
+    with pytest.raises(BundleError, match="re-export"):
+        load_bundle(old)

@@ -61,11 +61,13 @@ def binary_metrics(score: np.ndarray, is_malignant: np.ndarray, threshold: float
 
 
 def classification_metrics(y: np.ndarray, probs: np.ndarray, codes=CODES,
-                           malignant_threshold: float | None = None) -> dict:
+                           malignant_threshold: float | None = None, pred: np.ndarray | None = None) -> dict:
     """Everything we report for a labelled set. Classes absent from `y` get no recall/AUROC
-    (a set may hold only some of the 7 classes); macro figures average the present ones."""
+    (a set may hold only some of the 7 classes); macro figures average the present ones.
+    `pred` are the model's decisions (its decision rule); by default the most probable class.
+    AUROC, ECE and the malignancy figures use the probabilities."""
     y = np.asarray(y)
-    pred = probs.argmax(axis=1)
+    pred = probs.argmax(axis=1) if pred is None else np.asarray(pred)
     labels = list(range(len(codes)))
     present = sorted(set(y.tolist()))
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)

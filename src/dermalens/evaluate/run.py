@@ -30,7 +30,8 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
     codes = predictor.bundle.codes
     y = np.array([codes.index(r.dx) for r in kept])
     probs, pooled, _ = predictor.forward(pixels, tta=tta)
-    metrics = classification_metrics(y, probs, codes, malignant_threshold=predictor.threshold)
+    metrics = classification_metrics(y, probs, codes, malignant_threshold=predictor.threshold,
+                                     pred=predictor.bundle.decide(probs))
     scores = predictor.ood_scores(pooled)
     if scores is not None:
         metrics["ood_pass_rate"] = float((scores <= predictor.ood_threshold).mean())

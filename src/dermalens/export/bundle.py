@@ -28,6 +28,7 @@ from ..evaluate.run import decode_records, evaluate_records
 from ..inference.bundle import CARD_FORMAT, default_classes_for_card, load_bundle
 from ..inference.ood import EXPOSURE_RULES, fit_gate, mahalanobis_score
 from ..inference.predictor import Predictor
+from ..inference.softmax import decide
 from ..preprocess import PreprocessSpec
 from ..train.models import BACKBONES, create_model
 from .model_card import write_model_card
@@ -122,17 +123,20 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     codes = [c["code"] for c in card["classes"]]
     y_val = np.array([codes.index(r.dx) for r in val_recs])
     val_logits, val_pooled = _raw(bundle, val_px)
-    # Prior correction, chosen on validation: logits - tau * log(training class frequency)
-    # moves the decision towards the rare classes (tau = 1 is the balanced-prior posterior).
-    # tau is picked for validation balanced accuracy; the temperature is fitted after it.
+    # The probabilities are temperature-scaled posteriors (calibrated for the data's own class
+    # mix). The predicted class is a separate, cost-weighted decision on them:
+    # argmax(log p - tau * log(training class frequency)), which moves close calls towards the
+    # rare classes (tau = 1 is the balanced-prior decision); tau is picked for validation
+    # balanced accuracy. Shifting the probabilities themselves instead was measured to cost
+    # validation AUROC and calibration (v2 model: macro AUROC 0.955 -> 0.948, ECE 0.027 -> 0.037).
+    T = fit_temperature(val_logits, y_val)
+    val_probs = softmax(val_logits, T)
     counts = np.bincount([codes.index(r.dx) for r in parts["train"]], minlength=len(codes)).astype(float)
     log_prior = np.log(np.maximum(counts, 1) / counts.sum())
-    taus = {tau: balanced_accuracy_score(y_val, (val_logits - tau * log_prior).argmax(axis=1))
+    taus = {tau: balanced_accuracy_score(y_val, decide(val_probs, -tau * log_prior))
             for tau in (0.0, 0.25, 0.5, 0.75, 1.0)}
     tau = max(taus, key=lambda t: (round(taus[t], 4), -t))
     bias = (-tau * log_prior).astype(np.float32)
-    T = fit_temperature(val_logits + bias, y_val)
-    val_probs = softmax(val_logits + bias, T)
     mal_val = malignancy_score(val_probs, codes)
     is_mal = np.isin(y_val, [i for i, c in enumerate(card["classes"]) if c["malignant"]])
     t_op = threshold_for_sensitivity(mal_val, is_mal, 0.90)
@@ -148,10 +152,11 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     np.savez(out / "ood.npz", **gate)
 
     card["temperature"] = T
-    card["logit_bias"] = [float(b) for b in bias]
+    card["decision_bias"] = [float(b) for b in bias]
     card["prior_correction"] = {"tau": tau, "validation_balanced_accuracy_by_tau": taus,
-                                "rule": "logit_bias = -tau * log(training-split class frequency), tau chosen "
-                                        "for validation balanced accuracy"}
+                                "rule": "predicted class = argmax(log calibrated probability + decision_bias), "
+                                        "decision_bias = -tau * log(training-split class frequency), tau chosen "
+                                        "for validation balanced accuracy; the probabilities are not shifted"}
     card["thresholds"] = {"malignant": t_op, "high_risk": t_high, "ood": t_ood}
     card["threshold_rules"] = {
         "malignant": "highest score with sensitivity >= 0.90 for malignant vs benign on the validation split",
@@ -161,11 +166,10 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     card["ood"] = {"method": "min class-conditional Mahalanobis distance of pooled features, shared "
                              "Ledoit-Wolf covariance fitted on the training split", "exposure_rules": EXPOSURE_RULES}
     card["metrics"] = {"split_file": split_file.name, "split_sha256": card["data"]["split_sha256"],
-                       "validation": classification_metrics(y_val, val_probs, codes, t_op)}
+                       "validation": classification_metrics(y_val, val_probs, codes, t_op,
+                                                            pred=decide(val_probs, bias))}
     card["metrics"]["validation"]["uncalibrated_ece"] = classification_metrics(
         y_val, softmax(val_logits, 1.0), codes)["ece"]
-    card["metrics"]["validation"]["ece_temperature_only"] = classification_metrics(
-        y_val, softmax(val_logits, fit_temperature(val_logits, y_val)), codes)["ece"]
     (out / "card.json").write_text(json.dumps(card, indent=2))
 
     # 4. test, through the serving engine only

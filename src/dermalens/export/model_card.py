@@ -49,9 +49,10 @@ def write_model_card(card: dict, path: Path) -> None:
         f"- Input: {card['preprocessing']['input_size'][0]}x{card['preprocessing']['input_size'][1]} (HxW), "
         f"resize policy `{card['preprocessing']['resize']}`, mean {card['preprocessing']['mean']}, "
         f"std {card['preprocessing']['std']}, colour constancy {card['preprocessing']['color_constancy']}.",
-        f"- Temperature (fitted on validation): {card['temperature']:.3f}; prior correction tau = "
-        f"{card.get('prior_correction', {}).get('tau', 0)} (logits - tau * log class frequency, chosen on "
-        "validation for balanced accuracy; probabilities lean towards the rare classes accordingly).",
+        f"- Temperature (fitted on validation): {card['temperature']:.3f}. The probabilities are temperature-scaled "
+        "posteriors; the predicted class is argmax(log probability - tau * log training class frequency) with "
+        f"tau = {card.get('prior_correction', {}).get('tau', 0)} (chosen on validation for balanced accuracy), so a "
+        "rare class can be predicted over a slightly more probable common one.",
         f"- Thresholds: malignant {card['thresholds']['malignant']:.4f}, high risk "
         f"{card['thresholds'].get('high_risk', float('nan')):.4f}, OOD {card['thresholds'].get('ood', float('nan')):.1f}.",
         f"- Training: {card['training']['seconds'] / 60:.1f} minutes on {card['training']['hardware']}"

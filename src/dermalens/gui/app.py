@@ -243,6 +243,9 @@ class App:
         if q["in_distribution"]:
             self.ood_label.pack_forget()
             suffix = "" if top["confident"] else "  (uncertain: below 50 %)"
+            if top.get("most_probable", top["code"]) != top["code"]:
+                suffix += f"\n(chosen over the more probable {names.get(top['most_probable'])}: rarer diagnoses are " \
+                          "weighted up in close calls)"
             self.top_label.config(text=f"{top['predicted_class']}: {100 * top['confidence']:.1f} %{suffix}")
         else:
             self.top_label.config(text="No assessment: not a dermoscopic lesion image?")

@@ -49,7 +49,7 @@ def batch_items(folder: str | Path, labels_csv: str | Path | None) -> list[tuple
 
 def run_batch(backend, items, cancel: threading.Event | None = None, progress=None) -> BatchResult:
     res = BatchResult()
-    probs, truth, threshold = [], [], None
+    probs, preds, truth, threshold = [], [], [], None
     for i, (path, dx) in enumerate(items):
         if cancel is not None and cancel.is_set():
             res.cancelled = True
@@ -67,11 +67,12 @@ def run_batch(backend, items, cancel: threading.Event | None = None, progress=No
             threshold = r["malignancy"]["threshold"]
             if dx is not None:
                 probs.append(p["all_probabilities"])
+                preds.append(CODES.index(p["code"]))
                 truth.append(CODES.index(dx))
         if progress:
             progress(i + 1, len(items))
     if truth:
-        res.metrics = classification_metrics(np.array(truth), np.array(probs), CODES, threshold)
+        res.metrics = classification_metrics(np.array(truth), np.array(probs), CODES, threshold, pred=np.array(preds))
     return res
 
 

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from ..classes import CLASSES
 from ..preprocess import PreprocessSpec
 from .ood import whiten
-from .softmax import softmax
+from .softmax import decide, softmax
 
 CARD_FORMAT = "dermalens-bundle/1"
 REQUIRED_CARD_KEYS = ("format", "name", "version", "classes", "preprocessing", "temperature", "thresholds")
@@ -54,12 +54,15 @@ class Bundle:
         return float(self.card["temperature"])
 
     @property
-    def logit_bias(self) -> np.ndarray:
-        """Per-class offset added to the logits before the temperature (prior correction)."""
-        return np.asarray(self.card.get("logit_bias", [0.0] * len(self.card["classes"])), np.float32)
+    def decision_bias(self) -> np.ndarray:
+        """Per-class offset added to the log-probabilities when picking the predicted class."""
+        return np.asarray(self.card.get("decision_bias", [0.0] * len(self.card["classes"])), np.float32)
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
-        return softmax(logits + self.logit_bias, self.temperature)
+        return softmax(logits, self.temperature)
+
+    def decide(self, probs: np.ndarray) -> np.ndarray:
+        return decide(probs, self.decision_bias)
 
     @property
     def thresholds(self) -> dict:
@@ -89,8 +92,11 @@ def read_card(path: Path) -> dict:
             raise BundleError(f"{card_path}: each class needs code, name and malignant; got {c}")
     if not float(card["temperature"]) > 0:
         raise BundleError(f"{card_path}: temperature must be > 0")
-    if len(card.get("logit_bias", card["classes"])) != len(card["classes"]):
-        raise BundleError(f"{card_path}: logit_bias needs one value per class")
+    if "logit_bias" in card:
+        raise BundleError(f"{card_path}: 'logit_bias' (probabilities shifted by a prior correction) is no longer "
+                          "read; re-export the run with this dermalens (it writes 'decision_bias')")
+    if len(card.get("decision_bias", card["classes"])) != len(card["classes"]):
+        raise BundleError(f"{card_path}: decision_bias needs one value per class")
     if "malignant" not in card["thresholds"]:
         raise BundleError(f"{card_path}: thresholds.malignant missing")
     return card

@@ -17,6 +17,7 @@ from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
 from .ood import EXPOSURE_RULES, exposure_reasons, mahalanobis_score
 from .risk import RECOMMENDATIONS, risk_level
+from .softmax import decide
 
 LOW_CONFIDENCE = 0.5  # a top-class probability below this is shown as uncertain
 
@@ -39,10 +40,13 @@ class Prediction:
     tta: bool = False
     source: str = ""
     model: dict = field(default_factory=dict)
+    decision_bias: np.ndarray | None = None  # the bundle's decision rule (see softmax.decide)
 
     @property
     def top(self) -> int:
-        return int(np.argmax(self.probabilities))
+        """The predicted class: the bundle's decision rule, which may favour a rare class over a
+        slightly more probable common one (then its probability is below the top bar's)."""
+        return int(decide(self.probabilities[None], self.decision_bias)[0])
 
     @property
     def confident(self) -> bool:
@@ -60,7 +64,8 @@ class Prediction:
             "predictions": [{"label": self.names[i], "code": self.codes[i], "prob": probs[i]} for i in order],
             "prediction": {"predicted_class": self.names[self.top], "code": self.codes[self.top],
                            "confidence": probs[self.top], "all_probabilities": probs,
-                           "confident": self.confident},
+                           "confident": self.confident,
+                           "most_probable": self.codes[int(np.argmax(self.probabilities))]},
             "malignancy": {"probability": self.malignancy,
                            "label": "malignant" if self.malignancy >= self.malignant_threshold else "benign",
                            "threshold": self.malignant_threshold},
@@ -158,9 +163,10 @@ class Predictor:
             p = Prediction(b.codes, b.names, probs[i], float(mal[i]), self.threshold,
                            risk_level(float(mal[i]), self.threshold, self.high_threshold, ind),
                            ind, score, self.ood_threshold, reasons, pixels[i], tta=tta,
-                           source=(sources[i] if sources else ""), model=self.model_info)
+                           source=(sources[i] if sources else ""), model=self.model_info,
+                           decision_bias=b.decision_bias)
             if explain:
-                c = int(np.argmax(probs[i])) if explain_class is None else int(explain_class)
+                c = p.top if explain_class is None else int(explain_class)
                 if not 0 <= c < len(b.codes):
                     raise ValueError(f"explain_class must be in 0..{len(b.codes) - 1}")
                 p.cam, p.cam_class = gradcam(maps[i], b.head_weight, c, b.spec.input_size), c

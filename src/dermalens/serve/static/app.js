@@ -95,6 +95,13 @@
     $("top-name").textContent = top.predicted_class;
     $("top-conf").textContent = pct(top.confidence);
     $("uncertain").hidden = !inDist || top.confident;
+    const reweighted = $("reweighted");
+    reweighted.hidden = !inDist || top.most_probable === top.code;
+    if (!reweighted.hidden) {
+      const mp = r.predictions.find((p) => p.code === top.most_probable);
+      reweighted.textContent = "Predicted over the more probable " + mp.label + " (" + pct(mp.prob) +
+        ") because rarer diagnoses are weighted up in close calls (see the model card).";
+    }
     $("risk-level").textContent = "Risk: " + r.risk.level;
     $("risk-text").textContent = r.risk.recommendation;
     $("risk").style.borderLeftColor = COLOURS[r.risk.level] || "#999";
