@@ -166,3 +166,8 @@ def test_second_stage_starts_from_the_first_and_export_counts_both(tiny_run, tmp
 def test_init_from_another_backbone_is_refused(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="custom_cnn, not a mobilenetv2"):
         train(tiny_config(tmp_path / "x", backbone="mobilenetv2", init_from=str(tiny_run / "best.pt")))
+
+
+def test_missing_init_from_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train the earlier stage first"):
+        train(tiny_config(tmp_path / "x", init_from=str(tmp_path / "missing.pt")))

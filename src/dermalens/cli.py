@@ -29,7 +29,8 @@ def cmd_train(a):
     from .train.loop import train
     cfg = TrainConfig.load(a.config) if a.config else TrainConfig()
     for key in ("backbone", "epochs", "batch_size", "lr", "out_dir", "data_root", "split_file",
-                "cache_dir", "seed", "threads", "max_images_per_split", "color_constancy", "patience"):
+                "cache_dir", "seed", "threads", "max_images_per_split", "color_constancy", "patience",
+                "init_from", "ema_decay"):
         v = getattr(a, key, None)
         if v is not None:
             setattr(cfg, key, v)
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--split-file")
     t.add_argument("--cache-dir")
     t.add_argument("--out", dest="out_dir", help="run folder (checkpoints, history, curves)")
+    t.add_argument("--init-from", help="start from this best.pt (a later stage) instead of ImageNet weights")
+    t.add_argument("--ema-decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.998); 0: off")
     t.add_argument("--max-images-per-split", type=int, help="smoke tests only")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
     t.set_defaults(func=cmd_train)

@@ -143,6 +143,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     model = create_model(cfg.backbone, len(CODES), pretrained=cfg.pretrained and not cfg.init_from,
                          drop_rate=cfg.drop_rate)
     if cfg.init_from:
+        if not Path(cfg.init_from).is_file():
+            raise FileNotFoundError(f"init_from: {cfg.init_from} not found (train the earlier stage first, or pass "
+                                    "--init-from with its best.pt)")
         init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
         if init["config"]["backbone"] != cfg.backbone:
             raise ValueError(f"init_from {cfg.init_from} is a {init['config']['backbone']}, not a {cfg.backbone}")
