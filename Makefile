@@ -64,7 +64,7 @@ train: $(VENV)/.train
 	$(VENV)/bin/dermalens train --config configs/lite0_168x224_stage2.json --init-from runs/lite0_144x192_v2/best.pt
 
 export: $(VENV)/.train
-	$(VENV)/bin/dermalens export runs/lite0_168x224_stage2 --out $(MODEL)
+	$(VENV)/bin/dermalens export runs/lite0_168x224_stage2 --out $(MODEL) --version 1.1.0
 
 evaluate: $(VENV)/.serve
 	$(VENV)/bin/dermalens evaluate --model $(MODEL) --split test

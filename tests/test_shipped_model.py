@@ -30,13 +30,20 @@ def test_card_describes_the_bundle(shipped_bundle, predictor):
     assert (shipped_bundle / "MODEL_CARD.md").is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="dermalens-lite0 1.0.0 misses issue 3's 'must' line narrowly on the test "
-                   "split (see MODEL_CARD.md); strict, so a model that meets it turns this into a failure to remove")
-def test_card_meets_the_quality_bar(shipped_bundle):
-    """The issue's 'must' line, on the lesion-grouped test split, threshold from validation."""
+def test_card_meets_the_quality_bar_for_classes(shipped_bundle):
+    """The issue's 'must' line for the 7 classes, on the lesion-grouped test split."""
     m = json.loads((shipped_bundle / "card.json").read_text())["metrics"]["test"]
     assert m["balanced_accuracy"] >= 0.70
     assert m["macro_auroc"] >= 0.94
+    assert m["malignant"]["specificity"] >= 0.75
+
+
+@pytest.mark.xfail(strict=True, reason="dermalens-lite0 1.1.0: the threshold chosen for sensitivity 0.90 on "
+                   "validation gives 0.862 on the test split (see MODEL_CARD.md); strict, so a model that "
+                   "meets it turns this into a failure to remove")
+def test_card_meets_the_quality_bar_for_malignancy(shipped_bundle):
+    """The issue's 'must' line for malignant vs benign, threshold from validation."""
+    m = json.loads((shipped_bundle / "card.json").read_text())["metrics"]["test"]
     assert m["malignant"]["sensitivity"] >= 0.90 and m["malignant"]["specificity"] >= 0.75
 
 
