@@ -85,3 +85,28 @@ def test_phone_width_keyboard_and_errors(browser, ui_url, tmp_path, artifacts):
     assert "Could not classify" in page.inner_text("#status")
     _predict(page, sorted((MINI / "images").iterdir())[1])
     page.screenshot(path=str(artifacts / "web_ui_phone.png"), full_page=True)
+
+
+def test_a_rare_class_chosen_over_a_more_probable_one_is_explained(browser, ui_url, shipped_bundle, artifacts):
+    import numpy as np
+    from dermalens.inference import Predictor
+    pred = Predictor(shipped_bundle)
+    if np.ptp(pred.bundle.decision_bias) == 0:
+        pytest.skip("the shipped model has no decision bias: the predicted class is always the most probable")
+    for path in sorted((MINI / "images").iterdir()):
+        r = pred.predict(path)
+        if r.in_distribution and r.top != int(np.argmax(r.probabilities)):
+            break
+    else:
+        pytest.fail("no fixture image where the decision rule overrides the most probable class")
+    most = r.names[int(np.argmax(r.probabilities))]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(ui_url)
+    _predict(page, path)
+    assert page.inner_text("#top-name") == r.names[r.top]
+    assert page.is_visible("#reweighted") and f"more probable {most}" in page.inner_text("#reweighted")
+    assert page.is_visible("#uncertain") == (not r.confident)
+    page.screenshot(path=str(artifacts / "web_ui_reweighted.png"), full_page=True)
+    assert not errors
