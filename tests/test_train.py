@@ -64,6 +64,12 @@ def test_ema_weights_are_what_is_validated_and_saved(tmp_path):
     assert not torch.equal(ck["model"][w], last["train_model"][w])
 
 
+def test_resume_with_a_changed_ema_setting_is_a_clear_error(tmp_path):
+    train(tiny_config(tmp_path / "run", epochs=2), stop_after=1)
+    with pytest.raises(ValueError, match="resume with the ema_decay"):
+        train(tiny_config(tmp_path / "run", epochs=2, ema_decay=0.9), resume=True)
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(tiny_config(tmp_path / "none"), resume=True)

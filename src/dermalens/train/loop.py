@@ -171,6 +171,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         ck = torch.load(last, map_location=device, weights_only=False)
         if ck["config"]["backbone"] != cfg.backbone or list(ck["config"]["input_size"]) != list(cfg.input_size):
             raise ValueError(f"{last} was trained with a different backbone or input size")
+        if (ema is not None) != ("train_model" in ck):
+            raise ValueError(f"{last} was trained {'without' if ema is not None else 'with'} an EMA of the weights; "
+                             "resume with the ema_decay it was started with")
         model.load_state_dict(ck["train_model"] if ema is not None else ck["model"])
         if ema is not None:
             ema.module.load_state_dict(ck["model"])
