@@ -29,7 +29,7 @@ def cmd_train(a):
     from .train.loop import train
     cfg = TrainConfig.load(a.config) if a.config else TrainConfig()
     for key in ("backbone", "epochs", "batch_size", "lr", "out_dir", "data_root", "split_file",
-                "cache_dir", "seed", "threads", "max_images_per_split", "color_constancy", "patience",
+                "cache_dir", "seed", "threads", "loader_workers", "max_images_per_split", "color_constancy", "patience",
                 "init_from", "ema_decay"):
         v = getattr(a, key, None)
         if v is not None:
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--threads", type=int)
+    t.add_argument("--loader-workers", type=int, help="processes that augment batches (0: in the training process)")
     t.add_argument("--color-constancy", choices=["shades_of_gray"])
     t.add_argument("--data", dest="data_root")
     t.add_argument("--split-file")

@@ -25,6 +25,7 @@ class TrainConfig:
     patience: int = 5  # early stopping on validation balanced accuracy
     seed: int = 0
     threads: int = 0  # 0: all cores
+    loader_workers: int = 0  # >0: augment batches in that many worker processes (keeps a GPU fed)
     data_root: str = "../shared/data/ham10000"
     split_file: str = "splits/ham10000_split.csv"
     out_dir: str = "runs/default"

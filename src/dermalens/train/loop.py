@@ -68,6 +68,24 @@ def _epoch_indices(labels, cfg: TrainConfig, epoch: int, world: int, rank: int) 
     return idx[rank * per_rank:(rank + 1) * per_rank]
 
 
+class AugmentedBatches(torch.utils.data.Dataset):
+    """Item `step` is the augmented uint8 batch of that step, so augmentation can run in
+    DataLoader workers. With no workers the items are made in order in this process, drawing
+    the same random numbers as a plain loop; with workers, each worker is seeded by the
+    DataLoader from the epoch's torch seed, so a run is still repeatable for a given count."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, idx: np.ndarray, batch_size: int, tf):
+        self.pixels, self.labels, self.idx, self.batch_size, self.tf = pixels, labels, idx, batch_size, tf
+
+    def __len__(self):
+        return max(1, len(self.idx) // self.batch_size)  # a tiny smoke-test split still gets one step
+
+    def __getitem__(self, step):
+        b = self.idx[step * self.batch_size:(step + 1) * self.batch_size]
+        x = torch.stack([self.tf(torch.from_numpy(self.pixels[i]).permute(2, 0, 1)) for i in b])
+        return x, torch.from_numpy(self.labels[b])
+
+
 def lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
     warm = max(1, int(cfg.warmup_epochs * steps_per_epoch))
     total = max(warm + 1, cfg.epochs * steps_per_epoch)
@@ -134,8 +152,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     train_recs = balanced_subset(select_split(records, "train", Path(cfg.split_file)), cfg.max_images_per_split)
     val_recs = balanced_subset(select_split(records, "val", Path(cfg.split_file)), cfg.max_images_per_split)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else None
-    train_px = load_pixels(train_recs, spec, cache, desc="decode train")
-    val_px = load_pixels(val_recs, spec, cache, desc="decode val")
+    decoders = max(1, min(8, os.cpu_count() or 1))
+    train_px = load_pixels(train_recs, spec, cache, workers=decoders, desc="decode train")
+    val_px = load_pixels(val_recs, spec, cache, workers=decoders, desc="decode val")
     y_train = np.array([r.label for r in train_recs])
     y_val = np.array([r.label for r in val_recs])
 
@@ -203,12 +222,14 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         idx = _epoch_indices(y_train, cfg, epoch, world, rank)
         net.train()
         total, seen = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main)
-        for step in bar:
-            b = idx[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x = torch.stack([tf(torch.from_numpy(train_px[i]).permute(2, 0, 1)) for i in b]).to(device)
+        batches = torch.utils.data.DataLoader(
+            AugmentedBatches(train_px, y_train, idx, cfg.batch_size, tf), batch_size=None, shuffle=False,
+            num_workers=cfg.loader_workers, pin_memory=use_cuda, prefetch_factor=4 if cfg.loader_workers else None)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main)
+        for step, (x, y) in enumerate(bar):
+            x = x.to(device, non_blocking=True)
             x = normalize_batch(x, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(y_train[b]).to(device)
+            y = y.to(device, non_blocking=True)
             with amp:
                 loss = criterion(net(x).float(), y)
             opt.zero_grad(set_to_none=True)
@@ -217,8 +238,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
             sched.step()
             if ema is not None:
                 ema.update(model, step=epoch * steps_per_epoch + step + 1)
-            total += loss.item() * len(b)
-            seen += len(b)
+            total += loss.item() * len(y)
+            seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         if distributed:
             # DDP keeps parameters in step, but BatchNorm running statistics are per rank until
