@@ -22,6 +22,7 @@ class TrainConfig:
     class_weight_power: float = 1.0  # loss weight ~ (1/frequency)**power; 0 turns it off
     balanced_sampler: bool = False
     drop_rate: float = 0.2
+    drop_path_rate: float = 0.0  # stochastic depth (timm backbones)
     patience: int = 5  # early stopping on validation balanced accuracy
     seed: int = 0
     threads: int = 0  # 0: all cores

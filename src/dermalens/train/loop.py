@@ -160,7 +160,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.backbone, len(CODES), pretrained=cfg.pretrained and not cfg.init_from,
-                         drop_rate=cfg.drop_rate)
+                         drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
     if cfg.init_from:
         if not Path(cfg.init_from).is_file():
             raise FileNotFoundError(f"init_from: {cfg.init_from} not found (train the earlier stage first, or pass "

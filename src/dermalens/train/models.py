@@ -123,7 +123,8 @@ class TorchvisionMobileNetV2(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def create_model(name: str, num_classes: int = 7, pretrained: bool = True, drop_rate: float = 0.2) -> nn.Module:
+def create_model(name: str, num_classes: int = 7, pretrained: bool = True, drop_rate: float = 0.2,
+                 drop_path_rate: float = 0.0) -> nn.Module:
     """Backbone `name` with a fresh `num_classes` head.
 
     Every model exposes forward_features (last feature maps) and forward_head (global
@@ -141,7 +142,9 @@ def create_model(name: str, num_classes: int = 7, pretrained: bool = True, drop_
         del model._imagenet_net
         return model
     import timm
-    model = timm.create_model(b.timm_name, pretrained=False, num_classes=1000, drop_rate=drop_rate)
+    # drop_path_rate: stochastic depth, timm's regulariser for EfficientNets (EfficientNet-Lite only)
+    model = timm.create_model(b.timm_name, pretrained=False, num_classes=1000, drop_rate=drop_rate,
+                              drop_path_rate=drop_path_rate)
     if pretrained:
         src = load_verified(b)
         dst = model.state_dict()
