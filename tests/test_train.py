@@ -37,10 +37,11 @@ def test_tiny_run_writes_checkpoints_history_and_curves(tiny_run):
     assert hist[0]["epoch"] == 1 and 0 <= hist[0]["val_balanced_accuracy"] <= 1
 
 
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
-def test_resume_continues_exactly_where_it_stopped(tmp_path, ema_decay):
-    full = train(tiny_config(tmp_path / "full", ema_decay=ema_decay))
-    part = tiny_config(tmp_path / "part", ema_decay=ema_decay)
+@pytest.mark.parametrize("ema_decay,loader_workers", [(0.0, 0), (0.9, 0), (0.0, 2)])
+def test_resume_continues_exactly_where_it_stopped(tmp_path, ema_decay, loader_workers):
+    # loader_workers=2: batches augmented in worker processes must be as repeatable as in-process ones
+    full = train(tiny_config(tmp_path / "full", ema_decay=ema_decay, loader_workers=loader_workers))
+    part = tiny_config(tmp_path / "part", ema_decay=ema_decay, loader_workers=loader_workers)
     train(part, stop_after=1)
     assert _digest(tmp_path / "part")[1]["epoch"] == 0
     train(part, resume=True)
