@@ -160,3 +160,21 @@ def test_old_prior_shifted_cards_are_refused(tiny_bundle, tmp_path):
     (old / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError, match="re-export"):
         load_bundle(old)
+
+
+def test_ood_gate_survives_a_precision_matrix_that_float32_made_indefinite():
+    """Lite2's 1280 pooled features gave a Ledoit-Wolf precision whose float32 copy (as stored in
+    ood.npz) is no longer positive definite: Cholesky failed and export died. The gate must still
+    produce the float64 Mahalanobis distances."""
+    from dermalens.inference.ood import mahalanobis_score
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(64, 64)))
+    precision = (q * np.logspace(-9, 3, 64)) @ q.T
+    p32 = precision.astype(np.float32)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(p32.astype(np.float64))
+    means = rng.normal(size=(7, 64)).astype(np.float32)
+    f = rng.normal(size=(20, 64)).astype(np.float32)
+    got = mahalanobis_score(f, {"means": means, "precision": p32})
+    ref = np.min([np.einsum("nc,cd,nd->n", f - m, precision, f - m) for m in means.astype(np.float64)], axis=0)
+    np.testing.assert_allclose(got, ref, rtol=1e-3)

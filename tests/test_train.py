@@ -126,14 +126,16 @@ def test_pretrained_weights_load_strictly_and_are_verified(name):
     assert not torch.equal(model.state_dict()[first], reference.state_dict()[first])
 
 
-def test_pretrained_lite0_recognises_an_imagenet_photo():
-    """A silently scrambled weight mapping would still load; a cat would not be a cat."""
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_pretrained_lite_recognises_an_imagenet_photo(name):
+    """A silently scrambled weight mapping would still load; a cat would not be a cat.
+    Lite2 is the shipped backbone, Lite0 the CPU recipe's."""
     skimage = pytest.importorskip("skimage.data")
     import numpy as np
     import timm
     from PIL import Image
     from dermalens.train.models import load_verified
-    b = BACKBONES["efficientnet_lite0"]
+    b = BACKBONES[name]
     net = timm.create_model(b.timm_name, pretrained=False)
     net.load_state_dict(dict(zip(net.state_dict().keys(), load_verified(b).values())), strict=True)
     img = Image.fromarray(skimage.chelsea()).resize((224, 224))
@@ -141,6 +143,15 @@ def test_pretrained_lite0_recognises_an_imagenet_photo():
     with torch.no_grad():
         top5 = net.eval()(x).topk(5).indices[0].tolist()
     assert set(top5) & set(range(281, 286)), top5  # ImageNet's domestic cat classes
+
+
+def test_drop_path_rate_reaches_the_backbone():
+    """Stochastic depth is on when asked for (training mode) and absent by default."""
+    with_dp = create_model("efficientnet_lite0", pretrained=False, drop_path_rate=0.2)
+    rates = [m.drop_prob for m in with_dp.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.2, abs=0.02)
+    plain = create_model("efficientnet_lite0", pretrained=False)
+    assert not [m for m in plain.modules() if type(m).__name__ == "DropPath"]
 
 
 def test_weights_with_a_wrong_hash_are_refused(monkeypatch):

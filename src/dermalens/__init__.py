@@ -11,6 +11,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __version__ = "0.1.0"
 
+# The bundle `make serve`, the API, the GUI and the benchmarks load unless told otherwise.
+DEFAULT_MODEL = "models/dermalens-lite2"
+
 DISCLAIMER = (
     "dermalens is a research and education tool, not a medical device. Its output is not a "
     "diagnosis and must not guide treatment. Anyone worried about a skin lesion should see a "

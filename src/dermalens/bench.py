@@ -1,6 +1,6 @@
 """Inference benchmarks: prints figures, asserts nothing.
 
-    python -m dermalens.bench --model models/dermalens-lite0 --images DIR
+    python -m dermalens.bench --model models/dermalens-lite2 --images DIR
 
 Single-image latency (p50/p95) for preprocessing, inference, inference + TTA and Grad-CAM;
 batch throughput over a folder of full-size JPEGs (decode + preprocess + inference); peak RSS.
@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from . import DEFAULT_MODEL
 
 
 def _percentiles(samples_s: list[float]) -> dict:
@@ -88,7 +90,7 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 32, thread
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="models/dermalens-lite0")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--images", default="../shared/data/ham10000_fullres_sample")
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=32)

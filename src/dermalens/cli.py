@@ -6,8 +6,10 @@ import os
 import sys
 from pathlib import Path
 
+from . import DEFAULT_MODEL
+
 DEFAULT_DATA = "../shared/data/ham10000"
-DEFAULT_BUNDLE = "models/dermalens-lite0"
+DEFAULT_BUNDLE = DEFAULT_MODEL
 
 
 def cmd_split(a):
@@ -146,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=DEFAULT_BUNDLE, help="bundle folder to write")
     e.add_argument("--data", default=DEFAULT_DATA)
     e.add_argument("--split-file", default="splits/ham10000_split.csv")
-    e.add_argument("--name", default="dermalens-lite0")
+    e.add_argument("--name", default=Path(DEFAULT_MODEL).name)
     e.add_argument("--version", default="1.0.0")
     e.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
     e.add_argument("--max-images-per-split", type=int, help="smoke tests only")

@@ -65,7 +65,7 @@ def _training_time(ck: dict) -> dict:
 
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Path,
-                  split_file: str | Path, name: str = "dermalens-lite0", version: str = "1.0.0",
+                  split_file: str | Path, name: str = "dermalens", version: str = "1.0.0",
                   evaluate_test: bool = True, max_images_per_split: int = 0, ood_extra=None) -> dict:
     run_dir, out = Path(run_dir), Path(out_dir)
     ck_path = run_dir / "best.pt"

@@ -39,7 +39,12 @@ def whiten(gate: dict) -> dict:
     """Precompute L (precision = L L^T) and the whitened class means, once per model:
     then (f - m)^T P (f - m) = |f L - m L|^2 costs one C x C product per image, not K."""
     if "L" not in gate:
-        L = np.linalg.cholesky(gate["precision"].astype(np.float64)).astype(np.float32)
+        # Any L with L L^T = P gives the same distances. Not Cholesky: a precision matrix with a
+        # wide eigenvalue range (Lite2's 1280 pooled ReLU6 features) loses positive definiteness
+        # when stored as float32; the eigen-decomposition tolerates that by clipping the round-off.
+        P = gate["precision"].astype(np.float64)
+        w, V = np.linalg.eigh((P + P.T) / 2)
+        L = (V * np.sqrt(np.clip(w, w.max() * 1e-12, None))).astype(np.float32)
         gate = {**gate, "L": L, "means_w": gate["means"] @ L}
     return gate
 

@@ -20,6 +20,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from .. import DEFAULT_MODEL
+
 
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -93,7 +95,7 @@ def bench(url: str, image: Path, requests: int, concurrency: int, server_pid: in
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", help="a running server; default: start one on 127.0.0.1:8765")
-    ap.add_argument("--model", default="models/dermalens-lite0")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--image", default="tests/fixtures/ham10000_mini/images/ISIC_0024693.jpg")
     ap.add_argument("--requests", type=int, default=10000)

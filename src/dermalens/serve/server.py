@@ -5,13 +5,15 @@ import os
 import sys
 from pathlib import Path
 
+from .. import DEFAULT_MODEL
+
 
 def run_server(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, model: str | None = None,
                log_level: str = "info") -> None:
     import uvicorn
     if model:
         os.environ["DERMALENS_MODEL"] = str(Path(model).resolve())  # workers read their settings from env
-    if not Path(os.environ.get("DERMALENS_MODEL", "models/dermalens-lite0")).is_dir():
+    if not Path(os.environ.get("DERMALENS_MODEL", DEFAULT_MODEL)).is_dir():
         print(f"warning: model bundle {os.environ.get('DERMALENS_MODEL')} not found; the app starts and "
               "says so at /health, but cannot predict", file=sys.stderr)
     print(f"dermalens: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .. import DEFAULT_MODEL
+
 
 def _int(name: str, default: int) -> int:
     raw = os.environ.get(name)
@@ -17,7 +19,7 @@ def _int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Settings:
-    model: str = "models/dermalens-lite0"
+    model: str = DEFAULT_MODEL
     max_body_bytes: int = 15 * 1024 * 1024  # a 10 MB image is ~13.4 MB as base64
     max_pixels: int = 40_000_000
     max_side: int = 12_000
