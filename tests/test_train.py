@@ -189,3 +189,12 @@ def test_init_from_another_backbone_is_refused(tiny_run, tmp_path):
 def test_missing_init_from_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="train the earlier stage first"):
         train(tiny_config(tmp_path / "x", init_from=str(tmp_path / "missing.pt")))
+
+
+def test_compare_reports_validation_figures_of_checkpoints(tiny_run):
+    from dermalens.evaluate.compare import compare
+    (row,) = compare([str(tiny_run / "best.pt")], str(MINI), str(SPLIT_FILE))
+    assert row["backbone"] == "custom_cnn" and row["temperature"] > 0
+    for key in ("balanced_accuracy", "macro_auroc", "malignant_auroc", "sensitivity", "specificity"):
+        assert 0 <= row[key] <= 1, key
+    assert row["sensitivity"] >= 0.90  # the operating point is chosen for it, on this same split
