@@ -198,3 +198,14 @@ def test_compare_reports_validation_figures_of_checkpoints(tiny_run):
     for key in ("balanced_accuracy", "macro_auroc", "malignant_auroc", "sensitivity", "specificity"):
         assert 0 <= row[key] <= 1, key
     assert row["sensitivity"] >= 0.90  # the operating point is chosen for it, on this same split
+
+
+def test_every_committed_config_loads_and_writes_to_its_own_folder():
+    """A typo in a config key is refused by TrainConfig.load; two configs sharing a run folder would
+    overwrite each other's checkpoints."""
+    paths = sorted((REPO / "configs").rglob("*.json"))
+    assert paths
+    cfgs = [TrainConfig.load(p) for p in paths]
+    assert all(c.backbone in BACKBONES for c in cfgs)
+    out_dirs = [c.out_dir for c in cfgs]
+    assert len(set(out_dirs)) == len(out_dirs), out_dirs
