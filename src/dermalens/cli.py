@@ -9,7 +9,6 @@ from pathlib import Path
 from . import DEFAULT_MODEL
 
 DEFAULT_DATA = "../shared/data/ham10000"
-DEFAULT_BUNDLE = DEFAULT_MODEL
 
 
 def cmd_split(a):
@@ -145,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="training run -> model bundle (ONNX + card), calibrated on validation")
     e.add_argument("run", help="run folder holding best.pt")
-    e.add_argument("--out", default=DEFAULT_BUNDLE, help="bundle folder to write")
+    e.add_argument("--out", default=DEFAULT_MODEL, help="bundle folder to write")
     e.add_argument("--data", default=DEFAULT_DATA)
     e.add_argument("--split-file", default="splits/ham10000_split.csv")
     e.add_argument("--name", default=Path(DEFAULT_MODEL).name)
@@ -155,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     ev = sub.add_parser("evaluate", help="metrics + HTML report of a bundle on a split or a labelled folder")
-    ev.add_argument("--model", default=DEFAULT_BUNDLE, help="model bundle folder")
+    ev.add_argument("--model", default=DEFAULT_MODEL, help="model bundle folder")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 folder (with --split)")
     ev.add_argument("--split-file", default="splits/ham10000_split.csv")
@@ -168,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="classify image files, folders or globs")
     pr.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
-    pr.add_argument("--model", default=DEFAULT_BUNDLE)
+    pr.add_argument("--model", default=DEFAULT_MODEL)
     pr.add_argument("--tta", action="store_true", help="test-time augmentation")
     pr.add_argument("--csv", help="also write the results as CSV")
     pr.add_argument("--json", help="also write the results as JSON")
@@ -180,16 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default=os.environ.get("DERMALENS_HOST", "127.0.0.1"))
     sv.add_argument("--port", type=int, default=int(os.environ.get("DERMALENS_PORT", "8000")))
     sv.add_argument("--workers", type=int, default=int(os.environ.get("DERMALENS_WORKERS", "1")))
-    sv.add_argument("--model", default=os.environ.get("DERMALENS_MODEL", DEFAULT_BUNDLE))
+    sv.add_argument("--model", default=os.environ.get("DERMALENS_MODEL", DEFAULT_MODEL))
     sv.set_defaults(func=cmd_serve)
 
     g = sub.add_parser("gui", help="desktop app (Tkinter)")
-    g.add_argument("--model", default=DEFAULT_BUNDLE, help="bundle for local mode")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="bundle for local mode")
     g.add_argument("--api", help="remote mode: URL of a running dermalens server, e.g. http://127.0.0.1:8000")
     g.set_defaults(func=cmd_gui)
 
     b = sub.add_parser("bench", help="latency, throughput and memory benchmarks (prints figures)")
-    b.add_argument("--model", default=DEFAULT_BUNDLE)
+    b.add_argument("--model", default=DEFAULT_MODEL)
     b.add_argument("--images", default="../shared/data/ham10000_fullres_sample")
     b.add_argument("--repeat", type=int, default=200)
     b.set_defaults(func=cmd_bench)

@@ -14,14 +14,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from ..classes import CODES, MALIGNANT_CODES
+from ..cli import DEFAULT_DATA
 from ..data import load_ham10000, select_split
 from ..inference.softmax import softmax
 from ..preprocess import PreprocessSpec
 from .calibration import fit_temperature
-from .metrics import binary_metrics, classification_metrics, malignancy_score, threshold_for_sensitivity
+from .metrics import classification_metrics, malignancy_score, threshold_for_sensitivity
 
 
 def compare(checkpoints: list[str], data_root: str, split_file: str) -> list[dict]:
@@ -40,14 +40,14 @@ def compare(checkpoints: list[str], data_root: str, split_file: str) -> list[dic
         model.load_state_dict(ck["model"])
         logits = predict_logits(model.to(memory_format=torch.channels_last), load_pixels(recs, spec), spec, "cpu")
         t = fit_temperature(logits, y)
-        probs = softmax(logits / t)
-        score = malignancy_score(probs)
-        op = binary_metrics(score, malignant, threshold_for_sensitivity(score, malignant, 0.90))
-        m = classification_metrics(y, probs)
+        probs = softmax(logits, t)
+        threshold = threshold_for_sensitivity(malignancy_score(probs), malignant, 0.90)
+        m = classification_metrics(y, probs, malignant_threshold=threshold)
+        op = m["malignant"]
         rows.append({"checkpoint": path, "backbone": ck["config"]["backbone"],
                      "input_size": list(ck["config"]["input_size"]), "best_epoch": ck["epoch"] + 1,
                      "temperature": round(t, 3), "balanced_accuracy": round(m["balanced_accuracy"], 4),
-                     "macro_auroc": round(m["macro_auroc"], 4), "malignant_auroc": round(roc_auc_score(malignant, score), 4),
+                     "macro_auroc": round(m["macro_auroc"], 4), "malignant_auroc": round(op["auroc"], 4),
                      "sensitivity": round(op["sensitivity"], 3), "specificity": round(op["specificity"], 3)})
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -56,7 +56,7 @@ def compare(checkpoints: list[str], data_root: str, split_file: str) -> list[dic
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+")
-    ap.add_argument("--data", default="../shared/data/ham10000")
+    ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--split-file", default="splits/ham10000_split.csv")
     a = ap.parse_args(argv)
     compare(a.checkpoints, a.data, a.split_file)
