@@ -58,7 +58,7 @@ bench-load: $(VENV)/.serve
 	$(VENV)/bin/python -m dermalens.serve.loadbench --model $(MODEL)
 
 # The shipped model: `make train export` reproduces it. Training wants a CUDA GPU (about 7 minutes on
-# one H100, bf16); on 2 CPU cores about 8.5 hours (the Lite0 CPU recipe is in README.md).
+# one H100, bf16); on 2 CPU cores about 11 hours (the Lite0 CPU recipe is in README.md).
 train: $(VENV)/.train
 	$(VENV)/bin/dermalens train --config configs/lite2_224x300.json
 
