@@ -63,6 +63,15 @@ def _print_summary(card, splits=("validation", "test", "test_tta")):
             print(f"{split:10s} bal.acc {m['balanced_accuracy']:.3f}  acc {m['accuracy']:.3f}  "
                   f"macro AUROC {m['macro_auroc']:.3f}  ECE {m['ece']:.3f}  malignant sens "
                   f"{mal.get('sensitivity', float('nan')):.3f} spec {mal.get('specificity', float('nan')):.3f}")
+            ci = m.get("intervals")
+            if ci:
+                # the 95 % lesion-bootstrap intervals of the same figures, in the same order
+                span = {f: "n/a" if ci.get(f) is None else f"{ci[f][0]:.3f}-{ci[f][1]:.3f}"
+                        for f in ("balanced_accuracy", "accuracy", "macro_auroc", "ece",
+                                  "malignant_sensitivity", "malignant_specificity")}
+                print(f"{'  95% CI':10s} bal.acc {span['balanced_accuracy']}  acc {span['accuracy']}  "
+                      f"macro AUROC {span['macro_auroc']}  ECE {span['ece']}  malignant sens "
+                      f"{span['malignant_sensitivity']} spec {span['malignant_specificity']}")
 
 
 def cmd_evaluate(a):

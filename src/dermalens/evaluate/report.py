@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import DISCLAIMER
+from .intervals import with_interval
 from .metrics import reliability_bins, roc_points
 
 
@@ -93,11 +94,13 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.3f}"
-    summary = [("images", m["n"]), ("accuracy", fmt(m["accuracy"])),
-               ("balanced accuracy", fmt(m["balanced_accuracy"])), ("macro AUROC", fmt(m["macro_auroc"])),
-               ("macro F1", fmt(m["macro_f1"])), ("ECE", fmt(m["ece"])),
-               ("malignant sensitivity", fmt(mal.get("sensitivity"))),
-               ("malignant specificity", fmt(mal.get("specificity"))),
+    summary = [("images", m["n"]), ("accuracy", with_interval(m, "accuracy")),
+               ("balanced accuracy", with_interval(m, "balanced_accuracy")),
+               ("macro AUROC", with_interval(m, "macro_auroc")),
+               ("macro F1", fmt(m["macro_f1"])), ("ECE", with_interval(m, "ece")),
+               ("malignant AUROC", with_interval(m, "malignant_auroc")),
+               ("malignant sensitivity", with_interval(m, "malignant_sensitivity")),
+               ("malignant specificity", with_interval(m, "malignant_specificity")),
                ("malignant threshold", fmt(mal.get("threshold"))), ("test-time augmentation", m.get("tta")),
                ("skipped (unreadable)", len(m.get("skipped", [])))]
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -107,7 +110,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 .warn{{background:#fff3cd;border:1px solid #e0c060;padding:8px}}</style></head><body>
 <h1>{html.escape(title)}</h1><p class="warn">{html.escape(DISCLAIMER)}</p>
 <p>Model: {html.escape(predictor.bundle.card['name'])} {html.escape(predictor.bundle.card['version'])}</p>
-<h2>Summary</h2><table>{''.join(f'<tr><th>{k}</th><td>{v}</td></tr>' for k, v in summary)}</table>
+<h2>Summary</h2><p>Intervals: 95 % percentile bootstrap over lesions (images of one lesion are resampled together).</p><table>{''.join(f'<tr><th>{k}</th><td>{v}</td></tr>' for k, v in summary)}</table>
 <h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>AUROC</th><th>support</th></tr>{rows}</table>
 <h2>Plots</h2><div class="plots">{''.join(f'<img alt="{k}" title="{k}" src="{v}">' for k, v in plots.items())}</div>
 <h2>Example heat-maps (Grad-CAM, predicted class)</h2>

@@ -9,18 +9,23 @@ def _f(v, nd=3):
 
 
 def _metrics_table(m: dict) -> list[str]:
+    ci = m.get("intervals") or {}
+
+    def row(label, figure, value):
+        interval = ci.get(figure)
+        return f"| {label} | {_f(value)} | {'' if not interval else f'{interval[0]:.3f} - {interval[1]:.3f}'} |"
     mal = m.get("malignant", {})
     return [
-        "| metric | value |", "| --- | --- |",
-        f"| images | {m['n']} |",
-        f"| balanced accuracy (mean per-class recall) | {_f(m['balanced_accuracy'])} |",
-        f"| accuracy | {_f(m['accuracy'])} |",
-        f"| macro one-vs-rest AUROC | {_f(m['macro_auroc'])} |",
-        f"| macro F1 | {_f(m['macro_f1'])} |",
-        f"| expected calibration error (15 bins) | {_f(m['ece'])} |",
-        f"| malignant vs benign AUROC | {_f(mal.get('auroc'))} |",
-        f"| malignant sensitivity at the operating threshold | {_f(mal.get('sensitivity'))} |",
-        f"| malignant specificity at the operating threshold | {_f(mal.get('specificity'))} |",
+        "| metric | value | 95 % CI (lesion bootstrap) |", "| --- | --- | --- |",
+        f"| images | {m['n']} | |",
+        row("balanced accuracy (mean per-class recall)", "balanced_accuracy", m["balanced_accuracy"]),
+        row("accuracy", "accuracy", m["accuracy"]),
+        row("macro one-vs-rest AUROC", "macro_auroc", m["macro_auroc"]),
+        f"| macro F1 | {_f(m['macro_f1'])} | |",
+        row("expected calibration error (15 bins)", "ece", m["ece"]),
+        row("malignant vs benign AUROC", "malignant_auroc", mal.get("auroc")),
+        row("malignant sensitivity at the operating threshold", "malignant_sensitivity", mal.get("sensitivity")),
+        row("malignant specificity at the operating threshold", "malignant_specificity", mal.get("specificity")),
     ]
 
 
@@ -94,6 +99,10 @@ def write_model_card(card: dict, path: Path) -> None:
         "- Minority classes (df, vasc, akiec) have few test images, so their per-class figures are noisy.",
         "- The out-of-distribution gate catches clearly foreign images, not every subtle failure.",
     ]
+    if (m.get("test") or {}).get("intervals"):
+        lines.append(f"- The 95 % intervals resample the test split's lesions ({m['test']['intervals']['resamples']} "
+                     "bootstrap draws): they show how far "
+                     "each figure could move on another sample of the same population, not on other populations.")
     val, test = m.get("validation", {}), m.get("test", {})
     if val.get("macro_auroc") and test.get("macro_auroc") and val["macro_auroc"] - test["macro_auroc"] > 0.01:
         # The validation split chose the epoch, temperature, tau and thresholds (and the model among

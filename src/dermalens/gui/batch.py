@@ -11,6 +11,7 @@ import numpy as np
 from ..classes import CODES
 from ..data import load_labelled_folder
 from ..data.datasets import IMAGE_EXTENSIONS
+from ..evaluate.intervals import bootstrap_intervals, with_interval
 from ..evaluate.metrics import classification_metrics
 from .backend import BackendError
 
@@ -30,8 +31,9 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def batch_items(folder: str | Path, labels_csv: str | Path | None) -> list[tuple[Path, str | None]]:
-    """(image path, true code or None) for every image to classify."""
+def batch_items(folder: str | Path, labels_csv: str | Path | None) -> list[tuple[Path, str | None, str]]:
+    """(image path, true code or None, lesion id) for every image to classify. The lesion id groups
+    images of one lesion for the confidence intervals; without one, an image is its own group."""
     if labels_csv:
         from ..data import DatasetError
         try:
@@ -40,17 +42,17 @@ def batch_items(folder: str | Path, labels_csv: str | Path | None) -> list[tuple
             raise BackendError(str(e)) from None
         if not recs:
             raise BackendError(f"none of the images listed in {labels_csv} is in {folder}")
-        return [(r.path, r.dx) for r in recs]
+        return [(r.path, r.dx, r.lesion_id or r.image_id) for r in recs]
     paths = list_images(folder)
     if not paths:
         raise BackendError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return [(p, None) for p in paths]
+    return [(p, None, p.name) for p in paths]
 
 
 def run_batch(backend, items, cancel: threading.Event | None = None, progress=None) -> BatchResult:
     res = BatchResult()
-    probs, preds, truth, threshold = [], [], [], None
-    for i, (path, dx) in enumerate(items):
+    probs, preds, truth, groups, threshold = [], [], [], [], None
+    for i, (path, dx, group) in enumerate(items):
         if cancel is not None and cancel.is_set():
             res.cancelled = True
             break
@@ -69,10 +71,13 @@ def run_batch(backend, items, cancel: threading.Event | None = None, progress=No
                 probs.append(p["all_probabilities"])
                 preds.append(CODES.index(p["code"]))
                 truth.append(CODES.index(dx))
+                groups.append(group)
         if progress:
             progress(i + 1, len(items))
     if truth:
-        res.metrics = classification_metrics(np.array(truth), np.array(probs), CODES, threshold, pred=np.array(preds))
+        y, p, pred = np.array(truth), np.array(probs), np.array(preds)
+        res.metrics = classification_metrics(y, p, CODES, threshold, pred=pred)
+        res.metrics["intervals"] = bootstrap_intervals(y, p, pred, groups, CODES, threshold)
     return res
 
 
@@ -87,15 +92,15 @@ def export_csv(rows: list[dict], path: str | Path) -> None:
 
 def metrics_text(m: dict) -> str:
     """The metrics block the batch view shows (also compared with `dermalens evaluate` in tests)."""
-    lines = [f"images: {m['n']}", f"accuracy: {m['accuracy']:.3f}",
-             f"balanced accuracy: {m['balanced_accuracy']:.3f}"]
+    lines = [f"images: {m['n']}", f"accuracy: {with_interval(m, 'accuracy')}",
+             f"balanced accuracy: {with_interval(m, 'balanced_accuracy')}"]
     if m.get("macro_auroc") is not None:
-        lines.append(f"macro AUROC: {m['macro_auroc']:.3f}")
+        lines.append(f"macro AUROC: {with_interval(m, 'macro_auroc')}")
     mal = m.get("malignant", {})
     if mal.get("sensitivity") is not None:
-        lines.append(f"malignant sensitivity: {mal['sensitivity']:.3f}")
+        lines.append(f"malignant sensitivity: {with_interval(m, 'malignant_sensitivity')}")
     if mal.get("specificity") is not None:
-        lines.append(f"malignant specificity: {mal['specificity']:.3f}")
+        lines.append(f"malignant specificity: {with_interval(m, 'malignant_specificity')}")
     lines += ["", f"{'class':6s} {'prec':>6s} {'recall':>6s} {'F1':>6s} {'n':>4s}"]
     for c, e in m["per_class"].items():
         rec = "" if e["recall"] is None else f"{e['recall']:.3f}"
