@@ -6,10 +6,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from dermalens.classes import CODES  # noqa: E402
 from dermalens.train.config import TrainConfig  # noqa: E402
 from dermalens.train.loop import train, weights_digest  # noqa: E402
 from dermalens.train.models import BACKBONES, create_model  # noqa: E402
@@ -209,3 +211,60 @@ def test_every_committed_config_loads_and_writes_to_its_own_folder():
     assert all(c.backbone in BACKBONES for c in cfgs)
     out_dirs = [c.out_dir for c in cfgs]
     assert len(set(out_dirs)) == len(out_dirs), out_dirs
+
+
+def test_distillation_loss_blends_labels_and_teacher():
+    from dermalens.train.loop import distillation_loss
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 7), torch.tensor([0, 1, 2, 3, 4, 5])
+    ce = torch.nn.CrossEntropyLoss()
+    one_hot = torch.nn.functional.one_hot(labels, 7).float()
+    assert torch.allclose(distillation_loss(logits, labels, one_hot, ce, 1.0), ce(logits, labels))
+    assert torch.allclose(distillation_loss(logits, labels, torch.zeros(0), ce, 0.5), ce(logits, labels))
+    uniform = torch.full((6, 7), 1 / 7)
+    mixed = distillation_loss(logits, labels, uniform, ce, 0.25)
+    expected = 0.75 * ce(logits, labels) + 0.25 * ce(logits, uniform)
+    assert torch.allclose(mixed, expected)
+
+
+def _teacher_file(path, records, probs):
+    np.savez(path, image_id=np.array([r.image_id for r in records]), probs=probs.astype(np.float16))
+    return path
+
+
+def test_a_student_moves_towards_its_teacher(tmp_path):
+    """A teacher that calls every training image vasc pulls the student's vasc probability up."""
+    from dermalens.data import load_ham10000, select_split
+    from dermalens.train.loop import predict_logits, preprocess_spec
+    from dermalens.train.cache import load_pixels
+    records = load_ham10000(MINI)
+    train_recs = select_split(records, "train", SPLIT_FILE)
+    vasc = np.zeros((len(train_recs), 7))
+    vasc[:, CODES.index("vasc")] = 1.0
+    teacher = _teacher_file(tmp_path / "t.npz", train_recs, vasc)
+    val_recs = select_split(records, "val", SPLIT_FILE)
+    p_vasc = {}
+    for name, kw in {"plain": {}, "taught": {"teacher": str(teacher), "distill_weight": 1.0}}.items():
+        cfg = tiny_config(tmp_path / name, epochs=3, lr=1e-2, warmup_epochs=0, patience=5, **kw)
+        run = train(cfg)
+        ck = torch.load(run / "checkpoint_last.pt", weights_only=False)
+        m = create_model("custom_cnn", pretrained=False)
+        m.load_state_dict(ck["model"])
+        spec = preprocess_spec(cfg)
+        logits = predict_logits(m, load_pixels(val_recs, spec, None), spec, torch.device("cpu"))
+        p_vasc[name] = torch.softmax(torch.from_numpy(logits), 1)[:, CODES.index("vasc")].mean().item()
+    assert p_vasc["taught"] > p_vasc["plain"] + 0.1, p_vasc
+
+
+def test_teacher_file_must_cover_every_training_image(tmp_path):
+    from dermalens.data import load_ham10000, select_split
+    train_recs = select_split(load_ham10000(MINI), "train", SPLIT_FILE)
+    partial = _teacher_file(tmp_path / "t.npz", train_recs[1:], np.full((len(train_recs) - 1, 7), 1 / 7))
+    with pytest.raises(ValueError, match="no probabilities for 1 training image"):
+        train(tiny_config(tmp_path / "r", teacher=str(partial), distill_weight=0.5))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        train(tiny_config(tmp_path / "r1", teacher=str(partial), distill_weight=1.5))
+    with pytest.raises(ValueError, match="no teacher file"):
+        train(tiny_config(tmp_path / "r2", distill_weight=0.5))
+    with pytest.raises(FileNotFoundError, match="dermalens.train.teacher"):
+        train(tiny_config(tmp_path / "r3", teacher=str(tmp_path / "none.npz"), distill_weight=0.5))

@@ -31,7 +31,7 @@ def cmd_train(a):
     cfg = TrainConfig.load(a.config) if a.config else TrainConfig()
     for key in ("backbone", "epochs", "batch_size", "lr", "out_dir", "data_root", "split_file",
                 "cache_dir", "seed", "threads", "loader_workers", "max_images_per_split", "color_constancy", "patience",
-                "init_from", "ema_decay"):
+                "init_from", "ema_decay", "teacher", "distill_weight"):
         v = getattr(a, key, None)
         if v is not None:
             setattr(cfg, key, v)
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", dest="out_dir", help="run folder (checkpoints, history, curves)")
     t.add_argument("--init-from", help="start from this best.pt (a later stage) instead of ImageNet weights")
     t.add_argument("--ema-decay", type=float, help="validate and keep an EMA of the weights (e.g. 0.998); 0: off")
+    t.add_argument("--teacher", help="soft targets to distil (python -m dermalens.train.teacher makes them)")
+    t.add_argument("--distill-weight", type=float, help="share of the loss taken by the teacher's targets (0-1)")
     t.add_argument("--max-images-per-split", type=int, help="smoke tests only")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
     t.set_defaults(func=cmd_train)

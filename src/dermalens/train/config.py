@@ -35,6 +35,8 @@ class TrainConfig:
     stop_after_epochs: int = 0  # >0: end the run after this many epochs (the LR schedule still spans `epochs`)
     ema_decay: float = 0.0  # >0: validate and ship an exponential moving average of the weights
     init_from: str = ""  # start from another run's best.pt (a second, low-LR stage), not from ImageNet
+    teacher: str = ""  # soft targets for distillation (`python -m dermalens.train.teacher`)
+    distill_weight: float = 0.0  # loss = (1 - w) * CE(labels) + w * CE(teacher probabilities)
     extra: dict = field(default_factory=dict)
 
     @classmethod

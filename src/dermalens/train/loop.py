@@ -34,6 +34,7 @@ from .augment import normalize_batch, train_transform
 from .cache import load_pixels
 from .config import TrainConfig
 from .models import BACKBONES, create_model
+from .teacher import load_teacher
 
 
 def preprocess_spec(cfg: TrainConfig) -> PreprocessSpec:
@@ -74,8 +75,10 @@ class AugmentedBatches(torch.utils.data.Dataset):
     the same random numbers as a plain loop; with workers, each worker is seeded by the
     DataLoader from the epoch's torch seed, so a run is still repeatable for a given count."""
 
-    def __init__(self, pixels: np.ndarray, labels: np.ndarray, idx: np.ndarray, batch_size: int, tf):
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, idx: np.ndarray, batch_size: int, tf,
+                 soft: np.ndarray | None = None):
         self.pixels, self.labels, self.idx, self.batch_size, self.tf = pixels, labels, idx, batch_size, tf
+        self.soft = soft
 
     def __len__(self):
         return max(1, len(self.idx) // self.batch_size)  # a tiny smoke-test split still gets one step
@@ -83,7 +86,18 @@ class AugmentedBatches(torch.utils.data.Dataset):
     def __getitem__(self, step):
         b = self.idx[step * self.batch_size:(step + 1) * self.batch_size]
         x = torch.stack([self.tf(torch.from_numpy(self.pixels[i]).permute(2, 0, 1)) for i in b])
-        return x, torch.from_numpy(self.labels[b])
+        soft = torch.from_numpy(self.soft[b]) if self.soft is not None else torch.zeros(0)
+        return x, torch.from_numpy(self.labels[b]), soft
+
+
+def distillation_loss(logits: torch.Tensor, labels: torch.Tensor, soft: torch.Tensor, criterion,
+                      weight: float) -> torch.Tensor:
+    """(1 - weight) * the label loss + weight * cross-entropy against the teacher's probabilities.
+    The teacher term is unweighted: the teacher's probabilities already say how sure to be."""
+    hard = criterion(logits, labels)
+    if not weight or soft.numel() == 0:
+        return hard
+    return (1 - weight) * hard - weight * (soft * torch.log_softmax(logits, dim=1)).sum(dim=1).mean()
 
 
 def lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
@@ -157,6 +171,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     val_px = load_pixels(val_recs, spec, cache, workers=decoders, desc="decode val")
     y_train = np.array([r.label for r in train_recs])
     y_val = np.array([r.label for r in val_recs])
+    if not 0.0 <= cfg.distill_weight <= 1.0:
+        raise ValueError(f"distill_weight must be between 0 and 1, not {cfg.distill_weight}")
+    if cfg.distill_weight and not cfg.teacher:
+        raise ValueError("distill_weight is set but no teacher file is given")
+    soft = load_teacher(cfg.teacher, [r.image_id for r in train_recs], len(CODES)) if cfg.teacher else None
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.backbone, len(CODES), pretrained=cfg.pretrained and not cfg.init_from,
@@ -223,15 +242,15 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         net.train()
         total, seen = 0.0, 0
         batches = torch.utils.data.DataLoader(
-            AugmentedBatches(train_px, y_train, idx, cfg.batch_size, tf), batch_size=None, shuffle=False,
+            AugmentedBatches(train_px, y_train, idx, cfg.batch_size, tf, soft), batch_size=None, shuffle=False,
             num_workers=cfg.loader_workers, pin_memory=use_cuda, prefetch_factor=4 if cfg.loader_workers else None)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not main)
-        for step, (x, y) in enumerate(bar):
+        for step, (x, y, soft_y) in enumerate(bar):
             x = x.to(device, non_blocking=True)
             x = normalize_batch(x, spec.mean, spec.std).contiguous(memory_format=torch.channels_last)
-            y = y.to(device, non_blocking=True)
+            y, soft_y = y.to(device, non_blocking=True), soft_y.to(device, non_blocking=True)
             with amp:
-                loss = criterion(net(x).float(), y)
+                loss = distillation_loss(net(x).float(), y, soft_y, criterion, cfg.distill_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
