@@ -34,6 +34,11 @@ class Record:
     def label(self) -> int:
         return CODES.index(self.dx)
 
+    @property
+    def lesion(self) -> str:
+        """The lesion this image shows; an image of a set without lesion ids is its own lesion."""
+        return self.lesion_id or self.image_id
+
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict]:
     if not path.is_file():

@@ -61,11 +61,13 @@ def binary_metrics(score: np.ndarray, is_malignant: np.ndarray, threshold: float
 
 
 def classification_metrics(y: np.ndarray, probs: np.ndarray, codes=CODES,
-                           malignant_threshold: float | None = None, pred: np.ndarray | None = None) -> dict:
+                           malignant_threshold: float | None = None, pred: np.ndarray | None = None,
+                           groups=None) -> dict:
     """Everything we report for a labelled set. Classes absent from `y` get no recall/AUROC
     (a set may hold only some of the 7 classes); macro figures average the present ones.
     `pred` are the model's decisions (its decision rule); by default the most probable class.
-    AUROC, ECE and the malignancy figures use the probabilities."""
+    AUROC, ECE and the malignancy figures use the probabilities. With `groups` (each image's
+    lesion), the headline figures also get 95 % intervals from a lesion bootstrap."""
     y = np.asarray(y)
     pred = probs.argmax(axis=1) if pred is None else np.asarray(pred)
     labels = list(range(len(codes)))
@@ -97,6 +99,9 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, codes=CODES,
         out["malignant"] = binary_metrics(score, is_mal, malignant_threshold)
     elif 0 < is_mal.sum() < len(is_mal):
         out["malignant"] = {"auroc": float(roc_auc_score(is_mal, score))}
+    if groups is not None:
+        from .intervals import bootstrap_intervals  # it builds on this module's definitions
+        out["intervals"] = bootstrap_intervals(y, probs, pred, groups, codes, malignant_threshold)
     return out
 
 

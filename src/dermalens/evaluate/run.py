@@ -6,7 +6,6 @@ from tqdm import tqdm
 
 from ..data import Record
 from ..preprocess import ImageError
-from .intervals import bootstrap_intervals
 from .metrics import classification_metrics
 
 
@@ -24,20 +23,15 @@ def decode_records(predictor, records: list[Record], progress: bool = True, desc
     return arr, kept, failed
 
 
-def evaluate_records(predictor, records: list[Record], tta: bool = False, progress: bool = True,
-                     intervals: bool = True) -> dict:
+def evaluate_records(predictor, records: list[Record], tta: bool = False, progress: bool = True) -> dict:
     pixels, kept, failed = decode_records(predictor, records, progress)
     if not kept:
         raise ValueError("no readable images to evaluate")
     codes = predictor.bundle.codes
     y = np.array([codes.index(r.dx) for r in kept])
     probs, pooled, _ = predictor.forward(pixels, tta=tta)
-    pred = predictor.bundle.decide(probs)
-    metrics = classification_metrics(y, probs, codes, malignant_threshold=predictor.threshold, pred=pred)
-    if intervals:
-        # images without a lesion id (a plain labelled folder) count as their own lesion
-        metrics["intervals"] = bootstrap_intervals(y, probs, pred, [r.lesion_id or r.image_id for r in kept],
-                                                   codes, predictor.threshold)
+    metrics = classification_metrics(y, probs, codes, malignant_threshold=predictor.threshold,
+                                     pred=predictor.bundle.decide(probs), groups=[r.lesion for r in kept])
     scores = predictor.ood_scores(pooled)
     if scores is not None:
         metrics["ood_pass_rate"] = float((scores <= predictor.ood_threshold).mean())

@@ -23,7 +23,6 @@ from .. import DISCLAIMER, __version__
 from ..data import balanced_subset, load_ham10000, select_split, split_sha256
 from ..evaluate.calibration import fit_temperature, softmax
 from ..evaluate.explain_eval import gradcam_mask_scores
-from ..evaluate.intervals import bootstrap_intervals
 from ..evaluate.metrics import classification_metrics, malignancy_score, threshold_for_sensitivity
 from ..evaluate.run import decode_records, evaluate_records
 from ..inference.bundle import CARD_FORMAT, default_classes_for_card, load_bundle
@@ -166,11 +165,10 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     }
     card["ood"] = {"method": "min class-conditional Mahalanobis distance of pooled features, shared "
                              "Ledoit-Wolf covariance fitted on the training split", "exposure_rules": EXPOSURE_RULES}
-    val_pred = decide(val_probs, bias)
     card["metrics"] = {"split_file": split_file.name, "split_sha256": card["data"]["split_sha256"],
-                       "validation": classification_metrics(y_val, val_probs, codes, t_op, pred=val_pred)}
-    card["metrics"]["validation"]["intervals"] = bootstrap_intervals(
-        y_val, val_probs, val_pred, [r.lesion_id or r.image_id for r in val_recs], codes, t_op)
+                       "validation": classification_metrics(y_val, val_probs, codes, t_op,
+                                                            pred=decide(val_probs, bias),
+                                                            groups=[r.lesion for r in val_recs])}
     card["metrics"]["validation"]["uncalibrated_ece"] = classification_metrics(
         y_val, softmax(val_logits, 1.0), codes)["ece"]
     (out / "card.json").write_text(json.dumps(card, indent=2))

@@ -11,7 +11,7 @@ import numpy as np
 from ..classes import CODES
 from ..data import load_labelled_folder
 from ..data.datasets import IMAGE_EXTENSIONS
-from ..evaluate.intervals import bootstrap_intervals, with_interval
+from ..evaluate.intervals import with_interval
 from ..evaluate.metrics import classification_metrics
 from .backend import BackendError
 
@@ -42,7 +42,7 @@ def batch_items(folder: str | Path, labels_csv: str | Path | None) -> list[tuple
             raise BackendError(str(e)) from None
         if not recs:
             raise BackendError(f"none of the images listed in {labels_csv} is in {folder}")
-        return [(r.path, r.dx, r.lesion_id or r.image_id) for r in recs]
+        return [(r.path, r.dx, r.lesion) for r in recs]
     paths = list_images(folder)
     if not paths:
         raise BackendError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -75,9 +75,8 @@ def run_batch(backend, items, cancel: threading.Event | None = None, progress=No
         if progress:
             progress(i + 1, len(items))
     if truth:
-        y, p, pred = np.array(truth), np.array(probs), np.array(preds)
-        res.metrics = classification_metrics(y, p, CODES, threshold, pred=pred)
-        res.metrics["intervals"] = bootstrap_intervals(y, p, pred, groups, CODES, threshold)
+        res.metrics = classification_metrics(np.array(truth), np.array(probs), CODES, threshold,
+                                             pred=np.array(preds), groups=groups)
     return res
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import DEFAULT_DATA
 from ..data import load_ham10000, select_split
 
 
@@ -71,7 +72,7 @@ def load_teacher(path: str | Path, image_ids: list[str], n_classes: int) -> np.n
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dermalens.train.teacher", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", action="append", required=True, help="a model bundle folder (repeat to average)")
-    ap.add_argument("--data", default="../shared/data/ham10000")
+    ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--split-file", default="splits/ham10000_split.csv")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
