@@ -9,7 +9,7 @@ from PIL import Image
 from dermalens.data import load_ham10000
 from dermalens.inference import BundleError, Predictor, load_bundle
 from dermalens.inference.risk import risk_level
-from conftest import FIXTURES, MINI
+from conftest import FIXTURES, MINI, SPLIT_FILE
 
 torch = pytest.importorskip("torch")
 
@@ -178,3 +178,13 @@ def test_ood_gate_survives_a_precision_matrix_that_float32_made_indefinite():
     got = mahalanobis_score(f, {"means": means, "precision": p32})
     ref = np.min([np.einsum("nc,cd,nd->n", f - m, precision, f - m) for m in means.astype(np.float64)], axis=0)
     np.testing.assert_allclose(got, ref, rtol=1e-3)
+
+
+def test_teacher_check_reports_each_bundle_and_their_mean(tiny_bundle, capsys):
+    """Averaging a bundle with itself must change nothing: the mean's figures equal the bundle's."""
+    from dermalens.train.teacher import main
+    main(["--bundle", str(tiny_bundle), "--bundle", str(tiny_bundle), "--check", "--data", str(MINI),
+          "--split-file", str(SPLIT_FILE)])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["model"] for r in rows] == [str(tiny_bundle), str(tiny_bundle), "mean"]
+    assert rows[0]["macro_auroc"] == rows[2]["macro_auroc"] and rows[0]["malignant_auroc"] == rows[2]["malignant_auroc"]

@@ -8,6 +8,7 @@ carried into one network. The bundles run through the serving engine (ONNX), so 
 is reproducible from committed bundles alone:
 
     python -m dermalens.train.teacher --bundle models/a --bundle models/b --out teachers/ab.npz
+    python -m dermalens.train.teacher --bundle models/a --bundle models/b --check   # validation AUROCs
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ from ..cli import DEFAULT_DATA
 from ..data import load_ham10000, select_split
 
 
-def teacher_probabilities(bundles: list[str | Path], records, progress: bool = True) -> np.ndarray:
-    """Mean calibrated probability (N x classes) of the bundles over the records, single pass."""
+def bundle_probabilities(bundles: list[str | Path], records, progress: bool = True) -> list[np.ndarray]:
+    """Each bundle's calibrated probabilities (N x classes) over the records, single pass."""
     from ..evaluate.run import decode_records
     from ..inference.predictor import Predictor
-    total = None
+    out = []
     codes = None
     for path in bundles:
         predictor = Predictor(path)
@@ -35,9 +36,29 @@ def teacher_probabilities(bundles: list[str | Path], records, progress: bool = T
         pixels, kept, failed = decode_records(predictor, records, progress, desc=f"decode ({Path(path).name})")
         if failed:
             raise ValueError(f"{len(failed)} training image(s) cannot be read, e.g. {failed[0]['path']}")
-        probs, _, _ = predictor.forward(pixels)
-        total = probs if total is None else total + probs
-    return (total / len(bundles)).astype(np.float32)
+        out.append(predictor.forward(pixels)[0])
+    return out
+
+
+def teacher_probabilities(bundles: list[str | Path], records, progress: bool = True) -> np.ndarray:
+    """Mean calibrated probability (N x classes) of the bundles over the records."""
+    return np.mean(bundle_probabilities(bundles, records, progress), axis=0).astype(np.float32)
+
+
+def check_on_validation(bundles: list[str], data_root: str, split_file: str) -> list[dict]:
+    """Is the average worth distilling? Macro and malignant AUROC on validation of each bundle and
+    of their mean (validation only: this chooses teachers, so the test split stays unread)."""
+    from ..evaluate.metrics import classification_metrics
+    records = select_split(load_ham10000(data_root), "val", Path(split_file))
+    y = np.array([r.label for r in records])
+    each = bundle_probabilities(bundles, records)
+    rows = []
+    for name, probs in [*zip(map(str, bundles), each), ("mean", np.mean(each, axis=0))]:
+        m = classification_metrics(y, probs)
+        rows.append({"model": name, "macro_auroc": round(m["macro_auroc"], 4),
+                     "malignant_auroc": round(m["malignant"]["auroc"], 4)})
+        print(json.dumps(rows[-1]))
+    return rows
 
 
 def write_teacher(bundles: list[str], data_root: str, split_file: str, out: str | Path) -> Path:
@@ -74,9 +95,16 @@ def main(argv=None):
     ap.add_argument("--bundle", action="append", required=True, help="a model bundle folder (repeat to average)")
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--split-file", default="splits/ham10000_split.csv")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="teacher file to write")
+    ap.add_argument("--check", action="store_true",
+                    help="print each bundle's and the mean's validation AUROCs instead of writing a file")
     a = ap.parse_args(argv)
-    print(f"wrote {write_teacher(a.bundle, a.data, a.split_file, a.out)}")
+    if a.check:
+        check_on_validation(a.bundle, a.data, a.split_file)
+    elif not a.out:
+        ap.error("--out is required (or --check)")
+    else:
+        print(f"wrote {write_teacher(a.bundle, a.data, a.split_file, a.out)}")
 
 
 if __name__ == "__main__":
