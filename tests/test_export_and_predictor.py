@@ -188,3 +188,17 @@ def test_teacher_check_reports_each_bundle_and_their_mean(tiny_bundle, capsys):
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [r["model"] for r in rows] == [str(tiny_bundle), str(tiny_bundle), "mean"]
     assert rows[0]["macro_auroc"] == rows[2]["macro_auroc"] and rows[0]["malignant_auroc"] == rows[2]["malignant_auroc"]
+
+
+def test_export_can_serve_at_another_input_size(tiny_run, tmp_path):
+    """The network is fully convolutional: the bundle's ONNX input, preprocessing and card all move
+    to the served size together, and the card keeps the trained size next to it."""
+    import onnxruntime as ort
+    from dermalens.export.bundle import export_bundle
+    card = export_bundle(tiny_run, tmp_path / "b", MINI, SPLIT_FILE, evaluate_test=False, input_size=(64, 85))
+    assert card["resolution"]["trained"] == [48, 64] and card["resolution"]["served"] == [64, 85]
+    assert card["preprocessing"]["input_size"] == [64, 85] and card["input"]["shape"][2:] == [64, 85]
+    sess = ort.InferenceSession(str(tmp_path / "b" / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[2:] == [64, 85]
+    result = Predictor(tmp_path / "b").predict(load_ham10000(MINI)[0].path)
+    assert result.pixels.shape == (64, 85, 3) and abs(result.probabilities.sum() - 1) < 1e-5

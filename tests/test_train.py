@@ -202,6 +202,24 @@ def test_compare_reports_validation_figures_of_checkpoints(tiny_run):
     assert row["sensitivity"] >= 0.90  # the operating point is chosen for it, on this same split
 
 
+def test_compare_tests_a_checkpoint_at_other_input_sizes(tiny_run):
+    from dermalens.evaluate.compare import compare
+    rows = compare([str(tiny_run / "best.pt")], str(MINI), str(SPLIT_FILE), [(48, 64), (64, 85)])
+    assert [r["tested_at"] for r in rows] == [[48, 64], [64, 85]]
+    assert all(r["input_size"] == [48, 64] for r in rows)
+    # a different resolution is a different input: the fitted temperature must notice
+    assert rows[0]["temperature"] != rows[1]["temperature"]
+
+
+def test_input_size_flag_is_checked():
+    import argparse
+    from dermalens.cli import parse_size
+    assert parse_size("256x341") == (256, 341)
+    for bad in ("256", "256x", "axb", "8x9"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_size(bad)
+
+
 def test_every_committed_config_loads_and_writes_to_its_own_folder():
     """A typo in a config key is refused by TrainConfig.load; two configs sharing a run folder would
     overwrite each other's checkpoints."""

@@ -11,6 +11,19 @@ from . import DEFAULT_MODEL
 DEFAULT_DATA = "../shared/data/ham10000"
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'256x341' -> (256, 341): height x width, as PreprocessSpec.input_size."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input size must look like 256x341 (height x width), got {text!r}")
+    from .preprocess import PreprocessSpec
+    try:
+        return PreprocessSpec(input_size=(h, w)).input_size
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e))
+
+
 def cmd_split(a):
     from collections import Counter
 
@@ -50,7 +63,7 @@ def cmd_export(a):
 
     card = export_bundle(a.run, a.out, a.data, a.split_file, name=a.name, version=a.version,
                          evaluate_test=not a.no_test, max_images_per_split=a.max_images_per_split or 0,
-                         ood_extra=ood_extra)
+                         ood_extra=ood_extra, input_size=a.input_size)
     _print_summary(card)
     print(f"bundle written to {a.out}")
 
@@ -161,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", default=Path(DEFAULT_MODEL).name)
     e.add_argument("--version", default="1.0.0")
     e.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
+    e.add_argument("--input-size", type=parse_size, metavar="HxW",
+                   help="serve at this size instead of the trained one (pick it on validation with "
+                        "python -m dermalens.evaluate.compare --input-size)")
     e.add_argument("--max-images-per-split", type=int, help="smoke tests only")
     e.set_defaults(func=cmd_export)
 

@@ -1,22 +1,28 @@
 """Compare training checkpoints on the validation split, the way model selection may look at them.
 
-    python -m dermalens.evaluate.compare RUN/best.pt [RUN2/best.pt ...]
+    python -m dermalens.evaluate.compare RUN/best.pt [RUN2/best.pt ...] [--input-size 256x341 ...]
 
 For each checkpoint (PyTorch, needs the training install): temperature fitted on validation,
 balanced accuracy of the argmax, macro AUROC, malignant AUROC, and the specificity at the threshold
 that gives sensitivity >= 0.90, all on validation. Never the test split: that is for the report
 of the one model chosen.
+
+`--input-size` (repeatable) runs each checkpoint at other input sizes than it was trained at: a
+network trained on random resized crops sees lesions larger than a whole-frame resize shows them,
+so it can rank better when tested at a somewhat higher resolution (Touvron et al. 2019, "Fixing
+the train-test resolution discrepancy"). `dermalens export --input-size` ships the size chosen here.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
 from ..classes import CODES, MALIGNANT_CODES
-from ..cli import DEFAULT_DATA
+from ..cli import DEFAULT_DATA, parse_size
 from ..data import load_ham10000, select_split
 from ..inference.softmax import softmax
 from ..preprocess import PreprocessSpec
@@ -24,7 +30,8 @@ from .calibration import fit_temperature
 from .metrics import classification_metrics, malignancy_score, threshold_for_sensitivity
 
 
-def compare(checkpoints: list[str], data_root: str, split_file: str) -> list[dict]:
+def compare(checkpoints: list[str], data_root: str, split_file: str,
+            input_sizes: list[tuple[int, int]] | None = None) -> list[dict]:
     import torch
     from ..train.cache import load_pixels
     from ..train.loop import predict_logits
@@ -35,22 +42,29 @@ def compare(checkpoints: list[str], data_root: str, split_file: str) -> list[dic
     rows = []
     for path in checkpoints:
         ck = torch.load(path, map_location="cpu", weights_only=False)
-        spec = PreprocessSpec.from_dict(ck["preprocess"])
+        trained = PreprocessSpec.from_dict(ck["preprocess"])
         model = create_model(ck["config"]["backbone"], len(CODES), pretrained=False)
         model.load_state_dict(ck["model"])
-        logits = predict_logits(model.to(memory_format=torch.channels_last), load_pixels(recs, spec), spec, "cpu")
-        t = fit_temperature(logits, y)
-        probs = softmax(logits, t)
-        threshold = threshold_for_sensitivity(malignancy_score(probs), malignant, 0.90)
-        m = classification_metrics(y, probs, malignant_threshold=threshold)
-        op = m["malignant"]
-        rows.append({"checkpoint": path, "backbone": ck["config"]["backbone"],
-                     "input_size": list(ck["config"]["input_size"]), "best_epoch": ck["epoch"] + 1,
-                     "temperature": round(t, 3), "balanced_accuracy": round(m["balanced_accuracy"], 4),
-                     "macro_auroc": round(m["macro_auroc"], 4), "malignant_auroc": round(op["auroc"], 4),
-                     "sensitivity": round(op["sensitivity"], 3), "specificity": round(op["specificity"], 3)})
-        print(json.dumps(rows[-1]), flush=True)
+        model = model.to(memory_format=torch.channels_last)
+        for size in input_sizes or [trained.input_size]:
+            spec = dataclasses.replace(trained, input_size=tuple(size))
+            logits = predict_logits(model, load_pixels(recs, spec), spec, "cpu")
+            rows.append({"checkpoint": path, "backbone": ck["config"]["backbone"],
+                         "input_size": list(ck["config"]["input_size"]), "tested_at": list(spec.input_size),
+                         "best_epoch": ck["epoch"] + 1, **_validation_figures(logits, y, malignant)})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def _validation_figures(logits: np.ndarray, y: np.ndarray, malignant: np.ndarray) -> dict:
+    t = fit_temperature(logits, y)
+    probs = softmax(logits, t)
+    threshold = threshold_for_sensitivity(malignancy_score(probs), malignant, 0.90)
+    m = classification_metrics(y, probs, malignant_threshold=threshold)
+    op = m["malignant"]
+    return {"temperature": round(t, 3), "balanced_accuracy": round(m["balanced_accuracy"], 4),
+            "macro_auroc": round(m["macro_auroc"], 4), "malignant_auroc": round(op["auroc"], 4),
+            "sensitivity": round(op["sensitivity"], 3), "specificity": round(op["specificity"], 3)}
 
 
 def main(argv=None):
@@ -58,8 +72,10 @@ def main(argv=None):
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--split-file", default="splits/ham10000_split.csv")
+    ap.add_argument("--input-size", type=parse_size, action="append",
+                    help="test at this HxW instead of the trained size (repeatable)")
     a = ap.parse_args(argv)
-    compare(a.checkpoints, a.data, a.split_file)
+    compare(a.checkpoints, a.data, a.split_file, a.input_size)
 
 
 if __name__ == "__main__":

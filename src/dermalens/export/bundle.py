@@ -10,6 +10,7 @@ Steps, all on the validation split except the final report:
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -66,7 +67,10 @@ def _training_time(ck: dict) -> dict:
 
 def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Path,
                   split_file: str | Path, name: str = "dermalens", version: str = "1.0.0",
-                  evaluate_test: bool = True, max_images_per_split: int = 0, ood_extra=None) -> dict:
+                  evaluate_test: bool = True, max_images_per_split: int = 0, ood_extra=None,
+                  input_size: tuple[int, int] | None = None) -> dict:
+    """`input_size` serves the network at another size than it was trained at (chosen on validation
+    with `python -m dermalens.evaluate.compare --input-size`); everything after step 1 is fitted at it."""
     run_dir, out = Path(run_dir), Path(out_dir)
     ck_path = run_dir / "best.pt"
     if not ck_path.is_file():
@@ -74,6 +78,9 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     out.mkdir(parents=True, exist_ok=True)
     ck = torch.load(ck_path, map_location="cpu", weights_only=False)
     cfg, spec = ck["config"], PreprocessSpec.from_dict(ck["preprocess"])
+    trained_size = list(spec.input_size)
+    if input_size is not None:
+        spec = dataclasses.replace(spec, input_size=tuple(input_size))
     model = create_model(cfg["backbone"], len(ck["classes"]), pretrained=False)
     model.load_state_dict(ck["model"])
     model.eval()
@@ -102,6 +109,10 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
         "backbone": {"name": cfg["backbone"], "weights": BACKBONES[cfg["backbone"]].weights_package,
                      "pretrained": cfg["pretrained"]},
         "recipe": cfg, "best_epoch": ck["epoch"] + 1,
+        "resolution": {"trained": trained_size, "served": list(spec.input_size),
+                       "rule": "served size = trained size" if trained_size == list(spec.input_size) else
+                       "served size chosen for validation macro AUROC (python -m dermalens.evaluate.compare "
+                       "--input-size); temperature and thresholds are fitted at the served size"},
         "training": _training_time(ck),
         "data": {"name": "HAM10000", "split_file": split_file.name, "split_sha256": split_sha256(split_file),
                  "counts": {s: len(r) for s, r in parts.items()}},
