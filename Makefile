@@ -63,7 +63,7 @@ train: $(VENV)/.train
 	$(VENV)/bin/dermalens train --config configs/lite2_224x300.json
 
 export: $(VENV)/.train
-	$(VENV)/bin/dermalens export runs/lite2_224x300 --out $(MODEL) --version 2.0.0
+	$(VENV)/bin/dermalens export runs/lite2_224x300 --out $(MODEL) --version 2.1.0 --input-size 256x341
 
 evaluate: $(VENV)/.serve
 	$(VENV)/bin/dermalens evaluate --model $(MODEL) --split test

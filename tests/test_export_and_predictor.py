@@ -200,5 +200,6 @@ def test_export_can_serve_at_another_input_size(tiny_run, tmp_path):
     assert card["preprocessing"]["input_size"] == [64, 85] and card["input"]["shape"][2:] == [64, 85]
     sess = ort.InferenceSession(str(tmp_path / "b" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape[2:] == [64, 85]
+    assert "Trained at 48x64, served at 64x85" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
     result = Predictor(tmp_path / "b").predict(load_ham10000(MINI)[0].path)
     assert result.pixels.shape == (64, 85, 3) and abs(result.probabilities.sum() - 1) < 1e-5

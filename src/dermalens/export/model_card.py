@@ -38,6 +38,15 @@ def _stages(training: dict) -> str:
     return ", in " + str(len(st)) + " stages, each starting from the previous one's best weights: " + "; ".join(parts)
 
 
+def _resolution_line(card: dict) -> list[str]:
+    res = card.get("resolution")
+    if not res or res["trained"] == res["served"]:
+        return []
+    return [f"- Trained at {res['trained'][0]}x{res['trained'][1]}, served at {res['served'][0]}x{res['served'][1]}: "
+            "training on random resized crops shows lesions larger than a whole-frame resize does, and the served "
+            "size was chosen on validation for macro AUROC; temperature and thresholds were fitted at it."]
+
+
 def write_model_card(card: dict, path: Path) -> None:
     m = card.get("metrics", {})
     lines = [
@@ -54,6 +63,7 @@ def write_model_card(card: dict, path: Path) -> None:
         f"- Input: {card['preprocessing']['input_size'][0]}x{card['preprocessing']['input_size'][1]} (HxW), "
         f"resize policy `{card['preprocessing']['resize']}`, mean {card['preprocessing']['mean']}, "
         f"std {card['preprocessing']['std']}, colour constancy {card['preprocessing']['color_constancy']}.",
+        *_resolution_line(card),
         f"- Temperature (fitted on validation): {card['temperature']:.3f}. The probabilities are temperature-scaled "
         "posteriors; the predicted class is argmax(log probability - tau * log training class frequency) with "
         f"tau = {card.get('prior_correction', {}).get('tau', 0)} (chosen on validation for balanced accuracy), so a "
