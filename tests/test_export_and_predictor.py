@@ -162,6 +162,21 @@ def test_old_prior_shifted_cards_are_refused(tiny_bundle, tmp_path):
         load_bundle(old)
 
 
+def test_ood_threshold_does_not_let_the_common_class_decide():
+    """95 nevi-like scores near 0 and 5 rare-class scores far out: the plain 95th percentile turns
+    the whole rare class away; the class-balanced rule must let >= 95 % pass on average over classes."""
+    from dermalens.inference.ood import balanced_pass_threshold
+    scores = np.r_[np.linspace(0, 1, 95), [10, 11, 12, 13, 14]]
+    labels = np.r_[np.zeros(95, int), np.ones(5, int)]
+    assert np.quantile(scores, 0.95) < 10  # what the old rule did
+    assert balanced_pass_threshold(scores, labels, 0.95) == 14  # 4 of 5 would average 0.90
+    assert balanced_pass_threshold(scores, labels, 0.90) == 13
+    # one class alone: the ordinary percentile rule, never looser than needed
+    assert balanced_pass_threshold(np.arange(100.0), np.zeros(100, int), 0.95) == 94
+    with pytest.raises(ValueError, match="no validation scores"):
+        balanced_pass_threshold(np.array([]), np.array([]))
+
+
 def test_ood_gate_survives_a_precision_matrix_that_float32_made_indefinite():
     """Lite2's 1280 pooled features gave a Ledoit-Wolf precision whose float32 copy (as stored in
     ood.npz) is no longer positive definite: Cholesky failed and export died. The gate must still

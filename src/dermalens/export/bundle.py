@@ -4,7 +4,8 @@ Steps, all on the validation split except the final report:
 1. ONNX export of best.pt, checked against PyTorch on real images (max |diff| <= 1e-4).
 2. Temperature fitted on validation logits; malignancy operating threshold for
    sensitivity >= 0.90 on validation; high-risk threshold for specificity >= 0.95.
-3. OOD gate fitted on training-split features, threshold at the validation 95th percentile.
+3. OOD gate fitted on training-split features; its threshold passes >= 95 % of validation images
+   on average over the classes.
 4. The finished bundle is evaluated through the serving engine (ONNX, no PyTorch) on the
    test split, and those numbers go into card.json and MODEL_CARD.md.
 """
@@ -27,7 +28,7 @@ from ..evaluate.explain_eval import gradcam_mask_scores
 from ..evaluate.metrics import classification_metrics, malignancy_score, threshold_for_sensitivity
 from ..evaluate.run import decode_records, evaluate_records
 from ..inference.bundle import CARD_FORMAT, default_classes_for_card, load_bundle
-from ..inference.ood import EXPOSURE_RULES, fit_gate, mahalanobis_score
+from ..inference.ood import EXPOSURE_RULES, balanced_pass_threshold, fit_gate, mahalanobis_score
 from ..inference.predictor import Predictor
 from ..inference.softmax import decide
 from ..preprocess import PreprocessSpec
@@ -159,7 +160,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     _, train_pooled = _raw(bundle, train_px)
     gate = fit_gate(train_pooled, np.array([codes.index(r.dx) for r in train_recs]), len(codes))
     val_scores = mahalanobis_score(val_pooled, gate)
-    t_ood = float(np.quantile(val_scores, 0.95))
+    t_ood = balanced_pass_threshold(val_scores, y_val, 0.95)
     np.savez(out / "ood.npz", **gate)
 
     card["temperature"] = T
@@ -172,7 +173,8 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     card["threshold_rules"] = {
         "malignant": "highest score with sensitivity >= 0.90 for malignant vs benign on the validation split",
         "high_risk": "score with specificity >= 0.95 on the validation split (never below 'malignant')",
-        "ood": "95th percentile of the validation split's Mahalanobis scores (>= 95 % of in-distribution pass)",
+        "ood": "lowest Mahalanobis score at which >= 95 % of the validation split's images pass on average "
+               "over the classes (the plain 95th percentile would be set by nevi and turn away rare classes)",
     }
     card["ood"] = {"method": "min class-conditional Mahalanobis distance of pooled features, shared "
                              "Ledoit-Wolf covariance fitted on the training split", "exposure_rules": EXPOSURE_RULES}

@@ -4,8 +4,8 @@ Two checks, either of which flags an image:
 * exposure: the resized image is nearly black, nearly white or nearly uniform;
 * feature distance: the smallest Mahalanobis distance of the image's pooled features to
   any class mean of the training split (shared Ledoit-Wolf covariance, after Lee et al.
-  2018). Its threshold is the 95th percentile on the validation split, so about 95 % of
-  in-distribution images pass.
+  2018). Its threshold lets at least 95 % of validation images pass on average over the
+  classes (`balanced_pass_threshold`), so the rare classes are not the ones it turns away.
 """
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ def fit_gate(train_pooled: np.ndarray, train_labels: np.ndarray, n_classes: int)
     centred = train_pooled - means[train_labels]
     lw = LedoitWolf().fit(centred)
     return {"means": means.astype(np.float32), "precision": lw.precision_.astype(np.float32)}
+
+
+def balanced_pass_threshold(scores: np.ndarray, labels: np.ndarray, rate: float = 0.95) -> float:
+    """Lowest threshold at which the mean over classes of the share of images passing is >= rate.
+
+    Why not the plain 95th percentile: two thirds of HAM10000 are nevi, which lie closest to their
+    class mean, so that percentile is set by nevi. For Lite2 at 256x341 it passed 98 % of
+    validation nevi but 61 % of vascular lesions and 80 % of actinic keratoses.
+    """
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
+    classes = np.unique(labels)
+    if not len(scores):
+        raise ValueError("no validation scores to set the OOD threshold on")
+    for t in np.unique(scores):  # ascending; the balanced pass rate only grows with t
+        if np.mean([(scores[labels == c] <= t).mean() for c in classes]) >= rate:
+            return float(t)
+    return float(scores.max())
 
 
 def whiten(gate: dict) -> dict:
