@@ -51,12 +51,13 @@ def compare(checkpoints: list[str], data_root: str, split_file: str,
             logits = predict_logits(model, load_pixels(recs, spec), spec, "cpu")
             rows.append({"checkpoint": path, "backbone": ck["config"]["backbone"],
                          "input_size": list(ck["config"]["input_size"]), "tested_at": list(spec.input_size),
-                         "best_epoch": ck["epoch"] + 1, **_validation_figures(logits, y, malignant)})
+                         "best_epoch": ck["epoch"] + 1, **validation_figures(logits, y, malignant)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def _validation_figures(logits: np.ndarray, y: np.ndarray, malignant: np.ndarray) -> dict:
+def validation_figures(logits: np.ndarray, y: np.ndarray, malignant: np.ndarray) -> dict:
+    """Temperature, balanced accuracy, AUROCs and the sensitivity-0.90 operating point of raw logits."""
     t = fit_temperature(logits, y)
     probs = softmax(logits, t)
     threshold = threshold_for_sensitivity(malignancy_score(probs), malignant, 0.90)
