@@ -152,6 +152,25 @@ def test_decision_bias_moves_the_decision_not_the_probabilities(tiny_bundle, tmp
     assert cm[:, codes.index("df")].sum() == len(records) == cm.sum()
 
 
+def test_evaluation_reports_the_ood_pass_rate_per_diagnosis(tiny_bundle, tmp_path):
+    from collections import Counter
+    from dermalens.evaluate.run import evaluate_records
+    records = load_ham10000(MINI)
+    strict = tmp_path / "strict"
+    shutil.copytree(tiny_bundle, strict)
+    card = json.loads((strict / "card.json").read_text())
+    for gate, expected in ((tiny_bundle, None), (strict, 0.0)):
+        if expected is not None:  # a threshold nothing passes
+            card["thresholds"]["ood"] = -1.0
+            (strict / "card.json").write_text(json.dumps(card))
+        m = evaluate_records(Predictor(gate), records, progress=False)["metrics"]
+        by_class, n = m["ood_pass_rate_by_class"], Counter(r.dx for r in records)
+        assert set(by_class) == set(n)
+        assert abs(sum(by_class[c] * n[c] for c in n) / len(records) - m["ood_pass_rate"]) < 1e-9
+        if expected is not None:
+            assert set(by_class.values()) == {expected}
+
+
 def test_old_prior_shifted_cards_are_refused(tiny_bundle, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(tiny_bundle, old)

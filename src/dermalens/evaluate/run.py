@@ -34,7 +34,11 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
                                      pred=predictor.bundle.decide(probs), groups=[r.lesion for r in kept])
     scores = predictor.ood_scores(pooled)
     if scores is not None:
-        metrics["ood_pass_rate"] = float((scores <= predictor.ood_threshold).mean())
+        passed = scores <= predictor.ood_threshold
+        metrics["ood_pass_rate"] = float(passed.mean())
+        # per diagnosis: a gate that passes 95 % overall can still turn most of a rare class away
+        dx = np.array([r.dx for r in kept])
+        metrics["ood_pass_rate_by_class"] = {c: float(passed[dx == c].mean()) for c in sorted(set(dx))}
     metrics["tta"] = tta
     metrics["skipped"] = failed
     return {"metrics": metrics, "y": y, "probs": probs, "records": kept, "pixels": pixels}
