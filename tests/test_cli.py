@@ -51,6 +51,8 @@ def test_evaluate_a_labelled_folder_writes_json_and_html(tiny_bundle, tmp_path):
     assert m["n"] == 49 and len(m["confusion_matrix"]) == 7
     html = (out / "report.html").read_text()
     assert "Confusion matrix" in html and "data:image/png;base64," in html and "not a medical device" in html
+    # the OOD gate's pass rate per diagnosis, in metrics.json and in the per-class table
+    assert set(m["ood_pass_rate_by_class"]) == set(m["per_class"]) and "passes OOD gate" in html
 
 
 def test_evaluate_a_set_with_some_classes_only(tiny_bundle, tmp_path):

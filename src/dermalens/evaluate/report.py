@@ -85,10 +85,12 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
         r = result["records"][i]
         examples.append((r.image_id, r.dx, p.codes[p.top], float(p.probabilities[p.top]),
                          "data:image/png;base64," + base64.b64encode(p.overlay_png()).decode()))
+    gate_pass = m.get("ood_pass_rate_by_class", {})  # share of the class's images the OOD gate lets through
     rows = "".join(
         f"<tr><td>{c}</td><td>{e['precision']:.3f}</td><td>{'' if e['recall'] is None else format(e['recall'], '.3f')}</td>"
         f"<td>{'' if e['f1'] is None else format(e['f1'], '.3f')}</td>"
-        f"<td>{format(e['auroc'], '.3f') if 'auroc' in e else ''}</td><td>{e['support']}</td></tr>"
+        f"<td>{format(e['auroc'], '.3f') if 'auroc' in e else ''}</td><td>{e['support']}</td>"
+        f"<td>{format(gate_pass[c], '.3f') if c in gate_pass else ''}</td></tr>"
         for c, e in m["per_class"].items())
     mal = m.get("malignant", {})
 
@@ -102,6 +104,7 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
                ("malignant sensitivity", with_interval(m, "malignant_sensitivity")),
                ("malignant specificity", with_interval(m, "malignant_specificity")),
                ("malignant threshold", fmt(mal.get("threshold"))), ("test-time augmentation", m.get("tta")),
+               ("passes the OOD gate", fmt(m.get("ood_pass_rate"))),
                ("skipped (unreadable)", len(m.get("skipped", [])))]
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
@@ -111,7 +114,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 <h1>{html.escape(title)}</h1><p class="warn">{html.escape(DISCLAIMER)}</p>
 <p>Model: {html.escape(predictor.bundle.card['name'])} {html.escape(predictor.bundle.card['version'])}</p>
 <h2>Summary</h2><p>Intervals: 95 % percentile bootstrap over lesions (images of one lesion are resampled together).</p><table>{''.join(f'<tr><th>{k}</th><td>{v}</td></tr>' for k, v in summary)}</table>
-<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>AUROC</th><th>support</th></tr>{rows}</table>
+<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>AUROC</th><th>support</th><th>passes OOD gate</th></tr>{rows}</table>
 <h2>Plots</h2><div class="plots">{''.join(f'<img alt="{k}" title="{k}" src="{v}">' for k, v in plots.items())}</div>
 <h2>Example heat-maps (Grad-CAM, predicted class)</h2>
 {''.join(f'<div class="ex"><img src="{src}" width="256"><br>{html.escape(i)}: true {t}, predicted {p} ({c:.2f})</div>' for i, t, p, c, src in examples)}
