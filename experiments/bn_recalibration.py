@@ -12,12 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from dermalens.classes import CODES, MALIGNANT_CODES
+from dermalens.classes import CODES
 from dermalens.cli import DEFAULT_DATA, parse_size
 from dermalens.data import load_ham10000, select_split
 from dermalens.evaluate.compare import validation_figures
@@ -54,10 +52,8 @@ def main():
     for m in norms:
         m.eval()
     logits = predict_logits(model, load_pixels(val, spec), spec, "cpu")
-    y = np.array([r.label for r in val])
-    malignant = np.isin([r.dx for r in val], list(MALIGNANT_CODES))
     print(json.dumps({"checkpoint": a.checkpoint, "tested_at": list(a.size), "bn_recalibrated": True,
-                      **validation_figures(logits, y, malignant)}))
+                      **validation_figures(logits, val)}))
 
 
 if __name__ == "__main__":

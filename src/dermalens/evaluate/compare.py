@@ -37,8 +37,6 @@ def compare(checkpoints: list[str], data_root: str, split_file: str,
     from ..train.loop import predict_logits
     from ..train.models import create_model
     recs = select_split(load_ham10000(data_root), "val", Path(split_file))
-    y = np.array([r.label for r in recs])
-    malignant = np.isin([r.dx for r in recs], list(MALIGNANT_CODES))
     rows = []
     for path in checkpoints:
         ck = torch.load(path, map_location="cpu", weights_only=False)
@@ -51,13 +49,15 @@ def compare(checkpoints: list[str], data_root: str, split_file: str,
             logits = predict_logits(model, load_pixels(recs, spec), spec, "cpu")
             rows.append({"checkpoint": path, "backbone": ck["config"]["backbone"],
                          "input_size": list(ck["config"]["input_size"]), "tested_at": list(spec.input_size),
-                         "best_epoch": ck["epoch"] + 1, **validation_figures(logits, y, malignant)})
+                         "best_epoch": ck["epoch"] + 1, **validation_figures(logits, recs)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def validation_figures(logits: np.ndarray, y: np.ndarray, malignant: np.ndarray) -> dict:
+def validation_figures(logits: np.ndarray, records: list) -> dict:
     """Temperature, balanced accuracy, AUROCs and the sensitivity-0.90 operating point of raw logits."""
+    y = np.array([r.label for r in records])
+    malignant = np.isin([r.dx for r in records], list(MALIGNANT_CODES))
     t = fit_temperature(logits, y)
     probs = softmax(logits, t)
     threshold = threshold_for_sensitivity(malignancy_score(probs), malignant, 0.90)
