@@ -76,6 +76,19 @@ def test_predict_serves_both_client_styles(api, as_data_url):
     assert body["model"]["name"] == "tiny-test-model"
 
 
+def test_big_jpeg_reports_its_own_size_and_the_same_prediction(api):
+    """A dermoscope-sized JPEG is decoded at reduced scale for speed; the response still names the
+    uploaded size, and the prediction matches that of the same picture sent small."""
+    img = Image.open(LESION).convert("RGB")
+    big = encode(img.resize((3200, 2400), Image.Resampling.BICUBIC), "JPEG", quality=95)
+    small = encode(img.resize((400, 300), Image.Resampling.BICUBIC), "JPEG", quality=95)
+    r_big, r_small = (api.post("/predict", json={"image": b64(d)}) for d in (big, small))
+    assert r_big.status_code == 200, r_big.text
+    assert r_big.json()["image"] == {"width": 3200, "height": 2400, "format": "JPEG"}
+    p_big, p_small = (r.json()["prediction"]["all_probabilities"] for r in (r_big, r_small))
+    assert np.abs(np.array(p_big) - np.array(p_small)).max() < 0.05
+
+
 def test_upload_and_batch(api):
     r = api.post("/predict/upload", files={"file": ("x.jpg", LESION.read_bytes(), "image/jpeg")},
                  data={"tta": "true"})

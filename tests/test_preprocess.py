@@ -148,3 +148,30 @@ def test_full_resolution_images_resize_to_the_same_frame():
     spec = PreprocessSpec(input_size=(144, 192))
     for p in sorted((FIXTURES / "fullres").iterdir()):
         assert spec.to_uint8(p).shape == (144, 192, 3)
+
+
+def _upscaled_jpeg(path, size=(2400, 1800), **kw) -> bytes:
+    return _bytes(Image.open(path).convert("RGB").resize(size, Image.Resampling.BICUBIC), "JPEG", quality=92, **kw)
+
+
+def test_big_jpegs_decode_reduced_to_the_same_model_input():
+    """A dermoscope-sized JPEG is decoded at a reduced scale (fast), never below twice the input
+    size, and the model input stays within one grey level of a full decode."""
+    spec = PreprocessSpec(input_size=(144, 192))
+    for p in sorted((FIXTURES / "fullres").iterdir()):
+        data = _upscaled_jpeg(p)
+        assert load_rgb(data, at_least=2 * 192).size == (600, 450)  # 1/4 scale: both sides >= 384
+        reduced = spec.to_uint8(data).astype(np.int16)
+        full = np.asarray(spec.resize_image(load_rgb(data)), np.int16)
+        assert np.abs(reduced - full).max() <= 2 and np.abs(reduced - full).mean() < 0.5
+
+
+def test_reduced_decode_keeps_small_frames_and_orientation(rgb):
+    assert load_rgb(LESION, at_least=2 * 300).size == (200, 150)  # HAM10000 frames: untouched
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    data = _upscaled_jpeg(LESION, size=(1600, 1200), exif=exif.tobytes())
+    shown = load_rgb(data, at_least=300)
+    assert shown.size == (300, 400)  # decoded at 1/4 scale (400x300), then turned to portrait
+    expected = np.asarray(rgb.transpose(Image.Transpose.ROTATE_270).resize((300, 400)), np.int16)
+    assert np.abs(np.asarray(shown, np.int16) - expected).mean() < 8

@@ -3,11 +3,13 @@
     python -m dermalens.bench --model models/dermalens-lite2 --images DIR
 
 Single-image latency (p50/p95) for preprocessing, inference, inference + TTA and Grad-CAM;
-batch throughput over a folder of full-size JPEGs (decode + preprocess + inference); peak RSS.
+preprocessing of a 12-megapixel JPEG (a dermoscope's size, made by upscaling the first image)
+with the reduced-scale decode and, for comparison, with a full decode; batch throughput over a folder of full-size JPEGs (decode + preprocess + inference); peak RSS.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -38,6 +40,13 @@ def _time(fn, repeat: int, warmup: int = 5) -> dict:
     return _percentiles(out)
 
 
+def _twelve_megapixel_jpeg(path: Path) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").resize((4000, 3000), Image.Resampling.BICUBIC).save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -45,6 +54,7 @@ def peak_rss_mb() -> float:
 def run(model: str, images: str, repeat: int = 200, batch_size: int = 32, threads: int | None = None) -> dict:
     from .inference import Predictor
     from .inference.gradcam import gradcam, overlay, to_png
+    from .preprocess import load_rgb
     paths = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not paths:
         raise SystemExit(f"{images}: no images to benchmark with")
@@ -52,6 +62,7 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 32, thread
     pred = Predictor(model, threads=threads)
     b = pred.bundle
     data = [p.read_bytes() for p in paths]
+    big = _twelve_megapixel_jpeg(paths[0])
     one = pred.load(data[0])
     x = b.spec.normalize(one)
     _, feats = b.run(x)
@@ -70,6 +81,11 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 32, thread
             "Grad-CAM (+ overlay PNG)": _time(lambda: to_png(overlay(one, gradcam(feats[0], b.head_weight, 0,
                                                                                  b.spec.input_size))), repeat),
             "end to end (file bytes -> Prediction)": _time(lambda: pred.predict(data[next(i) % len(data)]), repeat),
+            "preprocess 12 MP JPEG (reduced-scale decode)": _time(lambda: b.spec.normalize(pred.load(big)),
+                                                                  max(10, repeat // 10), warmup=2),
+            "preprocess 12 MP JPEG (full decode)": _time(
+                lambda: b.spec.normalize(np.asarray(b.spec.resize_image(load_rgb(big)))), max(10, repeat // 10),
+                warmup=2),
         },
     }
     # Batch: decode in a thread pool (Pillow releases the GIL) while onnxruntime runs batches.
@@ -100,7 +116,7 @@ def main(argv=None):
     res = run(a.model, a.images, a.repeat, a.batch_size, a.threads)
     print(f"model:   {res['model']}\nmachine: {res['machine']}\nimages:  {res['image_size'][0]}x{res['image_size'][1]} JPEG")
     for k, v in res["single_image"].items():
-        print(f"  {k:42s} p50 {v['p50_ms']:7.2f} ms   p95 {v['p95_ms']:7.2f} ms")
+        print(f"  {k:46s} p50 {v['p50_ms']:7.2f} ms   p95 {v['p95_ms']:7.2f} ms")
     bt = res["batch"]
     print(f"  batch throughput (decode+preprocess+infer) {bt['images_per_s']:7.1f} images/s "
           f"({bt['images']} images, batch {bt['batch_size']})")

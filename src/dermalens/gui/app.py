@@ -188,7 +188,7 @@ class App:
         try:
             meta = open_image(path)
             fmt, size = meta.format, meta.size
-            self.image = load_rgb(path)
+            self.image = load_rgb(path, at_least=max(VIEW))  # only shown, at most VIEW
         except ImageError as e:
             self.set_status(str(e), error=True)
             messagebox.showerror("dermalens", str(e), parent=self.root)
