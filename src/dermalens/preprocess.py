@@ -182,8 +182,8 @@ def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
 
     `at_least`: the caller only needs both sides >= this many pixels, so a JPEG file may be
     decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) as long as both sides stay at least
-    that large: a 12-megapixel dermoscope JPEG decodes about 10x faster (`make bench` prints it). HAM10000's
-    200x150 frames are never reduced, so the training pixels do not change.
+    that large: a 12-megapixel dermoscope JPEG preprocesses about 7x faster (`make bench` prints
+    both). HAM10000's 200x150 frames are never reduced, so the training pixels do not change.
     """
     img = open_image(source, max_pixels=max_pixels)
     if at_least:
