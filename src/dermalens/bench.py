@@ -4,7 +4,8 @@
 
 Single-image latency (p50/p95) for preprocessing, inference, inference + TTA and Grad-CAM;
 preprocessing of a 12-megapixel JPEG (a dermoscope's size, made by upscaling the first image)
-with the reduced-scale decode and, for comparison, with a full decode; batch throughput over a folder of full-size JPEGs (decode + preprocess + inference); peak RSS.
+with the reduced-scale decode and, for comparison, with a full decode; batch throughput over a
+folder of full-size JPEGs (decode + preprocess + inference); peak RSS.
 """
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..classes import CODES, MALIGNANT_CODES
+from ..classes import MALIGNANT_CODES
 from ..cli import DEFAULT_DATA, parse_size
 from ..data import load_ham10000, select_split
 from ..inference.softmax import softmax
@@ -35,14 +35,12 @@ def compare(checkpoints: list[str], data_root: str, split_file: str,
     import torch
     from ..train.cache import load_pixels
     from ..train.loop import predict_logits
-    from ..train.models import create_model
+    from ..train.models import model_from_checkpoint
     recs = select_split(load_ham10000(data_root), "val", Path(split_file))
     rows = []
     for path in checkpoints:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        model, ck = model_from_checkpoint(path)
         trained = PreprocessSpec.from_dict(ck["preprocess"])
-        model = create_model(ck["config"]["backbone"], len(CODES), pretrained=False)
-        model.load_state_dict(ck["model"])
         model = model.to(memory_format=torch.channels_last)
         for size in input_sizes or [trained.input_size]:
             spec = dataclasses.replace(trained, input_size=tuple(size))

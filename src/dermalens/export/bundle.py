@@ -32,7 +32,7 @@ from ..inference.ood import EXPOSURE_RULES, balanced_pass_threshold, fit_gate, m
 from ..inference.predictor import Predictor
 from ..inference.softmax import decide
 from ..preprocess import PreprocessSpec
-from ..train.models import BACKBONES, create_model
+from ..train.models import BACKBONES, model_from_checkpoint
 from .model_card import write_model_card
 from .onnx_export import export_onnx, max_abs_difference
 
@@ -77,14 +77,11 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     if not ck_path.is_file():
         raise FileNotFoundError(f"{ck_path}: no best checkpoint (train first)")
     out.mkdir(parents=True, exist_ok=True)
-    ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+    model, ck = model_from_checkpoint(ck_path)
     cfg, spec = ck["config"], PreprocessSpec.from_dict(ck["preprocess"])
     trained_size = list(spec.input_size)
     if input_size is not None:
         spec = dataclasses.replace(spec, input_size=tuple(input_size))
-    model = create_model(cfg["backbone"], len(ck["classes"]), pretrained=False)
-    model.load_state_dict(ck["model"])
-    model.eval()
 
     # 1. ONNX + head
     export_onnx(model, spec, out / "model.onnx")

@@ -161,3 +161,12 @@ def create_model(name: str, num_classes: int = 7, pretrained: bool = True, drop_
         model.load_state_dict(mapped, strict=True)
     model.reset_classifier(num_classes)
     return model
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
+    """The network a training checkpoint (best.pt) holds, in eval mode, and the checkpoint itself
+    (config, preprocessing, classes, metrics)."""
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    model = create_model(ck["config"]["backbone"], len(ck["classes"]), pretrained=False)
+    model.load_state_dict(ck["model"])
+    return model.eval(), ck
