@@ -220,6 +220,43 @@ def test_input_size_flag_is_checked():
             parse_size(bad)
 
 
+def test_train_input_size_flag_takes_hxw_or_two_numbers(capsys):
+    from dermalens.cli import build_parser
+    parser = build_parser()
+    assert parser.parse_args(["train", "--input-size", "224x300"]).input_size == (224, 300)
+    assert parser.parse_args(["train", "--input-size", "224", "300"]).input_size == (224, 300)
+    for bad in (["224"], ["224x300x3"], ["8x9"], ["224", "300", "3"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--input-size", *bad])
+    assert "--input-size" in capsys.readouterr().err
+
+
+def test_config_file_mistakes_are_all_named_at_once(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"backbone": "resnet", "epochs": "ten", "input_size": [0, 300], "lr": -1,
+                               "label_smoothing": 1.0, "distill_weight": 0.5}))
+    with pytest.raises(ValueError) as e:
+        TrainConfig.load(bad)
+    for words in ("bad.json", "backbone must be one of", "epochs must be an integer", "input_size must be",
+                  "lr must be above 0", "label_smoothing must be between 0 and 1", "no teacher file"):
+        assert words in str(e.value), words
+    (tmp_path / "broken.json").write_text('{"epochs": 3,')
+    with pytest.raises(ValueError, match="broken.json is not valid JSON"):
+        TrainConfig.load(tmp_path / "broken.json")
+    with pytest.raises(FileNotFoundError, match="config file .*none.json not found"):
+        TrainConfig.load(tmp_path / "none.json")
+    # flags bypass the file: train() checks again before it reads any data
+    with pytest.raises(ValueError, match="epochs must be at least 1"):
+        train(tiny_config(tmp_path / "r", epochs=0, data_root=str(tmp_path / "no-data-needed")))
+
+
+def test_a_fresh_run_never_overwrites_an_earlier_one(tiny_run):
+    before = {f: (tiny_run / f).read_bytes() for f in ("best.pt", "checkpoint_last.pt", "history.csv")}
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(tiny_config(tiny_run, epochs=1))
+    assert {f: (tiny_run / f).read_bytes() for f in before} == before
+
+
 def test_every_committed_config_loads_and_writes_to_its_own_folder():
     """A typo in a config key is refused by TrainConfig.load; two configs sharing a run folder would
     overwrite each other's checkpoints."""

@@ -24,6 +24,20 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e))
 
 
+class _SizeAction(argparse.Action):
+    """`--input-size 224x300` as everywhere else, or the older two numbers `--input-size 224 300`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) == 2 and all(v.isdigit() for v in values):
+            values = ["x".join(values)]
+        if len(values) != 1:
+            raise argparse.ArgumentError(self, f"expected HxW such as 224x300, got {' '.join(values)!r}")
+        try:
+            setattr(namespace, self.dest, parse_size(values[0]))
+        except argparse.ArgumentTypeError as e:
+            raise argparse.ArgumentError(self, str(e))
+
+
 def cmd_split(a):
     from collections import Counter
 
@@ -145,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="JSON config file (see configs/)")
     t.add_argument("--backbone", choices=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
                                           "mobilenetv2", "custom_cnn"])
-    t.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
+    t.add_argument("--input-size", nargs="+", action=_SizeAction, metavar="HxW",
+                   help="network input, height x width: 224x300 (or 224 300)")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
@@ -230,7 +245,7 @@ def main(argv=None):
     a = parser.parse_args(argv)
     try:
         return a.func(a) or 0
-    except (DatasetError, BundleError, ImageError, FileNotFoundError, ValueError) as e:
+    except (DatasetError, BundleError, ImageError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"dermalens {a.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

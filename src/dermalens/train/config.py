@@ -41,14 +41,77 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        data = json.loads(Path(path).read_text())
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found (the committed ones are in configs/)")
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of settings, not {type(data).__name__}")
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"{path}: unknown config key(s) {sorted(unknown)}; valid: {sorted(names)}")
         cfg = cls(**data)
-        cfg.input_size = tuple(cfg.input_size)
+        if isinstance(cfg.input_size, list):
+            cfg.input_size = tuple(cfg.input_size)
+        problems = cfg.problems()
+        if problems:
+            raise ValueError(f"{path}: " + "; ".join(problems))
         return cfg
+
+    def problems(self) -> list[str]:
+        """Every setting that cannot work, in words; empty when the config is usable. Checked before
+        any data is decoded, so a typo costs a second, not a decoded data set or a half-run."""
+        from ..preprocess import COLOR_CONSTANCY, RESIZE_POLICIES
+        from .models import BACKBONES
+        out = []
+
+        def number(name, low, high=None, *, integer=False, low_open=False, high_open=False):
+            v = getattr(self, name)
+            kind = int if integer else (int, float)
+            if isinstance(v, bool) or not isinstance(v, kind):
+                out.append(f"{name} must be {'an integer' if integer else 'a number'}, got {v!r}")
+            elif (v <= low if low_open else v < low) or (high is not None and (v >= high if high_open else v > high)):
+                if high is None:
+                    want = f"{'above' if low_open else 'at least'} {low}"
+                else:
+                    ends = [e for e, is_open in ((str(low), low_open), (str(high), high_open)) if is_open]
+                    want = f"between {low} and {high}" + (f" ({' and '.join(ends)} excluded)" if ends else "")
+                out.append(f"{name} must be {want}, got {v!r}")
+
+        if self.backbone not in BACKBONES:
+            out.append(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        size = self.input_size
+        if not (isinstance(size, (tuple, list)) and len(size) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 2048 for v in size)):
+            out.append(f"input_size must be [height, width], two integers in 16..2048, got {size!r}")
+        if self.resize not in RESIZE_POLICIES:
+            out.append(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
+        if self.color_constancy not in COLOR_CONSTANCY:
+            out.append(f"color_constancy must be one of {COLOR_CONSTANCY}, got {self.color_constancy!r}")
+        number("epochs", 1, integer=True)
+        number("batch_size", 1, integer=True)
+        number("lr", 0, low_open=True)
+        number("weight_decay", 0)
+        number("warmup_epochs", 0)
+        number("label_smoothing", 0, 1, high_open=True)
+        number("class_weight_power", 0)
+        number("drop_rate", 0, 1, high_open=True)
+        number("drop_path_rate", 0, 1, high_open=True)
+        number("patience", 1, integer=True)
+        number("seed", 0, integer=True)
+        number("threads", 0, integer=True)
+        number("loader_workers", 0, integer=True)
+        number("max_images_per_split", 0, integer=True)
+        number("stop_after_epochs", 0, integer=True)
+        number("ema_decay", 0, 1, high_open=True)
+        number("distill_weight", 0, 1)
+        if self.distill_weight and not self.teacher:
+            out.append("distill_weight is set but no teacher file is given")
+        return out
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -147,6 +147,20 @@ def plot_curves(history: list[dict], path: Path):
 
 def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None) -> Path:
     """Train per `cfg`; `stop_after` ends this call after that many epochs (a planned interruption)."""
+    problems = cfg.problems()
+    if problems:
+        raise ValueError("; ".join(problems))
+    out = Path(cfg.out_dir)
+    earlier = [f.name for f in (out / "checkpoint_last.pt", out / "best.pt") if f.is_file()]
+    if earlier and not resume:
+        # starting afresh would overwrite an earlier run's checkpoints: a forgotten --resume must not cost it
+        raise FileExistsError(f"{out} already holds a training run ({', '.join(earlier)}); pass --resume to "
+                              "continue it, or choose another --out (delete the folder to start it again)")
+    if cfg.init_from and not Path(cfg.init_from).is_file():
+        raise FileNotFoundError(f"init_from: {cfg.init_from} not found (train the earlier stage first, or pass "
+                                "--init-from with its best.pt)")
+    if cfg.teacher and not Path(cfg.teacher).is_file():
+        raise FileNotFoundError(f"teacher: {cfg.teacher} not found (make it with `python -m dermalens.train.teacher`)")
     world, rank = _dist_info()
     distributed = world > 1
     use_cuda = torch.cuda.is_available()
@@ -158,7 +172,6 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     elif distributed and not use_cuda:
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // world))
     main = rank == 0
-    out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = preprocess_spec(cfg)
 
@@ -171,19 +184,12 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     val_px = load_pixels(val_recs, spec, cache, workers=decoders, desc="decode val")
     y_train = np.array([r.label for r in train_recs])
     y_val = np.array([r.label for r in val_recs])
-    if not 0.0 <= cfg.distill_weight <= 1.0:
-        raise ValueError(f"distill_weight must be between 0 and 1, not {cfg.distill_weight}")
-    if cfg.distill_weight and not cfg.teacher:
-        raise ValueError("distill_weight is set but no teacher file is given")
     soft = load_teacher(cfg.teacher, [r.image_id for r in train_recs], len(CODES)) if cfg.teacher else None
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.backbone, len(CODES), pretrained=cfg.pretrained and not cfg.init_from,
                          drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
     if cfg.init_from:
-        if not Path(cfg.init_from).is_file():
-            raise FileNotFoundError(f"init_from: {cfg.init_from} not found (train the earlier stage first, or pass "
-                                    "--init-from with its best.pt)")
         init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
         if init["config"]["backbone"] != cfg.backbone:
             raise ValueError(f"init_from {cfg.init_from} is a {init['config']['backbone']}, not a {cfg.backbone}")
