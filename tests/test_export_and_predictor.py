@@ -237,3 +237,31 @@ def test_export_can_serve_at_another_input_size(tiny_run, tmp_path):
     assert "Trained at 48x64, served at 64x85" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
     result = Predictor(tmp_path / "b").predict(load_ham10000(MINI)[0].path)
     assert result.pixels.shape == (64, 85, 3) and abs(result.probabilities.sum() - 1) < 1e-5
+
+
+def test_a_failed_export_leaves_the_bundle_it_would_replace_as_it_was(tiny_run, tiny_bundle, tmp_path, monkeypatch):
+    """Export takes minutes on the real model and often writes over the bundle being served: killed or
+    failing half-way, it must not leave a new model.onnx beside the old card.json."""
+    import shutil
+    from dermalens.export import bundle as bundle_mod
+    target = tmp_path / "served"
+    shutil.copytree(tiny_bundle, target)
+    (target / "report").mkdir()
+    (target / "report" / "report.html").write_text("kept")
+    before = {f.name: f.read_bytes() for f in target.iterdir() if f.is_file()}
+
+    def broken(*a, **k):
+        raise RuntimeError("test split evaluation failed")
+    monkeypatch.setattr(bundle_mod, "evaluate_records", broken)
+    with pytest.raises(RuntimeError, match="test split evaluation failed"):
+        bundle_mod.export_bundle(tiny_run, target, MINI, SPLIT_FILE, version="9.9.9", input_size=(64, 85))
+    assert {f.name: f.read_bytes() for f in target.iterdir() if f.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["served"], "the staging folder must be cleaned up"
+
+    monkeypatch.undo()
+    card = bundle_mod.export_bundle(tiny_run, target, MINI, SPLIT_FILE, version="9.9.9", evaluate_test=False,
+                                    input_size=(64, 85))
+    assert json.loads((target / "card.json").read_text())["version"] == card["version"] == "9.9.9"
+    assert (target / "model.onnx").read_bytes() != before["model.onnx"]  # the new network input size
+    assert (target / "report" / "report.html").read_text() == "kept"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["served"]

@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -71,13 +73,42 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
                   evaluate_test: bool = True, max_images_per_split: int = 0, ood_extra=None,
                   input_size: tuple[int, int] | None = None) -> dict:
     """`input_size` serves the network at another size than it was trained at (chosen on validation
-    with `python -m dermalens.evaluate.compare --input-size`); everything after step 1 is fitted at it."""
-    run_dir, out = Path(run_dir), Path(out_dir)
+    with `python -m dermalens.evaluate.compare --input-size`); everything after step 1 is fitted at it.
+
+    The bundle is built in a hidden sibling folder and moved into `out_dir` only when complete
+    (card.json last): an export that fails or is interrupted after minutes leaves the bundle already
+    there (often the one being served) as it was, never an ONNX file beside a card that does not
+    describe it."""
+    run_dir, final = Path(run_dir), Path(out_dir)
     ck_path = run_dir / "best.pt"
     if not ck_path.is_file():
         raise FileNotFoundError(f"{ck_path}: no best checkpoint (train first)")
-    out.mkdir(parents=True, exist_ok=True)
-    model, ck = model_from_checkpoint(ck_path)
+    if final.exists() and not final.is_dir():
+        raise FileExistsError(f"--out {final} is a file, not a bundle folder")
+    staging = final.parent / f".{final.name}.export-partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by an export that was killed
+    staging.mkdir(parents=True)
+    try:
+        card = _export_into(run_dir, staging, data_root, split_file, name, version, evaluate_test,
+                            max_images_per_split, ood_extra, input_size)
+        _move_into(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return card
+
+
+def _move_into(staging: Path, final: Path):
+    """Move the finished bundle's files into `final`, card.json last (it is what says the bundle is
+    complete and what it holds); other files already in `final` (a report folder, say) are kept."""
+    final.mkdir(parents=True, exist_ok=True)
+    files = sorted(staging.iterdir(), key=lambda f: f.name == "card.json")
+    for f in files:
+        os.replace(f, final / f.name)
+
+
+def _export_into(run_dir: Path, out: Path, data_root, split_file, name, version, evaluate_test,
+                 max_images_per_split, ood_extra, input_size) -> dict:
+    model, ck = model_from_checkpoint(run_dir / "best.pt")
     cfg, spec = ck["config"], PreprocessSpec.from_dict(ck["preprocess"])
     trained_size = list(spec.input_size)
     if input_size is not None:
