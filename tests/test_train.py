@@ -211,6 +211,23 @@ def test_compare_tests_a_checkpoint_at_other_input_sizes(tiny_run):
     assert rows[0]["temperature"] != rows[1]["temperature"]
 
 
+def test_checkpoint_mistakes_are_named_before_any_work(tiny_run, tmp_path, capsys):
+    from dermalens.evaluate.compare import main as compare_main
+    from dermalens.train.models import model_from_checkpoint
+    (tmp_path / "notes.pt").write_text("# not a checkpoint")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    for path, words in ((tmp_path / "missing.pt", "no such checkpoint"), (tmp_path / "notes.pt", "not a readable"),
+                        (tmp_path / "other.pt", "not a dermalens training checkpoint")):
+        with pytest.raises(SystemExit):
+            # the good checkpoint first: the bad one must be refused before minutes go into the good one
+            compare_main([str(tiny_run / "best.pt"), str(path), "--data", str(MINI), "--split-file", str(SPLIT_FILE)])
+        err = capsys.readouterr()
+        assert words in err.err and '"checkpoint"' not in err.out, (words, err)
+    # a run folder and its best.pt are the same checkpoint
+    (m1, _), (m2, _) = model_from_checkpoint(tiny_run), model_from_checkpoint(tiny_run / "best.pt")
+    assert weights_digest(m1) == weights_digest(m2)
+
+
 def test_input_size_flag_is_checked():
     import argparse
     from dermalens.cli import parse_size
@@ -238,7 +255,7 @@ def test_config_file_mistakes_are_all_named_at_once(tmp_path):
     with pytest.raises(ValueError) as e:
         TrainConfig.load(bad)
     for words in ("bad.json", "backbone must be one of", "epochs must be an integer", "input_size must be",
-                  "lr must be above 0", "label_smoothing must be between 0 and 1", "no teacher file"):
+                  "lr must be at least 0", "label_smoothing must be between 0 and 1", "no teacher file"):
         assert words in str(e.value), words
     (tmp_path / "broken.json").write_text('{"epochs": 3,')
     with pytest.raises(ValueError, match="broken.json is not valid JSON"):

@@ -74,7 +74,14 @@ def main(argv=None):
     ap.add_argument("--input-size", type=parse_size, action="append",
                     help="test at this HxW instead of the trained size (repeatable)")
     a = ap.parse_args(argv)
-    compare(a.checkpoints, a.data, a.split_file, a.input_size)
+    from ..data import DatasetError
+    from ..train.models import load_checkpoint
+    try:
+        for path in a.checkpoints:  # all of them before the first takes minutes: a typo in the last shows now
+            load_checkpoint(path)
+        compare(a.checkpoints, a.data, a.split_file, a.input_size)
+    except (FileNotFoundError, ValueError, DatasetError) as e:
+        ap.error(str(e))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from ..inference.ood import EXPOSURE_RULES, balanced_pass_threshold, fit_gate, m
 from ..inference.predictor import Predictor
 from ..inference.softmax import decide
 from ..preprocess import PreprocessSpec
-from ..train.models import BACKBONES, model_from_checkpoint
+from ..train.models import BACKBONES, checkpoint_path, model_from_checkpoint
 from .model_card import write_model_card
 from .onnx_export import export_onnx, max_abs_difference
 
@@ -79,17 +79,15 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     (card.json last): an export that fails or is interrupted after minutes leaves the bundle already
     there (often the one being served) as it was, never an ONNX file beside a card that does not
     describe it."""
-    run_dir, final = Path(run_dir), Path(out_dir)
-    ck_path = run_dir / "best.pt"
-    if not ck_path.is_file():
-        raise FileNotFoundError(f"{ck_path}: no best checkpoint (train first)")
+    final = Path(out_dir)
+    ck_path = checkpoint_path(run_dir)  # a run folder (its best.pt) or a checkpoint file
     if final.exists() and not final.is_dir():
         raise FileExistsError(f"--out {final} is a file, not a bundle folder")
     staging = final.parent / f".{final.name}.export-partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by an export that was killed
     staging.mkdir(parents=True)
     try:
-        card = _export_into(run_dir, staging, data_root, split_file, name, version, evaluate_test,
+        card = _export_into(ck_path, staging, data_root, split_file, name, version, evaluate_test,
                             max_images_per_split, ood_extra, input_size)
         _move_into(staging, final)
     finally:
@@ -106,9 +104,9 @@ def _move_into(staging: Path, final: Path):
         os.replace(f, final / f.name)
 
 
-def _export_into(run_dir: Path, out: Path, data_root, split_file, name, version, evaluate_test,
+def _export_into(ck_path: Path, out: Path, data_root, split_file, name, version, evaluate_test,
                  max_images_per_split, ood_extra, input_size) -> dict:
-    model, ck = model_from_checkpoint(run_dir / "best.pt")
+    model, ck = model_from_checkpoint(ck_path)
     cfg, spec = ck["config"], PreprocessSpec.from_dict(ck["preprocess"])
     trained_size = list(spec.input_size)
     if input_size is not None:
@@ -230,7 +228,7 @@ def _export_into(run_dir: Path, out: Path, data_root, split_file, name, version,
         (out / "card.json").write_text(json.dumps(card, indent=2))
     write_model_card(card, out / "MODEL_CARD.md")
     for f in ("history.csv", "curves.png"):
-        if (run_dir / f).is_file():
-            (out / f).write_bytes((run_dir / f).read_bytes())
+        if (ck_path.parent / f).is_file():
+            (out / f).write_bytes((ck_path.parent / f).read_bytes())
     return card
 

@@ -94,7 +94,7 @@ class TrainConfig:
             out.append(f"color_constancy must be one of {COLOR_CONSTANCY}, got {self.color_constancy!r}")
         number("epochs", 1, integer=True)
         number("batch_size", 1, integer=True)
-        number("lr", 0, low_open=True)
+        number("lr", 0)  # 0 is useful: a stage that only re-estimates batch-norm statistics
         number("weight_decay", 0)
         number("warmup_epochs", 0)
         number("label_smoothing", 0, 1, high_open=True)

@@ -163,10 +163,34 @@ def create_model(name: str, num_classes: int = 7, pretrained: bool = True, drop_
     return model
 
 
+def checkpoint_path(path: str | Path) -> Path:
+    """A run folder or a checkpoint file -> the checkpoint file (a run folder's best.pt)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint (give a run folder holding best.pt, or a .pt file; "
+                                "train first)")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A training checkpoint's contents, or a clear error when the file is not one."""
+    path = checkpoint_path(path)
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # pickle, zip and EOF errors all mean the same thing here
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    if not (isinstance(ck, dict) and {"config", "classes", "model", "preprocess"} <= set(ck)):
+        raise ValueError(f"{path} is not a dermalens training checkpoint (best.pt or checkpoint_last.pt of "
+                         "`dermalens train`)")
+    return ck
+
+
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict]:
-    """The network a training checkpoint (best.pt) holds, in eval mode, and the checkpoint itself
-    (config, preprocessing, classes, metrics)."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    """The network a training checkpoint (best.pt, or a run folder holding it) holds, in eval mode,
+    and the checkpoint itself (config, preprocessing, classes, metrics)."""
+    ck = load_checkpoint(path)
     model = create_model(ck["config"]["backbone"], len(ck["classes"]), pretrained=False)
     model.load_state_dict(ck["model"])
     return model.eval(), ck
