@@ -64,7 +64,14 @@ def cmd_train(a):
             setattr(cfg, key, v)
     if a.input_size:
         cfg.input_size = tuple(a.input_size)
-    out = train(cfg, resume=a.resume)
+    try:
+        out = train(cfg, resume=a.resume)
+    except KeyboardInterrupt:
+        last = Path(cfg.out_dir) / "checkpoint_last.pt"
+        if last.is_file():
+            print(f"interrupted: {last} holds the last finished epoch; run the same command with --resume "
+                  "to continue from it", file=sys.stderr)
+        raise
     print(f"run folder: {out}")
 
 
