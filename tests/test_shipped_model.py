@@ -37,6 +37,17 @@ def test_card_describes_the_bundle(shipped_bundle, predictor):
     assert (shipped_bundle / "MODEL_CARD.md").is_file()
 
 
+def test_human_model_card_is_written_from_the_json_card(shipped_bundle, tmp_path):
+    """MODEL_CARD.md says what card.json says, OOD pass rate by diagnosis included: neither was edited by hand."""
+    from dermalens.export.model_card import write_model_card
+    card = json.loads((shipped_bundle / "card.json").read_text())
+    write_model_card(card, tmp_path / "MODEL_CARD.md")
+    assert (tmp_path / "MODEL_CARD.md").read_text() == (shipped_bundle / "MODEL_CARD.md").read_text()
+    rates = card["metrics"]["test"]["ood_pass_rate_by_class"]
+    assert set(rates) == {c["code"] for c in card["classes"]} and all(0 <= r <= 1 for r in rates.values())
+    assert f"vasc {rates['vasc']:.3f}" in (shipped_bundle / "MODEL_CARD.md").read_text()
+
+
 def test_card_meets_the_quality_bar_for_classes(shipped_bundle):
     """The issue's 'must' line, on the lesion-grouped test split: the parts the shipped model meets."""
     m = json.loads((shipped_bundle / "card.json").read_text())["metrics"]["test"]

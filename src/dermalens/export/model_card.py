@@ -101,6 +101,11 @@ def write_model_card(card: dict, path: Path) -> None:
         lines += ["## Out-of-distribution gate",
                   f"In-distribution pass rate on the test split: {_f(o.get('test_pass_rate'))}; non-dermoscopy "
                   f"images flagged: {o.get('flagged')}/{o.get('total')} ({_f(o.get('flagged_rate'))}).", ""]
+        by_class = (m.get("test") or {}).get("ood_pass_rate_by_class")
+        if by_class:
+            # the gate's cost is not spread evenly: rare classes lie farther from the training mass
+            lines[-1:-1] = ["Pass rate by diagnosis (the rest are shown as indeterminate, not classified): "
+                            + ", ".join(f"{code} {_f(rate)}" for code, rate in by_class.items()) + "."]
     lines += [
         "## Limits",
         "- Trained on 200x150 downscaled images of mostly fair-skinned patients from two centres (Vienna, "
