@@ -67,10 +67,25 @@ def test_ema_weights_are_what_is_validated_and_saved(tmp_path):
     assert not torch.equal(ck["model"][w], last["train_model"][w])
 
 
-def test_resume_with_a_changed_ema_setting_is_a_clear_error(tmp_path):
-    train(tiny_config(tmp_path / "run", epochs=2), stop_after=1)
-    with pytest.raises(ValueError, match="resume with the ema_decay"):
-        train(tiny_config(tmp_path / "run", epochs=2, ema_decay=0.9), resume=True)
+def test_resume_refuses_settings_that_would_make_it_another_run(tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(run, epochs=2), stop_after=1)
+    before = (run / "checkpoint_last.pt").read_bytes()
+    with pytest.raises(ValueError, match=r"ema_decay: 0.0 -> 0.9.*epochs: 2 -> 3|epochs: 2 -> 3.*ema_decay: 0.0 -> 0.9"):
+        train(tiny_config(run, epochs=3, ema_decay=0.9), resume=True)
+    assert (run / "checkpoint_last.pt").read_bytes() == before
+    # where things are and how fast they run may change
+    train(tiny_config(run, epochs=2, threads=1, patience=9), resume=True)
+    assert torch.load(run / "checkpoint_last.pt", weights_only=False)["epoch"] == 1
+
+
+def test_resume_with_only_the_run_folder_reads_its_settings(tmp_path):
+    """`dermalens train --resume --out RUN` needs nothing else: the run's config.json has the rest."""
+    from dermalens.cli import main
+    run = tmp_path / "run"
+    train(tiny_config(run, epochs=2), stop_after=1)
+    assert main(["train", "--resume", "--out", str(run)]) == 0
+    assert json.loads((run / "history.json").read_text())[-1]["epoch"] == 2
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

@@ -55,7 +55,12 @@ def cmd_split(a):
 def cmd_train(a):
     from .train.config import TrainConfig
     from .train.loop import train
-    cfg = TrainConfig.load(a.config) if a.config else TrainConfig()
+    if a.config:
+        cfg = TrainConfig.load(a.config)
+    elif a.resume and a.out_dir and (Path(a.out_dir) / "config.json").is_file():
+        cfg = TrainConfig.load(Path(a.out_dir) / "config.json")  # --resume --out RUN: the run's own settings
+    else:
+        cfg = TrainConfig()
     for key in ("backbone", "epochs", "batch_size", "lr", "out_dir", "data_root", "split_file",
                 "cache_dir", "seed", "threads", "loader_workers", "max_images_per_split", "color_constancy", "patience",
                 "init_from", "ema_decay", "teacher", "distill_weight"):

@@ -62,6 +62,17 @@ class TrainConfig:
             raise ValueError(f"{path}: " + "; ".join(problems))
         return cfg
 
+    # Settings that may change between a run and its --resume: where things are and how fast they
+    # go, not what is learnt. Any other change would make the resumed run a different run.
+    RESUMABLE_CHANGES = ("out_dir", "cache_dir", "data_root", "threads", "loader_workers", "patience",
+                         "stop_after_epochs")
+
+    def resume_conflicts(self, saved: dict) -> list[str]:
+        """Differences from the config a run was started with (checkpoint_last.pt's) that --resume cannot honour."""
+        now = self.to_dict()
+        return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
+                if k not in self.RESUMABLE_CHANGES and k in saved and _same(saved[k]) != _same(now[k])]
+
     def problems(self) -> list[str]:
         """Every setting that cannot work, in words; empty when the config is usable. Checked before
         any data is decoded, so a typo costs a second, not a decoded data set or a half-run."""
@@ -117,3 +128,7 @@ class TrainConfig:
         d = asdict(self)
         d["input_size"] = list(self.input_size)
         return d
+
+
+def _same(v):
+    return list(v) if isinstance(v, tuple) else v

@@ -213,11 +213,12 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         if not last.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {last}")
         ck = torch.load(last, map_location=device, weights_only=False)
-        if ck["config"]["backbone"] != cfg.backbone or list(ck["config"]["input_size"]) != list(cfg.input_size):
-            raise ValueError(f"{last} was trained with a different backbone or input size")
-        if (ema is not None) != ("train_model" in ck):
-            raise ValueError(f"{last} was trained {'without' if ema is not None else 'with'} an EMA of the weights; "
-                             "resume with the ema_decay it was started with")
+        conflicts = cfg.resume_conflicts(ck["config"])
+        if conflicts:
+            raise ValueError(f"--resume continues {out} exactly as it was started, but these settings differ: "
+                             f"{'; '.join(conflicts)}. Resume with the run's own settings (`dermalens train --resume "
+                             f"--out {out}` reads {out / 'config.json'}), or start a new run from its weights with "
+                             f"--init-from {out / 'best.pt'}")
         model.load_state_dict(ck["train_model"] if ema is not None else ck["model"])
         if ema is not None:
             ema.module.load_state_dict(ck["model"])
