@@ -69,3 +69,15 @@ def test_another_seed_gives_another_valid_split():
     check_no_lesion_crosses(rows)
     check_proportions(rows)
     assert a != read_split(SPLIT_FILE)
+
+
+@pytest.mark.skipif(not (HAM / "HAM10000_metadata.csv").is_file(), reason="needs ../shared/data/ham10000")
+def test_split_command_never_silently_replaces_a_different_split(tmp_path, capsys):
+    out = tmp_path / "split.csv"
+    out.write_bytes(SPLIT_FILE.read_bytes())
+    assert main(["split", "--data", str(HAM), "--out", str(out), "--seed", "1"]) == 2
+    assert "images change split" in capsys.readouterr().err
+    assert out.read_bytes() == SPLIT_FILE.read_bytes(), "the split models were trained on must survive"
+    assert main(["split", "--data", str(HAM), "--out", str(out)]) == 0  # the same split: nothing to protect
+    assert main(["split", "--data", str(HAM), "--out", str(out), "--seed", "1", "--force"]) == 0
+    assert read_split(out) != read_split(SPLIT_FILE)

@@ -41,10 +41,27 @@ class _SizeAction(argparse.Action):
 def cmd_split(a):
     from collections import Counter
 
-    from .data import load_ham10000, make_split, split_sha256, write_split
+    from .data import DatasetError, load_ham10000, make_split, read_split, split_sha256, write_split
     records = load_ham10000(a.data)
     assignment = make_split(records, seed=a.seed)
-    write_split(records, assignment, Path(a.out))
+    out = Path(a.out)
+    if out.is_file() and not a.force:
+        # Models are trained and tested on this file: silently replacing it with another split would
+        # put their training images into the test split and make every reported test figure a lie.
+        try:
+            old = read_split(out)
+        except DatasetError:
+            old = None
+        moved = None if old is None else (sum(old.get(i) != part for i, part in assignment.items())
+                                          + len(set(old) - set(assignment)))
+        if moved:
+            raise FileExistsError(
+                f"{out} exists and the new split differs from it ({moved} images change split). Models trained on "
+                f"it would see their training images in the new test split. Write the new split elsewhere with "
+                f"--out, or pass --force to replace it")
+        if old is None:
+            raise FileExistsError(f"{out} exists and is not a split file; choose another --out or pass --force")
+    write_split(records, assignment, out)
     counts = Counter(assignment.values())
     lesions = {s: len({r.lesion_id for r in records if assignment[r.image_id] == s}) for s in counts}
     for s in ("train", "val", "test"):
@@ -165,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 folder (metadata CSV + images)")
     s.add_argument("--out", default="splits/ham10000_split.csv")
     s.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    s.add_argument("--force", action="store_true", help="replace --out even if it holds a different split")
     s.set_defaults(func=cmd_split)
 
     t = sub.add_parser("train", help="fine-tune a backbone (needs the training install)")
