@@ -74,3 +74,27 @@ def test_clear_errors_for_wrong_paths(tmp_path, capsys):
     assert "model bundle folder not found" in capsys.readouterr().err
     assert main(["split", "--data", str(tmp_path)]) == 2
     assert "metadata file not found" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_split_file_the_model_was_not_trained_on(tiny_bundle, tmp_path, capsys):
+    from conftest import SPLIT_FILE
+    rows = list(csv.DictReader(open(SPLIT_FILE)))
+    # move one training image into test: exactly the leak a changed split file causes
+    i = next(k for k, r in enumerate(rows) if r["split"] == "train")
+    rows[i]["split"] = "test"
+    other = tmp_path / "other_split.csv"
+    with open(other, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    args = ["evaluate", "--model", str(tiny_bundle), "--split", "test", "--data", str(MINI), "--split-file", str(other)]
+    assert main(args + ["--out", str(tmp_path / "r1")]) == 2
+    assert "not the split this model was trained" in capsys.readouterr().err
+    assert not (tmp_path / "r1").exists()
+    assert main(args + ["--out", str(tmp_path / "r2"), "--allow-split-mismatch"]) == 0
+    assert "NOT the model&#x27;s own split" in (tmp_path / "r2" / "report.html").read_text()
+    assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["split_file"]["is_the_models_split"] is False
+    # the model's own split file passes without the flag
+    assert main(["evaluate", "--model", str(tiny_bundle), "--split", "test", "--data", str(MINI), "--split-file",
+                 str(SPLIT_FILE), "--out", str(tmp_path / "r3")]) == 0
+    assert json.loads((tmp_path / "r3" / "metrics.json").read_text())["split_file"]["is_the_models_split"] is True

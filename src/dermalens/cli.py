@@ -131,7 +131,7 @@ def _print_summary(card, splits=("validation", "test", "test_tta")):
 
 
 def cmd_evaluate(a):
-    from .data import load_dataset, load_ham10000, select_split
+    from .data import load_dataset, load_ham10000, select_split, split_sha256
     from .evaluate.report import write_report
     from .evaluate.run import evaluate_records
     from .inference import Predictor
@@ -142,8 +142,22 @@ def cmd_evaluate(a):
     else:
         records = select_split(load_ham10000(a.data), a.split, Path(a.split_file))
         title = f"dermalens evaluation: HAM10000 {a.split} split ({Path(a.split_file).name})"
+        trained_on = predictor.bundle.card.get("data", {}).get("split_sha256")
+        mismatch = bool(trained_on) and split_sha256(Path(a.split_file)) != trained_on
+        if mismatch:
+            # Another split file puts some of the model's training images into this "test" split.
+            if not a.allow_split_mismatch:
+                raise ValueError(
+                    f"{a.split_file} is not the split this model was trained and calibrated on (card.json "
+                    f"data.split_sha256 {trained_on[:16]}...): its {a.split} images may include the model's "
+                    "training images, so the figures would flatter it. Use the model's split file, or pass "
+                    "--allow-split-mismatch to evaluate anyway (the report then says so)")
+            title += " - NOT the model's own split: figures may include its training images"
     result = evaluate_records(predictor, records, tta=a.tta)
     m = result["metrics"]
+    if not a.labels:
+        m["split_file"] = {"name": Path(a.split_file).name, "sha256": split_sha256(Path(a.split_file)),
+                           "is_the_models_split": not mismatch}
     out = a.out or f"reports/{predictor.bundle.card['name']}-{'labels' if a.labels else a.split}"
     paths = write_report(result, predictor, out, title)
     _print_summary({"metrics": {"evaluated": m}}, ("evaluated",))
@@ -234,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "or a folder holding labels.csv")
     ev.add_argument("--skip-missing", action="store_true", help="evaluate the images that exist")
     ev.add_argument("--tta", action="store_true", help="test-time augmentation (flips, rotations)")
+    ev.add_argument("--allow-split-mismatch", action="store_true",
+                    help="evaluate on a split file other than the model's own (the report says so)")
     ev.add_argument("--out", help="report folder (default reports/NAME-SPLIT)")
     ev.set_defaults(func=cmd_evaluate)
 
