@@ -198,6 +198,25 @@ def test_second_stage_starts_from_the_first_and_export_counts_both(tiny_run, tmp
         _training_time(ck)
 
 
+def test_a_checkpoint_is_never_exported_or_continued_on_another_split(tiny_run, tmp_path):
+    import csv
+    from dermalens.export.bundle import export_bundle
+    assert torch.load(tiny_run / "best.pt", weights_only=False)["split_sha256"]
+    rows = list(csv.DictReader(open(SPLIT_FILE)))
+    i = next(k for k, r in enumerate(rows) if r["split"] == "train")
+    rows[i]["split"] = "test"  # one training image moved into test
+    other = tmp_path / "other_split.csv"
+    with open(other, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(ValueError, match="trained on another split"):
+        export_bundle(tiny_run, tmp_path / "b", MINI, other, evaluate_test=False)
+    assert not (tmp_path / "b").exists()
+    with pytest.raises(ValueError, match="trained on another split"):
+        train(tiny_config(tmp_path / "s2", epochs=1, split_file=str(other), init_from=str(tiny_run / "best.pt")))
+
+
 def test_init_from_another_backbone_is_refused(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="custom_cnn, not a mobilenetv2"):
         train(tiny_config(tmp_path / "x", backbone="mobilenetv2", init_from=str(tiny_run / "best.pt")))

@@ -107,6 +107,11 @@ def _move_into(staging: Path, final: Path):
 def _export_into(ck_path: Path, out: Path, data_root, split_file, name, version, evaluate_test,
                  max_images_per_split, ood_extra, input_size) -> dict:
     model, ck = model_from_checkpoint(ck_path)
+    trained_on = ck.get("split_sha256")  # checkpoints from before this check lack it
+    if trained_on and trained_on != split_sha256(Path(split_file)):
+        raise ValueError(f"{ck_path} was trained on another split than {split_file} (sha256 {trained_on[:16]}... "
+                         "in the checkpoint): calibrating and testing on this one could put training images into "
+                         "validation and test. Pass the split file it was trained with (--split-file)")
     cfg, spec = ck["config"], PreprocessSpec.from_dict(ck["preprocess"])
     trained_size = list(spec.input_size)
     if input_size is not None:

@@ -27,7 +27,7 @@ from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from ..classes import CODES
-from ..data import balanced_subset, load_ham10000, select_split
+from ..data import balanced_subset, load_ham10000, select_split, split_sha256
 from ..evaluate.metrics import classification_metrics
 from ..preprocess import PreprocessSpec
 from .augment import normalize_batch, train_transform
@@ -183,6 +183,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     train_px = load_pixels(train_recs, spec, cache, workers=decoders, desc="decode train")
     val_px = load_pixels(val_recs, spec, cache, workers=decoders, desc="decode val")
     y_train = np.array([r.label for r in train_recs])
+    split_hash = split_sha256(Path(cfg.split_file))  # export refuses to calibrate and test on another split
     y_val = np.array([r.label for r in val_recs])
     soft = load_teacher(cfg.teacher, [r.image_id for r in train_recs], len(CODES)) if cfg.teacher else None
 
@@ -193,6 +194,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
         if init["config"]["backbone"] != cfg.backbone:
             raise ValueError(f"init_from {cfg.init_from} is a {init['config']['backbone']}, not a {cfg.backbone}")
+        if init.get("split_sha256", split_hash) != split_hash:
+            raise ValueError(f"init_from {cfg.init_from} was trained on another split than {cfg.split_file}: its "
+                             "training images could be in this split's validation and test parts")
         model.load_state_dict(init["model"])
     model = model.to(device).to(memory_format=torch.channels_last)
     weights = class_weights(y_train, cfg.class_weight_power) if cfg.class_weight_power else None
@@ -293,7 +297,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         if main:
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
             meta = {"config": cfg.to_dict(), "preprocess": spec.to_dict(), "classes": list(CODES),
-                    "epoch": epoch, "val_metrics": m, "train_seconds": train_seconds,
+                    "split_sha256": split_hash, "epoch": epoch, "val_metrics": m, "train_seconds": train_seconds,
                     "hardware": _hardware(world, use_cuda)}
             if improved:
                 _atomic_save({**meta, "model": eval_model.state_dict()}, out / "best.pt")
