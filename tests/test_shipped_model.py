@@ -134,3 +134,37 @@ def test_low_is_never_shown_above_the_operating_threshold(predictor):
         p = predictor.predict(path)
         if p.malignancy >= p.malignant_threshold:
             assert p.risk in ("moderate", "high", "indeterminate")
+
+
+def test_serving_and_evaluation_need_no_pytorch(shipped_bundle, tmp_path):
+    """`make serve` installs no PyTorch: prediction, evaluation from the bundle and the API's app must run
+    with torch, torchvision and timm unimportable (the test environment has them, so block them)."""
+    import subprocess
+    import sys
+    from conftest import REPO
+    code = f"""
+import sys
+
+
+class NoTorch:  # a finder that refuses them, as a machine without them would
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "timm"):
+            raise ImportError(f"{{name}} is not installed in the serving environment")
+
+
+sys.meta_path.insert(0, NoTorch())
+from dermalens.cli import main
+rc = main(["evaluate", "--model", {str(shipped_bundle)!r}, "--labels", {str(MINI / "HAM10000_metadata.csv")!r},
+           "--out", {str(tmp_path / "report")!r}])
+assert rc == 0, rc
+from dermalens.serve.app import create_app
+from fastapi.testclient import TestClient
+with TestClient(create_app()) as client:
+    assert client.get("/health").json()["model_loaded"] is True
+assert not any(m.split(".")[0] in ("torch", "torchvision", "timm") for m in sys.modules), "PyTorch was imported"
+print("ok without torch")
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "DERMALENS_MODEL": str(shipped_bundle)})
+    assert r.returncode == 0 and "ok without torch" in r.stdout, r.stderr[-3000:]
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["n"] == 49
