@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
+from dermalens.train.models import load_checkpoint
+
 
 def soup(paths: list[str]) -> dict:
-    cks = [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    cks = [load_checkpoint(p) for p in paths]  # clear errors for a missing or foreign file
     first = cks[0]
     for p, ck in zip(paths[1:], cks[1:]):
         if ck["config"]["backbone"] != first["config"]["backbone"] or ck["classes"] != first["classes"]:
@@ -46,7 +48,10 @@ def main():
         ap.error("a soup needs at least two checkpoints")
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(soup(a.checkpoints), out)
+    try:
+        torch.save(soup(a.checkpoints), out)
+    except (FileNotFoundError, ValueError) as e:
+        ap.error(str(e))
     print(f"wrote {out}: uniform average of {len(a.checkpoints)} checkpoints")
 
 

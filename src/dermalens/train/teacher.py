@@ -99,12 +99,19 @@ def main(argv=None):
     ap.add_argument("--check", action="store_true",
                     help="print each bundle's and the mean's validation AUROCs instead of writing a file")
     a = ap.parse_args(argv)
-    if a.check:
-        check_on_validation(a.bundle, a.data, a.split_file)
-    elif not a.out:
+    if not a.check and not a.out:
         ap.error("--out is required (or --check)")
-    else:
-        print(f"wrote {write_teacher(a.bundle, a.data, a.split_file, a.out)}")
+    from ..data import DatasetError
+    from ..inference import BundleError, load_bundle
+    try:
+        for b in a.bundle:  # every bundle before minutes go into the first
+            load_bundle(b)
+        if a.check:
+            check_on_validation(a.bundle, a.data, a.split_file)
+        else:
+            print(f"wrote {write_teacher(a.bundle, a.data, a.split_file, a.out)}")
+    except (BundleError, DatasetError, FileNotFoundError) as e:
+        ap.error(str(e))
 
 
 if __name__ == "__main__":
