@@ -143,8 +143,9 @@ def cmd_evaluate(a):
         records = select_split(load_ham10000(a.data), a.split, Path(a.split_file))
         title = f"dermalens evaluation: HAM10000 {a.split} split ({Path(a.split_file).name})"
         trained_on = predictor.bundle.card.get("data", {}).get("split_sha256")
-        mismatch = bool(trained_on) and split_sha256(Path(a.split_file)) != trained_on
-        if mismatch:
+        split_info = {"name": Path(a.split_file).name, "sha256": split_sha256(Path(a.split_file))}
+        split_info["is_the_models_split"] = not (trained_on and split_info["sha256"] != trained_on)
+        if not split_info["is_the_models_split"]:
             # Another split file puts some of the model's training images into this "test" split.
             if not a.allow_split_mismatch:
                 raise ValueError(
@@ -156,8 +157,7 @@ def cmd_evaluate(a):
     result = evaluate_records(predictor, records, tta=a.tta)
     m = result["metrics"]
     if not a.labels:
-        m["split_file"] = {"name": Path(a.split_file).name, "sha256": split_sha256(Path(a.split_file)),
-                           "is_the_models_split": not mismatch}
+        m["split_file"] = split_info
     out = a.out or f"reports/{predictor.bundle.card['name']}-{'labels' if a.labels else a.split}"
     paths = write_report(result, predictor, out, title)
     _print_summary({"metrics": {"evaluated": m}}, ("evaluated",))

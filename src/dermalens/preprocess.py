@@ -54,9 +54,10 @@ class PreprocessSpec:
     transparent_background: tuple[int, int, int] = field(default=(0, 0, 0))
 
     def __post_init__(self):
-        h, w = self.input_size
-        if not (isinstance(h, int) and isinstance(w, int) and 16 <= h <= 2048 and 16 <= w <= 2048):
-            raise ValueError(f"input_size must be two integers in 16..2048, got {self.input_size!r}")
+        size = self.input_size
+        if not (isinstance(size, (tuple, list)) and len(size) == 2
+                and all(isinstance(v, int) and 16 <= v <= 2048 for v in size)):
+            raise ValueError(f"input_size must be two integers in 16..2048, got {size!r}")
         if self.resize not in RESIZE_POLICIES:
             raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
         if self.color_constancy not in COLOR_CONSTANCY:

@@ -76,7 +76,7 @@ class TrainConfig:
     def problems(self) -> list[str]:
         """Every setting that cannot work, in words; empty when the config is usable. Checked before
         any data is decoded, so a typo costs a second, not a decoded data set or a half-run."""
-        from ..preprocess import COLOR_CONSTANCY, RESIZE_POLICIES
+        from ..preprocess import PreprocessSpec
         from .models import BACKBONES
         out = []
 
@@ -95,14 +95,10 @@ class TrainConfig:
 
         if self.backbone not in BACKBONES:
             out.append(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
-        size = self.input_size
-        if not (isinstance(size, (tuple, list)) and len(size) == 2
-                and all(isinstance(v, int) and not isinstance(v, bool) and 16 <= v <= 2048 for v in size)):
-            out.append(f"input_size must be [height, width], two integers in 16..2048, got {size!r}")
-        if self.resize not in RESIZE_POLICIES:
-            out.append(f"resize must be one of {RESIZE_POLICIES}, got {self.resize!r}")
-        if self.color_constancy not in COLOR_CONSTANCY:
-            out.append(f"color_constancy must be one of {COLOR_CONSTANCY}, got {self.color_constancy!r}")
+        try:  # the preprocessing settings are checked where they are defined
+            PreprocessSpec(input_size=self.input_size, resize=self.resize, color_constancy=self.color_constancy)
+        except ValueError as e:
+            out.append(str(e))
         number("epochs", 1, integer=True)
         number("batch_size", 1, integer=True)
         number("lr", 0)  # 0 is useful: a stage that only re-estimates batch-norm statistics

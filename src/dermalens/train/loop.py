@@ -33,7 +33,7 @@ from ..preprocess import PreprocessSpec
 from .augment import normalize_batch, train_transform
 from .cache import load_pixels
 from .config import TrainConfig
-from .models import BACKBONES, create_model
+from .models import BACKBONES, create_model, load_checkpoint
 from .teacher import load_teacher
 
 
@@ -156,9 +156,20 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         # starting afresh would overwrite an earlier run's checkpoints: a forgotten --resume must not cost it
         raise FileExistsError(f"{out} already holds a training run ({', '.join(earlier)}); pass --resume to "
                               "continue it, or choose another --out (delete the folder to start it again)")
-    if cfg.init_from and not Path(cfg.init_from).is_file():
-        raise FileNotFoundError(f"init_from: {cfg.init_from} not found (train the earlier stage first, or pass "
-                                "--init-from with its best.pt)")
+    split_file = Path(cfg.split_file)
+    # a missing split file is reported by select_split below, in the data layer's words
+    split_hash = split_sha256(split_file) if split_file.is_file() else None
+    init = None
+    if cfg.init_from:  # checked before minutes go into decoding the data
+        if not Path(cfg.init_from).is_file():
+            raise FileNotFoundError(f"init_from: {cfg.init_from} not found (train the earlier stage first, or pass "
+                                    "--init-from with its best.pt)")
+        init = load_checkpoint(cfg.init_from)
+        if init["config"]["backbone"] != cfg.backbone:
+            raise ValueError(f"init_from {cfg.init_from} is a {init['config']['backbone']}, not a {cfg.backbone}")
+        if init.get("split_sha256", split_hash) != split_hash:
+            raise ValueError(f"init_from {cfg.init_from} was trained on another split than {cfg.split_file}: its "
+                             "training images could be in this split's validation and test parts")
     if cfg.teacher and not Path(cfg.teacher).is_file():
         raise FileNotFoundError(f"teacher: {cfg.teacher} not found (make it with `python -m dermalens.train.teacher`)")
     world, rank = _dist_info()
@@ -176,27 +187,20 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     spec = preprocess_spec(cfg)
 
     records = load_ham10000(cfg.data_root)
-    train_recs = balanced_subset(select_split(records, "train", Path(cfg.split_file)), cfg.max_images_per_split)
-    val_recs = balanced_subset(select_split(records, "val", Path(cfg.split_file)), cfg.max_images_per_split)
+    train_recs = balanced_subset(select_split(records, "train", split_file), cfg.max_images_per_split)
+    val_recs = balanced_subset(select_split(records, "val", split_file), cfg.max_images_per_split)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else None
     decoders = max(1, min(8, os.cpu_count() or 1))
     train_px = load_pixels(train_recs, spec, cache, workers=decoders, desc="decode train")
     val_px = load_pixels(val_recs, spec, cache, workers=decoders, desc="decode val")
     y_train = np.array([r.label for r in train_recs])
-    split_hash = split_sha256(Path(cfg.split_file))  # export refuses to calibrate and test on another split
     y_val = np.array([r.label for r in val_recs])
     soft = load_teacher(cfg.teacher, [r.image_id for r in train_recs], len(CODES)) if cfg.teacher else None
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.backbone, len(CODES), pretrained=cfg.pretrained and not cfg.init_from,
                          drop_rate=cfg.drop_rate, drop_path_rate=cfg.drop_path_rate)
-    if cfg.init_from:
-        init = torch.load(cfg.init_from, map_location="cpu", weights_only=False)
-        if init["config"]["backbone"] != cfg.backbone:
-            raise ValueError(f"init_from {cfg.init_from} is a {init['config']['backbone']}, not a {cfg.backbone}")
-        if init.get("split_sha256", split_hash) != split_hash:
-            raise ValueError(f"init_from {cfg.init_from} was trained on another split than {cfg.split_file}: its "
-                             "training images could be in this split's validation and test parts")
+    if init is not None:
         model.load_state_dict(init["model"])
     model = model.to(device).to(memory_format=torch.channels_last)
     weights = class_weights(y_train, cfg.class_weight_power) if cfg.class_weight_power else None
@@ -297,7 +301,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         if main:
             print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
             meta = {"config": cfg.to_dict(), "preprocess": spec.to_dict(), "classes": list(CODES),
-                    "split_sha256": split_hash, "epoch": epoch, "val_metrics": m, "train_seconds": train_seconds,
+                    "split_sha256": split_hash,  # export refuses to calibrate and test on another split
+                    "epoch": epoch, "val_metrics": m, "train_seconds": train_seconds,
                     "hardware": _hardware(world, use_cuda)}
             if improved:
                 _atomic_save({**meta, "model": eval_model.state_dict()}, out / "best.pt")
