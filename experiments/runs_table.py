@@ -6,7 +6,9 @@ Rows: `checkpoints/explore/validation.jsonl` (validation figures as `python -m d
 printed them when each choice was made; two schemas, an older and the current one). Training minutes:
 the `seconds` column of the run's history.csv (`checkpoints/explore/NAME.history.csv` or
 `checkpoints/NAME/history.csv`), every epoch the run trained, not only up to its best. Validation only:
-the test split was read for shipped bundles alone, and their cards hold those figures.
+the test split was read for shipped bundles alone, and their cards hold those figures. Accuracy and ECE
+are in the record only from session 8 on (`compare` did not print them before, and the earlier runs' weights
+were not kept), so older rows say n/a.
 """
 from __future__ import annotations
 
@@ -24,11 +26,17 @@ def _row(r: dict) -> dict:
         return {"run": name, "trained": "x".join(map(str, r["input_size"])),
                 "tested": "x".join(map(str, r["tested_at"])), "epoch": r["best_epoch"],
                 "bacc": r["balanced_accuracy"], "macro": r["macro_auroc"], "mal": r["malignant_auroc"],
-                "sens": r["sensitivity"], "spec": r["specificity"], "T": r["temperature"]}
+                "sens": r["sensitivity"], "spec": r["specificity"], "T": r["temperature"],
+                "acc": r.get("accuracy"), "ece": r.get("ece")}
     name = r["run"].split(" ")[0]  # the older schema: "lite2_224x300 (shipped)"
     size = next((p for p in name.split("_") if "x" in p), "?")
     return {"run": r["run"], "trained": size, "tested": size, "epoch": r["epoch"], "bacc": r["bacc_raw"],
-            "macro": r["macro_auroc"], "mal": r["mal_auroc"], "sens": r["sens"], "spec": r["spec"], "T": r["T"]}
+            "macro": r["macro_auroc"], "mal": r["mal_auroc"], "sens": r["sens"], "spec": r["spec"], "T": r["T"],
+            "acc": None, "ece": None}
+
+
+def _maybe(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def training_minutes(run: str) -> str:
@@ -44,12 +52,13 @@ def training_minutes(run: str) -> str:
 
 def main():
     rows = [_row(json.loads(line)) for line in RECORD.read_text().splitlines() if line.strip()]
-    print("| run | trained at | tested at | best epoch | temperature | argmax bal. acc. | macro AUROC | "
-          "malignant AUROC | sens / spec | training minutes |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | trained at | tested at | best epoch | temperature | argmax bal. acc. | accuracy | macro AUROC | "
+          "malignant AUROC | sens / spec | ECE | training minutes |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['trained']} | {r['tested']} | {r['epoch']} | {r['T']} | {r['bacc']:.3f} | "
-              f"{r['macro']:.4f} | {r['mal']:.4f} | {r['sens']:.3f} / {r['spec']:.3f} | "
+              f"{_maybe(r['acc'])} | {r['macro']:.4f} | {r['mal']:.4f} | {r['sens']:.3f} / {r['spec']:.3f} | "
+              f"{_maybe(r['ece'])} | "
               f"{training_minutes(r['run'])} |")
 
 

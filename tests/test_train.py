@@ -231,7 +231,8 @@ def test_compare_reports_validation_figures_of_checkpoints(tiny_run):
     from dermalens.evaluate.compare import compare
     (row,) = compare([str(tiny_run / "best.pt")], str(MINI), str(SPLIT_FILE))
     assert row["backbone"] == "custom_cnn" and row["temperature"] > 0
-    for key in ("balanced_accuracy", "macro_auroc", "malignant_auroc", "sensitivity", "specificity"):
+    for key in ("balanced_accuracy", "accuracy", "macro_auroc", "malignant_auroc", "sensitivity", "specificity",
+                "ece"):
         assert 0 <= row[key] <= 1, key
     assert row["sensitivity"] >= 0.90  # the operating point is chosen for it, on this same split
 

@@ -3,8 +3,8 @@
     python -m dermalens.evaluate.compare RUN/best.pt [RUN2/best.pt ...] [--input-size 256x341 ...]
 
 For each checkpoint (PyTorch, needs the training install): temperature fitted on validation,
-balanced accuracy of the argmax, macro AUROC, malignant AUROC, and the specificity at the threshold
-that gives sensitivity >= 0.90, all on validation. Never the test split: that is for the report
+balanced accuracy and accuracy of the argmax, macro AUROC, malignant AUROC, the specificity at the
+threshold that gives sensitivity >= 0.90, and the calibrated ECE, all on validation. Never the test split: that is for the report
 of the one model chosen.
 
 `--input-size` (repeatable) runs each checkpoint at other input sizes than it was trained at: a
@@ -53,7 +53,9 @@ def compare(checkpoints: list[str], data_root: str, split_file: str,
 
 
 def validation_figures(logits: np.ndarray, records: list) -> dict:
-    """Temperature, balanced accuracy, AUROCs and the sensitivity-0.90 operating point of raw logits."""
+    """Temperature, balanced accuracy, accuracy, AUROCs, the sensitivity-0.90 operating point and the
+    ECE after temperature scaling, of raw logits. (The ECE is measured on the split the temperature was
+    fitted on, so it flatters; the card's test ECE is the honest one.)"""
     y = np.array([r.label for r in records])
     malignant = np.isin([r.dx for r in records], list(MALIGNANT_CODES))
     t = fit_temperature(logits, y)
@@ -62,6 +64,7 @@ def validation_figures(logits: np.ndarray, records: list) -> dict:
     m = classification_metrics(y, probs, malignant_threshold=threshold)
     op = m["malignant"]
     return {"temperature": round(t, 3), "balanced_accuracy": round(m["balanced_accuracy"], 4),
+            "accuracy": round(m["accuracy"], 4), "ece": round(m["ece"], 4),
             "macro_auroc": round(m["macro_auroc"], 4), "malignant_auroc": round(op["auroc"], 4),
             "sensitivity": round(op["sensitivity"], 3), "specificity": round(op["specificity"], 3)}
 
