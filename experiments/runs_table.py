@@ -58,8 +58,7 @@ def main():
     for r in rows:
         print(f"| {r['run']} | {r['trained']} | {r['tested']} | {r['epoch']} | {r['T']} | {r['bacc']:.3f} | "
               f"{_maybe(r['acc'])} | {r['macro']:.4f} | {r['mal']:.4f} | {r['sens']:.3f} / {r['spec']:.3f} | "
-              f"{_maybe(r['ece'])} | "
-              f"{training_minutes(r['run'])} |")
+              f"{_maybe(r['ece'])} | {training_minutes(r['run'])} |")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import csv
 import os
 import shutil
 from pathlib import Path
@@ -56,6 +57,22 @@ def mini_copy(tmp_path) -> Path:
     dst = tmp_path / "mini"
     shutil.copytree(MINI, dst)
     return dst
+
+
+@pytest.fixture()
+def leaky_split_file(tmp_path) -> Path:
+    """The committed split with one training image moved into test: exactly the leak a changed split
+    file causes, for tests that models refuse it."""
+    with open(SPLIT_FILE) as f:
+        rows = list(csv.DictReader(f))
+    i = next(k for k, r in enumerate(rows) if r["split"] == "train")
+    rows[i]["split"] = "test"
+    other = tmp_path / "other_split.csv"
+    with open(other, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return other
 
 
 @pytest.fixture(scope="session")

@@ -76,17 +76,9 @@ def test_clear_errors_for_wrong_paths(tmp_path, capsys):
     assert "metadata file not found" in capsys.readouterr().err
 
 
-def test_evaluate_refuses_a_split_file_the_model_was_not_trained_on(tiny_bundle, tmp_path, capsys):
+def test_evaluate_refuses_a_split_file_the_model_was_not_trained_on(tiny_bundle, leaky_split_file, tmp_path, capsys):
     from conftest import SPLIT_FILE
-    rows = list(csv.DictReader(open(SPLIT_FILE)))
-    # move one training image into test: exactly the leak a changed split file causes
-    i = next(k for k, r in enumerate(rows) if r["split"] == "train")
-    rows[i]["split"] = "test"
-    other = tmp_path / "other_split.csv"
-    with open(other, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    other = leaky_split_file
     args = ["evaluate", "--model", str(tiny_bundle), "--split", "test", "--data", str(MINI), "--split-file", str(other)]
     assert main(args + ["--out", str(tmp_path / "r1")]) == 2
     assert "not the split this model was trained" in capsys.readouterr().err

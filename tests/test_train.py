@@ -198,18 +198,10 @@ def test_second_stage_starts_from_the_first_and_export_counts_both(tiny_run, tmp
         _training_time(ck)
 
 
-def test_a_checkpoint_is_never_exported_or_continued_on_another_split(tiny_run, tmp_path):
-    import csv
+def test_a_checkpoint_is_never_exported_or_continued_on_another_split(tiny_run, leaky_split_file, tmp_path):
     from dermalens.export.bundle import export_bundle
     assert torch.load(tiny_run / "best.pt", weights_only=False)["split_sha256"]
-    rows = list(csv.DictReader(open(SPLIT_FILE)))
-    i = next(k for k, r in enumerate(rows) if r["split"] == "train")
-    rows[i]["split"] = "test"  # one training image moved into test
-    other = tmp_path / "other_split.csv"
-    with open(other, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+    other = leaky_split_file
     with pytest.raises(ValueError, match="trained on another split"):
         export_bundle(tiny_run, tmp_path / "b", MINI, other, evaluate_test=False)
     assert not (tmp_path / "b").exists()

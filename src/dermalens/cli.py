@@ -51,16 +51,14 @@ def cmd_split(a):
         try:
             old = read_split(out)
         except DatasetError:
-            old = None
-        moved = None if old is None else (sum(old.get(i) != part for i, part in assignment.items())
-                                          + len(set(old) - set(assignment)))
+            raise FileExistsError(f"{out} exists and is not a split file; choose another --out or pass "
+                                  "--force") from None
+        moved = sum(old.get(i) != part for i, part in assignment.items()) + len(set(old) - set(assignment))
         if moved:
             raise FileExistsError(
                 f"{out} exists and the new split differs from it ({moved} images change split). Models trained on "
                 f"it would see their training images in the new test split. Write the new split elsewhere with "
                 f"--out, or pass --force to replace it")
-        if old is None:
-            raise FileExistsError(f"{out} exists and is not a split file; choose another --out or pass --force")
     write_split(records, assignment, out)
     counts = Counter(assignment.values())
     lesions = {s: len({r.lesion_id for r in records if assignment[r.image_id] == s}) for s in counts}

@@ -4,8 +4,8 @@
 
 For each checkpoint (PyTorch, needs the training install): temperature fitted on validation,
 balanced accuracy and accuracy of the argmax, macro AUROC, malignant AUROC, the specificity at the
-threshold that gives sensitivity >= 0.90, and the calibrated ECE, all on validation. Never the test split: that is for the report
-of the one model chosen.
+threshold that gives sensitivity >= 0.90, and the calibrated ECE, all on validation. Never the test
+split: that is for the report of the one model chosen.
 
 `--input-size` (repeatable) runs each checkpoint at other input sizes than it was trained at: a
 network trained on random resized crops sees lesions larger than a whole-frame resize shows them,
