@@ -81,3 +81,9 @@ def test_split_command_never_silently_replaces_a_different_split(tmp_path, capsy
     assert main(["split", "--data", str(HAM), "--out", str(out)]) == 0  # the same split: nothing to protect
     assert main(["split", "--data", str(HAM), "--out", str(out), "--seed", "1", "--force"]) == 0
     assert read_split(out) != read_split(SPLIT_FILE)
+    notes = tmp_path / "notes.csv"  # any other file is named as such, and kept
+    for text in ("hello\n", "image_id,dx\nISIC_0024306,nv\n"):
+        notes.write_text(text)
+        assert main(["split", "--data", str(HAM), "--out", str(notes)]) == 2
+        assert "is not a split file" in capsys.readouterr().err
+        assert notes.read_text() == text

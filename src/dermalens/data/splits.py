@@ -73,7 +73,12 @@ def read_split(path: Path = DEFAULT_SPLIT_FILE) -> dict[str, str]:
     if not path.is_file():
         raise DatasetError(f"{path}: split file not found (create it with `dermalens split`)")
     with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    missing = {"image_id", "split"} - set(reader.fieldnames or ())
+    if missing or not rows:
+        raise DatasetError(f"{path}: not a split file (it needs columns image_id and split, one row per image; "
+                           "create one with `dermalens split`)")
     bad = {r["split"] for r in rows} - set(SPLITS)
     if bad:
         raise DatasetError(f"{path}: unknown split name(s) {sorted(bad)}")
