@@ -175,3 +175,19 @@ def test_reduced_decode_keeps_small_frames_and_orientation(rgb):
     assert shown.size == (300, 400)  # decoded at 1/4 scale (400x300), then turned to portrait
     expected = np.asarray(rgb.transpose(Image.Transpose.ROTATE_270).resize((300, 400)), np.int16)
     assert np.abs(np.asarray(shown, np.int16) - expected).mean() < 8
+
+
+def test_colour_rule_turns_away_greyscale_but_not_the_least_colourful_lesion():
+    """The OOD gate's colour rule on decoded pixels: the HAM10000 image with the least colour passes,
+    its greyscale copy (any mode a user might send: L, 16-bit, RGB with equal channels) does not, and a
+    card written before the rule existed keeps the behaviour it describes."""
+    from dermalens.inference.ood import EXPOSURE_RULES, exposure_reasons
+    spec = PreprocessSpec(input_size=(256, 341))
+    path = FIXTURES / "least_colourful" / "ISIC_0025456.jpg"
+    assert exposure_reasons(spec.to_uint8(path)) == []
+    grey = Image.open(path).convert("L")
+    for img in (grey, Image.fromarray(np.asarray(grey).astype(np.uint16) * 257), grey.convert("RGB")):
+        reasons = exposure_reasons(spec.to_uint8(_bytes(img, "PNG")))
+        assert any("greyscale" in r for r in reasons), (img.mode, reasons)
+    older_card = {k: v for k, v in EXPOSURE_RULES.items() if k != "min_chroma"}
+    assert exposure_reasons(spec.to_uint8(grey), older_card) == []

@@ -9,7 +9,7 @@ from dermalens.data import load_ham10000, select_split, split_sha256
 from dermalens.evaluate.explain_eval import gradcam_mask_scores
 from dermalens.evaluate.ood_set import synthetic_images
 from dermalens.inference import Predictor
-from conftest import HAM, MINI, SPLIT_FILE
+from conftest import FIXTURES, HAM, MINI, SPLIT_FILE
 
 ham_only = pytest.mark.skipif(not (HAM / "HAM10000_metadata.csv").is_file(), reason="needs ../shared/data/ham10000")
 
@@ -104,6 +104,22 @@ def test_ood_gate_passes_lesions_and_flags_other_images(predictor):
     assert np.mean(list(flagged.values())) >= 0.9, flagged
     for n in ("blank_white", "blank_black", "uniform_noise", "screenshot", "astronaut"):
         assert flagged[n], n
+
+
+def test_greyscale_lesion_gets_no_assessment(shipped_bundle, predictor):
+    """A greyscale copy of a lesion that the gate passes in colour. The network answers it about as
+    confidently as the colour image and the feature distance lets it through, so the colour rule is
+    what stops it; the least colourful HAM10000 image must still pass that rule."""
+    path = sorted((MINI / "images").iterdir())[0]
+    colour = predictor.predict(path)
+    assert colour.in_distribution and colour.risk != "indeterminate"
+    grey = predictor.predict(Image.open(path).convert("L"))
+    assert not grey.in_distribution and grey.risk == "indeterminate" and not grey.confident
+    assert any("greyscale" in r for r in grey.to_dict()["quality"]["reasons"])
+    card = json.loads((shipped_bundle / "card.json").read_text())
+    assert card["ood"]["exposure_rules"]["min_chroma"] > 0, "the card describes the colour rule it applies"
+    least = predictor.predict(FIXTURES / "least_colourful" / "ISIC_0025456.jpg")
+    assert not any("greyscale" in r for r in least.ood_reasons), least.ood_reasons
 
 
 def test_ood_threshold_is_applied_on_both_sides(shipped_bundle, predictor):

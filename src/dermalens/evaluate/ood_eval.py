@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .ood_set import exposure_variants, skimage_photos, synthetic_images
+from .ood_set import degraded_lesions, skimage_photos, synthetic_images
 
 
 def ood_images(lesion_pixels: np.ndarray | None = None, n_exposure: int = 10) -> dict[str, np.ndarray]:
     images = {**skimage_photos(), **synthetic_images()}
     if lesion_pixels is not None and len(lesion_pixels):
-        images.update(exposure_variants(lesion_pixels[:n_exposure], [f"lesion{i}" for i in range(n_exposure)]))
+        images.update(degraded_lesions(lesion_pixels[:n_exposure], [f"lesion{i}" for i in range(n_exposure)]))
     return images
 
 

@@ -1,8 +1,8 @@
 """A non-dermoscopy image set for testing the out-of-distribution gate.
 
 Everyday photos and drawings that ship inside scikit-image (when it is installed), plus
-synthetic images: blank, noise, gradients, a screenshot-like UI with text, and over- and
-under-exposed versions of real lesion images.
+synthetic images: blank, noise, gradients, a screenshot-like UI with text, and over-exposed,
+under-exposed and greyscale versions of real lesion images.
 """
 from __future__ import annotations
 
@@ -57,11 +57,12 @@ def synthetic_images(seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def exposure_variants(pixels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
-    """Over- and under-exposed copies of real lesion images (uint8 HxWx3)."""
+def degraded_lesions(pixels: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+    """Over-exposed, under-exposed and greyscale copies of real lesion images (uint8 HxWx3)."""
     out = {}
     for name, img in zip(names, pixels):
         f = img.astype(np.float32)
         out[f"overexposed_{name}"] = np.clip(f * 4 + 60, 0, 255).astype(np.uint8)
         out[f"underexposed_{name}"] = np.clip(f * 0.06, 0, 255).astype(np.uint8)
+        out[f"greyscale_{name}"] = np.asarray(Image.fromarray(img).convert("L").convert("RGB"))
     return out

@@ -207,8 +207,11 @@ def _export_into(ck_path: Path, out: Path, data_root, split_file, name, version,
         "ood": "lowest Mahalanobis score at which >= 95 % of the validation split's images pass on average "
                "over the classes (the plain 95th percentile would be set by nevi and turn away rare classes)",
     }
+    rules = dict(EXPOSURE_RULES)
+    if spec.gray_equalize:  # the preprocessing itself makes every image grey; colour cannot be asked for
+        rules.pop("min_chroma")
     card["ood"] = {"method": "min class-conditional Mahalanobis distance of pooled features, shared "
-                             "Ledoit-Wolf covariance fitted on the training split", "exposure_rules": EXPOSURE_RULES}
+                             "Ledoit-Wolf covariance fitted on the training split", "exposure_rules": rules}
     card["metrics"] = {"split_file": split_file.name, "split_sha256": card["data"]["split_sha256"],
                        "validation": classification_metrics(y_val, val_probs, codes, t_op,
                                                             pred=decide(val_probs, bias),

@@ -19,9 +19,9 @@ RECOMMENDATIONS = {
                  "by a dermatologist in the coming weeks."),
     "high": ("The model found features strongly associated with malignant lesions. Please see a dermatologist "
              "promptly, ideally within two weeks."),
-    "indeterminate": ("This image does not look like a dermoscopic image of a skin lesion (or it is badly "
-                      "exposed), so no assessment is given. Use a sharp, evenly lit dermoscopic image centred on "
-                      "the lesion."),
+    "indeterminate": ("This image does not look like a colour dermoscopic image of a skin lesion (or it is "
+                      "badly exposed), so no assessment is given. Use a sharp, evenly lit colour dermoscopic image "
+                      "centred on the lesion."),
 }
 
 COLOURS = {"low": "#2e7d32", "moderate": "#ef6c00", "high": "#c62828", "indeterminate": "#616161"}
