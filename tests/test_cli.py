@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 
+from PIL import Image
+
 from dermalens.cli import main
 from conftest import FIXTURES, MINI, REPO
 
@@ -23,6 +25,7 @@ def test_predict_skips_a_bad_file_and_predicts_the_rest(tiny_bundle, tmp_path, c
         shutil.copy(p, folder)
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
     (folder / "empty.png").write_bytes(b"")
+    Image.open(sorted((MINI / "images").iterdir())[0]).convert("L").save(folder / "grey.png")
     out_csv, out_json, explain = tmp_path / "r.csv", tmp_path / "r.json", tmp_path / "cams"
     rc = main(["predict", str(folder), str(FIXTURES / "fullres" / "*.jpg"), "--model", str(tiny_bundle),
                "--csv", str(out_csv), "--json", str(out_json), "--explain", str(explain), "--tta"])
@@ -30,10 +33,13 @@ def test_predict_skips_a_bad_file_and_predicts_the_rest(tiny_bundle, tmp_path, c
     assert rc == 1  # some inputs were skipped
     assert "broken.jpg: not a recognised image" in captured.err and "empty.png" in captured.err
     rows = list(csv.DictReader(open(out_csv)))
-    assert len(rows) == 7 and all(float(r["confidence"]) > 0 for r in rows)
+    assert len(rows) == 8 and all(float(r["confidence"]) > 0 for r in rows)
+    grey = next(r for r in rows if r["file"].endswith("grey.png"))  # predicted, but not assessed, and why
+    assert grey["in_distribution"] == "False" and grey["risk"] == "indeterminate"
+    assert "greyscale" in grey["not_assessed_because"] and f"grey.png: {grey['not_assessed_because']}" in captured.out
     data = json.loads(out_json.read_text())
-    assert len(data["results"]) == 7 and len(data["errors"]) == 2
-    assert len(list(explain.iterdir())) == 7
+    assert len(data["results"]) == 8 and len(data["errors"]) == 2
+    assert len(list(explain.iterdir())) == 8
     assert "not a medical device" in captured.out
 
 

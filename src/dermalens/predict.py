@@ -47,7 +47,7 @@ def prediction_row(path: Path, p) -> dict:
     row = {"file": str(path), "prediction": p.codes[p.top], "name": p.names[p.top],
            "confidence": round(float(p.probabilities[p.top]), 4),
            "malignancy": round(p.malignancy, 4), "malignant": p.malignancy >= p.malignant_threshold,
-           "risk": p.risk, "in_distribution": p.in_distribution}
+           "risk": p.risk, "in_distribution": p.in_distribution, "not_assessed_because": "; ".join(p.ood_reasons)}
     row.update({f"p_{c}": round(float(v), 4) for c, v in zip(p.codes, p.probabilities)})
     return row
 
@@ -98,8 +98,13 @@ def _print_table(rows: list[dict]) -> None:
     print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  risk")
     for r in rows:
         name = r["file"] if len(r["file"]) <= width else "..." + r["file"][-(width - 3):]
-        risk = r["risk"] + ("" if r["in_distribution"] else " (not a dermoscopic image?)")
+        risk = r["risk"] + ("" if r["in_distribution"] else " (see below)")
         cls = r["prediction"] if r["in_distribution"] else "-"
         if r["in_distribution"] and r["confidence"] < 0.5:
             cls += "?"  # uncertain: no class reaches 50 %
         print(f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {risk}")
+    flagged = [r for r in rows if not r["in_distribution"]]
+    if flagged:
+        print("\nnot assessed:")
+        for r in flagged:
+            print(f"  {r['file']}: {r['not_assessed_because']}")
