@@ -89,6 +89,21 @@ def test_big_jpeg_reports_its_own_size_and_the_same_prediction(api):
     assert np.abs(np.array(p_big) - np.array(p_small)).max() < 0.05
 
 
+def test_too_small_and_greyscale_images_are_answered_but_not_assessed(api):
+    """A thumbnail and a greyscale copy of a lesion the gate passes: 200 with the reason, no risk
+    level, and the size is the one sent (an upload and a batch go the same way)."""
+    assert api.post("/predict", json={"image": b64(LESION.read_bytes())}).json()["quality"]["reasons"] == []
+    cases = {"thumbnail": (encode(_rgb().resize((100, 75)), "PNG"), "100x75 pixels"),
+             "greyscale": (encode(_rgb().convert("L"), "PNG"), "greyscale")}
+    for name, (data, reason) in cases.items():
+        for r in (api.post("/predict", json={"image": b64(data)}).json(),
+                  api.post("/predict/upload", files={"file": ("x.png", data, "image/png")}).json(),
+                  api.post("/predict/batch", json={"images": [b64(data)]}).json()["results"][0]):
+            assert r["success"] and r["quality"]["in_distribution"] is False, name
+            assert r["risk"]["level"] == "indeterminate" and r["prediction"]["confident"] is False, name
+            assert any(reason in x for x in r["quality"]["reasons"]), (name, r["quality"]["reasons"])
+
+
 def test_upload_and_batch(api):
     r = api.post("/predict/upload", files={"file": ("x.jpg", LESION.read_bytes(), "image/jpeg")},
                  data={"tta": "true"})

@@ -122,6 +122,20 @@ def test_greyscale_lesion_gets_no_assessment(shipped_bundle, predictor):
     assert not any("greyscale" in r for r in least.ood_reasons), least.ood_reasons
 
 
+def test_thumbnail_gets_no_assessment(shipped_bundle, predictor):
+    """Below the card's smallest short side (set on validation, experiments/low_resolution_probe.py)
+    a lesion the gate passes at 200x150 gets no assessment; at that side it is still assessed."""
+    side = json.loads((shipped_bundle / "card.json").read_text())["ood"]["min_short_side"]
+    assert 16 < side <= 150, "HAM10000's own 200x150 images must pass"
+    path = sorted((MINI / "images").iterdir())[0]
+    img = Image.open(path)
+    ok = predictor.predict(img.resize((round(side * 4 / 3), side)))
+    assert not any("pixels" in r for r in ok.ood_reasons), ok.ood_reasons
+    small = predictor.predict(img.resize((round((side - 1) * 4 / 3), side - 1)))
+    assert not small.in_distribution and small.risk == "indeterminate"
+    assert any(f"below {side} pixels" in r for r in small.ood_reasons), small.ood_reasons
+
+
 def test_ood_threshold_is_applied_on_both_sides(shipped_bundle, predictor):
     """Just below the threshold passes, just above is flagged, and flagged is never a diagnosis."""
     path = sorted((MINI / "images").iterdir())[3]

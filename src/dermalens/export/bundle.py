@@ -30,7 +30,7 @@ from ..evaluate.explain_eval import gradcam_mask_scores
 from ..evaluate.metrics import classification_metrics, malignancy_score, threshold_for_sensitivity
 from ..evaluate.run import decode_records, evaluate_records
 from ..inference.bundle import CARD_FORMAT, default_classes_for_card, load_bundle
-from ..inference.ood import EXPOSURE_RULES, balanced_pass_threshold, fit_gate, mahalanobis_score
+from ..inference.ood import EXPOSURE_RULES, MIN_SHORT_SIDE, balanced_pass_threshold, fit_gate, mahalanobis_score
 from ..inference.predictor import Predictor
 from ..inference.softmax import decide
 from ..preprocess import PreprocessSpec
@@ -211,7 +211,8 @@ def _export_into(ck_path: Path, out: Path, data_root, split_file, name, version,
     if spec.gray_equalize:  # the preprocessing itself makes every image grey; colour cannot be asked for
         rules.pop("min_chroma")
     card["ood"] = {"method": "min class-conditional Mahalanobis distance of pooled features, shared "
-                             "Ledoit-Wolf covariance fitted on the training split", "exposure_rules": rules}
+                             "Ledoit-Wolf covariance fitted on the training split", "exposure_rules": rules,
+                   "min_short_side": MIN_SHORT_SIDE}
     card["metrics"] = {"split_file": split_file.name, "split_sha256": card["data"]["split_sha256"],
                        "validation": classification_metrics(y_val, val_probs, codes, t_op,
                                                             pred=decide(val_probs, bias),

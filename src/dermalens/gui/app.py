@@ -248,7 +248,7 @@ class App:
                           "weighted up in close calls)"
             self.top_label.config(text=f"{top['predicted_class']}: {100 * top['confidence']:.1f} %{suffix}")
         else:
-            self.top_label.config(text="No assessment: not a dermoscopic lesion image?")
+            self.top_label.config(text="No assessment (see the warning below)")
             self.ood_label.config(text="Warning: " + "; ".join(q["reasons"]) + ". The class scores below are "
                                   "not a diagnosis.")
             self.ood_label.pack(anchor="w", after=self.top_label, pady=4)

@@ -4,6 +4,8 @@ Two checks, either of which flags an image:
 * exposure: the resized image is nearly black, nearly white, nearly uniform, or has no colour
   (a greyscale picture: every HAM10000 image is in colour, and the network answers a greyscale
   lesion as confidently as a colour one, so only this check can turn it away);
+* size: the image as sent is smaller than the model can read (its short side below
+  `MIN_SHORT_SIDE`; a thumbnail upscaled to the input size);
 * feature distance: the smallest Mahalanobis distance of the image's pooled features to
   any class mean of the training split (shared Ledoit-Wolf covariance, after Lee et al.
   2018). Its threshold lets at least 95 % of validation images pass on average over the
@@ -17,6 +19,11 @@ import numpy as np
 # well under 1); the least colourful of the 10,015 HAM10000 images scores 5.3 and 99.9 % score above 11
 # at the served size (`.venv/bin/python experiments/chroma_survey.py`), so 2.0 turns away grey pictures and no dermoscopic image.
 EXPOSURE_RULES = {"min_mean": 20.0, "max_mean": 235.0, "min_std": 6.0, "min_chroma": 2.0}
+
+# Shortest side, in pixels of the image as sent, below which no assessment is given: the smallest size at
+# which the shipped model's validation figures held up when validation images were shrunk
+# (`.venv/bin/python experiments/low_resolution_probe.py`; rule and table in README.md, "Input checks").
+MIN_SHORT_SIDE = 112
 
 
 def exposure_reasons(pixels: np.ndarray, rules: dict = EXPOSURE_RULES) -> list[str]:
@@ -33,6 +40,14 @@ def exposure_reasons(pixels: np.ndarray, rules: dict = EXPOSURE_RULES) -> list[s
     if "min_chroma" in rules and mean_chroma(pixels) < rules["min_chroma"]:
         reasons.append("image has no colour (greyscale); the model knows only colour dermoscopic images")
     return reasons
+
+
+def size_reasons(width: int, height: int, min_short_side: int | None) -> list[str]:
+    """Reasons an image of this size (as sent, before the resize) is too small to assess."""
+    if min_short_side and min(width, height) < min_short_side:
+        return [f"image is only {width}x{height} pixels; below {min_short_side} pixels on the short side the "
+                "model's accuracy drops, so it is not assessed"]
+    return []
 
 
 def mean_chroma(pixels: np.ndarray) -> float:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import DISCLAIMER
-from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource
+from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, source_size
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
-from .ood import EXPOSURE_RULES, exposure_reasons, mahalanobis_score
+from .ood import EXPOSURE_RULES, exposure_reasons, mahalanobis_score, size_reasons
 from .risk import RECOMMENDATIONS, risk_level
 from .softmax import decide
 
@@ -105,6 +105,7 @@ class Predictor:
         self.high_threshold = float(t.get("high_risk", 1.0))
         self.ood_threshold = float(t["ood"]) if "ood" in t and b.ood is not None else None
         self.exposure_rules = b.card.get("ood", {}).get("exposure_rules", EXPOSURE_RULES)
+        self.min_short_side = b.card.get("ood", {}).get("min_short_side")  # absent from older cards: not applied
 
     # ---- arrays in, arrays out (used by evaluation too) ------------------------------------
     def forward(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 8):
@@ -144,11 +145,15 @@ class Predictor:
 
     def predict(self, source: ImageSource, tta: bool = False, explain: bool = False,
                 explain_class: int | None = None) -> Prediction:
+        size = source_size(source, self.max_pixels)
         return self.predict_pixels(self.load(source)[None], tta=tta, explain=explain,
-                                   explain_class=explain_class, sources=[_name(source)])[0]
+                                   explain_class=explain_class, sources=[_name(source)], source_sizes=[size])[0]
 
     def predict_pixels(self, pixels: np.ndarray, tta: bool = False, explain: bool = False,
-                       explain_class: int | None = None, sources=None) -> list[Prediction]:
+                       explain_class: int | None = None, sources=None,
+                       source_sizes: list[tuple[int, int] | None] | None = None) -> list[Prediction]:
+        """`source_sizes`: (width, height) of each image as sent, for the size check; None skips it
+        (the pixels alone no longer tell how small the image was)."""
         probs, pooled, maps = self.forward(pixels, tta=tta)
         scores = self.ood_scores(pooled)
         mal = self.malignancy(probs)
@@ -156,6 +161,8 @@ class Predictor:
         out = []
         for i in range(len(pixels)):
             reasons = exposure_reasons(pixels[i], self.exposure_rules)
+            if source_sizes and source_sizes[i]:
+                reasons += size_reasons(*source_sizes[i], self.min_short_side)
             score = None if scores is None else float(scores[i])
             if score is not None and self.ood_threshold is not None and score > self.ood_threshold:
                 reasons.append("image features are unlike the dermoscopic training images")

@@ -147,7 +147,7 @@ class Engine:
 
     async def predict(self, data: bytes, tta: bool, explain: bool) -> dict:
         pixels, info = await run_in_threadpool(self.prepare, data)
-        p = await asyncio.wrap_future(self.batcher.submit(pixels, tta, explain))
+        p = await asyncio.wrap_future(self.batcher.submit(pixels, tta, explain, (info["width"], info["height"])))
         return {"success": True, **p.to_dict(), "image": info}
 
 

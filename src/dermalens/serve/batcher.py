@@ -21,9 +21,10 @@ class Batcher:
         self.thread = threading.Thread(target=self._loop, name="dermalens-batcher", daemon=True)
         self.thread.start()
 
-    def submit(self, pixels: np.ndarray, tta: bool, explain: bool) -> Future:
+    def submit(self, pixels: np.ndarray, tta: bool, explain: bool, size: tuple[int, int] | None = None) -> Future:
+        """`size`: (width, height) of the image as sent, for the predictor's size check."""
         fut: Future = Future()
-        self.queue.put((pixels, tta, explain, fut))
+        self.queue.put((pixels, tta, explain, fut, size))
         return fut
 
     def _loop(self):
@@ -42,7 +43,8 @@ class Batcher:
     def _run(self, group, tta: bool):
         try:
             preds = self.predictor.predict_pixels(np.stack([g[0] for g in group]), tta=tta,
-                                                  explain=any(g[2] for g in group))
+                                                  explain=any(g[2] for g in group),
+                                                  source_sizes=[g[4] for g in group])
         except Exception as e:  # hand the failure to every waiting request
             for g in group:
                 g[3].set_exception(e)

@@ -87,7 +87,7 @@
     ood.hidden = inDist;
     if (!inDist) {
       ood.textContent = "No assessment: " + (r.quality.reasons || []).join("; ") +
-        ". This does not look like a dermoscopic image of a skin lesion, so its class scores are not shown as a result.";
+        ". The image was not assessed, so its class scores are not shown as a result.";
     }
     $("summary").hidden = !inDist;
     $("scores").hidden = !inDist;  // no class scores for an image that was not assessed
