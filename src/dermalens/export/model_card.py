@@ -106,6 +106,11 @@ def write_model_card(card: dict, path: Path) -> None:
             # the gate's cost is not spread evenly: rare classes lie farther from the training mass
             lines[-1:-1] = ["Pass rate by diagnosis (the rest are shown as indeterminate, not classified): "
                             + ", ".join(f"{code} {_f(rate)}" for code, rate in by_class.items()) + "."]
+    checks = _input_checks(card.get("ood", {}))
+    if checks:
+        lines += ["## Input checks",
+                  "An image gets no assessment (risk 'indeterminate', with the reason) when " + "; or ".join(checks)
+                  + ". These come before the gate's feature distance, which passes greyscale and small images.", ""]
     lines += [
         "## Limits",
         "- Trained on 200x150 downscaled images of mostly fair-skinned patients from two centres (Vienna, "
@@ -127,3 +132,16 @@ def write_model_card(card: dict, path: Path) -> None:
             f"bias and thresholds, and macro AUROC falls from {val['macro_auroc']:.3f} there to "
             f"{test['macro_auroc']:.3f} on the test split. Quote the test figures.")
     path.write_text("\n".join(lines) + "\n")
+
+
+def _input_checks(ood: dict) -> list[str]:
+    r, checks = ood.get("exposure_rules", {}), []
+    if "min_mean" in r and "max_mean" in r:
+        checks.append(f"its mean luminance is outside {r['min_mean']:g}-{r['max_mean']:g} (of 255)")
+    if "min_std" in r:
+        checks.append(f"its luminance varies by less than {r['min_std']:g} (standard deviation; a blank frame)")
+    if "min_chroma" in r:
+        checks.append(f"its mean chroma (max - min of R, G, B) is below {r['min_chroma']:g} (a greyscale image)")
+    if ood.get("min_short_side"):
+        checks.append(f"its short side, as sent, is below {ood['min_short_side']} pixels")
+    return checks
