@@ -6,9 +6,10 @@ Rows: `checkpoints/explore/validation.jsonl` (validation figures as `python -m d
 printed them when each choice was made; two schemas, an older and the current one). Training minutes:
 the `seconds` column of the run's history.csv (`checkpoints/explore/NAME.history.csv` or
 `checkpoints/NAME/history.csv`), every epoch the run trained, not only up to its best. Validation only:
-the test split was read for shipped bundles alone, and their cards hold those figures. Accuracy and ECE
-are in the record only from session 8 on (`compare` did not print them before, and the earlier runs' weights
-were not kept), so older rows say n/a.
+the test split was read for shipped bundles alone, and their cards hold those figures. `compare` prints accuracy
+and ECE from session 8 on. In session 9 every earlier row whose weights still existed was re-run with `compare`
+(same checkpoint, same tested size); its other figures matched the record to the fourth decimal, and only
+then were its accuracy and ECE added. The GPU exploration runs' weights were not kept, so those rows say n/a.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _row(r: dict) -> dict:
     size = next((p for p in name.split("_") if "x" in p), "?")
     return {"run": r["run"], "trained": size, "tested": size, "epoch": r["epoch"], "bacc": r["bacc_raw"],
             "macro": r["macro_auroc"], "mal": r["mal_auroc"], "sens": r["sens"], "spec": r["spec"], "T": r["T"],
-            "acc": None, "ece": None}
+            "acc": r.get("accuracy"), "ece": r.get("ece")}
 
 
 def _maybe(value) -> str:
