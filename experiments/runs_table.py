@@ -48,6 +48,8 @@ def training_minutes(run: str) -> str:
             with open(path) as f:
                 rows = list(csv.DictReader(f))
             return f"{sum(float(r['seconds']) for r in rows) / 60:.0f} ({len(rows)} ep.)"
+    if "bnrecal" in name:
+        return "0 (batch-norm statistics only)"
     return "0 (weight average)" if "soup" in name else "n/a (history not kept)"
 
 
