@@ -65,7 +65,8 @@ def test_card_meets_the_quality_bar_for_macro_auroc(shipped_bundle):
 
 
 @pytest.mark.xfail(strict=True, reason="dermalens-lite2 2.2.1 (2.2.0's network): the threshold chosen for "
-                   "sensitivity 0.90 on validation gives 0.899 (267 of 297) on the test split (95 % CI 0.853-0.939; see MODEL_CARD.md)")
+                   "sensitivity 0.90 on validation gives 0.899 (267 of 297) on the test split (95 % CI "
+                   "0.853-0.939; see MODEL_CARD.md)")
 def test_card_meets_the_quality_bar_for_malignancy(shipped_bundle):
     """The issue's 'must' line for malignant vs benign, threshold from validation."""
     m = json.loads((shipped_bundle / "card.json").read_text())["metrics"]["test"]
@@ -107,9 +108,9 @@ def test_ood_gate_passes_lesions_and_flags_other_images(predictor):
 
 
 def test_greyscale_lesion_gets_no_assessment(shipped_bundle, predictor):
-    """A greyscale copy of a lesion that the gate passes in colour. The network answers it about as
-    confidently as the colour image and the feature distance lets it through, so the colour rule is
-    what stops it; the least colourful HAM10000 image must still pass that rule."""
+    """A greyscale copy of a lesion that the gate passes in colour gets no assessment, and the colour
+    rule says why (the feature distance alone lets most greyscale lesions through:
+    experiments/chroma_survey.py); the least colourful HAM10000 image must still pass that rule."""
     path = sorted((MINI / "images").iterdir())[0]
     colour = predictor.predict(path)
     assert colour.in_distribution and colour.risk != "indeterminate"

@@ -174,11 +174,6 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     return img
 
 
-def source_size(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """(width, height) of an image as sent, from its header: nothing is decoded."""
-    return open_image(source, max_pixels=max_pixels).size
-
-
 def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
              background: tuple[int, int, int] = (0, 0, 0), at_least: int | None = None) -> Image.Image:
     """Decode to an 8-bit RGB PIL image.

@@ -1,6 +1,6 @@
 """Out-of-distribution gate: is this a dermoscopic lesion image at all?
 
-Two checks, either of which flags an image:
+Three checks, any of which flags an image:
 * exposure: the resized image is nearly black, nearly white, nearly uniform, or has no colour
   (a greyscale picture: every HAM10000 image is in colour, and the network answers a greyscale
   lesion as confidently as a colour one, so only this check can turn it away);
@@ -23,13 +23,14 @@ EXPOSURE_RULES = {"min_mean": 20.0, "max_mean": 235.0, "min_std": 6.0, "min_chro
 
 # Shortest side, in pixels of the image as sent, below which no assessment is given: the smallest size at
 # which the shipped model's validation figures held up when validation images were shrunk
-# (`.venv/bin/python experiments/low_resolution_probe.py`; rule and table in README.md, "Input checks").
+# (`.venv/bin/python experiments/low_resolution_probe.py`; rule and table in README.md, "How a prediction
+# is made").
 MIN_SHORT_SIDE = 112
 
 
 def exposure_reasons(pixels: np.ndarray, rules: dict = EXPOSURE_RULES) -> list[str]:
-    """Reasons an HxWx3 uint8 image is unusable by its exposure or colour alone. A rule missing from
-    `rules` (the card of an older bundle) is not applied."""
+    """Reasons an HxWx3 uint8 image is unusable by its exposure or colour alone. `min_chroma` is not
+    applied when `rules` lacks it (the card of a bundle exported before the rule existed)."""
     lum = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     reasons = []
     if lum.mean() < rules["min_mean"]:

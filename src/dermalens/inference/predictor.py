@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import DISCLAIMER
-from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, source_size
+from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, open_image
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
 from .ood import EXPOSURE_RULES, exposure_reasons, mahalanobis_score, size_reasons
@@ -145,8 +145,9 @@ class Predictor:
 
     def predict(self, source: ImageSource, tta: bool = False, explain: bool = False,
                 explain_class: int | None = None) -> Prediction:
-        size = source_size(source, self.max_pixels)
-        return self.predict_pixels(self.load(source)[None], tta=tta, explain=explain,
+        img = open_image(source, max_pixels=self.max_pixels)  # opened once, as the API does
+        size = img.size  # before load: a reduced-scale JPEG decode shrinks it
+        return self.predict_pixels(self.load(img)[None], tta=tta, explain=explain,
                                    explain_class=explain_class, sources=[_name(source)], source_sizes=[size])[0]
 
     def predict_pixels(self, pixels: np.ndarray, tta: bool = False, explain: bool = False,
