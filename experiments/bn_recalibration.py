@@ -16,27 +16,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from dermalens.cli import DEFAULT_DATA, parse_size  # noqa: E402
-from dermalens.data import load_ham10000, select_split  # noqa: E402
-from dermalens.preprocess import PreprocessSpec  # noqa: E402
-from dermalens.train.cache import load_pixels  # noqa: E402
-from dermalens.train.augment import normalize_batch  # noqa: E402
-from dermalens.train.models import load_checkpoint, model_from_checkpoint  # noqa: E402
+from dermalens.cli import DEFAULT_DATA, parse_size
+from dermalens.data import DEFAULT_SPLIT_FILE, load_ham10000, select_split
+from dermalens.preprocess import PreprocessSpec
+from dermalens.train.augment import normalize_batch
+from dermalens.train.cache import load_pixels
+from dermalens.train.models import load_checkpoint, model_from_checkpoint
 
 
-def recalibrate(path: str, size: tuple[int, int], data: str, split_file: str, batch_size: int = 32) -> dict:
+def recalibrate(path: str, size: tuple[int, int], data: str, split_file: Path, batch_size: int = 32) -> dict:
     model, ck = model_from_checkpoint(path)
     spec = dataclasses.replace(PreprocessSpec.from_dict(ck["preprocess"]), input_size=tuple(size))
-    pixels = load_pixels(select_split(load_ham10000(data), "train", Path(split_file)), spec, desc="decode train")
+    pixels = load_pixels(select_split(load_ham10000(data), "train", split_file), spec, desc="decode train")
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns:
         raise SystemExit(f"{path}: the network has no batch-norm layer")
@@ -62,7 +58,7 @@ def main():
     ap.add_argument("--input-size", type=parse_size, required=True, help="the serving size, HxW")
     ap.add_argument("--out", required=True)
     ap.add_argument("--data", default=DEFAULT_DATA)
-    ap.add_argument("--split-file", default=str(REPO / "splits" / "ham10000_split.csv"))
+    ap.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE)
     a = ap.parse_args()
     try:
         load_checkpoint(a.checkpoint)

@@ -12,26 +12,22 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from dermalens.data import load_ham10000, select_split  # noqa: E402
-from dermalens.inference import Predictor  # noqa: E402
-from dermalens.inference.ood import mean_chroma  # noqa: E402
+from dermalens import DEFAULT_MODEL
+from dermalens.cli import DEFAULT_DATA
+from dermalens.data import load_ham10000, select_split
+from dermalens.inference import Predictor
+from dermalens.inference.ood import mean_chroma
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ham10000"))
-    ap.add_argument("--model", default=str(REPO / "models" / "dermalens-lite2"))
-    ap.add_argument("--split-file", default=str(REPO / "splits" / "ham10000_split.csv"))
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     a = ap.parse_args(argv)
     predictor = Predictor(a.model)
     spec = predictor.bundle.spec
@@ -43,7 +39,7 @@ def main(argv=None):
     for i in np.argsort(chroma)[:5]:
         print(f"  {records[i].image_id} ({records[i].dx}): {chroma[i]:.2f}")
 
-    val_ids = {r.image_id for r in select_split(records, "val", Path(a.split_file))}
+    val_ids = {r.image_id for r in select_split(records, "val")}
     grey = np.stack([np.asarray(Image.fromarray(p).convert("L").convert("RGB"))
                      for r, p in zip(records, pixels) if r.image_id in val_ids])
     least = Image.fromarray(pixels[int(np.argmin(chroma))]).convert("L").convert("RGB")

@@ -16,31 +16,29 @@ assessment: the predictor gives the reason, as it does for the other input check
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
-
-from dermalens.data import load_ham10000, select_split  # noqa: E402
-from dermalens.evaluate.metrics import classification_metrics  # noqa: E402
-from dermalens.inference import Predictor  # noqa: E402
+from dermalens import DEFAULT_MODEL
+from dermalens.cli import DEFAULT_DATA
+from dermalens.data import DEFAULT_SPLIT_FILE, load_ham10000, select_split
+from dermalens.evaluate.metrics import classification_metrics
+from dermalens.inference import Predictor
 
 SHORT_SIDES = (150, 112, 94, 75, 56, 38)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "ham10000"))
-    ap.add_argument("--split-file", default=str(REPO / "splits" / "ham10000_split.csv"))
-    ap.add_argument("--model", default=str(REPO / "models" / "dermalens-lite2"))
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE)
     a = ap.parse_args(argv)
     predictor = Predictor(a.model)
-    records = select_split(load_ham10000(a.data), "val", Path(a.split_file))
+    records = select_split(load_ham10000(a.data), "val", a.split_file)
     codes = predictor.bundle.codes
     y = np.array([codes.index(r.dx) for r in records])
     originals = [Image.open(r.path).convert("RGB") for r in tqdm(records, desc="read")]
