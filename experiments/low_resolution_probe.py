@@ -15,35 +15,18 @@ assessment: the predictor gives the reason, as it does for the other input check
 """
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
-import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
-from dermalens import DEFAULT_MODEL
-from dermalens.cli import DEFAULT_DATA
-from dermalens.data import DEFAULT_SPLIT_FILE, load_ham10000, select_split
-from dermalens.evaluate.metrics import classification_metrics
-from dermalens.inference import Predictor
+from probe_common import HEADER, arguments, figures, validation_images
 
 SHORT_SIDES = (150, 112, 94, 75, 56, 38)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--data", default=DEFAULT_DATA)
-    ap.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE)
-    a = ap.parse_args(argv)
-    predictor = Predictor(a.model)
-    records = select_split(load_ham10000(a.data), "val", a.split_file)
-    codes = predictor.bundle.codes
-    y = np.array([codes.index(r.dx) for r in records])
-    originals = [Image.open(r.path).convert("RGB") for r in tqdm(records, desc="read")]
-    print("| short side (px) | macro AUROC | balanced accuracy | malignant sens / spec | OOD gate passes |")
-    print("|---|---|---|---|---|")
+def main():
+    a = arguments(__doc__)
+    predictor, y, originals = validation_images(a)
+    print("| short side (px) " + HEADER[0])
+    print("|---" + HEADER[1])
     for side in SHORT_SIDES:
         pixels = []
         for img in originals:
@@ -51,14 +34,8 @@ def main(argv=None):
             small = img if scale >= 1 else img.resize((round(img.width * scale), round(img.height * scale)),
                                                       Image.Resampling.BILINEAR, reducing_gap=None)
             pixels.append(predictor.load(small))
-        preds = predictor.predict_pixels(np.stack(pixels))
-        probs = np.stack([p.probabilities for p in preds])
-        m = classification_metrics(y, probs, codes, malignant_threshold=predictor.threshold,
-                                   pred=predictor.bundle.decide(probs))
-        passes = np.mean([p.in_distribution for p in preds])
         size = f"{round(200 * side / 150)}x{side}"
-        print(f"| {side} ({size}) | {m['macro_auroc']:.4f} | {m['balanced_accuracy']:.3f} | "
-              f"{m['malignant']['sensitivity']:.3f} / {m['malignant']['specificity']:.3f} | {passes:.3f} |", flush=True)
+        print(f"| {side} ({size}) " + figures(predictor, y, pixels), flush=True)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,11 @@ class PreprocessSpec:
     gray_equalize: bool = False  # grayscale + histogram equalisation, replicated to 3 channels
     interpolation: str = "bilinear"
     transparent_background: tuple[int, int, int] = field(default=(0, 0, 0))
+    # True: an image whose orientation (portrait/landscape) differs from input_size's is turned
+    # 90 degrees before the resize instead of being squeezed into it. Lesions have no canonical
+    # orientation and training shows every rotation (train.augment), so the turned image is a view
+    # the network knows; a squeezed one is not. False (cards before 2.2.2) resizes as it comes.
+    match_orientation: bool = False
 
     def __post_init__(self):
         size = self.input_size
@@ -66,6 +71,8 @@ class PreprocessSpec:
             raise ValueError(f"interpolation must be one of {tuple(_RESAMPLE)}, got {self.interpolation!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("mean and std must have 3 values each, std > 0")
+        if not isinstance(self.match_orientation, bool):
+            raise ValueError(f"match_orientation must be true or false, got {self.match_orientation!r}")
 
     # ---- (de)serialisation: the spec travels in card.json -------------------------------
     def to_dict(self) -> dict:
@@ -102,9 +109,16 @@ class PreprocessSpec:
             arr = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
         return np.ascontiguousarray(arr)
 
+    def turns(self, width: int, height: int) -> bool:
+        """Whether an image of this size is turned 90 degrees (counter-clockwise) before the resize."""
+        h, w = self.input_size
+        return self.match_orientation and width != height and h != w and (height > width) != (h > w)
+
     def resize_image(self, img: Image.Image) -> Image.Image:
         h, w = self.input_size
         resample = _RESAMPLE[self.interpolation]
+        if self.turns(img.width, img.height):
+            img = img.transpose(Image.Transpose.ROTATE_90)
         if self.resize == "center_crop":
             scale = max(w / img.width, h / img.height)
             sw, sh = max(w, round(img.width * scale)), max(h, round(img.height * scale))

@@ -113,6 +113,9 @@ def _export_into(ck_path: Path, out: Path, data_root, split_file, name, version,
                          "in the checkpoint): calibrating and testing on this one could put training images into "
                          "validation and test. Pass the split file it was trained with (--split-file)")
     cfg, spec = ck["config"], PreprocessSpec.from_dict(ck["preprocess"])
+    if "match_orientation" not in ck["preprocess"]:
+        # Checkpoints from before the setting: their recipe trained on every rotation too.
+        spec = dataclasses.replace(spec, match_orientation=True)
     trained_size = list(spec.input_size)
     if input_size is not None:
         spec = dataclasses.replace(spec, input_size=tuple(input_size))

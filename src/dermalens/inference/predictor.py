@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .. import DISCLAIMER
 from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, open_image
@@ -41,6 +42,8 @@ class Prediction:
     source: str = ""
     model: dict = field(default_factory=dict)
     decision_bias: np.ndarray | None = None  # the bundle's decision rule (see softmax.decide)
+    source_size: tuple[int, int] | None = None  # (width, height) as sent, when known
+    turned: bool = False  # the preprocessing turned the image 90 degrees (PreprocessSpec.turns)
 
     @property
     def top(self) -> int:
@@ -53,9 +56,11 @@ class Prediction:
         return self.in_distribution and float(self.probabilities[self.top]) >= LOW_CONFIDENCE
 
     def overlay_png(self) -> bytes | None:
+        """The heat-map over the network's view, turned back and reshaped to the image as sent,
+        so it lies the way the user's own image does."""
         if self.cam is None:
             return None
-        return to_png(overlay(self.pixels, self.cam))
+        return to_png(as_sent(overlay(self.pixels, self.cam), self.turned, self.source_size))
 
     def to_dict(self, include_explanation: bool = True) -> dict:
         order = np.argsort(-self.probabilities)
@@ -80,6 +85,21 @@ class Prediction:
             d["explanation"] = {"class": self.codes[self.cam_class],
                                 "overlay": "data:image/png;base64," + base64.b64encode(self.overlay_png()).decode()}
         return d
+
+
+def as_sent(view: np.ndarray, turned: bool, source_size: tuple[int, int] | None) -> np.ndarray:
+    """HxWx3 uint8 in the network's geometry -> the orientation and aspect ratio of the image as
+    sent (its longer side keeps the view's longer side)."""
+    if turned:
+        view = np.rot90(view, k=-1)  # undoes PIL's ROTATE_90 (counter-clockwise)
+    if source_size:
+        sw, sh = source_size
+        long_side = max(view.shape[:2])
+        size = (long_side, max(1, round(long_side * sh / sw))) if sw >= sh else \
+            (max(1, round(long_side * sw / sh)), long_side)
+        if size != (view.shape[1], view.shape[0]):
+            view = np.asarray(Image.fromarray(np.ascontiguousarray(view)).resize(size, Image.Resampling.BILINEAR))
+    return np.ascontiguousarray(view)
 
 
 def _tta_views(x: np.ndarray) -> np.ndarray:
@@ -162,8 +182,9 @@ class Predictor:
         out = []
         for i in range(len(pixels)):
             reasons = exposure_reasons(pixels[i], self.exposure_rules)
-            if source_sizes and source_sizes[i]:
-                reasons += size_reasons(*source_sizes[i], self.min_short_side)
+            size = source_sizes[i] if source_sizes else None
+            if size:
+                reasons += size_reasons(*size, self.min_short_side)
             score = None if scores is None else float(scores[i])
             if score is not None and self.ood_threshold is not None and score > self.ood_threshold:
                 reasons.append("image features are unlike the dermoscopic training images")
@@ -172,7 +193,8 @@ class Predictor:
                            risk_level(float(mal[i]), self.threshold, self.high_threshold, ind),
                            ind, score, self.ood_threshold, reasons, pixels[i], tta=tta,
                            source=(sources[i] if sources else ""), model=self.model_info,
-                           decision_bias=b.decision_bias)
+                           decision_bias=b.decision_bias, source_size=tuple(size) if size else None,
+                           turned=bool(size) and b.spec.turns(*size))
             if explain:
                 c = p.top if explain_class is None else int(explain_class)
                 if not 0 <= c < len(b.codes):

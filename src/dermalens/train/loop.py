@@ -39,8 +39,10 @@ from .teacher import load_teacher
 
 def preprocess_spec(cfg: TrainConfig) -> PreprocessSpec:
     b = BACKBONES[cfg.backbone]
+    # match_orientation changes nothing in training (every HAM10000 frame is landscape, like the
+    # input size); it tells serving to turn portrait images, which train_transform's rotations cover.
     return PreprocessSpec(input_size=tuple(cfg.input_size), resize=cfg.resize, mean=b.mean, std=b.std,
-                          color_constancy=cfg.color_constancy)
+                          color_constancy=cfg.color_constancy, match_orientation=True)
 
 
 def _dist_info():

@@ -1,0 +1,49 @@
+"""What the input probes share: the shipped bundle on the validation split's own images.
+
+Validation only; the test split is never read here.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from dermalens import DEFAULT_MODEL
+from dermalens.cli import DEFAULT_DATA
+from dermalens.data import DEFAULT_SPLIT_FILE, load_ham10000, select_split
+from dermalens.evaluate.metrics import classification_metrics
+from dermalens.inference import Predictor
+
+HEADER = ("| macro AUROC | balanced accuracy | malignant sens / spec | OOD gate passes |",
+          "|---|---|---|---|")
+
+
+def arguments(doc: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--data", default=DEFAULT_DATA)
+    ap.add_argument("--split-file", type=Path, default=DEFAULT_SPLIT_FILE)
+    return ap.parse_args()
+
+
+def validation_images(a: argparse.Namespace) -> tuple[Predictor, np.ndarray, list[Image.Image]]:
+    """The bundle's predictor, the validation labels (class indices) and the decoded RGB frames."""
+    predictor = Predictor(a.model)
+    records = select_split(load_ham10000(a.data), "val", a.split_file)
+    codes = predictor.bundle.codes
+    y = np.array([codes.index(r.dx) for r in records])
+    return predictor, y, [Image.open(r.path).convert("RGB") for r in tqdm(records, desc="read")]
+
+
+def figures(predictor: Predictor, y: np.ndarray, pixels: list[np.ndarray]) -> str:
+    """One table row's cells: the bundle's figures on these preprocessed images (no size check)."""
+    preds = predictor.predict_pixels(np.stack(pixels))
+    probs = np.stack([p.probabilities for p in preds])
+    m = classification_metrics(y, probs, predictor.bundle.codes, malignant_threshold=predictor.threshold,
+                               pred=predictor.bundle.decide(probs))
+    passes = np.mean([p.in_distribution for p in preds])
+    return (f"| {m['macro_auroc']:.4f} | {m['balanced_accuracy']:.3f} | "
+            f"{m['malignant']['sensitivity']:.3f} / {m['malignant']['specificity']:.3f} | {passes:.3f} |")
