@@ -89,6 +89,22 @@ def test_big_jpeg_reports_its_own_size_and_the_same_prediction(api):
     assert np.abs(np.array(p_big) - np.array(p_small)).max() < 0.05
 
 
+def test_a_photo_taken_upright_is_turned_not_squeezed(api):
+    """A phone stores an upright photo as landscape pixels plus an EXIF tag. The API reports the size
+    as displayed, the network gets it turned to landscape (the same pixels as a file saved upright),
+    and the heat-map comes back upright, with the photo's own shape."""
+    tagged = _exif_rotated()  # 200x150 stored, "rotate 90 clockwise to display"
+    upright = encode(_rgb().transpose(Image.Transpose.ROTATE_270), "PNG")  # 150x200 stored
+    bodies = [api.post("/predict", json={"image": b64(d), "explain": True}).json() for d in (tagged, upright)]
+    assert [b["image"]["width"] for b in bodies] == [150, 150]
+    assert [b["image"]["height"] for b in bodies] == [200, 200]
+    p_tagged, p_upright = (np.array(b["prediction"]["all_probabilities"]) for b in bodies)
+    assert np.abs(p_tagged - p_upright).max() < 0.05  # JPEG vs PNG of the same picture
+    for b in bodies:
+        overlay = Image.open(io.BytesIO(base64.b64decode(b["explanation"]["overlay"].split(",", 1)[1])))
+        assert overlay.size == (48, 64)  # width x height: upright (tiny model, input 48x64)
+
+
 def test_too_small_and_greyscale_images_are_answered_but_not_assessed(api):
     """A thumbnail and a greyscale copy of a lesion the gate passes: 200 with the reason, no risk
     level, and the size is the one sent (an upload and a batch go the same way)."""

@@ -1,4 +1,5 @@
 """Export -> bundle -> PyTorch-free predictor: equivalence, calibration, TTA, Grad-CAM, OOD, risk."""
+import io
 import json
 import shutil
 
@@ -88,6 +89,27 @@ def test_gradcam_output(tiny_bundle):
             assert p.overlay_png()[:8] == b"\x89PNG\r\n\x1a\n"
         with pytest.raises(ValueError, match="explain_class"):
             pred.predict(path, explain=True, explain_class=9)
+
+
+def test_the_heat_map_lies_like_the_image_as_sent(tiny_bundle):
+    """The network sees a portrait photo turned to landscape and any frame resized to its input;
+    the overlay shown to the user is turned back and has the photo's own shape."""
+    pred = Predictor(tiny_bundle)
+    assert pred.bundle.spec.match_orientation  # new exports turn portrait images
+    lesion = Image.open(sorted((MINI / "images").iterdir())[0]).convert("RGB")
+    portrait = lesion.transpose(Image.Transpose.ROTATE_90)
+    p = pred.predict(portrait, explain=True)
+    assert p.turned and p.pixels.shape == (48, 64, 3)
+    shown = Image.open(io.BytesIO(p.overlay_png()))
+    assert shown.size == (48, 64)  # width x height: upright, like the 150x200 photo
+    # The turned-back overlay's base is the photo itself (heat-map blended at 45 %): it must
+    # match the upright photo far better than the same pixels left lying on their side.
+    base = np.asarray(portrait.resize(shown.size), dtype=float)
+    upright = np.abs(np.asarray(shown, dtype=float) - base).mean()
+    upside_down = np.abs(np.asarray(shown.transpose(Image.Transpose.ROTATE_180), dtype=float) - base).mean()
+    assert upright < upside_down
+    square = pred.predict(lesion.crop((25, 0, 175, 150)), explain=True)
+    assert not square.turned and Image.open(io.BytesIO(square.overlay_png())).size == (64, 64)
 
 
 def test_risk_rules():

@@ -7,7 +7,7 @@ from PIL import Image
 
 from dermalens.data import load_ham10000
 from dermalens.preprocess import (ImageError, ImageTooLarge, PreprocessSpec, UnsupportedImageType,
-                                  load_rgb)
+                                  load_rgb, upright_size)
 from conftest import FIXTURES, MINI
 
 LESION = sorted((MINI / "images").iterdir())[0]
@@ -76,6 +76,7 @@ def test_exif_orientation_is_honoured(rgb):
     data = _bytes(rgb, "JPEG", exif=exif.tobytes(), quality=95)
     shown = load_rgb(data)
     assert shown.size == (150, 200)  # portrait after rotation
+    assert upright_size(Image.open(io.BytesIO(data))) == (150, 200)  # known before the decode
     expected = np.asarray(rgb.transpose(Image.Transpose.ROTATE_270), np.int16)
     assert np.abs(np.asarray(shown, np.int16) - expected).mean() < 6
 
@@ -105,6 +106,28 @@ def test_spec_round_trips_and_validates():
         PreprocessSpec(resize="squash")
     with pytest.raises(ValueError, match="unknown preprocessing keys"):
         PreprocessSpec.from_dict({"input_size": [10, 10], "gamma": 2})
+    with pytest.raises(ValueError, match="match_orientation must be true or false"):
+        PreprocessSpec(match_orientation="yes")
+    # A card written before the setting keeps the behaviour it was evaluated with.
+    old = {k: v for k, v in PreprocessSpec(match_orientation=True).to_dict().items() if k != "match_orientation"}
+    assert PreprocessSpec.from_dict(old).match_orientation is False
+
+
+def test_portrait_images_are_turned_not_squeezed(rgb):
+    """A lesion photographed upright (3:4) reaches a landscape input turned 90 degrees, as its
+    landscape original would when turned 180 degrees (a view training shows); without the setting
+    it is squeezed to 0.56 of its width. Square images and landscape ones are never turned."""
+    spec = PreprocessSpec(input_size=(150, 200), match_orientation=True)
+    portrait = rgb.transpose(Image.Transpose.ROTATE_90)
+    assert portrait.size == (150, 200) and spec.turns(*portrait.size)
+    assert np.array_equal(spec.to_uint8(portrait), np.asarray(rgb.transpose(Image.Transpose.ROTATE_180)))
+    squeezed = PreprocessSpec(input_size=(150, 200)).to_uint8(portrait)
+    assert np.abs(squeezed.astype(int) - np.asarray(rgb.transpose(Image.Transpose.ROTATE_180))).mean() > 4
+    assert not spec.turns(200, 150) and not spec.turns(150, 150)
+    assert np.array_equal(spec.to_uint8(rgb), np.asarray(rgb))
+    # A portrait input size turns landscape images instead; a square one turns nothing.
+    assert PreprocessSpec(input_size=(200, 150), match_orientation=True).turns(200, 150)
+    assert not PreprocessSpec(input_size=(96, 96), match_orientation=True).turns(150, 200)
 
 
 def test_normalized_input_range_catches_a_wrong_scale():

@@ -188,6 +188,17 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     return img
 
 
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as it is displayed, i.e. after its EXIF orientation, read
+    from the header before any decode (a phone's portrait photo is often stored landscape + a tag)."""
+    w, h = img.size
+    try:
+        turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # the orientations that swap the sides
+    except Exception:  # a damaged EXIF block must not cost the image; load_rgb decides on it
+        turned = False
+    return (h, w) if turned else (w, h)
+
+
 def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
              background: tuple[int, int, int] = (0, 0, 0), at_least: int | None = None) -> Image.Image:
     """Decode to an 8-bit RGB PIL image.

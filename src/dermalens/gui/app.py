@@ -184,10 +184,10 @@ class App:
             return
         if self.busy:
             return
-        from ..preprocess import ImageError, load_rgb, open_image
+        from ..preprocess import ImageError, load_rgb, open_image, upright_size
         try:
             meta = open_image(path)
-            fmt, size = meta.format, meta.size
+            fmt, size = meta.format, upright_size(meta)
             self.image = load_rgb(path, at_least=max(VIEW))  # only shown, at most VIEW
         except ImageError as e:
             self.set_status(str(e), error=True)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .. import DISCLAIMER
-from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, open_image
+from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, open_image, upright_size
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
 from .ood import EXPOSURE_RULES, exposure_reasons, mahalanobis_score, size_reasons
@@ -166,7 +166,7 @@ class Predictor:
     def predict(self, source: ImageSource, tta: bool = False, explain: bool = False,
                 explain_class: int | None = None) -> Prediction:
         img = open_image(source, max_pixels=self.max_pixels)  # opened once, as the API does
-        size = img.size  # before load: a reduced-scale JPEG decode shrinks it
+        size = upright_size(img)  # before load: a reduced-scale JPEG decode shrinks it
         return self.predict_pixels(self.load(img)[None], tta=tta, explain=explain,
                                    explain_class=explain_class, sources=[_name(source)], source_sizes=[size])[0]
 

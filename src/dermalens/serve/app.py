@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import DISCLAIMER, __version__
 from ..inference import BundleError, Predictor
-from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, open_image
+from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, open_image, upright_size
 from .batcher import Batcher
 from .decode import SUPPORTED_MIME, ApiError, decode_image_string
 from .settings import Settings
@@ -134,7 +134,8 @@ class Engine:
         """Decode and preprocess (in a worker thread; Pillow releases the GIL)."""
         predictor = self.require()
         img = self.decode(data)
-        info = {"width": img.width, "height": img.height, "format": img.format}
+        width, height = upright_size(img)  # as displayed: the heat-map is turned back to it
+        info = {"width": width, "height": height, "format": img.format}
         try:
             pixels = predictor.load(img)
         except ImageError as e:
