@@ -62,7 +62,9 @@ def write_model_card(card: dict, path: Path) -> None:
         f"`{card['backbone']['weights']}`), fine-tuned end to end; best epoch {card.get('best_epoch')}.",
         f"- Input: {card['preprocessing']['input_size'][0]}x{card['preprocessing']['input_size'][1]} (HxW), "
         f"resize policy `{card['preprocessing']['resize']}`, mean {card['preprocessing']['mean']}, "
-        f"std {card['preprocessing']['std']}, colour constancy {card['preprocessing']['color_constancy']}.",
+        f"std {card['preprocessing']['std']}, colour constancy {card['preprocessing']['color_constancy']}"
+        + ("; an image in the other orientation (portrait) is turned 90 degrees first, not squeezed."
+           if card["preprocessing"].get("match_orientation") else "."),
         *_resolution_line(card),
         f"- Temperature (fitted on validation): {card['temperature']:.3f}. The probabilities are temperature-scaled "
         "posteriors; the predicted class is argmax(log probability - tau * log training class frequency) with "
