@@ -38,12 +38,17 @@ def validation_images(a: argparse.Namespace) -> tuple[Predictor, np.ndarray, lis
     return predictor, y, [Image.open(r.path).convert("RGB") for r in tqdm(records, desc="read")]
 
 
-def figures(predictor: Predictor, y: np.ndarray, pixels: list[np.ndarray]) -> str:
-    """One table row's cells: the bundle's figures on these preprocessed images (no size check)."""
+def measure(predictor: Predictor, y: np.ndarray, pixels: list[np.ndarray]) -> tuple[dict, float]:
+    """The bundle's figures on these preprocessed images (no size check) and the share the gate passes."""
     preds = predictor.predict_pixels(np.stack(pixels))
     probs = np.stack([p.probabilities for p in preds])
     m = classification_metrics(y, probs, predictor.bundle.codes, malignant_threshold=predictor.threshold,
                                pred=predictor.bundle.decide(probs))
-    passes = np.mean([p.in_distribution for p in preds])
+    return m, float(np.mean([p.in_distribution for p in preds]))
+
+
+def figures(predictor: Predictor, y: np.ndarray, pixels: list[np.ndarray]) -> str:
+    """One table row's cells, as HEADER names them."""
+    m, passes = measure(predictor, y, pixels)
     return (f"| {m['macro_auroc']:.4f} | {m['balanced_accuracy']:.3f} | "
             f"{m['malignant']['sensitivity']:.3f} / {m['malignant']['specificity']:.3f} | {passes:.3f} |")
