@@ -248,11 +248,15 @@ def test_teacher_check_reports_each_bundle_and_their_mean(tiny_bundle, capsys):
 
 def test_export_can_serve_at_another_input_size(tiny_run, tmp_path):
     """The network is fully convolutional: the bundle's ONNX input, preprocessing and card all move
-    to the served size together, and the card keeps the trained size next to it."""
+    to the served size (and the served part of the frame) together, and the card keeps the trained
+    size next to it."""
     import onnxruntime as ort
     from dermalens.export.bundle import export_bundle
-    card = export_bundle(tiny_run, tmp_path / "b", MINI, SPLIT_FILE, evaluate_test=False, input_size=(64, 85))
+    card = export_bundle(tiny_run, tmp_path / "b", MINI, SPLIT_FILE, evaluate_test=False, input_size=(64, 85),
+                         center_fraction=0.9)
     assert card["resolution"]["trained"] == [48, 64] and card["resolution"]["served"] == [64, 85]
+    assert card["preprocessing"]["center_fraction"] == 0.9
+    assert "central 90 % of the frame" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
     assert card["preprocessing"]["input_size"] == [64, 85] and card["input"]["shape"][2:] == [64, 85]
     sess = ort.InferenceSession(str(tmp_path / "b" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape[2:] == [64, 85]

@@ -106,11 +106,22 @@ def test_spec_round_trips_and_validates():
         PreprocessSpec(resize="squash")
     with pytest.raises(ValueError, match="unknown preprocessing keys"):
         PreprocessSpec.from_dict({"input_size": [10, 10], "gamma": 2})
+    for bad in (0.3, 1.2, True, "0.9", float("nan")):
+        with pytest.raises(ValueError, match="center_fraction must be a number from 0.5 to 1"):
+            PreprocessSpec(center_fraction=bad)
     with pytest.raises(ValueError, match="match_orientation must be true or false"):
         PreprocessSpec(match_orientation="yes")
     # A card written before the setting keeps the behaviour it was evaluated with.
     old = {k: v for k, v in PreprocessSpec(match_orientation=True).to_dict().items() if k != "match_orientation"}
     assert PreprocessSpec.from_dict(old).match_orientation is False
+
+
+def test_center_fraction_keeps_the_middle_of_the_frame(rgb):
+    """0.9 keeps the central 180x135 of a 200x150 frame (the same 4:3 shape), then resizes as usual;
+    a lesion's pixels near the centre survive, the frame's edge does not."""
+    spec = PreprocessSpec(input_size=(135, 180), center_fraction=0.9)
+    assert np.array_equal(spec.to_uint8(rgb), np.asarray(rgb.crop((10, 7, 190, 142))))
+    assert np.array_equal(PreprocessSpec(input_size=(150, 200)).to_uint8(rgb), np.asarray(rgb))
 
 
 def test_portrait_images_are_turned_not_squeezed(rgb):
@@ -146,7 +157,7 @@ def test_normalized_input_range_catches_a_wrong_scale():
 
 
 @pytest.mark.parametrize("options", [{}, {"color_constancy": "shades_of_gray"}, {"gray_equalize": True},
-                                     {"resize": "center_crop", "input_size": (96, 96)}])
+                                     {"resize": "center_crop", "input_size": (96, 96)}, {"center_fraction": 0.9}])
 def test_training_and_serving_paths_agree(options, tmp_path):
     """The training side (cache -> uint8 tensors -> torch normalisation, no augmentation) and
     the serving side (PreprocessSpec.preprocess, numpy) must give the same array."""

@@ -24,6 +24,14 @@ def parse_size(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(str(e))
 
 
+def parse_fraction(text: str) -> float:
+    from .preprocess import PreprocessSpec
+    try:
+        return PreprocessSpec(center_fraction=float(text)).center_fraction
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"center fraction must be a number from 0.5 to 1, got {text!r}") from None
+
+
 class _SizeAction(argparse.Action):
     """`--input-size 224x300` as everywhere else, or the older two numbers `--input-size 224 300`."""
 
@@ -104,7 +112,7 @@ def cmd_export(a):
 
     card = export_bundle(a.run, a.out, a.data, a.split_file, name=a.name, version=a.version,
                          evaluate_test=not a.no_test, max_images_per_split=a.max_images_per_split or 0,
-                         ood_extra=ood_extra, input_size=a.input_size)
+                         ood_extra=ood_extra, input_size=a.input_size, center_fraction=a.center_fraction)
     _print_summary(card)
     print(f"bundle written to {a.out}")
 
@@ -234,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input-size", type=parse_size, metavar="HxW",
                    help="serve at this size instead of the trained one (pick it on validation with "
                         "python -m dermalens.evaluate.compare --input-size)")
+    e.add_argument("--center-fraction", type=parse_fraction, metavar="F",
+                   help="serve the central F (0.5-1) of each frame's width and height (pick it on validation "
+                        "with experiments/center_zoom_probe.py)")
     e.add_argument("--max-images-per-split", type=int, help="smoke tests only")
     e.set_defaults(func=cmd_export)
 

@@ -57,6 +57,10 @@ class PreprocessSpec:
     # orientation and training shows every rotation (train.augment), so the turned image is a view
     # the network knows; a squeezed one is not. False (cards before 2.2.2) resizes as it comes.
     match_orientation: bool = False
+    # Keep only this central fraction of the frame's width and height before the resize (1 = all).
+    # The network was trained on random crops of 50-100 % of the frame, which show lesions larger than
+    # a whole frame does; a central cut is chosen on validation at export (--center-fraction).
+    center_fraction: float = 1.0
 
     def __post_init__(self):
         size = self.input_size
@@ -71,6 +75,9 @@ class PreprocessSpec:
             raise ValueError(f"interpolation must be one of {tuple(_RESAMPLE)}, got {self.interpolation!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("mean and std must have 3 values each, std > 0")
+        if isinstance(self.center_fraction, bool) or not isinstance(self.center_fraction, (int, float)) \
+                or not 0.5 <= self.center_fraction <= 1:
+            raise ValueError(f"center_fraction must be a number from 0.5 to 1, got {self.center_fraction!r}")
         if not isinstance(self.match_orientation, bool):
             raise ValueError(f"match_orientation must be true or false, got {self.match_orientation!r}")
 
@@ -117,6 +124,10 @@ class PreprocessSpec:
     def resize_image(self, img: Image.Image) -> Image.Image:
         h, w = self.input_size
         resample = _RESAMPLE[self.interpolation]
+        if self.center_fraction < 1:
+            cw, ch = max(1, round(img.width * self.center_fraction)), max(1, round(img.height * self.center_fraction))
+            left, top = (img.width - cw) // 2, (img.height - ch) // 2
+            img = img.crop((left, top, left + cw, top + ch))
         if self.turns(img.width, img.height):
             img = img.transpose(Image.Transpose.ROTATE_90)
         if self.resize == "center_crop":

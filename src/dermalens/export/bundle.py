@@ -71,9 +71,11 @@ def _training_time(ck: dict) -> dict:
 def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Path,
                   split_file: str | Path, name: str = "dermalens", version: str = "1.0.0",
                   evaluate_test: bool = True, max_images_per_split: int = 0, ood_extra=None,
-                  input_size: tuple[int, int] | None = None) -> dict:
+                  input_size: tuple[int, int] | None = None, center_fraction: float | None = None) -> dict:
     """`input_size` serves the network at another size than it was trained at (chosen on validation
-    with `python -m dermalens.evaluate.compare --input-size`); everything after step 1 is fitted at it.
+    with `python -m dermalens.evaluate.compare --input-size`); `center_fraction` serves the central part
+    of each frame (chosen on validation with experiments/center_zoom_probe.py); everything after step 1
+    is fitted with them.
 
     The bundle is built in a hidden sibling folder and moved into `out_dir` only when complete
     (card.json last): an export that fails or is interrupted after minutes leaves the bundle already
@@ -88,7 +90,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     staging.mkdir(parents=True)
     try:
         card = _export_into(ck_path, staging, data_root, split_file, name, version, evaluate_test,
-                            max_images_per_split, ood_extra, input_size)
+                            max_images_per_split, ood_extra, input_size, center_fraction)
         _move_into(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -105,7 +107,7 @@ def _move_into(staging: Path, final: Path):
 
 
 def _export_into(ck_path: Path, out: Path, data_root, split_file, name, version, evaluate_test,
-                 max_images_per_split, ood_extra, input_size) -> dict:
+                 max_images_per_split, ood_extra, input_size, center_fraction) -> dict:
     model, ck = model_from_checkpoint(ck_path)
     trained_on = ck.get("split_sha256")  # checkpoints from before this check lack it
     if trained_on and trained_on != split_sha256(Path(split_file)):
@@ -119,6 +121,8 @@ def _export_into(ck_path: Path, out: Path, data_root, split_file, name, version,
     trained_size = list(spec.input_size)
     if input_size is not None:
         spec = dataclasses.replace(spec, input_size=tuple(input_size))
+    if center_fraction is not None:
+        spec = dataclasses.replace(spec, center_fraction=float(center_fraction))
 
     # 1. ONNX + head
     export_onnx(model, spec, out / "model.onnx")
