@@ -65,7 +65,7 @@ train: $(VENV)/.train
 	$(VENV)/bin/dermalens train --config configs/explore/lite2_224x300_distill_cpu.json --init-from runs/lite2_224x300/best.pt
 
 export: $(VENV)/.train
-	$(VENV)/bin/dermalens export runs/lite2_224x300_distill_cpu --out $(MODEL) --version 2.2.2 --input-size 256x341
+	$(VENV)/bin/dermalens export runs/lite2_224x300_distill_cpu --out $(MODEL) --version 2.3.0 --input-size 256x341 --center-fraction 0.9
 
 evaluate: $(VENV)/.serve
 	$(VENV)/bin/dermalens evaluate --model $(MODEL) --split test
