@@ -124,12 +124,12 @@ class PreprocessSpec:
     def resize_image(self, img: Image.Image) -> Image.Image:
         h, w = self.input_size
         resample = _RESAMPLE[self.interpolation]
-        if self.center_fraction < 1:
+        if self.turns(img.width, img.height):
+            img = img.transpose(Image.Transpose.ROTATE_90)
+        if self.center_fraction < 1:  # after the turn, so a turned image is cut like a landscape one
             cw, ch = max(1, round(img.width * self.center_fraction)), max(1, round(img.height * self.center_fraction))
             left, top = (img.width - cw) // 2, (img.height - ch) // 2
             img = img.crop((left, top, left + cw, top + ch))
-        if self.turns(img.width, img.height):
-            img = img.transpose(Image.Transpose.ROTATE_90)
         if self.resize == "center_crop":
             scale = max(w / img.width, h / img.height)
             sw, sh = max(w, round(img.width * scale)), max(h, round(img.height * scale))
