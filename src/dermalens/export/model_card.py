@@ -65,9 +65,9 @@ def write_model_card(card: dict, path: Path) -> None:
         f"std {card['preprocessing']['std']}, colour constancy {card['preprocessing']['color_constancy']}"
         + ("; an image in the other orientation (portrait) is turned 90 degrees first, not squeezed"
            if card["preprocessing"].get("match_orientation") else "")
-        + (f"; only the central {card['preprocessing']['center_fraction']:.0%} of the frame's width and height "
-           "is used (chosen on validation)".replace("%", " %")
-           if card["preprocessing"].get("center_fraction", 1) < 1 else "") + ".",
+        + (f"; only the central {round(100 * card['preprocessing']['center_fraction'])} % of the frame's width "
+           "and height is used (chosen on validation)" if card["preprocessing"].get("center_fraction", 1) < 1 else "")
+        + ".",
         *_resolution_line(card),
         f"- Temperature (fitted on validation): {card['temperature']:.3f}. The probabilities are temperature-scaled "
         "posteriors; the predicted class is argmax(log probability - tau * log training class frequency) with "
