@@ -85,6 +85,13 @@ def test_single_image_and_batch_match_evaluate(app_factory, shipped_bundle, disp
     app._show_image()
     pump(app.root, lambda: True)
     screenshot(display, artifacts / "gui_single.png")
+    app.tta.set(True)  # the four flips averaged, as `dermalens predict --tta` gives
+    app.open_image(path)
+    pump(app.root, lambda: not app.busy)
+    steady = Predictor(shipped_bundle).predict(path, tta=True)
+    assert app.result["tta"] is True and not errors and "4 views averaged" in app.status.cget("text")
+    assert app.bars[steady.codes[steady.top]][2].cget("text") == f"{100 * steady.probabilities[steady.top]:.1f} %"
+    app.tta.set(False)
 
     app.notebook.select(1)
     app.start_batch(str(MINI / "images"), str(MINI / "HAM10000_metadata.csv"))
