@@ -14,6 +14,11 @@ bundle's network as an upload would, reshaped in two ways:
    and cut at the centre (`resize: center_crop`). The 2:1 and 3:1 cuts also lose resolution (the short side
    falls to 100 and 67 px) and much of the lesion, so their rows measure more than the shape.
 
+The table in README.md was printed with bundle 2.2.1 (2.2.2 differs only in the setting each row sets
+itself); bundles from 2.3.0 on also cut the frame's centre, so to rerun it:
+`mkdir -p /tmp/b222 && git archive 97a598d models/dermalens-lite2 | tar -x -C /tmp/b222`, then
+`--model /tmp/b222/models/dermalens-lite2`.
+
 Printed per row, on validation only: macro AUROC, balanced accuracy of the bundle's decision rule, malignant
 sensitivity and specificity at the card's threshold, and the share the OOD gate passes (the size check is
 left out: it reads the size as sent, which these in-memory images do not have).

@@ -10,9 +10,13 @@ other way to make them look larger, and it also drops the frame's edge (vignetti
 are centred on the lesion, but large lesions reach the edge, so cutting too much must cost.
 
 Each validation frame keeps the central fraction f of its width and of its height (f = 1, 0.95, 0.9, 0.85,
-0.8, 0.75; same 4:3 shape), then goes through the bundle as an upload would (resize to 256x341, ONNX, the
-card's temperature). Printed per f, on validation only: macro AUROC, malignant AUROC, balanced accuracy of the
-bundle's decision rule, malignant sensitivity / specificity at the card's threshold, the share the gate passes.
+0.8, 0.75; same 4:3 shape; `PreprocessSpec.center_fraction`, replacing the bundle's own), then goes through the
+bundle as an upload would (resize to 256x341, ONNX, the card's temperature). The table in checkpoints/README.md
+was printed with bundle 2.2.2, whose temperature, threshold and gate it used; to rerun it:
+`mkdir -p /tmp/b222 && git archive 97a598d models/dermalens-lite2 | tar -x -C /tmp/b222`, then
+`--model /tmp/b222/models/dermalens-lite2`. Printed per f, on validation only: macro AUROC, malignant AUROC,
+balanced accuracy of the bundle's decision rule, malignant sensitivity / specificity at the card's threshold,
+the share the gate passes.
 
 Rule, written before any figure was computed (session 10), the same bar as every CPU lever since session 7:
 among f < 1 whose validation macro AUROC and malignant AUROC are both at least 2.2.x's (0.9668 / 0.9348,
@@ -22,6 +26,8 @@ are read once and shipped whatever they are. If no f qualifies, nothing changes 
 read for it.
 """
 from __future__ import annotations
+
+import dataclasses
 
 from probe_common import arguments, measure, validation_images
 
@@ -35,12 +41,8 @@ def main():
           "| OOD gate passes |")
     print("|---|---|---|---|---|---|")
     for f in FRACTIONS:
-        pixels = []
-        for img in originals:
-            w, h = round(img.width * f), round(img.height * f)
-            left, top = (img.width - w) // 2, (img.height - h) // 2
-            pixels.append(predictor.load(img.crop((left, top, left + w, top + h))))
-        m, passes = measure(predictor, y, pixels)
+        spec = dataclasses.replace(predictor.bundle.spec, center_fraction=f)  # whatever the bundle's own cut
+        m, passes = measure(predictor, y, [spec.to_uint8(img) for img in originals])
         mal = m["malignant"]
         print(f"| {f:.2f} | {m['macro_auroc']:.4f} | {mal['auroc']:.4f} | {m['balanced_accuracy']:.3f} | "
               f"{mal['sensitivity']:.3f} / {mal['specificity']:.3f} | {passes:.3f} |", flush=True)
