@@ -116,8 +116,11 @@ def test_too_small_and_greyscale_images_are_answered_but_not_assessed(api):
                   api.post("/predict/upload", files={"file": ("x.png", data, "image/png")}).json(),
                   api.post("/predict/batch", json={"images": [b64(data)]}).json()["results"][0]):
             assert r["success"] and r["quality"]["in_distribution"] is False, name
-            assert r["risk"]["level"] == "indeterminate" and r["prediction"]["confident"] is False, name
-            assert any(reason in x for x in r["quality"]["reasons"]), (name, r["quality"]["reasons"])
+            assert r["risk"]["level"] == "indeterminate", name
+            # no diagnosis at all for an image that is not assessed
+            assert r["prediction"] is None and r["predictions"] == [] and r["malignancy"] is None, name
+            assert any(reason in x["message"] for x in r["quality"]["reasons"]), (name, r["quality"]["reasons"])
+            assert {x["code"] for x in r["quality"]["reasons"]} & {"too_small", "greyscale"}, name
 
 
 def test_upload_and_batch(api):

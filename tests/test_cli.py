@@ -33,9 +33,10 @@ def test_predict_skips_a_bad_file_and_predicts_the_rest(tiny_bundle, tmp_path, c
     assert rc == 1  # some inputs were skipped
     assert "broken.jpg: not a recognised image" in captured.err and "empty.png" in captured.err
     rows = list(csv.DictReader(open(out_csv)))
-    assert len(rows) == 8 and all(float(r["confidence"]) > 0 for r in rows)
-    grey = next(r for r in rows if r["file"].endswith("grey.png"))  # predicted, but not assessed, and why
+    assert len(rows) == 8 and all(float(r["confidence"]) > 0 for r in rows if r["in_distribution"] == "True")
+    grey = next(r for r in rows if r["file"].endswith("grey.png"))  # not assessed: why, and no diagnosis
     assert grey["in_distribution"] == "False" and grey["risk"] == "indeterminate"
+    assert grey["prediction"] == grey["confidence"] == grey["p_mel"] == "" and "greyscale" in grey["not_assessed_codes"]
     assert "greyscale" in grey["not_assessed_because"] and f"grey.png: {grey['not_assessed_because']}" in captured.out
     data = json.loads(out_json.read_text())
     assert len(data["results"]) == 8 and len(data["errors"]) == 2

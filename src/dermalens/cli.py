@@ -117,6 +117,28 @@ def cmd_export(a):
     print(f"bundle written to {a.out}")
 
 
+def cmd_fit_gate(a):
+    import json
+
+    import numpy as np
+    from .evaluate.ood_eval import evaluate_gate
+    from .export.model_card import write_model_card
+    from .export.modality_bundle import fit_gate_into
+    from .inference import Predictor
+    from .data import load_ham10000, select_split
+    card = fit_gate_into(Path(a.model), Path(a.data), Path(a.split_file), Path(a.cache) if a.cache else None)
+    # The existing out-of-distribution set (as export builds it: with degraded copies of the first ten test
+    # images) must stay refused with the check in place.
+    predictor = Predictor(a.model)
+    test = select_split(load_ham10000(Path(a.data) / "ham10000"), "test", Path(a.split_file))[:10]
+    ood = evaluate_gate(predictor, lesion_pixels=np.stack([predictor.load(r.path) for r in test]))
+    card["modality"]["ood_set"] = {k: ood[k] for k in ("total", "flagged", "missed")}
+    print(f"out-of-distribution set: {ood['flagged']}/{ood['total']} not assessed; missed: {ood['missed'] or 'none'}")
+    (Path(a.model) / "card.json").write_text(json.dumps(card, indent=1))
+    write_model_card(card, Path(a.model) / "MODEL_CARD.md")
+    print(f"modality check written to {a.model} (threshold {card['modality']['threshold']:.4f})")
+
+
 def _print_summary(card, splits=("validation", "test", "test_tta")):
     for split in splits:
         m = card.get("metrics", {}).get(split)
@@ -247,6 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "with experiments/center_zoom_probe.py)")
     e.add_argument("--max-images-per-split", type=int, help="smoke tests only")
     e.set_defaults(func=cmd_export)
+
+    fg = sub.add_parser("fit-gate", help="fit the image-type (modality) check and write it into a bundle "
+                                          "(needs the training install and ../shared/data's five collections)")
+    fg.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder to add the check to")
+    fg.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
+                    help="folder holding ham10000/, isic_archive/, isic2017_sample/, pad_ufes_20/, sd198_clinical/")
+    fg.add_argument("--split-file", default="splits/ham10000_split.csv")
+    fg.add_argument("--cache", default="cache/gate", help="feature cache folder ('' for none)")
+    fg.set_defaults(func=cmd_fit_gate)
 
     ev = sub.add_parser("evaluate", help="metrics + HTML report of a bundle on a split or a labelled folder")
     ev.add_argument("--model", default=DEFAULT_MODEL, help="model bundle folder")

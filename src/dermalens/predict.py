@@ -44,12 +44,20 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
 
 
 def prediction_row(path: Path, p) -> dict:
+    """One output row. An image that is not assessed keeps every column, but its diagnostic ones are empty."""
     row = {"file": str(path), "prediction": p.codes[p.top], "name": p.names[p.top],
            "confidence": round(float(p.probabilities[p.top]), 4),
            "malignancy": round(p.malignancy, 4), "malignant": p.malignancy >= p.malignant_threshold,
-           "risk": p.risk, "in_distribution": p.in_distribution, "not_assessed_because": "; ".join(p.ood_reasons)}
+           "risk": p.risk, "in_distribution": p.in_distribution,
+           "not_assessed_because": "; ".join(p.ood_reasons), "not_assessed_codes": ";".join(r.code for r in p.ood_reasons),
+           "dermoscopic_probability": "" if p.dermoscopic is None else p.dermoscopic}
     row.update({f"p_{c}": round(float(v), 4) for c, v in zip(p.codes, p.probabilities)})
+    if not p.in_distribution:
+        row.update({k: "" for k in row if k in DIAGNOSTIC or k.startswith("p_")})
     return row
+
+
+DIAGNOSTIC = ("prediction", "name", "confidence", "malignancy", "malignant")
 
 
 def run_predict(a) -> int:
@@ -99,10 +107,11 @@ def _print_table(rows: list[dict]) -> None:
     for r in rows:
         name = r["file"] if len(r["file"]) <= width else "..." + r["file"][-(width - 3):]
         risk = r["risk"] + ("" if r["in_distribution"] else " (see below)")
-        cls = r["prediction"] if r["in_distribution"] else "-"
-        if r["in_distribution"] and r["confidence"] < 0.5:
-            cls += "?"  # uncertain: no class reaches 50 %
-        print(f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {risk}")
+        if r["in_distribution"]:
+            cls = r["prediction"] + ("?" if r["confidence"] < 0.5 else "")  # ?: no class reaches 50 %
+            print(f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {risk}")
+        else:
+            print(f"{name:{width}s}  {'-':6s} {'-':>5s}  {'-':>6s}  {risk}")
     flagged = [r for r in rows if not r["in_distribution"]]
     if flagged:
         print("\nnot assessed:")

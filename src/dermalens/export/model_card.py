@@ -111,6 +111,7 @@ def write_model_card(card: dict, path: Path) -> None:
             # the gate's cost is not spread evenly: rare classes lie farther from the training mass
             lines[-1:-1] = ["Pass rate by diagnosis (the rest are shown as indeterminate, not classified): "
                             + ", ".join(f"{code} {_f(rate)}" for code, rate in by_class.items()) + "."]
+    lines += _modality_section(card.get("modality"))
     checks = _input_checks(card.get("ood", {}))
     if checks:
         lines += ["## Input checks",
@@ -124,6 +125,7 @@ def write_model_card(card: dict, path: Path) -> None:
         "- Minority classes (df, vasc, akiec) have few test images, so their per-class figures are noisy.",
         "- The out-of-distribution gate catches clearly foreign images, not every subtle failure.",
     ]
+    lines[lines.index("## Limits"):lines.index("## Limits")] = _cannot_read(card)
     if (m.get("test") or {}).get("intervals"):
         lines.append(f"- The 95 % intervals resample the test split's lesions ({m['test']['intervals']['resamples']} "
                      "bootstrap draws): they show how far "
@@ -150,3 +152,58 @@ def _input_checks(ood: dict) -> list[str]:
     if ood.get("min_short_side"):
         checks.append(f"its short side, as sent, is below {ood['min_short_side']} pixels")
     return checks
+
+
+def _rate(table: list[dict], s: str, part: str, stratum: str = "") -> str:
+    row = next((r for r in table if r["set"] == s and r["part"] == part and r["stratum"] == stratum), None)
+    if row is None:
+        return "n/a"
+    share = row["passed"] if row["dermoscopic"] else row["flagged"]
+    return f"{100 * share:.1f} % of {row['n']}"
+
+
+def _modality_section(g: dict | None) -> list[str]:
+    if not g:
+        return []
+    t = g["figures"]
+    lines = ["## Image-type (modality) check",
+             f"Before any class is shown, a separate ImageNet-only {g['backbone']['name']} (not fine-tuned) describes how "
+             f"the picture was taken ({g['backbone']['features']}) and a small {g['classifier']['kind']} gives the "
+             f"probability that it is dermoscopic. Below {g['threshold']:.4f} the image is not assessed, with the reason "
+             "`not_dermoscopic`. Threshold rule: " + g["threshold_rule"] + ".", "",
+             "| collection | part | kind | passed (dermoscopic) / flagged (not) |", "| --- | --- | --- | --- |"]
+    for r in t:
+        if r["stratum"]:
+            continue
+        kind = "dermoscopic" if r["dermoscopic"] else "clinical / phone photo"
+        share = r["passed"] if r["dermoscopic"] else r["flagged"]
+        lines.append(f"| {r['set']} | {r['part']} | {kind} | {100 * share:.1f} % of {r['n']} |")
+    by_class = [r for r in t if r["set"] == "ham10000" and r["part"] == "heldout" and r["stratum"]]
+    if by_class:
+        lines += ["", "HAM10000 test split passed per class: "
+                  + ", ".join(f"{r['stratum']} {100 * r['passed']:.1f} %" for r in by_class) + "."]
+    if g.get("ood_set"):
+        o = g["ood_set"]
+        lines += [f"The existing out-of-distribution set (everyday photos, synthetic and degraded images): "
+                  f"{o['flagged']}/{o['total']} not assessed."]
+    lines += ["", f"Per-image probabilities: `{g['scores']}`; reproduce with `{g['command']}`.", ""]
+    return lines
+
+
+def _cannot_read(card: dict) -> list[str]:
+    g = card.get("modality")
+    lines = ["## What dermalens cannot read",
+             "dermalens reads colour **dermoscopic** images only: a dermoscope's lens on the skin, even lighting, a "
+             "magnified patch. It gives no assessment (risk `indeterminate`, with the reason) for:",
+             "- ordinary photos of skin taken with a phone or a clinic camera (clinical close-ups), photos of anything "
+             "else, screenshots and documents" + (" (the image-type check above)" if g else "") + ";",
+             "- greyscale, badly exposed, blank and very small images (the input checks).",
+             "What passes the checks can still be wrong: lesion types outside HAM10000's 7 diagnoses are forced into one "
+             "of them, and figures on other clinics' dermoscopy are lower than on HAM10000's own test split."]
+    if g:
+        t = g["figures"]
+        lines.append(f"Measured: held-out smartphone photos (PAD-UFES-20 patients never fitted on) not assessed "
+                     f"{_rate(t, 'pad_ufes_20', 'heldout')}; clinical photos of conditions never fitted on (SD-198) "
+                     f"{_rate(t, 'sd198_clinical', 'heldout')}; dermoscopy from other sources passed: isic_archive "
+                     f"held out {_rate(t, 'isic_archive', 'heldout')}, isic2017_sample {_rate(t, 'isic2017_sample', 'heldout')}.")
+    return lines + [""]

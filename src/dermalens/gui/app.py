@@ -94,13 +94,16 @@ class App:
         self.risk_label.pack(anchor="w", pady=(8, 2))
         self.recommendation = ttk.Label(right, text="", wraplength=640, justify="left")
         self.recommendation.pack(anchor="w")
-        self.malignancy_label = ttk.Label(right, text="")
+        # Scores and bars: hidden for an image that is not assessed (no diagnosis is shown for it).
+        self.assessment = ttk.Frame(right)
+        self.assessment.pack(anchor="w", fill="x")
+        self.malignancy_label = ttk.Label(self.assessment, text="")
         self.malignancy_label.pack(anchor="w", pady=(10, 0))
-        self.mal_canvas = tk.Canvas(right, width=400, height=18, bg="#e6e9ee", highlightthickness=0)
+        self.mal_canvas = tk.Canvas(self.assessment, width=400, height=18, bg="#e6e9ee", highlightthickness=0)
         self.mal_canvas.pack(anchor="w")
-        ttk.Label(right, text="Class probabilities").pack(anchor="w", pady=(12, 2))
+        ttk.Label(self.assessment, text="Class probabilities").pack(anchor="w", pady=(12, 2))
         self.bars: dict[str, tuple[ttk.Label, ttk.Progressbar, ttk.Label]] = {}
-        grid = ttk.Frame(right)
+        grid = ttk.Frame(self.assessment)
         grid.pack(anchor="w", fill="x")
         for i, code in enumerate(CODES):
             name = ttk.Label(grid, text=code, width=44)
@@ -238,28 +241,30 @@ class App:
         self.canvas.config(image=self._photo, text="", width=VIEW[0], height=VIEW[1])
 
     def show_result(self, r: dict):
-        top, q = r["prediction"], r["quality"]
+        top, q, risk = r["prediction"], r["quality"], r["risk"]
+        self.risk_label.config(text=f"Risk: {risk['level']}", bg=COLOURS[risk["level"]])
+        self.recommendation.config(text=risk["recommendation"])
+        if not q["in_distribution"]:
+            self.top_label.config(text="Not assessed")
+            self.ood_label.config(text="\n".join(f"• {x['message']}." for x in q["reasons"]),
+                                  font=("TkDefaultFont", 12, "bold"), padx=8, pady=6)
+            self.ood_label.pack(anchor="w", after=self.top_label, pady=4)
+            self.assessment.pack_forget()
+            self._show_image()
+            return
+        self.ood_label.pack_forget()
+        self.assessment.pack(anchor="w", fill="x")
         names = {p["code"]: p["label"] for p in r["predictions"]}
         for code, (name, pb, val) in self.bars.items():
             p = top["all_probabilities"][CODES.index(code)]
             name.config(text=names.get(code, code) + (" (malignant)" if code in MALIGNANT_CODES else ""))
             pb.config(value=100 * p)
             val.config(text=f"{100 * p:.1f} %")
-        if q["in_distribution"]:
-            self.ood_label.pack_forget()
-            suffix = "" if top["confident"] else "  (uncertain: below 50 %)"
-            if top.get("most_probable", top["code"]) != top["code"]:
-                suffix += f"\n(chosen over the more probable {names.get(top['most_probable'])}: rarer diagnoses are " \
-                          "weighted up in close calls)"
-            self.top_label.config(text=f"{top['predicted_class']}: {100 * top['confidence']:.1f} %{suffix}")
-        else:
-            self.top_label.config(text="No assessment (see the warning below)")
-            self.ood_label.config(text="Warning: " + "; ".join(q["reasons"]) + ". The class scores below are "
-                                  "not a diagnosis.")
-            self.ood_label.pack(anchor="w", after=self.top_label, pady=4)
-        risk = r["risk"]
-        self.risk_label.config(text=f"Risk: {risk['level']}", bg=COLOURS[risk["level"]])
-        self.recommendation.config(text=risk["recommendation"])
+        suffix = "" if top["confident"] else "  (uncertain: below 50 %)"
+        if top.get("most_probable", top["code"]) != top["code"]:
+            suffix += f"\n(chosen over the more probable {names.get(top['most_probable'])}: rarer diagnoses are " \
+                      "weighted up in close calls)"
+        self.top_label.config(text=f"{top['predicted_class']}: {100 * top['confidence']:.1f} %{suffix}")
         m = r["malignancy"]
         self.malignancy_label.config(text=f"Malignancy score {100 * m['probability']:.1f} % ({m['label']}; "
                                           f"threshold {100 * m['threshold']:.1f} %)")
@@ -308,6 +313,9 @@ class App:
         self.cancel_button.config(state="disabled")
         self.batch_rows = res.rows
         self._fill_tree(res.rows)
+        if res.not_assessed:
+            self.metrics_box.insert("end", f"{res.not_assessed} image(s) not assessed (see the table); the figures "
+                                           "below count only the assessed ones.\n\n")
         if res.metrics:
             self.metrics_box.insert("end", metrics_text(res.metrics))
         for e in res.errors:

@@ -20,8 +20,9 @@ from .backend import BackendError
 class BatchResult:
     rows: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
-    metrics: dict | None = None
+    metrics: dict | None = None  # over the assessed images only
     cancelled: bool = False
+    not_assessed: int = 0
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -61,13 +62,21 @@ def run_batch(backend, items, cancel: threading.Event | None = None, progress=No
         except BackendError as e:
             res.errors.append({"file": str(path), "error": str(e)})
         else:
-            p = r["prediction"]
-            res.rows.append({"file": Path(path).name, "true": dx or "", "prediction": p["code"],
-                             "confidence": round(p["confidence"], 4),
-                             "malignancy": round(r["malignancy"]["probability"], 4),
-                             "risk": r["risk"]["level"], "in_distribution": r["quality"]["in_distribution"]})
-            threshold = r["malignancy"]["threshold"]
-            if dx is not None:
+            p, q = r["prediction"], r["quality"]
+            if not q["in_distribution"]:
+                # Not assessed: no class or score to show, and nothing to score against the label.
+                res.rows.append({"file": Path(path).name, "true": dx or "", "prediction": "not assessed",
+                                 "confidence": "", "malignancy": "", "risk": r["risk"]["level"],
+                                 "in_distribution": False,
+                                 "not_assessed_because": "; ".join(x["message"] for x in q["reasons"])})
+                res.not_assessed += 1
+            else:
+                res.rows.append({"file": Path(path).name, "true": dx or "", "prediction": p["code"],
+                                 "confidence": round(p["confidence"], 4),
+                                 "malignancy": round(r["malignancy"]["probability"], 4),
+                                 "risk": r["risk"]["level"], "in_distribution": True, "not_assessed_because": ""})
+                threshold = r["malignancy"]["threshold"]
+            if dx is not None and q["in_distribution"]:
                 probs.append(p["all_probabilities"])
                 preds.append(CODES.index(p["code"]))
                 truth.append(CODES.index(dx))

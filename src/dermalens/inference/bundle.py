@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from ..classes import CLASSES
 from ..preprocess import PreprocessSpec
+from .modality import ModalityGate, load_gate
 from .ood import whiten
 from .softmax import decide, softmax
 
@@ -36,6 +37,7 @@ class Bundle:
     head_weight: np.ndarray  # (classes, channels): Grad-CAM's linear head
     head_bias: np.ndarray
     ood: dict | None
+    gate: ModalityGate | None = None  # the modality check (card["modality"]); None in bundles before 2.4.0
 
     @property
     def codes(self) -> list[str]:
@@ -131,8 +133,14 @@ def load_bundle(path: str | Path, threads: int | None = None) -> Bundle:
         raise BundleError(f"{head_path}: missing (Grad-CAM needs the classifier head)")
     head = np.load(head_path)
     ood = whiten(dict(np.load(path / "ood.npz"))) if (path / "ood.npz").is_file() else None
+    gate = None
+    if "modality" in card:
+        try:
+            gate = load_gate(path, card["modality"], threads=threads)
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{path / 'card.json'}: unusable modality check ({e})") from None
     return Bundle(path, card, spec, session, head["weight"].astype(np.float32),
-                  head["bias"].astype(np.float32), ood)
+                  head["bias"].astype(np.float32), ood, gate)
 
 
 def _check_io(session, spec: PreprocessSpec, n_classes: int, onnx_path: Path):

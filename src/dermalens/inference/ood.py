@@ -1,6 +1,7 @@
 """Out-of-distribution gate: is this a dermoscopic lesion image at all?
 
-Three checks, any of which flags an image:
+Four checks, any of which flags an image (each reason carries a stable code, `Reason.code`):
+* modality: a separate small model says whether the picture is dermoscopic at all (inference.modality);
 * exposure: the resized image is nearly black, nearly white, nearly uniform, or has no colour
   (a greyscale picture: every HAM10000 image is in colour, and the network answers a greyscale
   lesion as confidently as a colour one, so only this check can turn it away);
@@ -28,27 +29,47 @@ EXPOSURE_RULES = {"min_mean": 20.0, "max_mean": 235.0, "min_std": 6.0, "min_chro
 MIN_SHORT_SIDE = 112
 
 
+class Reason(str):
+    """Why an image is not assessed: the message a user reads, carrying a stable machine `code` that clients
+    can branch on (the message may be reworded; the code is not)."""
+    code: str
+
+    def __new__(cls, code: str, message: str):
+        r = super().__new__(cls, message)
+        r.code = code
+        return r
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": str(self)}
+
+
+NOT_DERMOSCOPIC = Reason("not_dermoscopic", "This looks like an ordinary photo, not a dermoscopic image. "
+                                            "dermalens only reads dermoscopic images")
+UNLIKE_TRAINING = Reason("unlike_training", "image features are unlike the dermoscopic training images")
+
+
 def exposure_reasons(pixels: np.ndarray, rules: dict = EXPOSURE_RULES) -> list[str]:
     """Reasons an HxWx3 uint8 image is unusable by its exposure or colour alone. `min_chroma` is not
     applied when `rules` lacks it (the card of a bundle exported before the rule existed)."""
     lum = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     reasons = []
     if lum.mean() < rules["min_mean"]:
-        reasons.append("image is too dark (under-exposed)")
+        reasons.append(Reason("too_dark", "image is too dark (under-exposed)"))
     elif lum.mean() > rules["max_mean"]:
-        reasons.append("image is too bright (over-exposed)")
+        reasons.append(Reason("too_bright", "image is too bright (over-exposed)"))
     if lum.std() < rules["min_std"]:
-        reasons.append("image is nearly uniform (blank)")
+        reasons.append(Reason("blank", "image is nearly uniform (blank)"))
     if "min_chroma" in rules and mean_chroma(pixels) < rules["min_chroma"]:
-        reasons.append("image has no colour (greyscale); the model knows only colour dermoscopic images")
+        reasons.append(Reason("greyscale", "image has no colour (greyscale); the model knows only colour dermoscopic "
+                                           "images"))
     return reasons
 
 
 def size_reasons(width: int, height: int, min_short_side: int | None) -> list[str]:
     """Reasons an image of this size (as sent, before the resize) is too small to assess."""
     if min_short_side and min(width, height) < min_short_side:
-        return [f"image is only {width}x{height} pixels; below {min_short_side} pixels on the short side the "
-                "model's accuracy drops, so it is not assessed"]
+        return [Reason("too_small", f"image is only {width}x{height} pixels; below {min_short_side} pixels on the "
+                                    "short side the model's accuracy drops, so it is not assessed")]
     return []
 
 

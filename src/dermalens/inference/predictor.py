@@ -16,7 +16,8 @@ from .. import DISCLAIMER
 from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, open_image, upright_size
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
-from .ood import EXPOSURE_RULES, exposure_reasons, mahalanobis_score, size_reasons
+from .ood import EXPOSURE_RULES, NOT_DERMOSCOPIC, UNLIKE_TRAINING, Reason, exposure_reasons, mahalanobis_score, \
+    size_reasons
 from .risk import RECOMMENDATIONS, risk_level
 from .softmax import decide
 
@@ -34,7 +35,7 @@ class Prediction:
     in_distribution: bool
     ood_score: float | None
     ood_threshold: float | None
-    ood_reasons: list[str]
+    ood_reasons: list[Reason]
     pixels: np.ndarray  # the preprocessed uint8 image (input size), for overlays
     cam: np.ndarray | None = None
     cam_class: int | None = None
@@ -44,6 +45,8 @@ class Prediction:
     decision_bias: np.ndarray | None = None  # the bundle's decision rule (see softmax.decide)
     source_size: tuple[int, int] | None = None  # (width, height) as sent, when known
     turned: bool = False  # the preprocessing turned the image 90 degrees (PreprocessSpec.turns)
+    dermoscopic: float | None = None  # the modality check's probability that this is a dermoscopic image
+    dermoscopic_threshold: float | None = None
 
     @property
     def top(self) -> int:
@@ -63,6 +66,15 @@ class Prediction:
         return to_png(as_sent(overlay(self.pixels, self.cam), self.turned, self.source_size))
 
     def to_dict(self, include_explanation: bool = True) -> dict:
+        """The API's answer. An image that is not assessed gets no diagnosis at all: no class, no scores,
+        no malignancy, only the reasons and the `indeterminate` risk level."""
+        quality = {"in_distribution": self.in_distribution, "score": self.ood_score, "threshold": self.ood_threshold,
+                   "reasons": [r.to_dict() for r in self.ood_reasons],
+                   "dermoscopic_probability": self.dermoscopic, "dermoscopic_threshold": self.dermoscopic_threshold}
+        if not self.in_distribution:
+            return {"predictions": [], "prediction": None, "malignancy": None,
+                    "risk": {"level": self.risk, "recommendation": RECOMMENDATIONS[self.risk]},
+                    "quality": quality, "tta": self.tta, "model": self.model, "disclaimer": DISCLAIMER}
         order = np.argsort(-self.probabilities)
         probs = [float(p) for p in self.probabilities]
         d = {
@@ -75,8 +87,7 @@ class Prediction:
                            "label": "malignant" if self.malignancy >= self.malignant_threshold else "benign",
                            "threshold": self.malignant_threshold},
             "risk": {"level": self.risk, "recommendation": RECOMMENDATIONS[self.risk]},
-            "quality": {"in_distribution": self.in_distribution, "score": self.ood_score,
-                        "threshold": self.ood_threshold, "reasons": self.ood_reasons},
+            "quality": quality,
             "tta": self.tta,
             "model": self.model,
             "disclaimer": DISCLAIMER,
@@ -156,6 +167,27 @@ class Predictor:
             return None
         return mahalanobis_score(pooled, self.bundle.ood)
 
+    def dermoscopic(self, pixels: np.ndarray) -> np.ndarray | None:
+        """The modality check's probability that each image is dermoscopic (None without the check)."""
+        return None if self.bundle.gate is None else self.bundle.gate.probability(pixels)
+
+    def reasons(self, pixels: np.ndarray, pooled: np.ndarray, source_sizes=None) -> tuple[list[list[Reason]], dict]:
+        """Why each image is not assessed (an empty list: it is), and the scores behind it."""
+        scores = self.ood_scores(pooled)
+        derm = self.dermoscopic(pixels)
+        out = []
+        for i in range(len(pixels)):
+            reasons = exposure_reasons(pixels[i], self.exposure_rules)
+            size = source_sizes[i] if source_sizes else None
+            if size:
+                reasons += size_reasons(*size, self.min_short_side)
+            if derm is not None and derm[i] < self.bundle.gate.threshold:
+                reasons.append(NOT_DERMOSCOPIC)
+            elif scores is not None and self.ood_threshold is not None and scores[i] > self.ood_threshold:
+                reasons.append(UNLIKE_TRAINING)  # said only of dermoscopy: an ordinary photo gets the plainer reason
+            out.append(reasons)
+        return out, {"ood": scores, "dermoscopic": derm}
+
     def malignancy(self, probs: np.ndarray) -> np.ndarray:
         return probs[:, self.bundle.malignant].sum(axis=1)
 
@@ -176,25 +208,24 @@ class Predictor:
         """`source_sizes`: (width, height) of each image as sent, for the size check; None skips it
         (the pixels alone no longer tell how small the image was)."""
         probs, pooled, maps = self.forward(pixels, tta=tta)
-        scores = self.ood_scores(pooled)
+        all_reasons, checks = self.reasons(pixels, pooled, source_sizes)
+        scores, derm = checks["ood"], checks["dermoscopic"]
         mal = self.malignancy(probs)
         b = self.bundle
         out = []
         for i in range(len(pixels)):
-            reasons = exposure_reasons(pixels[i], self.exposure_rules)
+            reasons = all_reasons[i]
             size = source_sizes[i] if source_sizes else None
-            if size:
-                reasons += size_reasons(*size, self.min_short_side)
             score = None if scores is None else float(scores[i])
-            if score is not None and self.ood_threshold is not None and score > self.ood_threshold:
-                reasons.append("image features are unlike the dermoscopic training images")
             ind = not reasons
             p = Prediction(b.codes, b.names, probs[i], float(mal[i]), self.threshold,
                            risk_level(float(mal[i]), self.threshold, self.high_threshold, ind),
                            ind, score, self.ood_threshold, reasons, pixels[i], tta=tta,
                            source=(sources[i] if sources else ""), model=self.model_info,
                            decision_bias=b.decision_bias, source_size=tuple(size) if size else None,
-                           turned=bool(size) and b.spec.turns(*size))
+                           turned=bool(size) and b.spec.turns(*size),
+                           dermoscopic=None if derm is None else round(float(derm[i]), 4),
+                           dermoscopic_threshold=None if b.gate is None else b.gate.threshold)
             if explain:
                 c = p.top if explain_class is None else int(explain_class)
                 if not 0 <= c < len(b.codes):

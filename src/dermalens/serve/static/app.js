@@ -85,12 +85,27 @@
     const inDist = r.quality.in_distribution;
     const ood = $("ood");
     ood.hidden = inDist;
-    if (!inDist) {
-      ood.textContent = "No assessment: " + (r.quality.reasons || []).join("; ") +
-        ". The image was not assessed, so its class scores are not shown as a result.";
-    }
     $("summary").hidden = !inDist;
     $("scores").hidden = !inDist;  // no class scores for an image that was not assessed
+    if (!inDist) {
+      // No diagnosis at all: the reasons, in words, and what to send instead.
+      ood.innerHTML = "";
+      const h = document.createElement("strong");
+      h.textContent = "Not assessed";
+      const ul = document.createElement("ul");
+      (r.quality.reasons || []).forEach((reason) => {
+        const li = document.createElement("li");
+        li.textContent = reason.message + ".";
+        li.dataset.code = reason.code;
+        ul.appendChild(li);
+      });
+      const rec = document.createElement("p");
+      rec.textContent = r.risk.recommendation;
+      ood.append(h, ul, rec);
+      $("overlay").hidden = true;
+      $("model-info").textContent = "Model: " + r.model.name + " " + r.model.version;
+      return;
+    }
     const top = r.prediction;
     $("top-name").textContent = top.predicted_class;
     $("top-conf").textContent = pct(top.confidence);

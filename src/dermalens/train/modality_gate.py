@@ -1,0 +1,155 @@
+"""Fit the modality gate (dermoscopic or not) and measure it on every collection it can be checked on.
+
+Steps, each fixed before any held-out figure was read:
+1. features: every image is preprocessed exactly as the classifier would read it (the bundle's spec),
+   then `gate.onnx` turns that view into channel statistics. The `fit` part is shown several times,
+   augmented (train.modality_augment); `check` and `heldout` once, as they are;
+2. classifier: a small multi-layer perceptron (scikit-learn) on standardised features; each collection
+   weighs the same in the fit, whatever its size, so HAM10000 does not drown the other sources;
+3. threshold: the highest at which every dermoscopic check set (HAM10000 validation overall and per class,
+   isic_archive check) still passes at the target rate;
+4. figures: pass / flag rates per collection and part, written into the card.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..data.modality_sets import DERMOSCOPIC, PARTS, GateImage  # noqa: F401 (PARTS: re-exported for export)
+from ..evaluate.ood_set import skimage_photos, synthetic_images
+from ..inference.modality import ModalityGate
+from ..preprocess import PreprocessSpec, load_rgb
+from .modality_augment import augment_clinical, augment_dermoscopic
+
+# How many augmented views of each fit image: the clinical sets are small and the hard side.
+FIT_VIEWS = {"ham10000": 1, "isic_archive": 2, "pad_ufes_20": 4, "sd198_clinical": 4, "photos": 12}
+PASS_TARGET = 0.985  # share of each dermoscopic check set that must pass (per HAM10000 class: CLASS_PASS_TARGET)
+CLASS_PASS_TARGET = 0.95
+HIDDEN = (128,)
+SEED = 0
+
+
+def _views(item: GateImage, index: int) -> list[Image.Image]:
+    """The image as it is; for the fit part, augmented views as well (FIT_VIEWS)."""
+    img = load_rgb(item.path)
+    if item.part != "fit":
+        return [img]
+    rng = np.random.default_rng([SEED, index])
+    aug = augment_dermoscopic if item.label == DERMOSCOPIC else augment_clinical
+    n = FIT_VIEWS[item.set]
+    if n == 1:
+        return [aug(img, rng) if rng.random() < 0.5 else img]
+    return [img] + [aug(img, rng) for _ in range(n - 1)]
+
+
+def extract(items: list[GateImage], net_spec: PreprocessSpec, gate: ModalityGate, cache: Path | None = None,
+            threads: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Features of every view of every item -> (features V x D, item index of each view V)."""
+    if cache and cache.is_file():
+        z = np.load(cache)
+        return z["features"], z["index"]
+
+    def prepare(i):
+        return i, np.stack([net_spec.to_uint8(v) for v in _views(items[i], i)])
+
+    feats, index = [], []
+    with ThreadPoolExecutor(threads) as pool:
+        for i, pixels in tqdm(pool.map(prepare, range(len(items))), total=len(items), desc="gate features",
+                              mininterval=5):
+            feats.append(gate.features(pixels))
+            index += [i] * len(pixels)
+    out = np.concatenate(feats).astype(np.float32), np.asarray(index)
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, features=out[0], index=out[1])
+    return out
+
+
+def photo_negatives(net_spec: PreprocessSpec, gate: ModalityGate) -> np.ndarray:
+    """Features of everyday photos (scikit-image's) and synthetic images, augmented: fit-only negatives."""
+    rng = np.random.default_rng(SEED)
+    views = []
+    for arr in {**skimage_photos(), **synthetic_images()}.values():
+        img = Image.fromarray(arr).convert("RGB")
+        views += [img] + [augment_clinical(img, rng) for _ in range(FIT_VIEWS["photos"] - 1)]
+    return gate.features(np.stack([net_spec.to_uint8(v) for v in views]))
+
+
+def fit_classifier(X: np.ndarray, y: np.ndarray, weight: np.ndarray) -> dict:
+    """Standardise, fit the perceptron; returns plain arrays (mean, scale, W0, b0, W1, b1)."""
+    from sklearn.neural_network import MLPClassifier
+    mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-6
+    Z = (X - mean) / scale
+    # MLPClassifier takes no sample weights: repeat rows in proportion to their weight instead.
+    reps = np.maximum(1, np.round(weight / weight.min())).astype(int)
+    reps = np.minimum(reps, 50)
+    idx = np.repeat(np.arange(len(Z)), reps)
+    clf = MLPClassifier(HIDDEN, alpha=1e-2, max_iter=60, early_stopping=False, random_state=SEED,
+                        batch_size=256, learning_rate_init=1e-3)
+    clf.fit(Z[idx], y[idx])
+    out = {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32)}
+    for k, (W, b) in enumerate(zip(clf.coefs_, clf.intercepts_)):
+        out[f"W{k}"], out[f"b{k}"] = W.astype(np.float32), b.astype(np.float32)
+    return out
+
+
+def set_weights(sets: list[str]) -> np.ndarray:
+    """Each collection weighs the same in the fit (dermoscopic and not, each half)."""
+    sets = np.asarray(sets)
+    w = np.ones(len(sets))
+    for s in np.unique(sets):
+        w[sets == s] = 1.0 / (sets == s).sum()
+    return w / w.mean()
+
+
+def choose_threshold(p: np.ndarray, items: list[GateImage]) -> float:
+    """Highest threshold at which every dermoscopic check set passes at PASS_TARGET (each HAM10000 class at
+    CLASS_PASS_TARGET): the strictest gate that still reads the dermoscopy it was checked on."""
+    limits = []
+    groups: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        if it.part == "check" and it.label == DERMOSCOPIC:
+            groups.setdefault(it.set, []).append(i)
+            if it.set == "ham10000":
+                groups.setdefault(f"ham10000/{it.stratum}", []).append(i)
+    for name, idx in groups.items():
+        target = CLASS_PASS_TARGET if "/" in name else PASS_TARGET
+        # the largest t with mean(p >= t) >= target is the (1 - target) quantile, taken from below
+        limits.append(float(np.quantile(p[idx], 1 - target, method="lower")))
+    return min(limits)
+
+
+def rates(p: np.ndarray, items: list[GateImage], threshold: float) -> list[dict]:
+    """Per collection and part (and HAM10000 class / isic_archive source): n and the share passed."""
+    keys: dict[tuple, list[int]] = {}
+    for i, it in enumerate(items):
+        keys.setdefault((it.set, it.part, ""), []).append(i)
+        if it.set in ("ham10000", "isic_archive"):
+            keys.setdefault((it.set, it.part, it.stratum), []).append(i)
+    out = []
+    for (s, part, stratum), idx in sorted(keys.items()):
+        passed = float((p[idx] >= threshold).mean())
+        out.append({"set": s, "part": part, "stratum": stratum, "n": len(idx), "dermoscopic": items[idx[0]].label == 1,
+                    "passed": round(passed, 4), "flagged": round(1 - passed, 4)})
+    return out
+
+
+def print_rates(table: list[dict]) -> None:
+    print(f"{'collection':18s} {'part':8s} {'stratum':24s} {'n':>5s} {'kind':>12s} {'passed':>7s} {'flagged':>7s}")
+    for r in table:
+        kind = "dermoscopic" if r["dermoscopic"] else "clinical"
+        print(f"{r['set']:18s} {r['part']:8s} {r['stratum']:24s} {r['n']:5d} {kind:>12s} "
+              f"{r['passed']:7.1%} {r['flagged']:7.1%}")
+
+
+def save_weights(path: Path, weights: dict) -> None:
+    np.savez(path, **weights)
+
+
+def summary_json(table: list[dict]) -> str:
+    return json.dumps(table, indent=1)

@@ -1,0 +1,157 @@
+"""The image-type (modality) check: phone and clinical photos are not assessed, dermoscopy is; the reason
+reaches every surface; the card's figures are the committed scores'."""
+import base64
+import csv
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import FIXTURES, MINI, SHARED, SHIPPED
+from serverutil import running_server
+
+MODALITY = FIXTURES / "modality"
+PHONE = sorted((MODALITY / "pad_ufes_20").glob("*.jpg"))
+CLINICAL = sorted((MODALITY / "sd198_clinical").glob("*.jpg"))
+OTHER_DERMOSCOPY = sorted((MODALITY / "isic2017_sample").glob("*.jpg"))
+
+
+def _ham_test_fixtures() -> list[Path]:
+    split = {r["image_id"]: r["split"] for r in csv.DictReader(open(SHIPPED.parents[1] / "splits" / "ham10000_split.csv"))}
+    return [p for p in sorted((MINI / "images").iterdir()) if split.get(p.stem) == "test"]
+
+
+@pytest.fixture(scope="module")
+def predictor(shipped_bundle):
+    from dermalens.inference import Predictor
+    return Predictor(shipped_bundle)
+
+
+@pytest.fixture(scope="module")
+def card(shipped_bundle) -> dict:
+    return json.loads((shipped_bundle / "card.json").read_text())
+
+
+def test_fixtures_are_there():
+    assert len(PHONE) >= 3 and len(CLINICAL) >= 2 and len(OTHER_DERMOSCOPY) >= 3
+
+
+def test_phone_and_clinical_photos_are_not_assessed(predictor):
+    for path in PHONE + CLINICAL:
+        p = predictor.predict(path)
+        assert not p.in_distribution and p.risk == "indeterminate", path.name
+        assert "not_dermoscopic" in [r.code for r in p.ood_reasons], (path.name, p.dermoscopic)
+        assert p.dermoscopic < p.dermoscopic_threshold
+
+
+def test_dermoscopy_from_ham10000_and_another_source_passes_the_check(predictor):
+    images = _ham_test_fixtures() + OTHER_DERMOSCOPY
+    assert len(images) >= 17
+    refused = [p.name for p in images if "not_dermoscopic" in [r.code for r in predictor.predict(p).ood_reasons]]
+    assert refused == []
+
+
+def test_api_answers_a_phone_photo_with_the_reason_and_no_diagnosis(shipped_bundle):
+    with running_server(shipped_bundle) as url, httpx.Client(base_url=url, timeout=60) as client:
+        data = base64.b64encode(PHONE[0].read_bytes()).decode()
+        body = client.post("/predict", json={"image": "data:image/jpeg;base64," + data, "explain": True}).json()
+        up = client.post("/predict/upload", files={"file": (PHONE[0].name, PHONE[0].read_bytes(), "image/jpeg")}).json()
+    for r in (body, up):
+        assert r["success"] and r["quality"]["in_distribution"] is False
+        assert r["quality"]["reasons"][0]["code"] == "not_dermoscopic"
+        assert "ordinary photo, not a dermoscopic image" in r["quality"]["reasons"][0]["message"]
+        assert r["prediction"] is None and r["predictions"] == [] and r["malignancy"] is None
+        assert r["risk"]["level"] == "indeterminate" and "explanation" not in r
+        assert 0 <= r["quality"]["dermoscopic_probability"] < r["quality"]["dermoscopic_threshold"]
+
+
+def test_card_figures_are_the_committed_scores(shipped_bundle, card):
+    """Every pass / flag rate in card.json follows from report/gate_scores.csv and the card's threshold, and
+    the threshold from the scores of the check part by the card's rule."""
+    from dermalens.data.modality_sets import GateImage
+    from dermalens.train.modality_gate import choose_threshold, rates
+    g = card["modality"]
+    rows = list(csv.DictReader(open(shipped_bundle / g["scores"])))
+    items = [GateImage(Path(r["image"]), r["set"], int(r["dermoscopic"]), r["part"], "", r["stratum"]) for r in rows]
+    p = np.array([float(r["probability"]) for r in rows])
+    assert abs(choose_threshold(p, items) - g["threshold"]) < 1e-5
+    assert rates(p, items, g["threshold"]) == g["figures"]
+    assert not any(r["part"] == "heldout" and r["set"] == "ham10000" and r["stratum"] == "" and r["passed"] < 0.9
+                   for r in g["figures"])
+
+
+def test_committed_scores_are_the_gates_own(predictor, shipped_bundle, card):
+    """The probabilities in the committed scores file are what the shipped check computes for those images."""
+    rows = {(r["set"], r["image"]): float(r["probability"])
+            for r in csv.DictReader(open(shipped_bundle / card["modality"]["scores"]))}
+    checked = 0
+    for folder in ("pad_ufes_20", "sd198_clinical", "isic2017_sample"):
+        for path in sorted((MODALITY / folder).glob("*.jpg")):
+            got = float(predictor.dermoscopic(predictor.load(path)[None])[0])
+            assert abs(got - rows[(folder, path.name)]) < 1e-4, path.name
+            checked += 1
+    assert checked >= 8
+
+
+def test_gate_weights_are_plain_arrays(shipped_bundle, card):
+    with np.load(shipped_bundle / card["modality"]["weights"], allow_pickle=False) as z:
+        assert {"mean", "scale", "W0", "b0"} <= set(z.files)
+
+
+def test_bundle_without_its_gate_file_is_refused(tmp_path, shipped_bundle):
+    import shutil
+
+    from dermalens.inference.bundle import BundleError, load_bundle
+    copy = tmp_path / "b"
+    shutil.copytree(shipped_bundle, copy, ignore=shutil.ignore_patterns("report"))
+    (copy / "gate.npz").unlink()
+    with pytest.raises(BundleError, match="gate.npz"):
+        load_bundle(copy)
+
+
+def test_reason_carries_a_stable_code():
+    from dermalens.inference.ood import NOT_DERMOSCOPIC, Reason, exposure_reasons
+    assert NOT_DERMOSCOPIC.code == "not_dermoscopic" and "dermoscopic" in NOT_DERMOSCOPIC
+    dark = exposure_reasons(np.zeros((32, 32, 3), np.uint8))
+    assert [r.code for r in dark] == ["too_dark", "blank", "greyscale"]
+    assert isinstance(dark[0], Reason) and dark[0].to_dict()["code"] == "too_dark"
+
+
+def test_augmentations_keep_images_usable():
+    from dermalens.train.modality_augment import augment_clinical, augment_dermoscopic, dark_rim
+    img = Image.open(PHONE[0]).convert("RGB")
+    rng = np.random.default_rng(0)
+    for f in (augment_clinical, augment_dermoscopic):
+        out = f(img, rng)
+        assert out.mode == "RGB" and min(out.size) >= 16
+    rim = np.asarray(dark_rim(img, rng))
+    assert rim[0, 0].mean() < 30 and rim[rim.shape[0] // 2, rim.shape[1] // 2].mean() > 30
+
+
+def test_threshold_rule_is_the_strictest_that_keeps_every_check_set():
+    from dermalens.data.modality_sets import GateImage
+    from dermalens.train.modality_gate import choose_threshold
+    items = ([GateImage(Path(f"a{i}"), "ham10000", 1, "check", "", "nv") for i in range(200)]
+             + [GateImage(Path(f"b{i}"), "isic_archive", 1, "check", "", "x") for i in range(200)]
+             + [GateImage(Path(f"c{i}"), "pad_ufes_20", 0, "check", "", "") for i in range(50)])
+    p = np.concatenate([np.linspace(0.5, 1, 200), np.linspace(0.2, 1, 200), np.zeros(50)])
+    t = choose_threshold(p, items)
+    assert (p[200:400] >= t).mean() >= 0.985 and (p[:200] >= t).mean() >= 0.985
+    assert not ((p[200:400] >= np.nextafter(t, 1)).mean() >= 0.985)
+
+
+@pytest.mark.skipif(not (SHARED / "pad_ufes_20").is_dir(), reason="needs ../shared/data")
+def test_gate_sets_never_share_a_patient_or_condition():
+    from dermalens.data.modality_sets import gate_images
+    items = gate_images(SHARED, SHIPPED.parents[1] / "splits" / "ham10000_split.csv")
+    for s in ("pad_ufes_20", "sd198_clinical", "isic_archive", "ham10000"):
+        parts = {}
+        for it in items:
+            if it.set == s:
+                parts.setdefault(it.group, set()).add(it.part)
+        assert all(len(v) == 1 for v in parts.values()), s
+    i17 = {it.path.stem for it in items if it.set == "isic2017_sample"}
+    assert not i17 & {it.path.stem for it in items if it.set == "isic_archive"}
