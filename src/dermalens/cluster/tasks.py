@@ -1,0 +1,69 @@
+"""What runs on a Dask worker: one partition of images -> one Parquet file, and a few figures.
+
+Each worker process keeps one Predictor per (bundle, runtime threads) for its whole life: the
+bundle is loaded by the worker from its path, once, never pickled through the scheduler.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from ..predict import predict_files
+from ..preprocess import ImageError
+from .inputs import Partition, is_url
+from .store import OutFolder
+
+_PREDICTORS: dict = {}
+_LOCK = threading.Lock()  # a worker with several threads must still load the bundle once
+_LOADS = {"count": 0, "seconds": 0.0}
+
+
+def cached_predictor(model: str, threads: int):
+    with _LOCK:
+        key = (model, threads)
+        if key not in _PREDICTORS:
+            from ..inference import Predictor
+            t0 = time.perf_counter()
+            _PREDICTORS[key] = Predictor(model, threads=threads)
+            _LOADS["count"] += 1
+            _LOADS["seconds"] += time.perf_counter() - t0
+        return _PREDICTORS[key]
+
+
+def read_source(key: str):
+    """A local path as itself (the predictor opens it, exactly as in-process); a URL as bytes."""
+    if not is_url(key):
+        return Path(key)
+    import fsspec
+    try:
+        with fsspec.open(key, "rb") as f:
+            return f.read()
+    except (OSError, ValueError) as e:
+        raise ImageError(f"{key}: cannot read ({e})") from None
+
+
+def runtime_threads(per_host: dict[str, int]) -> int:
+    """The runtime's own threads: this machine's cores shared among the task threads on it."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # what SLURM or a container grants, not the whole host
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    from distributed import get_worker
+    host = get_worker().address.rsplit(":", 1)[0].split("://")[-1]
+    return max(1, cores // max(1, per_host.get(host, 1)))
+
+
+def predict_partition(part: Partition, model: str, tta: bool, out_url: str,
+                      per_host: dict[str, int], threads: int | None = None) -> dict:
+    from distributed import get_worker
+    loads = _LOADS["seconds"]
+    predictor = cached_predictor(model, threads or runtime_threads(per_host))
+    t0 = time.perf_counter()
+    rows, errors = predict_files(predictor, [it.key for it in part.items], tta=tta,
+                                 metadata=[it.extra for it in part.items], read=read_source)
+    OutFolder(out_url).write_partition(part.id, [{**r, "error": None} for r in rows] + errors)
+    return {"part": part.id, "images": len(rows) + len(errors), "failed": [{"file": e["file"], "error": e["error"]} for e in errors],
+            "seconds": time.perf_counter() - t0, "load_seconds": _LOADS["seconds"] - loads,
+            "worker": get_worker().address, "pid": os.getpid(), "loads": _LOADS["count"]}
