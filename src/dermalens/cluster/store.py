@@ -60,10 +60,10 @@ class OutFolder:
         except (OSError, pa.ArrowException) as e:
             raise ValueError(f"{p}: unreadable partition ({e}); delete it and rerun to redo its images") from None
 
-    def write_partition(self, part_id: str, rows: list[dict]) -> str:
+    def write_partition(self, part_id: str, rows: list[dict], types: dict | None = None) -> str:
         final = self.path(f"part-{part_id}.parquet")
         buf = io.BytesIO()
-        pq.write_table(rows_to_table(rows), buf)
+        pq.write_table(rows_to_table(rows, types), buf)
         if self.local:
             tmp = self.path(f".part-{part_id}.{uuid.uuid4().hex}.tmp")
             with open(tmp, "wb") as f:
@@ -76,11 +76,13 @@ class OutFolder:
         return final
 
 
-def rows_to_table(rows: list[dict]) -> pa.Table:
-    """Rows with differing keys (results, errors) -> one table: the union of columns, in first-seen
-    order; a value a row lacks is null."""
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    return pa.table({c: pa.array([r.get(c) for r in rows]) for c in columns})
+def rows_to_table(rows: list[dict], types: dict | None = None) -> pa.Table:
+    """Rows with differing keys (results, errors) -> one table: the columns of `types` (name ->
+    arrow type) first, so that a partition of errors only has the same schema as the others, then
+    any other key in first-seen order; a value a row lacks is null."""
+    types = types or {}
+    columns = list(dict.fromkeys([*types, *(k for r in rows for k in r)]))
+    return pa.table({c: pa.array([r.get(c) for r in rows], type=types.get(c)) for c in columns})
 
 
 def _protocols(fs) -> tuple:

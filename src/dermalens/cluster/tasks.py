@@ -10,7 +10,10 @@ import threading
 import time
 from pathlib import Path
 
-from ..predict import predict_files
+import numpy as np
+import pyarrow as pa
+
+from ..predict import prediction_row, predict_files
 from ..preprocess import ImageError
 from .inputs import Partition, is_url
 from .store import OutFolder
@@ -18,6 +21,7 @@ from .store import OutFolder
 _PREDICTORS: dict = {}
 _LOCK = threading.Lock()  # a worker with several threads must still load the bundle once
 _LOADS = {"count": 0, "seconds": 0.0}
+_ROW_TYPES: dict = {}
 
 
 def cached_predictor(model: str, threads: int):
@@ -30,6 +34,16 @@ def cached_predictor(model: str, threads: int):
             _LOADS["count"] += 1
             _LOADS["seconds"] += time.perf_counter() - t0
         return _PREDICTORS[key]
+
+
+def row_types(predictor) -> dict:
+    """Column name -> arrow type of a result row, from the row function itself (on a blank image),
+    so every partition has every column even when all its images failed."""
+    if id(predictor) not in _ROW_TYPES:
+        h, w = predictor.bundle.spec.input_size
+        row = prediction_row("", predictor.predict_pixels(np.zeros((1, h, w, 3), np.uint8))[0])
+        _ROW_TYPES[id(predictor)] = {k: pa.string() if v is None else pa.infer_type([v]) for k, v in row.items()}
+    return _ROW_TYPES[id(predictor)]
 
 
 def read_source(key: str):
@@ -63,7 +77,11 @@ def predict_partition(part: Partition, model: str, tta: bool, out_url: str,
     t0 = time.perf_counter()
     rows, errors = predict_files(predictor, [it.key for it in part.items], tta=tta,
                                  metadata=[it.extra for it in part.items], read=read_source)
-    OutFolder(out_url).write_partition(part.id, [{**r, "error": None} for r in rows] + errors)
+    types = dict(row_types(predictor))  # a manifest column never replaces a result column
+    for k in (k for it in part.items for k in it.extra):
+        types.setdefault(k, pa.string())
+    types["error"] = pa.string()
+    OutFolder(out_url).write_partition(part.id, [{**r, "error": None} for r in rows] + errors, types)
     return {"part": part.id, "images": len(rows) + len(errors), "failed": [{"file": e["file"], "error": e["error"]} for e in errors],
             "seconds": time.perf_counter() - t0, "load_seconds": _LOADS["seconds"] - loads,
             "worker": get_worker().address, "pid": os.getpid(), "loads": _LOADS["count"]}
