@@ -17,25 +17,33 @@ from .tasks import predict_partition
 DEFAULT_PARTITION_SIZE = 256  # images per task: seconds of work, few enough files for an archive
 
 
+def local_workers(spec: str) -> int | None:
+    """`local:N` -> N; `local` -> None (one per core); a scheduler address -> 0."""
+    if spec != "local" and not spec.startswith("local:"):
+        return 0
+    try:
+        n = int(spec.split(":", 1)[1]) if ":" in spec else None
+    except ValueError:
+        raise ValueError(f"--cluster local:N needs a number of workers, got {spec!r}") from None
+    if n is not None and n < 1:
+        raise ValueError(f"--cluster local:N needs at least 1 worker, got {n}")
+    return n
+
+
 @contextmanager
 def connect(spec: str):
     """`local:N` starts N single-threaded worker processes here; anything else is the address of a
     running scheduler (tcp://host:8786)."""
     from distributed import Client, LocalCluster
-    if spec == "local" or spec.startswith("local:"):
-        try:
-            n = int(spec.split(":", 1)[1]) if ":" in spec else None
-        except ValueError:
-            raise ValueError(f"--cluster local:N needs a number of workers, got {spec!r}") from None
-        if n is not None and n < 1:
-            raise ValueError(f"--cluster local:N needs at least 1 worker, got {n}")
+    n = local_workers(spec)
+    if n != 0:
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                           silence_logs=40) as cluster, Client(cluster) as client:
             yield client
     else:
         try:
             client = Client(spec, timeout="20s")
-        except OSError as e:
+        except (OSError, TimeoutError) as e:
             raise ValueError(f"--cluster {spec}: no Dask scheduler answers there ({e})") from None
         with client:
             yield client
@@ -60,6 +68,7 @@ def run_cluster_predict(a) -> int:
     for flag in ("explain", "json"):
         if getattr(a, flag, None):
             raise ValueError(f"--{flag} is not available with --cluster; the Parquet files hold every row")
+    local_workers(a.cluster)  # a bad --cluster fails before anything is written
     model = Path(a.model).resolve()
     card = read_card(model)  # a bad bundle fails here, before any worker starts
     items, problems = collect_inputs(a.inputs, getattr(a, "recursive", False))
