@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .inputs import collect_inputs, is_url, plan_partitions
+from .inputs import collect_inputs, plan_partitions
 from .store import OutFolder
 from .tasks import predict_partition
 
@@ -175,4 +175,4 @@ def write_csv(out: OutFolder, path: str, order: list[str]) -> int:
     return len(rows)
 
 
-__all__ = ["run_cluster_predict", "connect", "write_csv", "is_url"]
+__all__ = ["run_cluster_predict", "connect", "write_csv"]

@@ -59,21 +59,26 @@ def read_source(key: str):
 
 
 def runtime_threads(per_host: dict[str, int]) -> int:
-    """The runtime's own threads: this machine's cores shared among the task threads on it."""
+    """The runtime's own threads: this machine's cores shared among the task threads of all workers
+    on it. A host that joined after the run started is assumed full (1 thread), as a cluster node
+    running one single-threaded worker per core is."""
+    from distributed import get_worker
+    from distributed.comm import get_address_host
+    task_threads = per_host.get(get_address_host(get_worker().address))
+    if not task_threads:
+        return 1
     try:
         cores = len(os.sched_getaffinity(0))  # what SLURM or a container grants, not the whole host
     except AttributeError:
         cores = os.cpu_count() or 1
-    from distributed import get_worker
-    host = get_worker().address.rsplit(":", 1)[0].split("://")[-1]
-    return max(1, cores // max(1, per_host.get(host, 1)))
+    return max(1, cores // task_threads)
 
 
 def predict_partition(part: Partition, model: str, tta: bool, out_url: str,
-                      per_host: dict[str, int], threads: int | None = None) -> dict:
+                      per_host: dict[str, int]) -> dict:
     from distributed import get_worker
     loads = _LOADS["seconds"]
-    predictor = cached_predictor(model, threads or runtime_threads(per_host))
+    predictor = cached_predictor(model, runtime_threads(per_host))
     t0 = time.perf_counter()
     rows, errors = predict_files(predictor, [it.key for it in part.items], tta=tta,
                                  metadata=[it.extra for it in part.items], read=read_source)
@@ -82,6 +87,6 @@ def predict_partition(part: Partition, model: str, tta: bool, out_url: str,
         types.setdefault(k, pa.string())
     types["error"] = pa.string()
     OutFolder(out_url).write_partition(part.id, [{**r, "error": None} for r in rows] + errors, types)
-    return {"part": part.id, "images": len(rows) + len(errors), "failed": [{"file": e["file"], "error": e["error"]} for e in errors],
-            "seconds": time.perf_counter() - t0, "load_seconds": _LOADS["seconds"] - loads,
+    return {"part": part.id, "images": len(rows) + len(errors),
+            "failed": [{"file": e["file"], "error": e["error"]} for e in errors], "seconds": time.perf_counter() - t0, "load_seconds": _LOADS["seconds"] - loads,
             "worker": get_worker().address, "pid": os.getpid(), "loads": _LOADS["count"]}
