@@ -194,3 +194,17 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(shipped_bundle, tm
     rows = table_rows(out)
     assert_each_once(rows, expected)
     assert all(r["error"] is None for r in rows)
+
+
+@pytest.mark.slow
+def test_fsspec_urls_give_the_rows_of_local_paths(shipped_bundle):
+    from dermalens.cluster.tasks import read_source
+    from dermalens.inference import Predictor
+    from dermalens.predict import predict_files
+    items, problems = collect_inputs([f"file://{FIXTURES / 'fullres'}"])
+    assert not problems and [it.key for it in items] == [f"file://{p}" for p in sorted((FIXTURES / "fullres").glob("*.jpg"))]
+    predictor = Predictor(shipped_bundle)
+    by_url, errors = predict_files(predictor, [it.key for it in items] + ["file:///nowhere/x.jpg"], read=read_source)
+    local, _ = predict_files(predictor, sorted((FIXTURES / "fullres").glob("*.jpg")))
+    assert [{**r, "file": None} for r in by_url] == [{**r, "file": None} for r in local]
+    assert len(errors) == 1 and errors[0]["file"] == "file:///nowhere/x.jpg" and "cannot read" in errors[0]["error"]
