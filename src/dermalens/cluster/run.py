@@ -127,8 +127,8 @@ def _run(client, parts, model: Path, a, out: OutFolder):
     except KeyboardInterrupt:
         bar.close()
         done = len(results)
-        print(f"\ninterrupted: {done} of {len(parts)} partitions written to {out.url}; "
-              "the same command resumes", file=sys.stderr)
+        print(f"\ninterrupted: {done} of {len(parts)} partitions reported written to {out.url} (those in "
+              "flight may still land); the same command resumes", file=sys.stderr)
         raise
     bar.close()
     return results, failed, time.perf_counter() - t0
