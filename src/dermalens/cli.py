@@ -301,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", help="also write the results as JSON")
     pr.add_argument("--explain", metavar="DIR", help="write Grad-CAM overlays (PNG) into DIR")
     pr.add_argument("--recursive", action="store_true", help="look into sub-folders too")
+    pr.add_argument("--cluster", metavar="ADDRESS|local:N",
+                    help="run on a Dask cluster (tcp://host:8786) or N local worker processes; needs --out "
+                         "(inputs may also be manifest CSVs with a path or image_id column, and fsspec URLs)")
+    pr.add_argument("--out", metavar="FOLDER", help="with --cluster: folder or URL for the Parquet partitions; "
+                                                    "rerunning into it skips the images already done")
+    pr.add_argument("--partition-size", type=int, metavar="N", help="with --cluster: images per task (256)")
     pr.set_defaults(func=cmd_predict)
 
     sv = sub.add_parser("serve", help="start the web app and REST API")

@@ -44,23 +44,64 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
 
 
 def prediction_row(path: Path, p) -> dict:
-    """One output row. An image that is not assessed keeps every column, but its diagnostic ones are empty."""
+    """One output row. An image that is not assessed keeps every column, but its diagnostic ones are empty (None)."""
     row = {"file": str(path), "prediction": p.codes[p.top], "name": p.names[p.top],
            "confidence": round(float(p.probabilities[p.top]), 4),
            "malignancy": round(p.malignancy, 4), "malignant": p.malignancy >= p.malignant_threshold,
            "risk": p.risk, "in_distribution": p.in_distribution,
            "not_assessed_because": "; ".join(p.ood_reasons), "not_assessed_codes": ";".join(r.code for r in p.ood_reasons),
-           "dermoscopic_probability": "" if p.dermoscopic is None else p.dermoscopic}
+           "dermoscopic_probability": p.dermoscopic}
     row.update({f"p_{c}": round(float(v), 4) for c, v in zip(p.codes, p.probabilities)})
     if not p.in_distribution:
-        row.update({k: "" for k in row if k in DIAGNOSTIC or k.startswith("p_")})
+        row.update({k: None for k in row if k in DIAGNOSTIC or k.startswith("p_")})
     return row
 
 
 DIAGNOSTIC = ("prediction", "name", "confidence", "malignancy", "malignant")
 
 
+def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None = None,
+                  metadata: list[dict] | None = None, read=None, progress: bool = False
+                  ) -> tuple[list[dict], list[dict]]:
+    """Image paths -> (result rows, errors {file, error}): the one place `dermalens predict` turns
+    files into rows, in-process and on each Dask worker (dermalens.cluster).
+
+    `metadata`: one dict per path (extra manifest columns such as age, sex, site), passed through
+    into that path's row or error without overwriting a result column. `read`: path -> what the
+    predictor reads (bytes fetched through fsspec for a URL); it raises ImageError when it cannot."""
+    rows, errors = [], []
+    for i, path in enumerate(tqdm(paths, desc="predict", disable=not progress or len(paths) < 5,
+                                  file=sys.stderr)):
+        extra = metadata[i] if metadata else {}
+        try:
+            p = predictor.predict(read(path) if read else path, tta=tta, explain=explain_dir is not None)
+        except ImageError as e:
+            msg = str(e) if str(path) in str(e) else f"{path}: {e}"
+            errors.append(_with_extra({"file": str(path), "error": msg}, extra))
+            if progress:
+                tqdm.write(f"skipped {msg}", file=sys.stderr)
+            continue
+        if explain_dir is not None:
+            (explain_dir / f"{Path(path).stem}_gradcam.png").write_bytes(p.overlay_png())
+        rows.append(_with_extra(prediction_row(path, p), extra))
+    return rows, errors
+
+
+def _with_extra(row: dict, extra: dict) -> dict:
+    row.update({k: v for k, v in extra.items() if k not in row})
+    return row
+
+
 def run_predict(a) -> int:
+    if getattr(a, "cluster", None):
+        try:
+            from .cluster import run_cluster_predict
+        except ImportError as e:
+            raise ValueError(f"--cluster needs the cluster extra: pip install -e '.[cluster]' ({e})") from None
+        return run_cluster_predict(a)
+    for flag in ("out", "partition_size"):
+        if getattr(a, flag, None):
+            raise ValueError(f"--{flag.replace('_', '-')} goes with --cluster; without it, use --csv or --json")
     from . import DISCLAIMER
     from .inference import Predictor
     predictor = Predictor(a.model)
@@ -70,18 +111,7 @@ def run_predict(a) -> int:
     explain_dir = Path(a.explain) if a.explain else None
     if explain_dir:
         explain_dir.mkdir(parents=True, exist_ok=True)
-    rows, errors = [], []
-    for path in tqdm(paths, desc="predict", disable=len(paths) < 5, file=sys.stderr):
-        try:
-            p = predictor.predict(path, tta=a.tta, explain=explain_dir is not None)
-        except ImageError as e:
-            msg = str(e) if str(path) in str(e) else f"{path}: {e}"
-            errors.append({"file": str(path), "error": msg})
-            tqdm.write(f"skipped {msg}", file=sys.stderr)
-            continue
-        if explain_dir is not None:
-            (explain_dir / f"{path.stem}_gradcam.png").write_bytes(p.overlay_png())
-        rows.append(prediction_row(path, p))
+    rows, errors = predict_files(predictor, paths, tta=a.tta, explain_dir=explain_dir, progress=True)
     _print_table(rows)
     print(f"\n{DISCLAIMER}")
     if a.csv and rows:

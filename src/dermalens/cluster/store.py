@@ -1,0 +1,90 @@
+"""The output folder: one Parquet file per partition, written so that a kill never leaves half a file.
+
+Local (or shared POSIX) folders: write a hidden temporary file, then rename it (atomic on one
+filesystem). Object stores: one PUT of the whole file, which readers see complete or not at all.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PART_GLOB = "part-*.parquet"
+RUN_FILE = "_run.json"  # which model and options wrote the partitions
+
+
+class OutFolder:
+    def __init__(self, url: str):
+        import fsspec
+        self.url = str(url)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+        self.local = "file" in _protocols(self.fs)
+
+    def path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def prepare(self, run: dict) -> None:
+        """Create the folder; refuse to mix results of another model or options into it."""
+        self.fs.makedirs(self.root, exist_ok=True)
+        if self.fs.exists(self.path(RUN_FILE)):
+            old = json.loads(self.fs.cat_file(self.path(RUN_FILE)))
+            if old != run:
+                raise ValueError(f"{self.url} holds results of {old}, not {run}: "
+                                 "choose another --out folder (or empty this one)")
+        else:
+            self.fs.pipe_file(self.path(RUN_FILE), json.dumps(run, indent=2).encode())
+        if self.local:  # temporaries of killed writers; never read, removed here
+            for p in self.fs.glob(self.path(".part-*.tmp")):
+                self.fs.rm_file(p)
+
+    def partition_files(self) -> list[str]:
+        return sorted(self.fs.glob(self.path(PART_GLOB)))
+
+    def done_keys(self) -> set[str]:
+        done = set()
+        for p in self.partition_files():
+            done.update(self._read(p, columns=["file"]).column("file").to_pylist())
+        return done
+
+    def read_all(self) -> pa.Table | None:
+        tables = [self._read(p) for p in self.partition_files()]
+        return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+    def _read(self, p: str, columns=None) -> pa.Table:
+        try:
+            return pq.read_table(p, filesystem=self.fs, columns=columns)
+        except (OSError, pa.ArrowException) as e:
+            raise ValueError(f"{p}: unreadable partition ({e}); delete it and rerun to redo its images") from None
+
+    def write_partition(self, part_id: str, rows: list[dict], types: dict | None = None) -> str:
+        final = self.path(f"part-{part_id}.parquet")
+        buf = io.BytesIO()
+        pq.write_table(rows_to_table(rows, types), buf)
+        if self.local:
+            tmp = self.path(f".part-{part_id}.{uuid.uuid4().hex}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(buf.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)  # a rerun of the same partition replaces it: never two copies
+        else:
+            self.fs.pipe_file(final, buf.getvalue())
+        return final
+
+
+def rows_to_table(rows: list[dict], types: dict | None = None) -> pa.Table:
+    """Rows with differing keys (results, errors) -> one table: the columns of `types` (name ->
+    arrow type) first, so that a partition of errors only has the same schema as the others, then
+    any other key in first-seen order; a value a row lacks is null."""
+    types = types or {}
+    columns = list(dict.fromkeys([*types, *(k for r in rows for k in r)]))
+    return pa.table({c: pa.array([r.get(c) for r in rows], type=types.get(c)) for c in columns})
+
+
+def _protocols(fs) -> tuple:
+    p = fs.protocol
+    return p if isinstance(p, tuple) else (p,)

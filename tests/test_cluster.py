@@ -1,0 +1,210 @@
+"""dermalens predict --cluster: a real Dask cluster on loopback (worker processes, one thread each).
+
+Rows match the single-process predict; an interrupted run resumes with every image exactly once; a
+bad image is a row with its error; a worker killed mid-run loses and duplicates nothing."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import FIXTURES, MINI, REPO
+from dermalens.cli import main
+from dermalens.cluster.inputs import Item, collect_inputs, plan_partitions, read_manifest
+from dermalens.cluster.store import OutFolder, rows_to_table
+
+IMAGES = sorted((MINI / "images").glob("*.jpg"))
+
+
+def table_rows(out: Path) -> list[dict]:
+    files = sorted(out.glob("part-*.parquet"))
+    schemas = {tuple(pq.read_schema(f).names) for f in files}
+    assert len(schemas) <= 1, schemas  # one schema: any Parquet reader takes the folder as one table
+    return [r for f in files for r in pq.read_table(f).to_pylist()]
+
+
+def assert_each_once(rows, expected: list[str]):
+    files = [r["file"] for r in rows]
+    assert len(files) == len(set(files)), "an image was written twice"
+    assert sorted(files) == sorted(expected)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=40) as c, Client(c) as client:
+        yield c, client
+
+
+# ---- planning and storage (no cluster) ----------------------------------------------------------
+
+def test_partitions_keep_their_ids_when_a_rerun_drops_the_done_ones():
+    items = [Item(f"img{i}.jpg") for i in range(10)]
+    first = plan_partitions(items, set(), 4)
+    assert [len(p.items) for p in first] == [4, 4, 2]
+    done = {it.key for it in first[1].items}
+    again = plan_partitions(items, done, 4)
+    assert [p.id for p in again] == [first[0].id, first[2].id]  # same ids: a late write replaces, never adds
+    with pytest.raises(ValueError, match="at least 1"):
+        plan_partitions(items, set(), 0)
+
+
+def test_manifest_paths_and_ids_carry_their_extra_columns(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(IMAGES[0].read_bytes())
+    m = tmp_path / "m.csv"
+    m.write_text("image_id,age,sex\na,40,female\nzzz,50,male\n")
+    items = read_manifest(str(m))
+    assert items[0] == Item(str(tmp_path / "images" / "a.jpg"), {"image_id": "a", "age": "40", "sex": "female"})
+    assert items[1].key == str(tmp_path / "zzz")  # not found: reported when read, as a row with its error
+    p = tmp_path / "p.csv"
+    p.write_text("path,site\nimages/a.jpg,back\nimages/a.jpg,back\n")
+    items, problems = collect_inputs([str(p)])
+    assert items == [Item(str(tmp_path / "images" / "a.jpg"), {"site": "back"})]
+    assert "more than once" in problems[0]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,x\na.jpg,1\n")
+    with pytest.raises(ValueError, match="'path' or 'image_id'"):
+        read_manifest(str(bad))
+
+
+def test_out_folder_refuses_another_model_and_writes_whole_files(tmp_path):
+    out = OutFolder(str(tmp_path / "o"))
+    out.prepare({"model": "m", "version": "1", "tta": False})
+    with pytest.raises(ValueError, match="another --out folder"):
+        out.prepare({"model": "m", "version": "2", "tta": False})
+    (tmp_path / "o" / ".part-x.123.tmp").write_bytes(b"half a file")  # what a killed writer leaves
+    out.prepare({"model": "m", "version": "1", "tta": False})
+    assert not list((tmp_path / "o").glob(".part-*"))
+    out.write_partition("abc", [{"file": "a", "p": 0.5, "error": None}, {"file": "b", "error": "bad"}])
+    assert [p.name for p in (tmp_path / "o").iterdir() if p.name != "_run.json"] == ["part-abc.parquet"]
+    assert out.done_keys() == {"a", "b"}
+    assert rows_to_table([{"a": 1}, {"b": "x"}]).column_names == ["a", "b"]
+
+
+# ---- a real cluster --------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_local2_gives_the_single_process_rows(shipped_bundle, tmp_path):
+    from dermalens.inference import Predictor
+    from dermalens.predict import predict_files
+    out, csv_path = tmp_path / "out", tmp_path / "all.csv"
+    rc = main(["predict", str(MINI / "images"), "--model", str(shipped_bundle), "--cluster", "local:2",
+               "--out", str(out), "--partition-size", "8", "--csv", str(csv_path)])
+    assert rc == 0
+    expected, errors = predict_files(Predictor(shipped_bundle), [str(p) for p in IMAGES])
+    assert not errors
+    got = {r["file"]: r for r in table_rows(out)}
+    assert len(got) == len(expected) == len(IMAGES)
+    for row in expected:
+        g = got[row["file"]]
+        assert g["error"] is None
+        for k, v in row.items():
+            if isinstance(v, float):
+                assert abs(g[k] - v) <= 1e-6, (row["file"], k)
+            else:
+                assert g[k] == v, (row["file"], k)
+    with open(csv_path) as f:
+        assert [r["file"] for r in csv.DictReader(f)] == [r["file"] for r in expected]  # input order
+
+
+@pytest.mark.slow
+def test_bad_images_are_rows_with_their_error(shipped_bundle, cluster, tmp_path, capsys):
+    _, client = cluster
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in IMAGES[:5]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"this is not a JPEG")
+    (folder / "empty.png").write_bytes(b"")
+    manifest = tmp_path / "manifest.csv"
+    names = [p.name for p in IMAGES[:5]] + ["broken.jpg", "empty.png", "missing.jpg"]
+    manifest.write_text("path,age\n" + "".join(f"imgs/{n},{i}\n" for i, n in enumerate(names)))
+    out = tmp_path / "out"
+    rc = main(["predict", str(manifest), "--model", str(shipped_bundle), "--cluster", cluster[0].scheduler_address,
+               "--out", str(out), "--partition-size", "3"])
+    assert rc == 1  # some images failed, the job did not
+    rows = {Path(r["file"]).name: r for r in table_rows(out)}
+    assert sorted(rows) == sorted(names)
+    for n in names[:5]:
+        assert rows[n]["error"] is None and rows[n]["prediction"]
+    for n in names[5:]:
+        assert rows[n]["error"] and rows[n]["prediction"] is None  # every partition has every column
+    assert "no such file" in rows["missing.jpg"]["error"]
+    assert [rows[n]["age"] for n in names] == [str(i) for i in range(len(names))]  # manifest columns pass through
+    assert "3 unreadable" in capsys.readouterr().err
+    loads = client.run(lambda: __import__("dermalens.cluster.tasks", fromlist=["x"])._LOADS["count"])
+    assert set(loads.values()) <= {0, 1}, loads  # each worker loaded the bundle at most once for 3 partitions
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_with_every_image_once(shipped_bundle, cluster, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["predict", str(MINI / "images"), "--model", str(shipped_bundle), "--cluster",
+            cluster[0].scheduler_address, "--out", str(out), "--partition-size", "4"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    client = subprocess.Popen([sys.executable, "-m", "dermalens.cli", *args], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(out.glob("part-*.parquet"))) < 2 and client.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.poll() is None, "the run ended before it could be interrupted"
+        client.send_signal(signal.SIGKILL)  # the client dies; tasks already running may still finish
+    finally:
+        client.wait()
+    first = table_rows(out)
+    assert 0 < len(first) < len(IMAGES)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    skipped = int(err.split(" skipped")[0].rsplit(", ", 1)[-1])
+    assert skipped >= len(first)
+    assert_each_once(table_rows(out), [str(p) for p in IMAGES])
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(shipped_bundle, tmp_path):
+    from distributed import Client, LocalCluster
+    inputs = [str(MINI / "images"), str(FIXTURES / "fullres")]
+    expected = [it.key for it in collect_inputs(inputs)[0]]
+    out = tmp_path / "out"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
+                      silence_logs=40) as c, Client(c) as client:
+        result = {}
+        run = threading.Thread(target=lambda: result.update(rc=main(
+            ["predict", *inputs, "--model", str(shipped_bundle), "--cluster", c.scheduler_address,
+             "--out", str(out), "--partition-size", "3"])))
+        run.start()
+        deadline = time.monotonic() + 120
+        while not list(out.glob("part-*.parquet")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        busy = [w for w, tasks in client.processing().items() if tasks]
+        assert busy and run.is_alive(), "no worker was busy to kill"
+        pid = client.run(os.getpid, workers=[busy[0]])[busy[0]]
+        os.kill(pid, signal.SIGKILL)
+        run.join(timeout=300)
+    assert not run.is_alive() and result["rc"] == 0
+    rows = table_rows(out)
+    assert_each_once(rows, expected)
+    assert all(r["error"] is None for r in rows)
+
+
+@pytest.mark.slow
+def test_fsspec_urls_give_the_rows_of_local_paths(shipped_bundle):
+    from dermalens.cluster.tasks import read_source
+    from dermalens.inference import Predictor
+    from dermalens.predict import predict_files
+    items, problems = collect_inputs([f"file://{FIXTURES / 'fullres'}"])
+    assert not problems and [it.key for it in items] == [f"file://{p}" for p in sorted((FIXTURES / "fullres").glob("*.jpg"))]
+    predictor = Predictor(shipped_bundle)
+    by_url, errors = predict_files(predictor, [it.key for it in items] + ["file:///nowhere/x.jpg"], read=read_source)
+    local, _ = predict_files(predictor, sorted((FIXTURES / "fullres").glob("*.jpg")))
+    assert [{**r, "file": None} for r in by_url] == [{**r, "file": None} for r in local]
+    assert len(errors) == 1 and errors[0]["file"] == "file:///nowhere/x.jpg" and "cannot read" in errors[0]["error"]
