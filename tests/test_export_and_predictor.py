@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 def tiny_torch_model(run_dir):
     from dermalens.train.models import create_model
     model = create_model("custom_cnn", pretrained=False)
-    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=False)["model"])
+    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True)["model"])
     return model.eval()
 
 

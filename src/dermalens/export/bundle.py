@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from .. import DISCLAIMER, __version__
@@ -34,7 +33,7 @@ from ..inference.ood import EXPOSURE_RULES, MIN_SHORT_SIDE, balanced_pass_thresh
 from ..inference.predictor import Predictor
 from ..inference.softmax import decide
 from ..preprocess import PreprocessSpec
-from ..train.models import BACKBONES, checkpoint_path, model_from_checkpoint
+from ..train.models import BACKBONES, checkpoint_path, load_checkpoint, model_from_checkpoint
 from .model_card import write_model_card
 from .onnx_export import export_onnx, max_abs_difference
 
@@ -60,7 +59,7 @@ def _training_time(ck: dict) -> dict:
         if not Path(init).is_file():
             raise FileNotFoundError(f"init_from checkpoint {init} is missing: the training time of that stage "
                                     "cannot be reported")
-        prev = torch.load(init, map_location="cpu", weights_only=False)
+        prev = load_checkpoint(init)
         stages.insert(0, {"out_dir": prev["config"]["out_dir"], "input_size": list(prev["config"]["input_size"]),
                           "best_epoch": prev["epoch"] + 1, "seconds": round(prev["train_seconds"], 1),
                           "hardware": prev["hardware"], "checkpoint": init})
