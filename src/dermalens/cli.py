@@ -6,9 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import DEFAULT_MODEL
-
-DEFAULT_DATA = "../shared/data/ham10000"
+from .defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE, SHIPPED_BUNDLE
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -189,7 +187,7 @@ def cmd_gui(a):
 
 def cmd_bench(a):
     from .bench import main as bench_main
-    bench_main(["--model", a.model, "--images", a.images, "--repeat", str(a.repeat)])
+    bench_main(["--model", a.model, "--repeat", str(a.repeat)] + (["--images", a.images] if a.images else []))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("split", help="write the lesion-grouped train/val/test split file")
     s.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 folder (metadata CSV + images)")
-    s.add_argument("--out", default="splits/ham10000_split.csv")
+    s.add_argument("--out", default=str(DEFAULT_SPLIT_FILE))
     s.add_argument("--seed", type=int, default=DEFAULT_SEED)
     s.add_argument("--force", action="store_true", help="replace --out even if it holds a different split")
     s.set_defaults(func=cmd_split)
@@ -235,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder holding best.pt")
     e.add_argument("--out", default=DEFAULT_MODEL, help="bundle folder to write")
     e.add_argument("--data", default=DEFAULT_DATA)
-    e.add_argument("--split-file", default="splits/ham10000_split.csv")
-    e.add_argument("--name", default=Path(DEFAULT_MODEL).name)
+    e.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
+    e.add_argument("--name", default=SHIPPED_BUNDLE)
     e.add_argument("--version", default="1.0.0")
     e.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
     e.add_argument("--input-size", type=parse_size, metavar="HxW",
@@ -252,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=DEFAULT_MODEL, help="model bundle folder")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 folder (with --split)")
-    ev.add_argument("--split-file", default="splits/ham10000_split.csv")
+    ev.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
     ev.add_argument("--labels", help="labelled set instead: CSV image_id,dx (images beside it or in images/) "
                                      "or a folder holding labels.csv")
     ev.add_argument("--skip-missing", action="store_true", help="evaluate the images that exist")
@@ -276,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default=os.environ.get("DERMALENS_HOST", "127.0.0.1"))
     sv.add_argument("--port", type=int, default=int(os.environ.get("DERMALENS_PORT", "8000")))
     sv.add_argument("--workers", type=int, default=int(os.environ.get("DERMALENS_WORKERS", "1")))
-    sv.add_argument("--model", default=os.environ.get("DERMALENS_MODEL", DEFAULT_MODEL))
+    sv.add_argument("--model", default=DEFAULT_MODEL)
     sv.set_defaults(func=cmd_serve)
 
     g = sub.add_parser("gui", help="desktop app (Tkinter)")
@@ -286,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="latency, throughput and memory benchmarks (prints figures)")
     b.add_argument("--model", default=DEFAULT_MODEL)
-    b.add_argument("--images", default="../shared/data/ham10000_fullres_sample")
+    b.add_argument("--images", help="folder of JPEG/PNG images (default: the full-size HAM10000 sample "
+                                        "beside the data folder, else the repository's fixtures)")
     b.add_argument("--repeat", type=int, default=200)
     b.set_defaults(func=cmd_bench)
     return p
