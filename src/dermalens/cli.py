@@ -110,7 +110,8 @@ def cmd_export(a):
 
     card = export_bundle(a.run, a.out, a.data, a.split_file, name=a.name, version=a.version,
                          evaluate_test=not a.no_test, max_images_per_split=a.max_images_per_split or 0,
-                         ood_extra=ood_extra, input_size=a.input_size, center_fraction=a.center_fraction)
+                         ood_extra=ood_extra, input_size=a.input_size, center_fraction=a.center_fraction,
+                         changes=a.changes or "")
     _print_summary(card)
     print(f"bundle written to {a.out}")
 
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--center-fraction", type=parse_fraction, metavar="F",
                    help="serve the central F (0.5-1) of each frame's width and height (pick it on validation "
                         "with experiments/center_zoom_probe.py)")
+    e.add_argument("--changes", metavar="TEXT", help="what this version changes, for the card's changelog")
     e.add_argument("--max-images-per-split", type=int, help="smoke tests only")
     e.set_defaults(func=cmd_export)
 

@@ -36,6 +36,7 @@ from ..preprocess import PreprocessSpec
 from ..train.models import BACKBONES, checkpoint_path, load_checkpoint, model_from_checkpoint
 from .model_card import write_model_card
 from .onnx_export import export_onnx, max_abs_difference
+from .upgrade_card import finish_export
 
 ONNX_TOLERANCE = 1e-4
 
@@ -70,7 +71,8 @@ def _training_time(ck: dict) -> dict:
 def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Path,
                   split_file: str | Path, name: str = "dermalens", version: str = "1.0.0",
                   evaluate_test: bool = True, max_images_per_split: int = 0, ood_extra=None,
-                  input_size: tuple[int, int] | None = None, center_fraction: float | None = None) -> dict:
+                  input_size: tuple[int, int] | None = None, center_fraction: float | None = None,
+                  changes: str = "") -> dict:
     """`input_size` serves the network at another size than it was trained at (chosen on validation
     with `python -m dermalens.evaluate.compare --input-size`); `center_fraction` serves the central part
     of each frame (chosen on validation with experiments/center_zoom_probe.py); everything after step 1
@@ -90,10 +92,19 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     try:
         card = _export_into(ck_path, staging, data_root, split_file, name, version, evaluate_test,
                             max_images_per_split, ood_extra, input_size, center_fraction)
+        # the card in its current form (timm terms, structured outputs, changelog carried from the bundle replaced)
+        card = finish_export(card, staging, _previous_card(final), changes)
         _move_into(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return card
+
+
+def _previous_card(final: Path) -> dict | None:
+    try:
+        return json.loads((final / "card.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _move_into(staging: Path, final: Path):
