@@ -24,10 +24,13 @@ def safe_load(path: str | Path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        named = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "global" in line.lower()]
+        if not named:
+            raise  # not a pickle of objects at all (a text file, a truncated file): the caller says "not readable"
         raise UnsafeCheckpointError(
             f"{path} was refused: it holds Python objects other than tensors and plain data, which a "
             f"checkpoint written by `dermalens train` never does, and loading them could run code hidden in "
-            f"the file. Use checkpoints from a source you trust. ({str(e).splitlines()[0]})") from None
+            f"the file. Use checkpoints from a source you trust. (torch: {named[0][:200]})") from None
 
 
 def rng_state() -> dict:
