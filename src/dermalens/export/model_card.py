@@ -65,10 +65,15 @@ def _input_line(card: dict) -> str:
 
 def _training_line(training: dict) -> str:
     hw = training["hardware"]
-    if isinstance(hw, list):  # one entry per stage
-        where = "; ".join(f"stage {s['stage']} on {s['device']}"
-                          + (f" ({s['seconds'] / 60:.1f} min)" if s.get("seconds") is not None else "") for s in hw)
-        return f"- Training: {training['seconds'] / 60:.1f} minutes in all: {where}" + _stages(training) + "."
+    if isinstance(hw, list):  # one entry per stage: a GPU first stage and a CPU second one say so
+        stages = training.get("stages") or [{}] * len(hw)
+        where = "; ".join(
+            f"stage {h['stage']}"
+            + (f" at {s['input_size'][0]}x{s['input_size'][1]} to epoch {s['best_epoch']}" if s.get("input_size") else "")
+            + f" on {h['device']}" + (f" ({h['seconds'] / 60:.1f} min)" if h.get("seconds") is not None else "")
+            for h, s in zip(hw, stages))
+        chain = ", each stage starting from the previous one's best weights" if len(hw) > 1 else ""
+        return f"- Training: {training['seconds'] / 60:.1f} minutes in all: {where}{chain}."
     return f"- Training: {training['seconds'] / 60:.1f} minutes on {hw}" + _stages(training) + "."
 
 
