@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "python -m dermalens.evaluate.compare --input-size)")
     e.add_argument("--center-fraction", type=parse_fraction, metavar="F",
                    help="serve the central F (0.5-1) of each frame's width and height (pick it on validation "
-                        "with experiments/center_zoom_probe.py)")
+                        "with experiments/decide_crop_pct.py)")
     e.add_argument("--changes", metavar="TEXT", help="what this version changes, for the card's changelog")
     e.add_argument("--max-images-per-split", type=int, help="smoke tests only")
     e.set_defaults(func=cmd_export)

@@ -75,7 +75,7 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
                   changes: str = "") -> dict:
     """`input_size` serves the network at another size than it was trained at (chosen on validation
     with `python -m dermalens.evaluate.compare --input-size`); `center_fraction` serves the central part
-    of each frame (chosen on validation with experiments/center_zoom_probe.py); everything after step 1
+    of each frame (chosen on validation with experiments/decide_crop_pct.py); everything after step 1
     is fitted with them.
 
     The bundle is built in a hidden sibling folder and moved into `out_dir` only when complete
