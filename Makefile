@@ -58,11 +58,11 @@ bench-load: $(VENV)/.serve
 	$(VENV)/bin/python -m dermalens.serve.loadbench --model $(MODEL)
 
 # The shipped model: `make train export` reproduces it. The first stage wants a CUDA GPU (about 7 minutes
-# on one H100, bf16; on 2 CPU cores about 11 hours, the Lite0 CPU recipe is in README.md); the second,
+# on one H100, bf16; on 2 CPU cores about 11 hours, the Lite0 CPU recipe is in docs/training.md); the second,
 # a 2-epoch distillation stage, took about 36 minutes on 2 CPU cores.
 train: $(VENV)/.train
 	$(VENV)/bin/dermalens train --config configs/lite2_224x300.json
-	$(VENV)/bin/dermalens train --config configs/explore/lite2_224x300_distill_cpu.json --init-from runs/lite2_224x300/best.pt
+	$(VENV)/bin/dermalens train --config configs/lite2_224x300_distill_cpu.json --init-from runs/lite2_224x300/best.pt
 
 export: $(VENV)/.train
 	$(VENV)/bin/dermalens export runs/lite2_224x300_distill_cpu --out $(MODEL) --version 2.3.0 --input-size 256x341 --center-fraction 0.9

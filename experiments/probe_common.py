@@ -11,9 +11,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dermalens import DEFAULT_MODEL
-from dermalens.cli import DEFAULT_DATA
-from dermalens.data import DEFAULT_SPLIT_FILE, load_ham10000, select_split
+from dermalens.data import load_ham10000, select_split
+from dermalens.defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE
 from dermalens.evaluate.metrics import classification_metrics
 from dermalens.inference import Predictor
 

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 def tiny_torch_model(run_dir):
     from dermalens.train.models import create_model
     model = create_model("custom_cnn", pretrained=False)
-    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=False)["model"])
+    model.load_state_dict(torch.load(run_dir / "best.pt", weights_only=True)["model"])
     return model.eval()
 
 
@@ -27,7 +27,14 @@ def test_bundle_files_and_card(tiny_bundle):
         assert (tiny_bundle / f).is_file(), f
     card = json.loads((tiny_bundle / "card.json").read_text())
     assert [c["code"] for c in card["classes"]] == ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
-    assert card["preprocessing"]["input_size"] == [48, 64]
+    # timm's terms: trained size, served size, the central share kept and how the frame is resized
+    assert card["preprocessing"]["input_size"] == [3, 48, 64] and card["preprocessing"]["test_input_size"] == [3, 48, 64]
+    assert card["preprocessing"]["crop_pct"] == 1.0 and card["preprocessing"]["crop_mode"] == "squash"
+    assert card["outputs"]["logits"]["shape"] == ["N", 7] and card["outputs"]["logits"]["channel_def"]["6"] == "vasc"
+    assert card["outputs"]["features"]["shape"][0] == "N" and len(card["outputs"]["features"]["spatial_shape"]) == 2
+    assert not {"data_root", "out_dir", "threads"} & set(card["recipe"])
+    assert [s["stage"] for s in card["training"]["hardware"]] == [1] and card["training"]["hardware"][0]["device"]
+    assert card["changelog"][-1]["version"] == card["version"]
     assert card["temperature"] > 0 and set(card["thresholds"]) == {"malignant", "high_risk", "ood"}
     assert card["export_check"]["max_abs_logit_diff"] <= 1e-4
     assert {"validation", "test", "test_tta"} <= set(card["metrics"])
@@ -132,11 +139,11 @@ def test_bundle_errors_are_clear(tiny_bundle, tmp_path):
         load_bundle(broken)
     shutil.copy(tiny_bundle / "model.onnx", broken / "model.onnx")
     card = json.loads((broken / "card.json").read_text())
-    card["preprocessing"]["input_size"] = [64, 64]
+    card["preprocessing"]["test_input_size"] = [3, 64, 64]
     (broken / "card.json").write_text(json.dumps(card))
     with pytest.raises(BundleError, match="does not match the card's preprocessing"):
         load_bundle(broken)
-    card["preprocessing"]["input_size"] = [48, 64]
+    card["preprocessing"]["test_input_size"] = [3, 48, 64]
     card["classes"] = card["classes"][:6]
     card["decision_bias"] = card["decision_bias"][:6]
     (broken / "card.json").write_text(json.dumps(card))
@@ -255,9 +262,10 @@ def test_export_can_serve_at_another_input_size(tiny_run, tmp_path):
     card = export_bundle(tiny_run, tmp_path / "b", MINI, SPLIT_FILE, evaluate_test=False, input_size=(64, 85),
                          center_fraction=0.9)
     assert card["resolution"]["trained"] == [48, 64] and card["resolution"]["served"] == [64, 85]
-    assert card["preprocessing"]["center_fraction"] == 0.9
+    assert card["preprocessing"]["crop_pct"] == 0.9
     assert "central 90 % of the frame" in (tmp_path / "b" / "MODEL_CARD.md").read_text()
-    assert card["preprocessing"]["input_size"] == [64, 85] and card["input"]["shape"][2:] == [64, 85]
+    assert card["preprocessing"]["test_input_size"] == [3, 64, 85] and card["input"]["shape"][2:] == [64, 85]
+    assert card["preprocessing"]["input_size"] == [3, 48, 64]
     sess = ort.InferenceSession(str(tmp_path / "b" / "model.onnx"), providers=["CPUExecutionProvider"])
     assert sess.get_inputs()[0].shape[2:] == [64, 85]
     assert "Trained at 48x64, served at 64x85" in (tmp_path / "b" / "MODEL_CARD.md").read_text()

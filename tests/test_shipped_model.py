@@ -111,7 +111,7 @@ def test_ood_gate_passes_lesions_and_flags_other_images(predictor):
 def test_greyscale_lesion_gets_no_assessment(shipped_bundle, predictor):
     """A greyscale copy of a lesion that the gate passes in colour gets no assessment, and the colour
     rule says why (the feature distance alone lets most greyscale lesions through:
-    experiments/chroma_survey.py); the least colourful HAM10000 image must still pass that rule."""
+    experiments/decide_min_chroma.py); the least colourful HAM10000 image must still pass that rule."""
     path = sorted((MINI / "images").iterdir())[0]
     colour = predictor.predict(path)
     assert colour.in_distribution and colour.risk != "indeterminate"
@@ -125,7 +125,7 @@ def test_greyscale_lesion_gets_no_assessment(shipped_bundle, predictor):
 
 
 def test_thumbnail_gets_no_assessment(shipped_bundle, predictor):
-    """Below the card's smallest short side (set on validation, experiments/low_resolution_probe.py)
+    """Below the card's smallest short side (set on validation, experiments/decide_min_short_side.py)
     a lesion the gate passes at 200x150 gets no assessment; at that side it is still assessed."""
     side = json.loads((shipped_bundle / "card.json").read_text())["ood"]["min_short_side"]
     assert 16 < side <= 150, "HAM10000's own 200x150 images must pass"
@@ -139,7 +139,7 @@ def test_thumbnail_gets_no_assessment(shipped_bundle, predictor):
 
 
 def test_upright_photo_gets_the_answer_of_its_landscape_original(shipped_bundle, predictor):
-    """The shipped card turns portrait images (chosen on validation, experiments/aspect_ratio_probe.py):
+    """The shipped card turns portrait images (chosen on validation, experiments/decide_portrait_turn.py):
     an upright copy of a lesion reaches the network as its landscape original turned 180 degrees, and
     gets that view's probabilities, not those of a squeezed copy."""
     card = json.loads((shipped_bundle / "card.json").read_text())

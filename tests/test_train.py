@@ -26,7 +26,7 @@ def tiny_config(out, **kw) -> TrainConfig:
 
 
 def _digest(run_dir):
-    ck = torch.load(run_dir / "checkpoint_last.pt", weights_only=False)
+    ck = torch.load(run_dir / "checkpoint_last.pt", weights_only=True)
     m = create_model("custom_cnn", pretrained=False)
     m.load_state_dict(ck["model"])
     return weights_digest(m), ck
@@ -58,8 +58,8 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, ema_decay, loader_w
 
 
 def test_ema_weights_are_what_is_validated_and_saved(tmp_path):
-    ck = torch.load(train(tiny_config(tmp_path / "ema", epochs=1, ema_decay=0.5)) / "best.pt", weights_only=False)
-    last = torch.load(tmp_path / "ema" / "checkpoint_last.pt", weights_only=False)
+    ck = torch.load(train(tiny_config(tmp_path / "ema", epochs=1, ema_decay=0.5)) / "best.pt", weights_only=True)
+    last = torch.load(tmp_path / "ema" / "checkpoint_last.pt", weights_only=True)
     for k, v in ck["model"].items():
         assert torch.equal(v, last["model"][k]), k
     # the average lags the trained weights, so the two must differ
@@ -76,7 +76,7 @@ def test_resume_refuses_settings_that_would_make_it_another_run(tmp_path):
     assert (run / "checkpoint_last.pt").read_bytes() == before
     # where things are and how fast they run may change
     train(tiny_config(run, epochs=2, threads=1, patience=9), resume=True)
-    assert torch.load(run / "checkpoint_last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(run / "checkpoint_last.pt", weights_only=True)["epoch"] == 1
 
 
 def test_resume_with_only_the_run_folder_reads_its_settings(tmp_path):
@@ -107,7 +107,7 @@ def test_kill_9_loses_at_most_the_epoch_in_progress(tmp_path):
     assert proc.poll() is None, "training finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = torch.load(out / "checkpoint_last.pt", weights_only=False)["epoch"] + 1
+    done = torch.load(out / "checkpoint_last.pt", weights_only=True)["epoch"] + 1
     assert 1 <= done < 6
     rc = subprocess.run(cmd + ["--resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rc.returncode == 0, rc.stderr[-2000:]
@@ -182,10 +182,10 @@ def test_weights_with_a_wrong_hash_are_refused(monkeypatch):
 
 def test_second_stage_starts_from_the_first_and_export_counts_both(tiny_run, tmp_path):
     from dermalens.export.bundle import _training_time
-    first = torch.load(tiny_run / "best.pt", weights_only=False)
+    first = torch.load(tiny_run / "best.pt", weights_only=True)
     stage2 = tiny_config(tmp_path / "stage2", epochs=1, lr=0.0, warmup_epochs=0.0, input_size=(64, 80),
                          init_from=str(tiny_run / "best.pt"))
-    ck = torch.load(train(stage2) / "best.pt", weights_only=False)
+    ck = torch.load(train(stage2) / "best.pt", weights_only=True)
     # lr 0: the second stage's weights are the first stage's, at a new input size
     for k, v in first["model"].items():
         if not k.endswith("num_batches_tracked") and "running_" not in k:
@@ -200,7 +200,7 @@ def test_second_stage_starts_from_the_first_and_export_counts_both(tiny_run, tmp
 
 def test_a_checkpoint_is_never_exported_or_continued_on_another_split(tiny_run, leaky_split_file, tmp_path):
     from dermalens.export.bundle import export_bundle
-    assert torch.load(tiny_run / "best.pt", weights_only=False)["split_sha256"]
+    assert torch.load(tiny_run / "best.pt", weights_only=True)["split_sha256"]
     other = leaky_split_file
     with pytest.raises(ValueError, match="trained on another split"):
         export_bundle(tiny_run, tmp_path / "b", MINI, other, evaluate_test=False)
@@ -346,7 +346,7 @@ def test_a_student_moves_towards_its_teacher(tmp_path):
     for name, kw in {"plain": {}, "taught": {"teacher": str(teacher), "distill_weight": 1.0}}.items():
         cfg = tiny_config(tmp_path / name, epochs=3, lr=1e-2, warmup_epochs=0, patience=5, **kw)
         run = train(cfg)
-        ck = torch.load(run / "checkpoint_last.pt", weights_only=False)
+        ck = torch.load(run / "checkpoint_last.pt", weights_only=True)
         m = create_model("custom_cnn", pretrained=False)
         m.load_state_dict(ck["model"])
         spec = preprocess_spec(cfg)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import DEFAULT_MODEL
+from .defaults import DEFAULT_MODEL, bench_images
 
 
 def _percentiles(samples_s: list[float]) -> dict:
@@ -108,12 +108,18 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 32, thread
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--images", default="../shared/data/ham10000_fullres_sample")
+    ap.add_argument("--images", help="folder of JPEG/PNG images (default: dermalens.defaults.bench_images)")
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args(argv)
+    if not a.images:
+        found, where = bench_images()
+        print(where)
+        if found is None:
+            raise SystemExit("error: no images to benchmark with; pass --images DIR")
+        a.images = str(found)
     res = run(a.model, a.images, a.repeat, a.batch_size, a.threads)
     print(f"model:   {res['model']}\nmachine: {res['machine']}\nimages:  {res['image_size'][0]}x{res['image_size'][1]} JPEG")
     for k, v in res["single_image"].items():

@@ -6,9 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import DEFAULT_MODEL
-
-DEFAULT_DATA = "../shared/data/ham10000"
+from .defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE, SHIPPED_BUNDLE
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -112,7 +110,8 @@ def cmd_export(a):
 
     card = export_bundle(a.run, a.out, a.data, a.split_file, name=a.name, version=a.version,
                          evaluate_test=not a.no_test, max_images_per_split=a.max_images_per_split or 0,
-                         ood_extra=ood_extra, input_size=a.input_size, center_fraction=a.center_fraction)
+                         ood_extra=ood_extra, input_size=a.input_size, center_fraction=a.center_fraction,
+                         changes=a.changes or "")
     _print_summary(card)
     print(f"bundle written to {a.out}")
 
@@ -211,7 +210,7 @@ def cmd_gui(a):
 
 def cmd_bench(a):
     from .bench import main as bench_main
-    bench_main(["--model", a.model, "--images", a.images, "--repeat", str(a.repeat)])
+    bench_main(["--model", a.model, "--repeat", str(a.repeat)] + (["--images", a.images] if a.images else []))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("split", help="write the lesion-grouped train/val/test split file")
     s.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 folder (metadata CSV + images)")
-    s.add_argument("--out", default="splits/ham10000_split.csv")
+    s.add_argument("--out", default=str(DEFAULT_SPLIT_FILE))
     s.add_argument("--seed", type=int, default=DEFAULT_SEED)
     s.add_argument("--force", action="store_true", help="replace --out even if it holds a different split")
     s.set_defaults(func=cmd_split)
@@ -257,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run folder holding best.pt")
     e.add_argument("--out", default=DEFAULT_MODEL, help="bundle folder to write")
     e.add_argument("--data", default=DEFAULT_DATA)
-    e.add_argument("--split-file", default="splits/ham10000_split.csv")
-    e.add_argument("--name", default=Path(DEFAULT_MODEL).name)
+    e.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
+    e.add_argument("--name", default=SHIPPED_BUNDLE)
     e.add_argument("--version", default="1.0.0")
     e.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
     e.add_argument("--input-size", type=parse_size, metavar="HxW",
@@ -266,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "python -m dermalens.evaluate.compare --input-size)")
     e.add_argument("--center-fraction", type=parse_fraction, metavar="F",
                    help="serve the central F (0.5-1) of each frame's width and height (pick it on validation "
-                        "with experiments/center_zoom_probe.py)")
+                        "with experiments/decide_crop_pct.py)")
+    e.add_argument("--changes", metavar="TEXT", help="what this version changes, for the card's changelog")
     e.add_argument("--max-images-per-split", type=int, help="smoke tests only")
     e.set_defaults(func=cmd_export)
 
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", default=DEFAULT_MODEL, help="model bundle folder")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 folder (with --split)")
-    ev.add_argument("--split-file", default="splits/ham10000_split.csv")
+    ev.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
     ev.add_argument("--labels", help="labelled set instead: CSV image_id,dx (images beside it or in images/) "
                                      "or a folder holding labels.csv")
     ev.add_argument("--skip-missing", action="store_true", help="evaluate the images that exist")
@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default=os.environ.get("DERMALENS_HOST", "127.0.0.1"))
     sv.add_argument("--port", type=int, default=int(os.environ.get("DERMALENS_PORT", "8000")))
     sv.add_argument("--workers", type=int, default=int(os.environ.get("DERMALENS_WORKERS", "1")))
-    sv.add_argument("--model", default=os.environ.get("DERMALENS_MODEL", DEFAULT_MODEL))
+    sv.add_argument("--model", default=DEFAULT_MODEL)
     sv.set_defaults(func=cmd_serve)
 
     g = sub.add_parser("gui", help="desktop app (Tkinter)")
@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="latency, throughput and memory benchmarks (prints figures)")
     b.add_argument("--model", default=DEFAULT_MODEL)
-    b.add_argument("--images", default="../shared/data/ham10000_fullres_sample")
+    b.add_argument("--images", help="folder of JPEG/PNG images (default: the full-size HAM10000 sample "
+                                        "beside the data folder, else the repository's fixtures)")
     b.add_argument("--repeat", type=int, default=200)
     b.set_defaults(func=cmd_bench)
     return p

@@ -91,6 +91,9 @@ class PreprocessSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessSpec":
+        """From to_dict()'s fields or a card's preprocessing in timm's terms (dermalens.card_terms)."""
+        from .card_terms import from_card
+        d = from_card(d)
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         unknown = set(d) - set(known)
         if unknown:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..defaults import DEFAULT_SPLIT_FILE  # re-exported as dermalens.data.DEFAULT_SPLIT_FILE
 from .datasets import DatasetError, Record
 
 SPLITS = ("train", "val", "test")
-DEFAULT_SPLIT_FILE = Path(__file__).resolve().parents[3] / "splits" / "ham10000_split.csv"
 DEFAULT_SEED = 20180813  # HAM10000's publication date; any fixed value would do
 DEFAULT_FRACTIONS = {"val": 0.15, "test": 0.15}
 

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..classes import MALIGNANT_CODES
-from ..cli import DEFAULT_DATA, parse_size
+from ..cli import parse_size
 from ..data import load_ham10000, select_split
+from ..defaults import DEFAULT_DATA, DEFAULT_SPLIT_FILE
 from ..inference.softmax import softmax
 from ..preprocess import PreprocessSpec
 from .calibration import fit_temperature
@@ -32,16 +33,16 @@ from .metrics import classification_metrics, malignancy_score, threshold_for_sen
 
 def compare(checkpoints: list[str], data_root: str, split_file: str,
             input_sizes: list[tuple[int, int]] | None = None) -> list[dict]:
-    import torch
+    # PyTorch only here, through the training wing: importing this module needs only the serving install.
     from ..train.cache import load_pixels
     from ..train.loop import predict_logits
-    from ..train.models import model_from_checkpoint
+    from ..train.models import channels_last, model_from_checkpoint
     recs = select_split(load_ham10000(data_root), "val", Path(split_file))
     rows = []
     for path in checkpoints:
         model, ck = model_from_checkpoint(path)
         trained = PreprocessSpec.from_dict(ck["preprocess"])
-        model = model.to(memory_format=torch.channels_last)
+        model = channels_last(model)
         for size in input_sizes or [trained.input_size]:
             spec = dataclasses.replace(trained, input_size=tuple(size))
             logits = predict_logits(model, load_pixels(recs, spec), spec, "cpu")
@@ -73,7 +74,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+")
     ap.add_argument("--data", default=DEFAULT_DATA)
-    ap.add_argument("--split-file", default="splits/ham10000_split.csv")
+    ap.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
     ap.add_argument("--input-size", type=parse_size, action="append",
                     help="test at this HxW instead of the trained size (repeatable)")
     a = ap.parse_args(argv)

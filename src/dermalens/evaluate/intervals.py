@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from ..classes import CODES, MALIGNANT_CODES
-from .metrics import expected_calibration_error, malignancy_score
+from .scores import expected_calibration_error, malignancy_score
 
 FIGURES = ("balanced_accuracy", "accuracy", "macro_auroc", "ece",
            "malignant_auroc", "malignant_sensitivity", "malignant_specificity")

@@ -6,25 +6,8 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_
                              precision_recall_fscore_support, roc_auc_score, roc_curve)
 
 from ..classes import CODES, MALIGNANT_CODES
-
-
-def malignancy_score(probs: np.ndarray, codes=CODES) -> np.ndarray:
-    """P(malignant) = sum of the calibrated probabilities of mel, bcc and akiec."""
-    mask = np.array([c in MALIGNANT_CODES for c in codes])
-    return probs[:, mask].sum(axis=1)
-
-
-def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    """Top-label ECE with equal-width confidence bins."""
-    conf = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (conf > lo) & (conf <= hi)
-        if sel.any():
-            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
-    return float(ece)
+from .intervals import bootstrap_intervals
+from .scores import expected_calibration_error, malignancy_score  # noqa: F401  (re-exported)
 
 
 def reliability_bins(probs: np.ndarray, y: np.ndarray, bins: int = 15) -> list[dict]:
@@ -100,7 +83,6 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, codes=CODES,
     elif 0 < is_mal.sum() < len(is_mal):
         out["malignant"] = {"auroc": float(roc_auc_score(is_mal, score))}
     if groups is not None:
-        from .intervals import bootstrap_intervals  # it builds on this module's definitions
         out["intervals"] = bootstrap_intervals(y, probs, pred, groups, codes, malignant_threshold)
     return out
 

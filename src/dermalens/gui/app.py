@@ -74,7 +74,7 @@ class App:
         ttk.Checkbutton(bar, text="Heat-map (Grad-CAM)", variable=self.heat,
                         command=self._show_image).pack(side="left", padx=8)
         # The four flips averaged: the same answer however the picture is held (a single view changes
-        # its answer for about 1 image in 10 when flipped, experiments/orientation_consistency.py).
+        # its answer for about 1 image in 10 when flipped, experiments/measure_flip_consistency.py).
         self.tta = tk.BooleanVar(value=False)
         ttk.Checkbutton(bar, text="Steadier (4 views, slower)", variable=self.tta).pack(side="left")
         self.canvas = tk.Label(left, width=VIEW[0], height=VIEW[1], bg="#ddd", text="no image")

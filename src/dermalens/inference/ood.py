@@ -19,13 +19,12 @@ import numpy as np
 # min_chroma: mean over pixels of max(R, G, B) - min(R, G, B). Greyscale images score 0 (saved as colour
 # JPEG, well under 1); the least colourful of the 10,015 HAM10000 images scores 6.0 and 99.9 % score above
 # 11.6 as bundle 2.3.0 preprocesses them (5.2 and 11.2 on whole frames; `.venv/bin/python
-# experiments/chroma_survey.py`), so 2.0 turns away grey pictures and no dermoscopic image.
+# experiments/decide_min_chroma.py`), so 2.0 turns away grey pictures and no dermoscopic image.
 EXPOSURE_RULES = {"min_mean": 20.0, "max_mean": 235.0, "min_std": 6.0, "min_chroma": 2.0}
 
 # Shortest side, in pixels of the image as sent, below which no assessment is given: the smallest size at
 # which the shipped model's validation figures held up when validation images were shrunk
-# (`.venv/bin/python experiments/low_resolution_probe.py`; rule and table in README.md, "How a prediction
-# is made").
+# (`.venv/bin/python experiments/decide_min_short_side.py`; rule and table in docs/decisions/input-checks.md).
 MIN_SHORT_SIDE = 112
 
 

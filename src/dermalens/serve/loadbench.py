@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .. import DEFAULT_MODEL
+from ..defaults import DEFAULT_MODEL
 
 
 def rss_mb(pid: int) -> float:

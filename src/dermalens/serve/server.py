@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import DEFAULT_MODEL
+from ..defaults import DEFAULT_MODEL
 
 
 def run_server(host: str = "127.0.0.1", port: int = 8000, workers: int = 1, model: str | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .. import DEFAULT_MODEL
+from ..defaults import DEFAULT_MODEL
 
 
 def _int(name: str, default: int) -> int:

@@ -5,6 +5,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from ..defaults import DEFAULT_DATA, DEFAULT_SPLIT_FILE
+
 
 @dataclass
 class TrainConfig:
@@ -27,8 +29,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: all cores
     loader_workers: int = 0  # >0: augment batches in that many worker processes (keeps a GPU fed)
-    data_root: str = "../shared/data/ham10000"
-    split_file: str = "splits/ham10000_split.csv"
+    data_root: str = DEFAULT_DATA
+    split_file: str = str(DEFAULT_SPLIT_FILE)
     out_dir: str = "runs/default"
     cache_dir: str = "cache"
     max_images_per_split: int = 0  # >0 only for smoke tests
@@ -42,14 +44,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found (the committed ones are in configs/)")
-        try:
-            data = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a JSON object of settings, not {type(data).__name__}")
+        data = read_settings(path)
         names = {f.name for f in fields(cls)}
         unknown = set(data) - names
         if unknown:
@@ -128,3 +123,35 @@ class TrainConfig:
 
 def _same(v):
     return list(v) if isinstance(v, tuple) else v
+
+
+def _read_json_object(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found (the committed ones are in configs/)")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object of settings, not {type(data).__name__}")
+    return data
+
+
+def read_settings(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's settings with its "base" chain applied: `"base": "other.json"` (a path relative to
+    this file) takes every setting from that file, and this file's own keys replace them. So a config
+    holds only what differs from the one it builds on."""
+    path = Path(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ValueError(f"config files name each other as base in a loop: {chain}")
+    data = _read_json_object(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ValueError(f'{path}: "base" must be the path of another config file, got {base!r}')
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise FileNotFoundError(f'{path}: its "base" {base} ({base_path}) not found')
+    return {**read_settings(base_path, (*_seen, path.resolve())), **data}

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import platform
-import random
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ..evaluate.metrics import classification_metrics
 from ..preprocess import PreprocessSpec
 from .augment import normalize_batch, train_transform
 from .cache import load_pixels
+from .checkpoint_io import restore_rng, rng_state, safe_load
 from .config import TrainConfig
 from .models import BACKBONES, create_model, load_checkpoint
 from .teacher import load_teacher
@@ -222,7 +222,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     if resume:
         if not last.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {last}")
-        ck = torch.load(last, map_location=device, weights_only=False)
+        ck = safe_load(last, map_location=device)
         conflicts = cfg.resume_conflicts(ck["config"])
         if conflicts:
             raise ValueError(f"--resume continues {out} exactly as it was started, but these settings differ: "
@@ -236,9 +236,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         sched.load_state_dict(ck["scheduler"])
         start_epoch, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
         bad_epochs, train_seconds = ck["bad_epochs"], ck.get("train_seconds", 0.0)
-        torch.set_rng_state(ck["rng"]["torch"])
-        np.random.set_state(ck["rng"]["numpy"])
-        random.setstate(ck["rng"]["python"])
+        restore_rng(ck["rng"])
     if main:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
@@ -312,8 +310,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
             _atomic_save({**meta, "model": eval_model.state_dict(), **extra, "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "history": history, "best": best,
                           "bad_epochs": bad_epochs,
-                          "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                                  "python": random.getstate()}}, last)
+                          "rng": rng_state()}, last)
             _write_history(history, out)
         if distributed:
             dist.barrier()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import DEFAULT_DATA
+from ..defaults import DEFAULT_DATA
 from ..data import load_ham10000, select_split
 
 

@@ -1,6 +1,6 @@
 """How small may a user's image be? The shipped bundle on downscaled validation images.
 
-    .venv/bin/python experiments/low_resolution_probe.py [--model models/dermalens-lite2]
+    .venv/bin/python experiments/decide_min_short_side.py [--model models/dermalens-lite2]
 
 Each validation image (200x150, itself a downscale of the 600x450 original) is shrunk to a short side of
 150 (as is), 112, 94, 75, 56 and 38 pixels with Pillow's antialiased bilinear filter, then goes through the

@@ -1,17 +1,17 @@
 """Serving a central part of the frame: the shipped network on zoomed validation images.
 
-    .venv/bin/python experiments/center_zoom_probe.py [--model models/dermalens-lite2]
+    .venv/bin/python experiments/decide_crop_pct.py [--model models/dermalens-lite2]
 
-Why: in experiments/aspect_ratio_probe.py the validation frames cut to their central 150x150 ranked
+Why: in experiments/decide_portrait_turn.py the validation frames cut to their central 150x150 ranked
 better (macro AUROC 0.9686) than the whole 200x150 frames (0.9668). The network was trained on random
 resized crops covering 50-100 % of the frame, so lesions looked larger in training than in a whole-frame
-resize (the reason 2.1.0 serves at 256x341, see checkpoints/README.md); keeping only the centre is the
+resize (the reason 2.1.0 serves at 256x341, see docs/decisions/serving-size.md); keeping only the centre is the
 other way to make them look larger, and it also drops the frame's edge (vignetting, rulers). HAM10000 frames
 are centred on the lesion, but large lesions reach the edge, so cutting too much must cost.
 
 Each validation frame keeps the central fraction f of its width and of its height (f = 1, 0.95, 0.9, 0.85,
 0.8, 0.75; same 4:3 shape; `PreprocessSpec.center_fraction`, replacing the bundle's own), then goes through the
-bundle as an upload would (resize to 256x341, ONNX, the card's temperature). The table in checkpoints/README.md
+bundle as an upload would (resize to 256x341, ONNX, the card's temperature). The table in docs/decisions/central-cut.md
 was printed with bundle 2.2.2, whose temperature, threshold and gate it used; to rerun it:
 `mkdir -p /tmp/b222 && git archive 97a598d models/dermalens-lite2 | tar -x -C /tmp/b222`, then
 `--model /tmp/b222/models/dermalens-lite2`. Printed per f, on validation only: macro AUROC, malignant AUROC,

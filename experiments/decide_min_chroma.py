@@ -1,6 +1,6 @@
 """How colourful are HAM10000 images? The figures behind the OOD gate's `min_chroma` rule.
 
-    .venv/bin/python experiments/chroma_survey.py [--data ../shared/data/ham10000]
+    .venv/bin/python experiments/decide_min_chroma.py [--data ../shared/data/ham10000]
 
 Prints the distribution, over all images, of the mean chroma (max(R, G, B) - min(R, G, B) per pixel,
 averaged) of each image as the shipped model's preprocessing sees it (resized to its input size), and
@@ -17,8 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dermalens import DEFAULT_MODEL
-from dermalens.cli import DEFAULT_DATA
+from dermalens.defaults import DEFAULT_DATA, DEFAULT_MODEL
 from dermalens.data import load_ham10000, select_split
 from dermalens.inference import Predictor
 from dermalens.inference.ood import mean_chroma

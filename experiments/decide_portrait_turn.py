@@ -1,6 +1,6 @@
 """Images that are not 4:3 landscape: the shipped network on reshaped validation images.
 
-    .venv/bin/python experiments/aspect_ratio_probe.py [--model models/dermalens-lite2]
+    .venv/bin/python experiments/decide_portrait_turn.py [--model models/dermalens-lite2]
 
 Every HAM10000 frame is 200x150 (4:3 landscape), like the input size, but users send phone photos held
 upright (3:4), square crops and wide frames. Until bundle 2.2.1 the one preprocessing resized whatever came
@@ -14,7 +14,7 @@ bundle's network as an upload would, reshaped in two ways:
    and cut at the centre (`resize: center_crop`). The 2:1 and 3:1 cuts also lose resolution (the short side
    falls to 100 and 67 px) and much of the lesion, so their rows measure more than the shape.
 
-The table in README.md was printed with bundle 2.2.1 (2.2.2 differs only in the setting each row sets
+The table in docs/decisions/portrait-and-shape.md was printed with bundle 2.2.1 (2.2.2 differs only in the setting each row sets
 itself); bundles from 2.3.0 on also cut the frame's centre, so to rerun it:
 `mkdir -p /tmp/b222 && git archive 97a598d models/dermalens-lite2 | tar -x -C /tmp/b222`, then
 `--model /tmp/b222/models/dermalens-lite2`.

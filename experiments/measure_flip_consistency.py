@@ -1,6 +1,6 @@
 """Does the answer depend on how the picture is held? The shipped bundle on flipped validation images.
 
-    .venv/bin/python experiments/orientation_consistency.py [--model models/dermalens-lite2]
+    .venv/bin/python experiments/measure_flip_consistency.py [--model models/dermalens-lite2]
 
 Lesions have no canonical orientation and training shows every rotation, yet a network is only roughly
 invariant. Each validation image goes through the bundle as it is and flipped left-right, upside down and
