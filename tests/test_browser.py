@@ -64,9 +64,23 @@ def test_out_of_distribution_gets_a_warning_not_a_diagnosis(browser, ui_url, tmp
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(ui_url)
     _predict(page, blank)
-    assert page.is_visible("#ood") and "No assessment" in page.inner_text("#ood")
+    assert page.is_visible("#ood") and "Not assessed" in page.inner_text("#ood")
     assert not page.is_visible("#summary") and not page.is_visible("#bars")
     page.screenshot(path=str(artifacts / "web_ui_ood.png"), full_page=True)
+
+
+def test_a_phone_photo_is_refused_with_the_reason_in_words(browser, ui_url, artifacts):
+    from conftest import FIXTURES
+    phone = sorted((FIXTURES / "modality" / "pad_ufes_20").glob("*.jpg"))[0]
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(ui_url)
+    _predict(page, phone)
+    text = page.inner_text("#ood")
+    assert page.is_visible("#ood") and "Not assessed" in text
+    assert "ordinary photo, not a dermoscopic image" in text and "only reads dermoscopic images" in text
+    assert page.get_attribute("#ood li", "data-code") == "not_dermoscopic"
+    assert not page.is_visible("#summary") and not page.is_visible("#bars") and not page.is_visible("#risk-level")
+    page.screenshot(path=str(artifacts / "web_not_dermoscopic.png"), full_page=True)
 
 
 def test_phone_width_keyboard_and_errors(browser, ui_url, tmp_path, artifacts):

@@ -194,6 +194,12 @@ def cmd_evaluate(a):
 
 
 def cmd_predict(a):
+    if getattr(a, "cluster", None):
+        try:
+            from .cluster import run_cluster_predict
+        except ImportError as e:
+            raise ValueError(f"--cluster needs the cluster extra: pip install -e '.[cluster]' ({e})") from None
+        return run_cluster_predict(a)
     from .predict import run_predict
     return run_predict(a)
 

@@ -93,12 +93,6 @@ def _with_extra(row: dict, extra: dict) -> dict:
 
 
 def run_predict(a) -> int:
-    if getattr(a, "cluster", None):
-        try:
-            from .cluster import run_cluster_predict
-        except ImportError as e:
-            raise ValueError(f"--cluster needs the cluster extra: pip install -e '.[cluster]' ({e})") from None
-        return run_cluster_predict(a)
     for flag in ("out", "partition_size"):
         if getattr(a, flag, None):
             raise ValueError(f"--{flag.replace('_', '-')} goes with --cluster; without it, use --csv or --json")
