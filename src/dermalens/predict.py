@@ -55,7 +55,8 @@ def prediction_row(path: Path, p) -> dict:
 def run_predict(a) -> int:
     from . import DISCLAIMER
     from .inference import Predictor
-    predictor = Predictor(a.model)
+    from .inference.pipeline import predict_stream
+    predictor = Predictor(a.model, mode="throughput")  # several images in flight: see inference.pipeline
     paths, problems = expand_inputs(a.inputs, getattr(a, "recursive", False))
     for msg in problems:
         print(f"warning: {msg}", file=sys.stderr)
@@ -63,10 +64,10 @@ def run_predict(a) -> int:
     if explain_dir:
         explain_dir.mkdir(parents=True, exist_ok=True)
     rows, errors = [], []
-    for path in tqdm(paths, desc="predict", disable=len(paths) < 5, file=sys.stderr):
-        try:
-            p = predictor.predict(path, tta=a.tta, explain=explain_dir is not None)
-        except ImageError as e:
+    for path, p in predict_stream(predictor, paths, tta=a.tta, explain=explain_dir is not None,
+                                  progress=len(paths) >= 5):
+        if isinstance(p, ImageError):
+            e = p
             msg = str(e) if str(path) in str(e) else f"{path}: {e}"
             errors.append({"file": str(path), "error": msg})
             tqdm.write(f"skipped {msg}", file=sys.stderr)
