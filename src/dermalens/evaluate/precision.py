@@ -3,7 +3,7 @@
 `dermalens evaluate --split val --precision bf16 --record-in-card` (and --split test) writes
 card["metrics_by_precision"]["bf16"]["validation" | "test"]: the same metrics as the headline figures,
 computed by the same predictor with the network run in bf16 (OpenVINO; natively on AMX / AVX512-BF16,
-emulated bit for bit elsewhere, only slower). Nothing is chosen on these figures.
+emulated elsewhere with the same bf16 rounding, only slower; summation order may differ). Nothing is chosen on these figures.
 """
 from __future__ import annotations
 
