@@ -10,7 +10,7 @@ PORT   ?= 8000
 MODEL  ?= models/dermalens-lite2
 PYTEST_ARGS ?=
 
-.PHONY: serve test train-env system-deps bench bench-load evaluate train export clean
+.PHONY: serve test train-env system-deps bench bench-load bench-compare evaluate train export clean
 
 $(PY):
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (dermalens needs Python 3.11; set PYTHON=...)"; exit 1; }
@@ -56,6 +56,10 @@ bench: $(VENV)/.serve
 # 10,000 requests at concurrency 16 against a server it starts on 127.0.0.1:8765.
 bench-load: $(VENV)/.serve
 	$(VENV)/bin/python -m dermalens.serve.loadbench --model $(MODEL)
+
+# dermalens vs a seed-style Flask + eager PyTorch server (benchmarks/reference_server.py), same network.
+bench-compare: $(VENV)/.train
+	$(VENV)/bin/python benchmarks/compare.py --model $(MODEL)
 
 # The shipped model: `make train export` reproduces it. The first stage wants a CUDA GPU (about 7 minutes
 # on one H100, bf16; on 2 CPU cores about 11 hours, the Lite0 CPU recipe is in docs/training.md); the second,

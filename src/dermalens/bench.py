@@ -16,7 +16,6 @@ import os
 import platform
 import resource
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run(model: str, images: str, repeat: int = 200, batch_size: int = 32, threads: int | None = None) -> dict:
+def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads: int | None = None) -> dict:
     from .inference import Predictor
     from .inference.gradcam import gradcam, overlay, to_png
     from .preprocess import load_rgb
@@ -73,8 +72,9 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 32, thread
         "model": f"{b.card['name']} {b.card['version']} ({b.card['backbone']['name']}, input "
                  f"{b.spec.input_size[0]}x{b.spec.input_size[1]})",
         "image_size": list(map(int, __import__("PIL.Image", fromlist=["Image"]).open(paths[0]).size)),
-        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, onnxruntime threads="
-                   f"{threads or 'default'}",
+        "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, {b.model.runtime} {b.model.precision} "
+                   f"({b.model.mode}-tuned, {b.model.threads} threads)",
+        "runtime": b.model.describe(),
         "single_image": {
             "preprocess (decode + resize + normalise)": _time(lambda: b.spec.normalize(pred.load(data[next(i) % len(data)])), repeat),
             "inference": _time(lambda: b.run(x), repeat),
@@ -89,14 +89,14 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 32, thread
                 warmup=2),
         },
     }
-    # Batch: decode in a thread pool (Pillow releases the GIL) while onnxruntime runs batches.
+    # Batch: the folder pipeline of `dermalens predict` (parallel decode, throughput-tuned runtime).
+    from .inference.pipeline import predict_stream
     n_total = max(len(paths), 512)
     order = [data[k % len(data)] for k in range(n_total)]
+    fast = Predictor(b.path, threads=threads, mode="throughput")
     t = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
-        for s in range(0, n_total, batch_size):
-            px = np.stack(list(pool.map(pred.load, order[s:s + batch_size])))
-            pred.forward(px)
+    for _ in predict_stream(fast, order, batch_size=batch_size):
+        pass
     dt = time.perf_counter() - t
     results["batch"] = {"images": n_total, "batch_size": batch_size, "seconds": round(dt, 2),
                         "images_per_s": round(n_total / dt, 1)}
@@ -110,8 +110,8 @@ def main(argv=None):
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--images", help="folder of JPEG/PNG images (default: dermalens.defaults.bench_images)")
     ap.add_argument("--repeat", type=int, default=200)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args(argv)
     if not a.images:

@@ -162,7 +162,10 @@ def cmd_evaluate(a):
     from .evaluate.report import write_report
     from .evaluate.run import evaluate_records
     from .inference import Predictor
-    predictor = Predictor(a.model)
+    if a.record_in_card and a.labels:
+        raise ValueError("--record-in-card records the model's own val or test split; not with --labels")
+    predictor = Predictor(a.model, runtime=a.runtime, precision=a.precision)
+    print(f"runtime: {predictor.runtime_info['runtime']} {predictor.runtime_info['precision']}", file=sys.stderr)
     if a.labels:
         records = load_dataset(a.labels, missing="skip" if a.skip_missing else "error")
         title = f"dermalens evaluation on {a.labels}"
@@ -188,6 +191,10 @@ def cmd_evaluate(a):
     out = a.out or f"reports/{predictor.bundle.card['name']}-{'labels' if a.labels else a.split}"
     paths = write_report(result, predictor, out, title)
     _print_summary({"metrics": {"evaluated": m}}, ("evaluated",))
+    if a.record_in_card:
+        from .evaluate.precision import record_in_card
+        record_in_card(a.model, a.split, m, predictor.runtime_info)
+        print(f"recorded in {Path(a.model) / 'card.json'} under metrics_by_precision.{predictor.runtime_info['precision']}")
     for s in m["skipped"]:
         print(f"skipped {s['path']}: {s['error']}", file=sys.stderr)
     print(f"metrics: {paths['metrics']}\nreport:  {paths['report']}")
@@ -297,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--allow-split-mismatch", action="store_true",
                     help="evaluate on a split file other than the model's own (the report says so)")
     ev.add_argument("--out", help="report folder (default reports/NAME-SPLIT)")
+    ev.add_argument("--runtime", choices=["openvino", "onnxruntime"], help="default: openvino when installed")
+    ev.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 where the CPU has it, else fp32")
+    ev.add_argument("--record-in-card", action="store_true",
+                    help="write these figures into the bundle's card.json under metrics_by_precision")
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="classify image files, folders or globs")

@@ -69,14 +69,14 @@ def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None 
     `metadata`: one dict per path (extra manifest columns such as age, sex, site), passed through
     into that path's row or error without overwriting a result column. `read`: path -> what the
     predictor reads (bytes fetched through fsspec for a URL); it raises ImageError when it cannot."""
+    from .inference.pipeline import predict_stream
     rows, errors = [], []
-    for i, path in enumerate(tqdm(paths, desc="predict", disable=not progress or len(paths) < 5,
-                                  file=sys.stderr)):
+    stream = predict_stream(predictor, paths, tta=tta, explain=explain_dir is not None,
+                            progress=progress and len(paths) >= 5, read=read)
+    for i, (path, p) in enumerate(stream):  # decoding in parallel with inference, results in input order
         extra = metadata[i] if metadata else {}
-        try:
-            p = predictor.predict(read(path) if read else path, tta=tta, explain=explain_dir is not None)
-        except ImageError as e:
-            msg = str(e) if str(path) in str(e) else f"{path}: {e}"
+        if isinstance(p, ImageError):
+            msg = str(p) if str(path) in str(p) else f"{path}: {p}"
             errors.append(_with_extra({"file": str(path), "error": msg}, extra))
             if progress:
                 tqdm.write(f"skipped {msg}", file=sys.stderr)
@@ -98,7 +98,8 @@ def run_predict(a) -> int:
             raise ValueError(f"--{flag.replace('_', '-')} goes with --cluster; without it, use --csv or --json")
     from . import DISCLAIMER
     from .inference import Predictor
-    predictor = Predictor(a.model)
+    from .inference.pipeline import predict_stream
+    predictor = Predictor(a.model, mode="throughput")  # several images in flight: see inference.pipeline
     paths, problems = expand_inputs(a.inputs, getattr(a, "recursive", False))
     for msg in problems:
         print(f"warning: {msg}", file=sys.stderr)

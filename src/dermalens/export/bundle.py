@@ -168,7 +168,7 @@ def _export_into(ck_path: Path, out: Path, data_root, split_file, name, version,
         "disclaimer": DISCLAIMER,
     }
     (out / "card.json").write_text(json.dumps(card, indent=2))
-    bundle = load_bundle(out)
+    bundle = load_bundle(out, precision="fp32")  # headline figures at fp32 on every CPU (card: metrics.precision)
     loader = Predictor(bundle)  # decodes exactly as serving will; its thresholds are placeholders yet
 
     # equivalence on real images
@@ -231,6 +231,7 @@ def _export_into(ck_path: Path, out: Path, data_root, split_file, name, version,
                              "Ledoit-Wolf covariance fitted on the training split", "exposure_rules": rules,
                    "min_short_side": MIN_SHORT_SIDE}
     card["metrics"] = {"split_file": split_file.name, "split_sha256": card["data"]["split_sha256"],
+                       "precision": "fp32", "runtime": bundle.model.runtime,
                        "validation": classification_metrics(y_val, val_probs, codes, t_op,
                                                             pred=decide(val_probs, bias),
                                                             groups=[r.lesion for r in val_recs])}

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from ..data.modality_sets import DERMOSCOPIC, gate_images
 from ..inference.bundle import read_card
+from ..inference import runtime as rt
 from ..inference.modality import GATE_GRAPH, GATE_WEIGHTS, ModalityGate
 from ..preprocess import PreprocessSpec
 from ..train import modality_gate as fit
@@ -21,12 +21,6 @@ GATE_INPUT = (192, 256)  # the classifier's 4:3 view at three quarters of 256x34
 SCORES_FILE = "report/gate_scores.csv"
 
 
-def _session(path: Path) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def fit_gate_into(bundle: Path, data: Path, split_file: Path, cache: Path | None = None) -> dict:
     bundle = Path(bundle)
     card = read_card(bundle)
@@ -34,7 +28,8 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, cache: Path | None
     gate_spec = PreprocessSpec(input_size=GATE_INPUT)  # EfficientNet-Lite's own normalisation (0.5, 0.5)
     graph = bundle / GATE_GRAPH
     n_features = export_gate_graph(graph, GATE_INPUT)
-    gate = ModalityGate(_session(graph), gate_spec, {}, 0.5)
+    # fp32 onnxruntime: the probabilities committed in report/gate_scores.csv are the portable runtime's
+    gate = ModalityGate(rt.compile(graph, mode="throughput", runtime="onnxruntime", precision="fp32"), gate_spec, {}, 0.5)
     if cache:
         cache = Path(cache) / f"{card['name']}-{card['version']}"
         cache.mkdir(parents=True, exist_ok=True)

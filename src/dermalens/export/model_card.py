@@ -123,7 +123,8 @@ def write_model_card(card: dict, path: Path) -> None:
     for name, title in (("test", "Test split (single pass)"), ("test_tta", "Test split with test-time augmentation"),
                         ("validation", "Validation split")):
         if name in m:
-            lines += [f"## Metrics: {title}", *_metrics_table(m[name]), ""]
+            how = f" ({m['precision']} inference, {m['runtime']})" if "precision" in m else ""
+            lines += [f"## Metrics: {title}{how}", *_metrics_table(m[name]), ""]
     if "test" in m:
         lines += ["Per class (test):", "", "| class | precision | recall | F1 | AUROC | support |",
                   "| --- | --- | --- | --- | --- | --- |"]

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from ..classes import CLASSES
 from ..preprocess import PreprocessSpec
+from . import runtime as rt
 from .modality import ModalityGate, load_gate
 from .ood import whiten
 from .softmax import decide, softmax
@@ -33,7 +33,7 @@ class Bundle:
     path: Path
     card: dict
     spec: PreprocessSpec
-    session: ort.InferenceSession
+    model: rt.CompiledModel  # model.onnx compiled for this CPU (OpenVINO or onnxruntime)
     head_weight: np.ndarray  # (classes, channels): Grad-CAM's linear head
     head_bias: np.ndarray
     ood: dict | None
@@ -72,8 +72,12 @@ class Bundle:
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Normalised NCHW float32 -> (logits, last feature maps)."""
-        logits, feats = self.session.run(["logits", "features"], {"image": x})
-        return logits, feats
+        out = self.model.run({"image": x})
+        return out["logits"], out["features"]
+
+    def submit(self, x: np.ndarray):
+        """Asynchronous `run`: a Future of the runtime's {"logits", "features"} dict."""
+        return self.model.submit({"image": x})
 
 
 def read_card(path: Path) -> dict:
@@ -104,7 +108,9 @@ def read_card(path: Path) -> dict:
     return card
 
 
-def load_bundle(path: str | Path, threads: int | None = None) -> Bundle:
+def load_bundle(path: str | Path, threads: int | None = None, mode: str = "latency", runtime: str | None = None,
+                precision: str | None = None) -> Bundle:
+    """`mode`, `runtime`, `precision`: see inference.runtime.compile (defaults: fastest available here)."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"{path}: model bundle folder not found")
@@ -116,18 +122,13 @@ def load_bundle(path: str | Path, threads: int | None = None) -> Bundle:
     onnx_path = path / "model.onnx"
     if not onnx_path.is_file():
         raise BundleError(f"{onnx_path}: missing")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    # The arena keeps the largest batch's activations for the life of the process (hundreds
-    # of MB at batch 32); without it, memory follows the batch actually running.
-    opts.enable_cpu_mem_arena = False
     try:
-        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own exception types
+        model = rt.compile(onnx_path, mode=mode, threads=threads, runtime=runtime, precision=precision)
+    except rt.RuntimeUnavailable as e:
+        raise BundleError(str(e)) from None
+    except Exception as e:  # each runtime raises its own exception types
         raise BundleError(f"{onnx_path}: cannot load ONNX model ({e})") from None
-    _check_io(session, spec, len(card["classes"]), onnx_path)
+    _check_io(model, spec, len(card["classes"]), onnx_path)
     head_path = path / "head.npz"
     if not head_path.is_file():
         raise BundleError(f"{head_path}: missing (Grad-CAM needs the classifier head)")
@@ -136,25 +137,24 @@ def load_bundle(path: str | Path, threads: int | None = None) -> Bundle:
     gate = None
     if "modality" in card:
         try:
-            gate = load_gate(path, card["modality"], threads=threads)
-        except (KeyError, TypeError, ValueError) as e:
+            gate = load_gate(path, card["modality"], threads=threads, mode=mode, runtime=runtime, precision=precision)
+        except (KeyError, TypeError, ValueError, rt.RuntimeUnavailable) as e:
             raise BundleError(f"{path / 'card.json'}: unusable modality check ({e})") from None
-    return Bundle(path, card, spec, session, head["weight"].astype(np.float32),
+    return Bundle(path, card, spec, model, head["weight"].astype(np.float32),
                   head["bias"].astype(np.float32), ood, gate)
 
 
-def _check_io(session, spec: PreprocessSpec, n_classes: int, onnx_path: Path):
-    inputs = {i.name: i for i in session.get_inputs()}
-    outputs = {o.name: o for o in session.get_outputs()}
+def _check_io(model: rt.CompiledModel, spec: PreprocessSpec, n_classes: int, onnx_path: Path):
+    inputs, outputs = model.inputs, model.outputs
     if "image" not in inputs or not {"logits", "features"} <= set(outputs):
         raise BundleError(f"{onnx_path}: expected input 'image' and outputs 'logits', 'features'; "
                           f"found {list(inputs)} -> {list(outputs)}")
-    shape = inputs["image"].shape
+    shape = inputs["image"]
     want = [3, *spec.input_size]
     if len(shape) != 4 or list(shape[1:]) != want:
         raise BundleError(f"{onnx_path}: input shape {shape} does not match the card's preprocessing "
                           f"(N, {want[0]}, {want[1]}, {want[2]})")
-    out_shape = outputs["logits"].shape
+    out_shape = outputs["logits"]
     if out_shape[-1] != n_classes:
         raise BundleError(f"{onnx_path}: {out_shape[-1]} outputs but the card lists {n_classes} classes")
 

@@ -4,7 +4,7 @@ A small ImageNet-only network (`gate.onnx`, EfficientNet-Lite0) turns the pixels
 would read into channel statistics; a small classifier on them (`gate.npz`: standardisation and
 the layers of a multi-layer perceptron, plain arrays, no pickle) gives the probability that the
 image is dermoscopic. Below the card's threshold the image is not assessed.
-Numpy, Pillow and onnxruntime only.
+Numpy, Pillow and the serving runtime only (inference.runtime).
 """
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from ..preprocess import PreprocessSpec
+from . import runtime as rt
 
 GATE_GRAPH = "gate.onnx"
 GATE_WEIGHTS = "gate.npz"
@@ -23,7 +23,7 @@ GATE_WEIGHTS = "gate.npz"
 
 @dataclass
 class ModalityGate:
-    session: ort.InferenceSession
+    model: "rt.CompiledModel"
     spec: PreprocessSpec  # how the classifier's pixels are resized and normalised for gate.onnx
     weights: dict  # mean, scale, then W0, b0, W1, b1, ... (ReLU between layers, sigmoid at the end)
     threshold: float  # images whose probability of being dermoscopic is below this are not assessed
@@ -33,7 +33,7 @@ class ModalityGate:
         out = []
         for i in range(0, len(pixels), batch_size):
             small = np.stack([self.spec.to_uint8(Image.fromarray(p)) for p in pixels[i:i + batch_size]])
-            out.append(self.session.run(["features"], {"image": self.spec.normalize(small)})[0])
+            out.append(self.model.run({"image": self.spec.normalize(small)})["features"])
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
     def probability_from_features(self, feats: np.ndarray) -> np.ndarray:
@@ -51,22 +51,18 @@ class ModalityGate:
         return self.probability_from_features(self.features(pixels))
 
 
-def load_gate(bundle_dir: Path, section: dict, threads: int | None = None) -> ModalityGate:
-    """The gate a card's `modality` section describes; ValueError naming the file when it is unusable."""
+def load_gate(bundle_dir: Path, section: dict, threads: int | None = None, **compile_options) -> ModalityGate:
+    """The gate a card's `modality` section describes; ValueError naming the file when it is unusable.
+    `compile_options`: mode, runtime, precision, as for the classifier (inference.runtime.compile)."""
     bundle_dir = Path(bundle_dir)
     graph, weights = bundle_dir / section.get("graph", GATE_GRAPH), bundle_dir / section.get("weights", GATE_WEIGHTS)
     for p in (graph, weights):
         if not p.is_file():
             raise ValueError(f"{p}: missing (the card's modality section names it)")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.enable_cpu_mem_arena = False
-    session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
+    model = rt.compile(graph, threads=threads, **compile_options)
     with np.load(weights, allow_pickle=False) as z:
         w = {k: z[k].astype(np.float32) for k in z.files}
     if not {"mean", "scale", "W0", "b0"} <= set(w):
         raise ValueError(f"{weights}: expected arrays mean, scale, W0, b0, ...; found {sorted(w)}")
     spec = PreprocessSpec.from_dict(section["preprocessing"])
-    return ModalityGate(session, spec, w, float(section["threshold"]))
+    return ModalityGate(model, spec, w, float(section["threshold"]))

@@ -125,12 +125,16 @@ def _tta_views(x: np.ndarray) -> np.ndarray:
 
 class Predictor:
     def __init__(self, bundle: str | Path | Bundle, threads: int | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, threads=threads)
+                 max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "latency", runtime: str | None = None,
+                 precision: str | None = None):
+        """`mode`, `runtime`, `precision`: how model.onnx is compiled (inference.runtime.compile)."""
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(
+            bundle, threads=threads, mode=mode, runtime=runtime, precision=precision)
         self.max_pixels = max_pixels
         b = self.bundle
         self.model_info = {"name": b.card["name"], "version": b.card["version"],
                            "backbone": b.card.get("backbone", {}).get("name")}
+        self.runtime_info = b.model.describe()  # runtime, precision, mode: for /health, /model, bench
         t = b.thresholds
         self.threshold = float(t["malignant"])
         self.high_threshold = float(t.get("high_risk", 1.0))

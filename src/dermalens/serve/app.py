@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -19,13 +22,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import DISCLAIMER, __version__
 from ..inference import BundleError, Predictor
 from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, open_image, upright_size
-from .batcher import Batcher
 from .decode import SUPPORTED_MIME, ApiError, decode_image_string
 from .settings import Settings
 
@@ -47,8 +48,9 @@ class BatchRequest(BaseModel):
     explain: bool = False
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"success": False, "error": {"code": code, "message": message}}, status_code=status)
+def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"success": False, "error": {"code": code, "message": message}}, status_code=status,
+                        headers=headers)
 
 
 class BodyLimit:
@@ -93,22 +95,49 @@ class _TooLarge(Exception):
 
 
 class Engine:
-    """The predictor of one worker, loaded once at start-up."""
+    """The predictor of one worker, loaded once at start-up.
+
+    A request is decoded in a pool sized to the cores (Pillow releases the GIL), then predicted in a
+    pool with one thread per request the runtime runs at once (each holds one OpenVINO infer request
+    and releases the GIL); the event loop only moves bytes. No dynamic batching: on a CPU a batch costs
+    as much per image as single runs, and it made every request wait for the slowest of its batch.
+    At most `max_queue` requests are admitted at once; more get a 503 at once instead of waiting."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.predictor: Predictor | None = None
         self.error: str | None = None
-        self.batcher: Batcher | None = None
+        self.admitted = 0
+        self.lock = threading.Lock()
+        self.decoder: ThreadPoolExecutor | None = None
+        self.runner: ThreadPoolExecutor | None = None
 
     def load(self):
         try:
             self.predictor = Predictor(self.settings.model, threads=self.settings.threads or None,
-                                       max_pixels=self.settings.max_pixels)
-            self.batcher = Batcher(self.predictor, max_batch=16)
+                                       max_pixels=self.settings.max_pixels, mode=self.settings.infer_mode)
         except (BundleError, OSError) as e:
             self.error = str(e)
             log.error("model not loaded: %s", e)
+            return
+        self.decoder = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="dermalens-decode")
+        self.runner = ThreadPoolExecutor(self.predictor.bundle.model.in_flight, thread_name_prefix="dermalens-infer")
+
+    def close(self):
+        for pool in (self.decoder, self.runner):
+            if pool:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+    def admit(self):
+        with self.lock:
+            if self.admitted >= self.settings.max_queue:
+                raise ApiError(503, "overloaded", f"the server is busy ({self.admitted} requests in progress, "
+                                                  f"limit {self.settings.max_queue}); retry in a moment")
+            self.admitted += 1
+
+    def release(self):
+        with self.lock:
+            self.admitted -= 1
 
     def require(self) -> Predictor:
         if self.predictor is None:
@@ -146,10 +175,20 @@ class Engine:
             (folder / f"{hashlib.sha256(data).hexdigest()[:24]}.{(img.format or 'bin').lower()}").write_bytes(data)
         return pixels, info
 
+    def infer(self, pixels, tta: bool, explain: bool, info: dict) -> dict:
+        p = self.predictor.predict_pixels(pixels[None], tta=tta, explain=explain,
+                                          source_sizes=[(info["width"], info["height"])])[0]
+        return {"success": True, **p.to_dict(), "image": info}  # to_dict here: the overlay PNG is work too
+
     async def predict(self, data: bytes, tta: bool, explain: bool) -> dict:
-        pixels, info = await run_in_threadpool(self.prepare, data)
-        p = await asyncio.wrap_future(self.batcher.submit(pixels, tta, explain, (info["width"], info["height"])))
-        return {"success": True, **p.to_dict(), "image": info}
+        self.require()
+        self.admit()
+        try:
+            loop = asyncio.get_running_loop()
+            pixels, info = await loop.run_in_executor(self.decoder, self.prepare, data)
+            return await loop.run_in_executor(self.runner, self.infer, pixels, tta, explain, info)
+        finally:
+            self.release()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -160,6 +199,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app):
         engine.load()
         yield
+        engine.close()
 
     app = FastAPI(title="dermalens API", version=__version__, lifespan=lifespan,
                   description="HAM10000 skin-lesion classifier. " + DISCLAIMER)
@@ -167,7 +207,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message)
+        retry = {"Retry-After": "1"} if exc.code == "overloaded" else None
+        return error_response(exc.status, exc.code, exc.message, retry)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request, exc: RequestValidationError):
@@ -210,14 +251,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         p = engine.predictor
         return {"status": "healthy" if p else "degraded", "model_loaded": p is not None,
                 "model": {"name": p.model_info["name"], "version": p.model_info["version"]} if p else None,
-                "error": engine.error, "version": __version__}
+                "runtime": p.runtime_info if p else None, "error": engine.error, "version": __version__}
 
     @app.get("/model", tags=["service"])
     async def model_card():
         p = engine.require()
         c = p.bundle.card
         return {k: c[k] for k in ("name", "version", "classes", "preprocessing", "temperature", "thresholds",
-                                  "metrics", "disclaimer") if k in c}
+                                  "metrics", "disclaimer") if k in c} | {"runtime": p.runtime_info}
 
     @app.post("/predict", tags=["predict"])
     async def predict(body: PredictRequest, request: Request):
@@ -250,7 +291,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if e.status in (503, 504):
                     raise
                 return {"success": False, "index": i, "error": {"code": e.code, "message": e.message}}
-        # gathered, so the images meet in the batcher and run as one batch
+        # gathered, so the images are decoded and predicted in parallel
         results = await asyncio.gather(*(one(i, s) for i, s in enumerate(body.images)))
         return {"success": all(r["success"] for r in results), "results": results, "disclaimer": DISCLAIMER}
 

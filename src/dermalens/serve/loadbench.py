@@ -22,6 +22,8 @@ import numpy as np
 
 from ..defaults import DEFAULT_MODEL
 
+DEFAULT_IMAGE = "tests/fixtures/fullres/ISIC_0024311.jpg"
+
 
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -72,19 +74,43 @@ async def _run(url: str, body: bytes, requests: int, concurrency: int):
     return time.perf_counter() - t, latencies, errors
 
 
+def request_body(image: Path) -> bytes:
+    return json.dumps({"image": base64.b64encode(image.read_bytes()).decode()}).encode()
+
+
+def measure(url: str, body: bytes, requests: int, concurrency: int) -> dict:
+    dt, lat, errors = asyncio.run(_run(url, body, requests, concurrency))
+    ms = np.asarray(lat) * 1000
+    return {"requests": requests, "seconds": round(dt, 2), "requests_per_s": round(requests / dt, 1),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "errors": len(errors)}
+
+
+def start_server(cmd: list[str], url: str, timeout_s: float = 120) -> subprocess.Popen:
+    """Start a server process and wait until GET /health answers."""
+    import urllib.request
+    proc = subprocess.Popen(cmd, env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1)
+            return proc
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                raise SystemExit(f"{' '.join(cmd)}: server did not start (exit code {proc.poll()})")
+            time.sleep(0.2)
+
+
 def bench(url: str, image: Path, requests: int, concurrency: int, server_pid: int | None) -> dict:
-    body = json.dumps({"image": base64.b64encode(image.read_bytes()).decode()}).encode()
+    body = request_body(image)
     # warm-up at both concurrencies, so RSS growth below measures leaks, not first-use allocation
     asyncio.run(_run(url, body, 50, 1))
     asyncio.run(_run(url, body, 400, concurrency))
     rss_before = tree_rss_mb(server_pid) if server_pid else None
     out = {}
     for c, n in ((1, min(500, requests)), (concurrency, requests)):
-        dt, lat, errors = asyncio.run(_run(url, body, n, c))
-        ms = np.asarray(lat) * 1000
-        out[f"concurrency_{c}"] = {"requests": n, "seconds": round(dt, 2), "requests_per_s": round(n / dt, 1),
-                                   "p50_ms": round(float(np.percentile(ms, 50)), 2),
-                                   "p99_ms": round(float(np.percentile(ms, 99)), 2), "errors": len(errors)}
+        out[f"concurrency_{c}"] = measure(url, body, n, c)
     if server_pid:
         after = tree_rss_mb(server_pid)
         out["rss_mb"] = {"before": round(rss_before, 1), "after": round(after, 1),
@@ -97,7 +123,7 @@ def main(argv=None):
     ap.add_argument("--url", help="a running server; default: start one on 127.0.0.1:8765")
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--image", default="tests/fixtures/ham10000_mini/images/ISIC_0024693.jpg")
+    ap.add_argument("--image", default=DEFAULT_IMAGE, help="default: a 600x450 JPEG (the targets' size)")
     ap.add_argument("--requests", type=int, default=10000)
     ap.add_argument("--concurrency", type=int, default=16)
     a = ap.parse_args(argv)
@@ -105,23 +131,17 @@ def main(argv=None):
     url = a.url
     if url is None:
         url = "http://127.0.0.1:8765"
-        proc = subprocess.Popen([sys.executable, "-m", "dermalens.cli", "serve", "--port", "8765", "--model",
-                                 a.model, "--workers", str(a.workers)],
-                                env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import urllib.request
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+        proc = start_server([sys.executable, "-m", "dermalens.cli", "serve", "--port", "8765", "--model",
+                             a.model, "--workers", str(a.workers)], url)
     try:
+        import urllib.request
+        runtime = json.loads(urllib.request.urlopen(url + "/health", timeout=5).read()).get("runtime")
         res = bench(url, Path(a.image), a.requests, a.concurrency, proc.pid if proc else None)
     finally:
         if proc:
             proc.terminate()
             proc.wait()
-    print(f"server {url} ({a.workers} worker(s)), image {a.image}")
+    print(f"server {url} ({a.workers} worker(s)), image {a.image}, runtime {runtime}")
     for k, v in res.items():
         print(f"  {k}: {v}")
 

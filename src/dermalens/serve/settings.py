@@ -27,7 +27,9 @@ class Settings:
     timeout_s: int = 30
     api_key: str | None = None  # when set, /predict* need the X-API-Key header
     upload_dir: str | None = None  # uploads are written to disk only when this is set
-    threads: int = 0  # onnxruntime intra-op threads; 0 = onnxruntime's default
+    threads: int = 0  # inference threads; 0 = every core this process may use
+    max_queue: int = 64  # requests admitted at once; more are refused with 503 (not left waiting)
+    infer_mode: str = "latency"  # runtime tuning (inference.runtime): "latency" or "throughput"
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":
@@ -41,5 +43,11 @@ class Settings:
             api_key=os.environ.get("DERMALENS_API_KEY") or None,
             upload_dir=os.environ.get("DERMALENS_UPLOAD_DIR") or None,
             threads=_int("DERMALENS_THREADS", cls.threads),
+            max_queue=_int("DERMALENS_MAX_QUEUE", cls.max_queue),
+            infer_mode=os.environ.get("DERMALENS_INFER_MODE") or cls.infer_mode,
         )
+        if s.infer_mode not in ("latency", "throughput"):
+            raise SystemExit(f"DERMALENS_INFER_MODE must be latency or throughput, got {s.infer_mode!r}")
+        if s.max_queue < 1:
+            raise SystemExit(f"DERMALENS_MAX_QUEUE must be at least 1, got {s.max_queue}")
         return cls(**{**s.__dict__, **overrides})

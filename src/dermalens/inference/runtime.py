@@ -1,0 +1,221 @@
+"""Compile any ONNX graph of a bundle for this CPU: OpenVINO when installed, onnxruntime otherwise.
+
+    model = compile(path, mode="latency")            # one request at a time, all cores on it
+    model = compile(path, mode="throughput")         # several requests in flight (a stream per core)
+    outputs = model.run({"image": x})                # -> {"logits": ..., "features": ...}
+    future = model.submit({"image": x})              # concurrent.futures.Future of the same dict
+
+Both runtimes read the bundle's ONNX file directly (no conversion step, nothing cached on disk).
+Precision: bf16 where the CPU computes it natively (AMX / AVX512-BF16, OpenVINO only), fp32
+elsewhere; DERMALENS_RUNTIME=onnxruntime|openvino and DERMALENS_PRECISION=fp32|bf16 override.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RUNTIMES = ("openvino", "onnxruntime")
+PRECISIONS = ("fp32", "bf16")
+MODES = ("latency", "throughput")
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime or precision asked for cannot be used here; the message says why."""
+
+
+def _openvino_core():
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+        _CORE = ov.Core()
+    return _CORE
+
+
+_CORE = None
+
+
+def openvino_installed() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (OpenVINO lists BF16 among its capabilities then);
+    elsewhere OpenVINO emulates it, several times slower than fp32."""
+    if not openvino_installed():
+        return False
+    return "BF16" in _openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def choose_runtime(runtime: str | None = None) -> str:
+    runtime = (runtime or os.environ.get("DERMALENS_RUNTIME") or "").strip().lower()
+    if not runtime:
+        return "openvino" if openvino_installed() else "onnxruntime"
+    if runtime not in RUNTIMES:
+        raise RuntimeUnavailable(f"DERMALENS_RUNTIME must be one of {RUNTIMES}, got {runtime!r}")
+    if runtime == "openvino" and not openvino_installed():
+        raise RuntimeUnavailable("runtime 'openvino' asked for, but the openvino package is not installed "
+                                 "(pip install openvino, or DERMALENS_RUNTIME=onnxruntime)")
+    return runtime
+
+
+def choose_precision(runtime: str, precision: str | None = None) -> str:
+    precision = (precision or os.environ.get("DERMALENS_PRECISION") or "").strip().lower()
+    if not precision:
+        return "bf16" if runtime == "openvino" and cpu_has_bf16() else "fp32"
+    if precision not in PRECISIONS:
+        raise RuntimeUnavailable(f"DERMALENS_PRECISION must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and runtime != "openvino":
+        raise RuntimeUnavailable("bf16 inference needs the openvino runtime (DERMALENS_RUNTIME=openvino)")
+    return precision
+
+
+@dataclass
+class CompiledModel:
+    """One compiled graph. `run` is thread-safe; `submit` queues asynchronous inference."""
+    path: Path
+    runtime: str
+    precision: str
+    mode: str
+    threads: int
+    inputs: dict[str, list]  # name -> shape, None where a dimension is dynamic
+    outputs: dict[str, list]
+    _impl: object = field(repr=False, default=None)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._impl.run(inputs)
+
+    def submit(self, inputs: dict[str, np.ndarray]) -> Future:
+        return self._impl.submit(inputs)
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests the runtime runs at once at best (OpenVINO's optimal infer requests)."""
+        return self._impl.parallel
+
+    def describe(self) -> dict:
+        return {"runtime": self.runtime, "precision": self.precision, "mode": self.mode, "threads": self.threads,
+                "parallel_requests": self.in_flight}
+
+    def close(self):
+        self._impl.close()
+
+
+def compile(path: str | Path, mode: str = "latency", threads: int | None = None, runtime: str | None = None,
+            precision: str | None = None) -> CompiledModel:
+    """ONNX file -> CompiledModel. `threads`: cores to use (default: all this process may use)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    path = Path(path)
+    runtime = choose_runtime(runtime)
+    precision = choose_precision(runtime, precision)
+    threads = threads or len(os.sched_getaffinity(0))
+    impl = (_OpenVINO if runtime == "openvino" else _OnnxRuntime)(path, mode, threads, precision)
+    return CompiledModel(path, runtime, precision, mode, threads, impl.input_shapes, impl.output_shapes, impl)
+
+
+class _OpenVINO:
+    def __init__(self, path: Path, mode: str, threads: int, precision: str):
+        import openvino as ov
+        core = _openvino_core()
+        config = {"PERFORMANCE_HINT": mode.upper(), "INFERENCE_NUM_THREADS": threads,
+                  "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        self.compiled = core.compile_model(str(path), "CPU", config)
+        self.input_shapes = {p.get_any_name(): _ov_shape(p) for p in self.compiled.inputs}
+        self.output_shapes = {p.get_any_name(): _ov_shape(p) for p in self.compiled.outputs}
+        self.output_names = list(self.output_shapes)
+        self.parallel = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        # Synchronous runs borrow an idle request, so several threads may call run() at once.
+        self.idle: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.parallel):
+            self.idle.put(self.compiled.create_infer_request())
+        self.async_queue = ov.AsyncInferQueue(self.compiled, self.parallel)
+        self.async_queue.set_callback(self._done)
+        # start_async blocks while every request is busy: a feeder thread waits there, not the caller.
+        self.pending: queue.SimpleQueue = queue.SimpleQueue()
+        self.feeder = threading.Thread(target=self._feed, name="dermalens-infer-feeder", daemon=True)
+        self.feeder.start()
+
+    def _outputs(self, request) -> dict[str, np.ndarray]:
+        # copies: the request's buffers are reused by its next inference
+        return {name: np.array(request.get_output_tensor(i).data) for i, name in enumerate(self.output_names)}
+
+    def run(self, inputs):
+        request = self.idle.get()
+        try:
+            request.infer(inputs)
+            return self._outputs(request)
+        finally:
+            self.idle.put(request)
+
+    def submit(self, inputs) -> Future:
+        fut: Future = Future()
+        self.pending.put((inputs, fut))
+        return fut
+
+    def _feed(self):
+        while True:
+            item = self.pending.get()
+            if item is None:
+                return
+            inputs, fut = item
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                self.async_queue.start_async(inputs, fut)
+            except Exception as e:  # a bad input fails its own request only
+                fut.set_exception(e)
+
+    def _done(self, request, fut: Future):
+        try:
+            fut.set_result(self._outputs(request))
+        except Exception as e:
+            fut.set_exception(e)
+
+    def close(self):
+        self.pending.put(None)
+        self.async_queue.wait_all()
+
+
+class _OnnxRuntime:
+    def __init__(self, path: Path, mode: str, threads: int, precision: str):
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        # throughput: one session thread per core, and as many runs in flight as cores
+        self.parallel = threads if mode == "throughput" else 1
+        opts.intra_op_num_threads = 1 if mode == "throughput" else threads
+        opts.inter_op_num_threads = 1
+        # The arena keeps the largest batch's activations for the life of the process (hundreds
+        # of MB at batch 32); without it, memory follows the batch actually running.
+        opts.enable_cpu_mem_arena = False
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_shapes = {i.name: _ort_shape(i.shape) for i in self.session.get_inputs()}
+        self.output_shapes = {o.name: _ort_shape(o.shape) for o in self.session.get_outputs()}
+        self.output_names = list(self.output_shapes)
+        self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="dermalens-ort")
+
+    def run(self, inputs):
+        return dict(zip(self.output_names, self.session.run(self.output_names, inputs)))
+
+    def submit(self, inputs) -> Future:
+        return self.pool.submit(self.run, inputs)
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+
+
+def _ov_shape(port) -> list:
+    return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+
+
+def _ort_shape(shape) -> list:
+    return [d if isinstance(d, int) else None for d in shape]

@@ -1,0 +1,86 @@
+"""inference.runtime: OpenVINO and onnxruntime give the same probabilities at fp32; bf16 runs; the
+asynchronous path returns what the synchronous one does; a bad choice is a clear error."""
+import numpy as np
+import pytest
+
+from dermalens.inference import BundleError, Predictor, load_bundle
+from dermalens.inference import runtime as rt
+from conftest import FIXTURES, MINI
+
+pytest.importorskip("openvino")
+IMAGES = sorted((MINI / "images").iterdir())[:12] + sorted((FIXTURES / "fullres").iterdir())
+
+
+def _probs(bundle_path, **kw):
+    pred = Predictor(bundle_path, **kw)
+    pixels = np.stack([pred.load(p) for p in IMAGES])
+    return pred.forward(pixels)[0], pred
+
+
+@pytest.mark.parametrize("which", ["tiny", "shipped"])
+def test_runtimes_agree_at_fp32(which, tiny_bundle, shipped_bundle):
+    path = tiny_bundle if which == "tiny" else shipped_bundle
+    ort_probs, ort_pred = _probs(path, runtime="onnxruntime", precision="fp32")
+    ov_probs, ov_pred = _probs(path, runtime="openvino", precision="fp32")
+    assert ort_pred.runtime_info["runtime"] == "onnxruntime" and ov_pred.runtime_info["runtime"] == "openvino"
+    assert ov_pred.runtime_info["precision"] == "fp32"
+    assert np.abs(ort_probs - ov_probs).max() < 1e-4
+
+
+def test_bf16_runs_and_stays_close(tiny_bundle):
+    """bf16 rounds weights and activations (natively on AMX / AVX512-BF16, emulated elsewhere)."""
+    fp32, _ = _probs(tiny_bundle, runtime="openvino", precision="fp32")
+    bf16, pred = _probs(tiny_bundle, runtime="openvino", precision="bf16")
+    assert pred.runtime_info["precision"] == "bf16"
+    assert np.allclose(bf16.sum(axis=1), 1, atol=1e-4)
+    assert np.abs(bf16 - fp32).max() < 0.1
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+@pytest.mark.parametrize("mode", ["latency", "throughput"])
+def test_submit_equals_run(tiny_bundle, runtime, mode):
+    bundle = load_bundle(tiny_bundle, runtime=runtime, mode=mode, precision="fp32")
+    pred = Predictor(bundle)
+    xs = [bundle.spec.normalize(pred.load(p)) for p in IMAGES]
+    futures = [bundle.submit(x) for x in xs]  # all in flight at once
+    for x, fut in zip(xs, futures):
+        logits, feats = bundle.run(x)
+        out = fut.result(timeout=60)
+        assert np.allclose(out["logits"], logits, atol=1e-5) and np.allclose(out["features"], feats, atol=1e-5)
+
+
+def test_submit_failure_reaches_its_caller_only(tiny_bundle):
+    bundle = load_bundle(tiny_bundle, runtime="openvino", mode="throughput")
+    bad = bundle.submit(np.zeros((1, 3, 5, 5), np.float32))
+    good = bundle.submit(bundle.spec.normalize(np.zeros((*bundle.spec.input_size, 3), np.uint8)))
+    with pytest.raises(Exception):
+        bad.result(timeout=60)
+    assert good.result(timeout=60)["logits"].shape == (1, 7)
+
+
+def test_environment_overrides(tiny_bundle, monkeypatch):
+    monkeypatch.setenv("DERMALENS_RUNTIME", "onnxruntime")
+    assert Predictor(tiny_bundle).runtime_info["runtime"] == "onnxruntime"
+    monkeypatch.setenv("DERMALENS_RUNTIME", "tensorflow")
+    with pytest.raises(BundleError, match="DERMALENS_RUNTIME must be one of"):
+        load_bundle(tiny_bundle)
+    monkeypatch.setenv("DERMALENS_RUNTIME", "onnxruntime")
+    monkeypatch.setenv("DERMALENS_PRECISION", "bf16")
+    with pytest.raises(BundleError, match="bf16 inference needs the openvino runtime"):
+        load_bundle(tiny_bundle)
+
+
+def test_default_precision_follows_the_cpu(tiny_bundle, monkeypatch):
+    monkeypatch.delenv("DERMALENS_RUNTIME", raising=False)
+    monkeypatch.delenv("DERMALENS_PRECISION", raising=False)
+    info = Predictor(tiny_bundle).runtime_info
+    assert info["runtime"] == "openvino"
+    assert info["precision"] == ("bf16" if rt.cpu_has_bf16() else "fp32")
+
+
+def test_any_onnx_file_compiles(tiny_bundle):
+    """The same function compiles any graph of a bundle (a gate, a second member...)."""
+    model = rt.compile(tiny_bundle / "model.onnx", mode="throughput", threads=1)
+    assert set(model.outputs) == {"logits", "features"} and model.inputs["image"][1:] == [3, 48, 64]
+    out = model.run({"image": np.zeros((2, 3, 48, 64), np.float32)})
+    assert out["logits"].shape == (2, 7)
