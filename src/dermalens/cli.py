@@ -125,7 +125,7 @@ def cmd_fit_gate(a):
     from .export.modality_bundle import fit_gate_into
     from .inference import Predictor
     from .data import load_ham10000, select_split
-    card = fit_gate_into(Path(a.model), Path(a.data), Path(a.split_file), Path(a.cache) if a.cache else None)
+    card = fit_gate_into(Path(a.model), Path(a.data), Path(a.split_file), a.version, Path(a.cache) if a.cache else None)
     # The existing out-of-distribution set (as export builds it: with degraded copies of the first ten test
     # images) must stay refused with the check in place.
     predictor = Predictor(a.model)
@@ -133,7 +133,7 @@ def cmd_fit_gate(a):
     ood = evaluate_gate(predictor, lesion_pixels=np.stack([predictor.load(r.path) for r in test]))
     card["modality"]["ood_set"] = {k: ood[k] for k in ("total", "flagged", "missed")}
     print(f"out-of-distribution set: {ood['flagged']}/{ood['total']} not assessed; missed: {ood['missed'] or 'none'}")
-    (Path(a.model) / "card.json").write_text(json.dumps(card, indent=1))
+    (Path(a.model) / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     write_model_card(card, Path(a.model) / "MODEL_CARD.md")
     print(f"modality check written to {a.model} (threshold {card['modality']['threshold']:.4f})")
 
@@ -288,7 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder to add the check to")
     fg.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
                     help="folder holding ham10000/, isic_archive/, isic2017_sample/, pad_ufes_20/, sd198_clinical/")
-    fg.add_argument("--split-file", default="splits/ham10000_split.csv")
+    fg.add_argument("--split-file", default=DEFAULT_SPLIT_FILE)
+    fg.add_argument("--version", required=True, help="the bundle's new version (the check changes what it answers)")
     fg.add_argument("--cache", default="cache/gate", help="feature cache folder ('' for none)")
     fg.set_defaults(func=cmd_fit_gate)
 

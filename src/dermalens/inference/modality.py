@@ -1,9 +1,9 @@
 """The modality gate: is this a dermoscopic image at all, or an ordinary (clinical, phone) photo?
 
 A small ImageNet-only network (`gate.onnx`, EfficientNet-Lite0) turns the pixels the classifier
-would read into channel statistics; a small classifier on them (`gate.npz`: standardisation and
-the layers of a multi-layer perceptron, plain arrays, no pickle) gives the probability that the
-image is dermoscopic. Below the card's threshold the image is not assessed.
+would read into channel statistics; a linear classifier on them (`gate.npz`: standardisation and
+weights, plain arrays, no pickle; further layers W1, b1, ... would be read as a ReLU network) gives
+the probability that the image is dermoscopic. Below the card's threshold the image is not assessed.
 Numpy, Pillow and the serving runtime only (inference.runtime).
 """
 from __future__ import annotations

@@ -4,8 +4,8 @@ Steps, each fixed before any held-out figure was read:
 1. features: every image is preprocessed exactly as the classifier would read it (the bundle's spec),
    then `gate.onnx` turns that view into channel statistics. The `fit` part is shown several times,
    augmented (train.modality_augment); `check` and `heldout` once, as they are;
-2. classifier: a small multi-layer perceptron (scikit-learn) on standardised features; each collection
-   weighs the same in the fit, whatever its size, so HAM10000 does not drown the other sources;
+2. classifier: a logistic regression (scikit-learn) on standardised features; each collection weighs the
+   same in the fit, whatever its size, so HAM10000 does not drown the other sources;
 3. threshold: the highest at which every dermoscopic check set (HAM10000 validation overall and per class,
    isic_archive check) still passes at the target rate;
 4. figures: pass / flag rates per collection and part, written into the card.
@@ -30,7 +30,7 @@ from .modality_augment import augment_clinical, augment_dermoscopic
 FIT_VIEWS = {"ham10000": 1, "isic_archive": 2, "pad_ufes_20": 4, "sd198_clinical": 4, "photos": 12}
 PASS_TARGET = 0.985  # share of each dermoscopic check set that must pass (per HAM10000 class: CLASS_PASS_TARGET)
 CLASS_PASS_TARGET = 0.95
-HIDDEN = (128,)
+C = 0.1  # inverse L2 strength of the logistic regression
 SEED = 0
 
 
@@ -81,21 +81,13 @@ def photo_negatives(net_spec: PreprocessSpec, gate: ModalityGate) -> np.ndarray:
 
 
 def fit_classifier(X: np.ndarray, y: np.ndarray, weight: np.ndarray) -> dict:
-    """Standardise, fit the perceptron; returns plain arrays (mean, scale, W0, b0, W1, b1)."""
-    from sklearn.neural_network import MLPClassifier
+    """Standardise, fit a logistic regression; returns plain arrays (mean, scale, W0, b0) that
+    inference.modality.ModalityGate reads as a one-layer network."""
+    from sklearn.linear_model import LogisticRegression
     mean, scale = X.mean(axis=0), X.std(axis=0) + 1e-6
-    Z = (X - mean) / scale
-    # MLPClassifier takes no sample weights: repeat rows in proportion to their weight instead.
-    reps = np.maximum(1, np.round(weight / weight.min())).astype(int)
-    reps = np.minimum(reps, 50)
-    idx = np.repeat(np.arange(len(Z)), reps)
-    clf = MLPClassifier(HIDDEN, alpha=1e-2, max_iter=60, early_stopping=False, random_state=SEED,
-                        batch_size=256, learning_rate_init=1e-3)
-    clf.fit(Z[idx], y[idx])
-    out = {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32)}
-    for k, (W, b) in enumerate(zip(clf.coefs_, clf.intercepts_)):
-        out[f"W{k}"], out[f"b{k}"] = W.astype(np.float32), b.astype(np.float32)
-    return out
+    clf = LogisticRegression(C=C, max_iter=2000).fit((X - mean) / scale, y, sample_weight=weight)
+    return {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32),
+            "W0": clf.coef_.T.astype(np.float32), "b0": clf.intercept_.astype(np.float32)}
 
 
 def set_weights(sets: list[str]) -> np.ndarray:
