@@ -110,14 +110,18 @@ def cmd_export(a):
     def ood_extra(predictor, test_result):
         return evaluate_gate(predictor, test_result, lesion_pixels=test_result["pixels"])
 
-    card = export_bundle(a.run, a.out, a.data, a.split_file, name=a.name, version=a.version,
-                         evaluate_test=not a.no_test, max_images_per_split=a.max_images_per_split or 0,
-                         ood_extra=ood_extra, input_size=a.input_size, center_fraction=a.center_fraction)
+    runs = a.run + (a.member or [])
+    card = export_bundle(runs if len(runs) > 1 else runs[0], a.out, a.data, a.split_file, name=a.name,
+                         version=a.version, evaluate_test=not a.no_test,
+                         max_images_per_split=a.max_images_per_split or 0, ood_extra=ood_extra,
+                         input_size=a.input_size, center_fraction=a.center_fraction,
+                         use_metadata=not a.no_metadata, test_extras=not a.no_test_extras)
     _print_summary(card)
     print(f"bundle written to {a.out}")
 
 
-def _print_summary(card, splits=("validation", "test", "test_tta")):
+def _print_summary(card, splits=("validation", "validation_with_metadata", "test", "test_with_metadata",
+                                  "test_tta")):
     for split in splits:
         m = card.get("metrics", {}).get(split)
         if m:
@@ -231,8 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="training run -> model bundle (ONNX + card), calibrated on validation")
-    e.add_argument("run", help="run folder holding best.pt")
+    e = sub.add_parser("export", help="training run(s) -> model bundle (ONNX + card), calibrated on validation")
+    e.add_argument("run", nargs="+", help="run folder(s) holding best.pt; several make an ensemble bundle whose "
+                                          "first run sets the view and supplies the OOD features and Grad-CAM")
+    e.add_argument("--member", action="append", help="another run to add as an ensemble member (repeatable)")
+    e.add_argument("--no-metadata", action="store_true", help="do not fit the patient-metadata model")
+    e.add_argument("--no-test-extras", action="store_true",
+                   help="skip the test split's TTA and Grad-CAM-vs-mask figures (they cost two more passes)")
     e.add_argument("--out", default=DEFAULT_MODEL, help="bundle folder to write")
     e.add_argument("--data", default=DEFAULT_DATA)
     e.add_argument("--split-file", default="splits/ham10000_split.csv")
