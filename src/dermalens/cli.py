@@ -140,6 +140,21 @@ def _print_summary(card, splits=("validation", "validation_with_metadata", "test
                       f"{span['malignant_sensitivity']} spec {span['malignant_specificity']}")
 
 
+def _print_subgroups(m):
+    for mode, mm in (("image only", m), ("with metadata", m.get("with_metadata") or {})):
+        sub = mm.get("subgroups")
+        if not sub:
+            continue
+        print(f"subgroups ({mode}): n, balanced accuracy, malignant sensitivity / specificity / AUROC")
+        for grouping, table in sub["groups"].items():
+            for name, e in table.items():
+                def f(v):
+                    return "  n/a" if v is None else f"{v:.3f}"
+                print(f"  {grouping:5s} {name:18s} n {e['n']:5d}  bal.acc {f(e['balanced_accuracy'])}  sens "
+                      f"{f(e['malignant_sensitivity'])} spec {f(e['malignant_specificity'])} AUROC "
+                      f"{f(e['malignant_auroc'])}" + ("  (too small to judge)" if e["too_small"] else ""))
+
+
 def cmd_evaluate(a):
     from .data import load_dataset, load_ham10000, select_split, split_sha256
     from .evaluate.report import write_report
@@ -164,13 +179,18 @@ def cmd_evaluate(a):
                     "training images, so the figures would flatter it. Use the model's split file, or pass "
                     "--allow-split-mismatch to evaluate anyway (the report then says so)")
             title += " - NOT the model's own split: figures may include its training images"
-    result = evaluate_records(predictor, records, tta=a.tta)
+    from .inference.metadata import read_metadata_csv
+    meta_file = a.metadata or (None if a.labels else Path(a.data) / "HAM10000_metadata.csv")
+    metadata = None if a.no_metadata or meta_file is None else read_metadata_csv(meta_file)
+    result = evaluate_records(predictor, records, tta=a.tta, metadata=metadata)
     m = result["metrics"]
     if not a.labels:
         m["split_file"] = split_info
     out = a.out or f"reports/{predictor.bundle.card['name']}-{'labels' if a.labels else a.split}"
     paths = write_report(result, predictor, out, title)
-    _print_summary({"metrics": {"evaluated": m}}, ("evaluated",))
+    _print_summary({"metrics": {"image only": m, "with metadata": m.get("with_metadata")}},
+                   ("image only", "with metadata"))
+    _print_subgroups(m)
     for s in m["skipped"]:
         print(f"skipped {s['path']}: {s['error']}", file=sys.stderr)
     print(f"metrics: {paths['metrics']}\nreport:  {paths['report']}")
@@ -268,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tta", action="store_true", help="test-time augmentation (flips, rotations)")
     ev.add_argument("--allow-split-mismatch", action="store_true",
                     help="evaluate on a split file other than the model's own (the report says so)")
+    ev.add_argument("--metadata", metavar="FILE.csv",
+                    help="patient details (image_id + age, sex, localization or site): subgroup figures, and the "
+                         "figures with the metadata fused for a bundle that has a metadata model; default for a "
+                         "HAM10000 split: the data set's HAM10000_metadata.csv")
+    ev.add_argument("--no-metadata", action="store_true", help="image-only figures, no subgroups")
     ev.add_argument("--out", help="report folder (default reports/NAME-SPLIT)")
     ev.set_defaults(func=cmd_evaluate)
 
@@ -279,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", help="also write the results as JSON")
     pr.add_argument("--explain", metavar="DIR", help="write Grad-CAM overlays (PNG) into DIR")
     pr.add_argument("--recursive", action="store_true", help="look into sub-folders too")
+    pr.add_argument("--metadata", metavar="FILE.csv", help="patient details per image: image_id plus any of age, "
+                                                           "sex, localization (or site); HAM10000_metadata.csv works")
+    pr.add_argument("--age", help="patient's age in years (one image)")
+    pr.add_argument("--sex", help="male, female or unknown (one image)")
+    pr.add_argument("--site", help="body site, HAM10000 localization vocabulary such as back or face (one image)")
     pr.set_defaults(func=cmd_predict)
 
     sv = sub.add_parser("serve", help="start the web app and REST API")
@@ -304,12 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     from .data import DatasetError
     from .inference.bundle import BundleError
+    from .inference.metadata import MetadataError
     from .preprocess import ImageError
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
         return a.func(a) or 0
-    except (DatasetError, BundleError, ImageError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (DatasetError, BundleError, ImageError, MetadataError, FileNotFoundError, FileExistsError,
+            ValueError) as e:
         print(f"dermalens {a.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

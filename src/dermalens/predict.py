@@ -47,9 +47,32 @@ def prediction_row(path: Path, p) -> dict:
     row = {"file": str(path), "prediction": p.codes[p.top], "name": p.names[p.top],
            "confidence": round(float(p.probabilities[p.top]), 4),
            "malignancy": round(p.malignancy, 4), "malignant": p.malignancy >= p.malignant_threshold,
-           "risk": p.risk, "in_distribution": p.in_distribution, "not_assessed_because": "; ".join(p.ood_reasons)}
+           "risk": p.risk, "in_distribution": p.in_distribution, "not_assessed_because": "; ".join(p.ood_reasons),
+           "metadata_used": p.metadata_used}
     row.update({f"p_{c}": round(float(v), 4) for c, v in zip(p.codes, p.probabilities)})
     return row
+
+
+def patient_metadata(a, paths: list[Path]):
+    """path -> PatientMetadata or None, from --metadata FILE.csv (by image_id = file name or stem) and/or
+    --age/--sex/--site (one image only: the same patient details for several images would be a guess)."""
+    from .inference.metadata import MetadataError, PatientMetadata, lookup, read_metadata_csv
+    table = read_metadata_csv(a.metadata) if getattr(a, "metadata", None) else {}
+    given = [getattr(a, k, None) for k in ("age", "sex", "site")]
+    single = None
+    if any(v is not None for v in given):
+        if len(paths) != 1:
+            raise MetadataError("--age/--sex/--site describe one patient's image: give exactly one image, or use "
+                                "--metadata FILE.csv for several")
+        single = PatientMetadata.parse(*given)
+    out = {}
+    for p in paths:
+        m = lookup(table, str(p)) if table else None
+        if single is not None:  # the command line wins over the file, field by field
+            m = PatientMetadata(*(s if s is not None else (getattr(m, f) if m else None)
+                                  for s, f in zip((single.age, single.sex, single.site), ("age", "sex", "site"))))
+        out[p] = m if m is not None and m.present else None
+    return out
 
 
 def run_predict(a) -> int:
@@ -57,6 +80,9 @@ def run_predict(a) -> int:
     from .inference import Predictor
     predictor = Predictor(a.model)
     paths, problems = expand_inputs(a.inputs, getattr(a, "recursive", False))
+    metas = patient_metadata(a, paths)
+    if any(metas.values()) and not predictor.accepts_metadata:
+        print("warning: this model has no metadata model; the patient details are not used", file=sys.stderr)
     for msg in problems:
         print(f"warning: {msg}", file=sys.stderr)
     explain_dir = Path(a.explain) if a.explain else None
@@ -65,7 +91,7 @@ def run_predict(a) -> int:
     rows, errors = [], []
     for path in tqdm(paths, desc="predict", disable=len(paths) < 5, file=sys.stderr):
         try:
-            p = predictor.predict(path, tta=a.tta, explain=explain_dir is not None)
+            p = predictor.predict(path, tta=a.tta, explain=explain_dir is not None, metadata=metas.get(path))
         except ImageError as e:
             msg = str(e) if str(path) in str(e) else f"{path}: {e}"
             errors.append({"file": str(path), "error": msg})
@@ -93,16 +119,18 @@ def run_predict(a) -> int:
 def _print_table(rows: list[dict]) -> None:
     if not rows:
         return
-    print("class? = uncertain (top probability below 50 %); risk 'indeterminate' = not assessed")
+    print("class? = uncertain (top probability below 50 %); risk 'indeterminate' = not assessed; "
+          "meta = patient details used")
     width = min(48, max(len(r["file"]) for r in rows))
-    print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  risk")
+    print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  {'meta':4s}  risk")
     for r in rows:
         name = r["file"] if len(r["file"]) <= width else "..." + r["file"][-(width - 3):]
         risk = r["risk"] + ("" if r["in_distribution"] else " (see below)")
         cls = r["prediction"] if r["in_distribution"] else "-"
         if r["in_distribution"] and r["confidence"] < 0.5:
             cls += "?"  # uncertain: no class reaches 50 %
-        print(f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {risk}")
+        meta = "yes" if r.get("metadata_used") else "no"
+        print(f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {meta:4s}  {risk}")
     flagged = [r for r in rows if not r["in_distribution"]]
     if flagged:
         print("\nnot assessed:")

@@ -228,16 +228,15 @@ def _export_into(ck_paths: list[Path], out: Path, data_root, split_file, name, v
     # equivalence on real images, member by member
     val_px, val_recs, _ = decode_records(loader, parts["val"], desc="decode val")
     diffs = []
-    for (m_model, _, _), member in zip(loaded, bundle.members):
-        diffs.append(max_abs_difference(m_model, out / next(e["graph"] for e in entries if e["name"] == member.name),
-                                        member.normalize(val_px[:64])))
+    for (m_model, _, _), entry, member in zip(loaded, entries, bundle.members):  # the same order
+        diffs.append(max_abs_difference(m_model, out / entry["graph"], member.normalize(val_px[:64])))
     diff = max(diffs)
     if diff > ONNX_TOLERANCE:
         raise RuntimeError(f"ONNX and PyTorch disagree: max |logit diff| {diff:.2e} > {ONNX_TOLERANCE}")
     card["export_check"] = {"max_abs_logit_diff": diff, "images": int(min(64, len(val_px))),
                             "tolerance": ONNX_TOLERANCE}
     if not single:
-        card["export_check"]["by_member"] = {m.name: d for m, d in zip(bundle.members, diffs)}
+        card["export_check"]["by_member"] = {e["name"]: d for e, d in zip(entries, diffs)}
 
     # 2. calibration and operating points on validation (export.calibrate holds every rule)
     codes = [c["code"] for c in card["classes"]]

@@ -21,10 +21,12 @@ class Batcher:
         self.thread = threading.Thread(target=self._loop, name="dermalens-batcher", daemon=True)
         self.thread.start()
 
-    def submit(self, pixels: np.ndarray, tta: bool, explain: bool, size: tuple[int, int] | None = None) -> Future:
-        """`size`: (width, height) of the image as sent, for the predictor's size check."""
+    def submit(self, pixels: np.ndarray, tta: bool, explain: bool, size: tuple[int, int] | None = None,
+               metadata=None) -> Future:
+        """`size`: (width, height) of the image as sent, for the predictor's size check; `metadata`: the
+        patient's PatientMetadata or None."""
         fut: Future = Future()
-        self.queue.put((pixels, tta, explain, fut, size))
+        self.queue.put((pixels, tta, explain, fut, size, metadata))
         return fut
 
     def _loop(self):
@@ -44,7 +46,8 @@ class Batcher:
         try:
             preds = self.predictor.predict_pixels(np.stack([g[0] for g in group]), tta=tta,
                                                   explain=any(g[2] for g in group),
-                                                  source_sizes=[g[4] for g in group])
+                                                  source_sizes=[g[4] for g in group],
+                                                  metadata=[g[5] for g in group])
         except Exception as e:  # hand the failure to every waiting request
             for g in group:
                 g[3].set_exception(e)
