@@ -12,7 +12,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 __version__ = "0.1.0"
 
 # The bundle `make serve`, the API, the GUI and the benchmarks load unless told otherwise.
-DEFAULT_MODEL = "models/dermalens-lite2"
+DEFAULT_MODEL = "models/dermalens"
 
 DISCLAIMER = (
     "dermalens is a research and education tool, not a medical device. Its output is not a "
