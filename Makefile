@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
-MODEL  ?= models/dermalens-lite2
+MODEL  ?= models/dermalens
 PYTEST_ARGS ?=
 
 .PHONY: serve test train-env system-deps bench bench-load bench-compare evaluate train export clean
@@ -68,8 +68,10 @@ train: $(VENV)/.train
 	$(VENV)/bin/dermalens train --config configs/lite2_224x300.json
 	$(VENV)/bin/dermalens train --config configs/lite2_224x300_distill_cpu.json --init-from runs/lite2_224x300/best.pt
 
+# Bundle 3.0: 2.3.0's network (first: it sets the view, the OOD features and Grad-CAM) and Lite0 1.1.0's,
+# plus the patient-metadata model (docs/model-3.0.md). `make train` rebuilds the first into runs/.
 export: $(VENV)/.train
-	$(VENV)/bin/dermalens export runs/lite2_224x300_distill_cpu --out $(MODEL) --version 2.3.0 --input-size 256x341 --center-fraction 0.9
+	$(VENV)/bin/dermalens export checkpoints/lite2_224x300_distill_cpu checkpoints/lite0_168x224_stage2 --out $(MODEL) --name dermalens --version 3.0.0 --input-size 256x341 --center-fraction 0.9 --no-test-extras
 
 evaluate: $(VENV)/.serve
 	$(VENV)/bin/dermalens evaluate --model $(MODEL) --split test

@@ -11,7 +11,7 @@ MINI = FIXTURES / "ham10000_mini"
 SPLIT_FILE = REPO / "splits" / "ham10000_split.csv"
 SHARED = REPO.parent / "shared" / "data"
 HAM = SHARED / "ham10000"
-SHIPPED = REPO / "models" / "dermalens-lite2"
+SHIPPED = REPO / "models" / "dermalens"
 ARTIFACTS = REPO / "artifacts"
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -57,6 +57,32 @@ def test_upload_and_read_the_bars(browser, ui_url, artifacts, in_distribution_le
     assert not errors
 
 
+def test_patient_details_are_sent_and_reported(browser, ui_url, shipped_bundle, artifacts, in_distribution_lesion):
+    """The optional Patient details section: its site list comes from the model, the values reach the API and
+    the page says they were used; the probabilities are `Predictor.predict(..., metadata=...)`'s."""
+    from dermalens.inference import Predictor
+    from dermalens.inference.metadata import PatientMetadata
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    page.goto(ui_url)
+    page.click("#patient summary")
+    page.wait_for_function("document.querySelectorAll('#site option').length > 10")
+    page.fill("#age", "65")
+    page.select_option("#sex", "male")
+    page.select_option("#site", "back")
+    _predict(page, in_distribution_lesion)
+    assert "patient details used" in page.inner_text("#model-info")
+    expected = Predictor(shipped_bundle).predict(in_distribution_lesion, metadata=PatientMetadata(65.0, "male", "back"))
+    top = page.query_selector_all("#bars li")[0]
+    assert top.get_attribute("data-code") == expected.codes[int(expected.probabilities.argmax())]
+    assert float(top.get_attribute("data-prob")) == pytest.approx(float(expected.probabilities.max()), abs=1e-5)
+    page.screenshot(path=str(artifacts / "web_ui_patient_details.png"), full_page=True)
+    page.select_option("#sex", "")
+    page.fill("#age", "")
+    page.select_option("#site", "")
+    _predict(page, in_distribution_lesion)
+    assert "image only" in page.inner_text("#model-info")
+
+
 def test_out_of_distribution_gets_a_warning_not_a_diagnosis(browser, ui_url, tmp_path, artifacts):
     from PIL import Image
     blank = tmp_path / "blank.png"

@@ -97,11 +97,14 @@ def test_single_image_and_batch_match_evaluate(app_factory, shipped_bundle, disp
     app.start_batch(str(MINI / "images"), str(MINI / "HAM10000_metadata.csv"))
     pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled")
     assert len(app.tree.get_children()) == 49
+    # the labels CSV carries age, sex and localization, so the batch uses them, as evaluate with metadata does;
     # the batch view scores only the images it assessed (no diagnosis is shown for the others)
+    from dermalens.inference.metadata import read_metadata_csv
     predictor = Predictor(shipped_bundle)
     assessed = [r for r in load_dataset(MINI / "HAM10000_metadata.csv") if predictor.predict(r.path).in_distribution]
-    reference = evaluate_records(predictor, assessed,
-                                 progress=False)["metrics"]
+    reference = evaluate_records(predictor, assessed, progress=False,
+                                 metadata=read_metadata_csv(MINI / "HAM10000_metadata.csv"),
+                                 subgroups=False)["metrics"]["with_metadata"]
     shown = app.metrics_box.get("1.0", "end").strip()
     assert metrics_text(reference).strip() in shown
     screenshot(display, artifacts / "gui_batch.png")
@@ -112,6 +115,28 @@ def test_single_image_and_batch_match_evaluate(app_factory, shipped_bundle, disp
     first = float(app.tree.item(app.tree.get_children()[0])["values"][3])
     last = float(app.tree.item(app.tree.get_children()[-1])["values"][3])
     assert first >= last
+
+
+def test_patient_details_reach_the_model(app_factory, shipped_bundle, display, artifacts, in_distribution_lesion):
+    """The optional fields give `dermalens predict --age --sex --site`'s result, and the window says they were used;
+    a wrong age is an error message, not a crash."""
+    from dermalens.inference import Predictor
+    from dermalens.inference.metadata import PatientMetadata
+    app, errors = app_factory(model=str(shipped_bundle))
+    app.age_var.set("65")
+    app.sex_var.set("male")
+    app.site_var.set("back")
+    app.open_image(in_distribution_lesion)
+    pump(app.root, lambda: not app.busy)
+    assert not errors and app.result["metadata"]["used"] is True
+    expected = Predictor(shipped_bundle).predict(in_distribution_lesion, metadata=PatientMetadata(65.0, "male", "back"))
+    assert app.bars[expected.codes[expected.top]][2].cget("text") == f"{100 * expected.probabilities[expected.top]:.1f} %"
+    assert "patient details used" in app.malignancy_label.cget("text")
+    screenshot(display, artifacts / "gui_patient_details.png")
+    app.age_var.set("two hundred")
+    app.open_image(in_distribution_lesion)
+    pump(app.root, lambda: not app.busy)
+    assert errors and "age must be a number" in errors[-1]
 
 
 def test_out_of_distribution_warning(app_factory, shipped_bundle, display, artifacts, tmp_path):

@@ -108,10 +108,12 @@ def cmd_export(a):
     def ood_extra(predictor, test_result):
         return evaluate_gate(predictor, test_result, lesion_pixels=test_result["pixels"])
 
-    card = export_bundle(a.run, a.out, a.data, a.split_file, name=a.name, version=a.version,
-                         evaluate_test=not a.no_test, max_images_per_split=a.max_images_per_split or 0,
-                         ood_extra=ood_extra, input_size=a.input_size, center_fraction=a.center_fraction,
-                         changes=a.changes or "")
+    runs = a.run + (a.member or [])
+    card = export_bundle(runs if len(runs) > 1 else runs[0], a.out, a.data, a.split_file, name=a.name,
+                         version=a.version, evaluate_test=not a.no_test,
+                         max_images_per_split=a.max_images_per_split or 0, ood_extra=ood_extra,
+                         input_size=a.input_size, center_fraction=a.center_fraction,
+                         use_metadata=not a.no_metadata, test_extras=not a.no_test_extras, changes=a.changes or "")
     _print_summary(card)
     print(f"bundle written to {a.out}")
 
@@ -138,7 +140,8 @@ def cmd_fit_gate(a):
     print(f"modality check written to {a.model} (threshold {card['modality']['threshold']:.4f})")
 
 
-def _print_summary(card, splits=("validation", "test", "test_tta")):
+def _print_summary(card, splits=("validation", "validation_with_metadata", "test", "test_with_metadata",
+                                  "test_tta")):
     for split in splits:
         m = card.get("metrics", {}).get(split)
         if m:
@@ -155,6 +158,21 @@ def _print_summary(card, splits=("validation", "test", "test_tta")):
                 print(f"{'  95% CI':10s} bal.acc {span['balanced_accuracy']}  acc {span['accuracy']}  "
                       f"macro AUROC {span['macro_auroc']}  ECE {span['ece']}  malignant sens "
                       f"{span['malignant_sensitivity']} spec {span['malignant_specificity']}")
+
+
+def _print_subgroups(m):
+    for mode, mm in (("image only", m), ("with metadata", m.get("with_metadata") or {})):
+        sub = mm.get("subgroups")
+        if not sub:
+            continue
+        print(f"subgroups ({mode}): n, balanced accuracy, malignant sensitivity / specificity / AUROC")
+        for grouping, table in sub["groups"].items():
+            for name, e in table.items():
+                def f(v):
+                    return "  n/a" if v is None else f"{v:.3f}"
+                print(f"  {grouping:5s} {name:18s} n {e['n']:5d}  bal.acc {f(e['balanced_accuracy'])}  sens "
+                      f"{f(e['malignant_sensitivity'])} spec {f(e['malignant_specificity'])} AUROC "
+                      f"{f(e['malignant_auroc'])}" + ("  (too small to judge)" if e["too_small"] else ""))
 
 
 def cmd_evaluate(a):
@@ -184,13 +202,18 @@ def cmd_evaluate(a):
                     "training images, so the figures would flatter it. Use the model's split file, or pass "
                     "--allow-split-mismatch to evaluate anyway (the report then says so)")
             title += " - NOT the model's own split: figures may include its training images"
-    result = evaluate_records(predictor, records, tta=a.tta)
+    from .inference.metadata import read_metadata_csv
+    meta_file = a.metadata or (None if a.labels else Path(a.data) / "HAM10000_metadata.csv")
+    metadata = None if a.no_metadata or meta_file is None else read_metadata_csv(meta_file)
+    result = evaluate_records(predictor, records, tta=a.tta, metadata=metadata)
     m = result["metrics"]
     if not a.labels:
         m["split_file"] = split_info
     out = a.out or f"reports/{predictor.bundle.card['name']}-{'labels' if a.labels else a.split}"
     paths = write_report(result, predictor, out, title)
-    _print_summary({"metrics": {"evaluated": m}}, ("evaluated",))
+    _print_summary({"metrics": {"image only": m, "with metadata": m.get("with_metadata")}},
+                   ("image only", "with metadata"))
+    _print_subgroups(m)
     if a.record_in_card:
         from .evaluate.precision import record_in_card
         record_in_card(a.model, a.split, m, predictor.runtime_info)
@@ -265,8 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pt")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="training run -> model bundle (ONNX + card), calibrated on validation")
-    e.add_argument("run", help="run folder holding best.pt")
+    e = sub.add_parser("export", help="training run(s) -> model bundle (ONNX + card), calibrated on validation")
+    e.add_argument("run", nargs="+", help="run folder(s) holding best.pt; several make an ensemble bundle whose "
+                                          "first run sets the view and supplies the OOD features and Grad-CAM")
+    e.add_argument("--member", action="append", help="another run to add as an ensemble member (repeatable)")
+    e.add_argument("--no-metadata", action="store_true", help="do not fit the patient-metadata model")
+    e.add_argument("--no-test-extras", action="store_true",
+                   help="skip the test split's TTA and Grad-CAM-vs-mask figures (they cost two more passes)")
     e.add_argument("--out", default=DEFAULT_MODEL, help="bundle folder to write")
     e.add_argument("--data", default=DEFAULT_DATA)
     e.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
@@ -304,6 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tta", action="store_true", help="test-time augmentation (flips, rotations)")
     ev.add_argument("--allow-split-mismatch", action="store_true",
                     help="evaluate on a split file other than the model's own (the report says so)")
+    ev.add_argument("--metadata", metavar="FILE.csv",
+                    help="patient details (image_id + age, sex, localization or site): subgroup figures, and the "
+                         "figures with the metadata fused for a bundle that has a metadata model; default for a "
+                         "HAM10000 split: the data set's HAM10000_metadata.csv")
+    ev.add_argument("--no-metadata", action="store_true", help="image-only figures, no subgroups")
     ev.add_argument("--out", help="report folder (default reports/NAME-SPLIT)")
     ev.add_argument("--runtime", choices=["openvino", "onnxruntime"], help="default: openvino when installed")
     ev.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 where the CPU has it, else fp32")
@@ -325,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", metavar="FOLDER", help="with --cluster: folder or URL for the Parquet partitions; "
                                                     "rerunning into it skips the images already done")
     pr.add_argument("--partition-size", type=int, metavar="N", help="with --cluster: images per task (256)")
+    pr.add_argument("--metadata", metavar="FILE.csv", help="patient details per image: image_id plus any of age, "
+                                                           "sex, localization (or site); HAM10000_metadata.csv works")
+    pr.add_argument("--age", help="patient's age in years (one image)")
+    pr.add_argument("--sex", help="male, female or unknown (one image)")
+    pr.add_argument("--site", help="body site, HAM10000 localization vocabulary such as back or face (one image)")
     pr.set_defaults(func=cmd_predict)
 
     sv = sub.add_parser("serve", help="start the web app and REST API")
@@ -351,12 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     from .data import DatasetError
     from .inference.bundle import BundleError
+    from .inference.metadata import MetadataError
     from .preprocess import ImageError
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
         return a.func(a) or 0
-    except (DatasetError, BundleError, ImageError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (DatasetError, BundleError, ImageError, MetadataError, FileNotFoundError, FileExistsError,
+            ValueError) as e:
         print(f"dermalens {a.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,7 +4,7 @@ Each is an absolute path found from this package's own location, never from the 
 `dermalens predict lesion.jpg` works from any folder. The rule, first match wins:
 
 1. the environment: DERMALENS_MODEL (bundle folder), DERMALENS_DATA (HAM10000 folder), DERMALENS_SPLIT;
-2. a source checkout (this file at <repo>/src/dermalens/defaults.py): <repo>/models/dermalens-lite2,
+2. a source checkout (this file at <repo>/src/dermalens/defaults.py): <repo>/models/dermalens,
    <repo>/splits/ham10000_split.csv and the sibling data folder <repo>/../shared/data/ham10000;
 3. an installed package (`pip install .`, not editable): the copies of the bundle and the split file that
    the install puts under <prefix>/share/dermalens/ (pyproject.toml's data-files).
@@ -18,7 +18,7 @@ import site
 import sys
 from pathlib import Path
 
-SHIPPED_BUNDLE = "dermalens-lite2"  # the bundle's folder name, also the name export gives by default
+SHIPPED_BUNDLE = "dermalens"  # the bundle's folder name, also the name export gives by default
 SPLIT_NAME = "ham10000_split.csv"
 
 _HERE = Path(__file__).resolve().parent

@@ -50,7 +50,7 @@ def prediction_row(path: Path, p) -> dict:
            "malignancy": round(p.malignancy, 4), "malignant": p.malignancy >= p.malignant_threshold,
            "risk": p.risk, "in_distribution": p.in_distribution,
            "not_assessed_because": "; ".join(p.ood_reasons), "not_assessed_codes": ";".join(r.code for r in p.ood_reasons),
-           "dermoscopic_probability": p.dermoscopic}
+           "dermoscopic_probability": p.dermoscopic, "metadata_used": p.metadata_used}
     row.update({f"p_{c}": round(float(v), 4) for c, v in zip(p.codes, p.probabilities)})
     if not p.in_distribution:
         row.update({k: None for k in row if k in DIAGNOSTIC or k.startswith("p_")})
@@ -61,18 +61,19 @@ DIAGNOSTIC = ("prediction", "name", "confidence", "malignancy", "malignant")
 
 
 def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None = None,
-                  metadata: list[dict] | None = None, read=None, progress: bool = False
-                  ) -> tuple[list[dict], list[dict]]:
+                  metadata: list[dict] | None = None, read=None, progress: bool = False,
+                  patient: list | None = None) -> tuple[list[dict], list[dict]]:
     """Image paths -> (result rows, errors {file, error}): the one place `dermalens predict` turns
     files into rows, in-process and on each Dask worker (dermalens.cluster).
 
     `metadata`: one dict per path (extra manifest columns such as age, sex, site), passed through
     into that path's row or error without overwriting a result column. `read`: path -> what the
-    predictor reads (bytes fetched through fsspec for a URL); it raises ImageError when it cannot."""
+    predictor reads (bytes fetched through fsspec for a URL); it raises ImageError when it cannot.
+    `patient`: one PatientMetadata (or None) per path, for a bundle with a metadata model."""
     from .inference.pipeline import predict_stream
     rows, errors = [], []
     stream = predict_stream(predictor, paths, tta=tta, explain=explain_dir is not None,
-                            progress=progress and len(paths) >= 5, read=read)
+                            progress=progress and len(paths) >= 5, read=read, patient=patient)
     for i, (path, p) in enumerate(stream):  # decoding in parallel with inference, results in input order
         extra = metadata[i] if metadata else {}
         if isinstance(p, ImageError):
@@ -92,6 +93,28 @@ def _with_extra(row: dict, extra: dict) -> dict:
     return row
 
 
+def patient_metadata(a, paths: list[Path]):
+    """path -> PatientMetadata or None, from --metadata FILE.csv (by image_id = file name or stem) and/or
+    --age/--sex/--site (one image only: the same patient details for several images would be a guess)."""
+    from .inference.metadata import MetadataError, PatientMetadata, lookup, read_metadata_csv
+    table = read_metadata_csv(a.metadata) if getattr(a, "metadata", None) else {}
+    given = [getattr(a, k, None) for k in ("age", "sex", "site")]
+    single = None
+    if any(v is not None for v in given):
+        if len(paths) != 1:
+            raise MetadataError("--age/--sex/--site describe one patient's image: give exactly one image, or use "
+                                "--metadata FILE.csv for several")
+        single = PatientMetadata.parse(*given)
+    out = {}
+    for p in paths:
+        m = lookup(table, str(p)) if table else None
+        if single is not None:  # the command line wins over the file, field by field
+            m = PatientMetadata(*(s if s is not None else (getattr(m, f) if m else None)
+                                  for s, f in zip((single.age, single.sex, single.site), ("age", "sex", "site"))))
+        out[p] = m if m is not None and m.present else None
+    return out
+
+
 def run_predict(a) -> int:
     for flag in ("out", "partition_size"):
         if getattr(a, flag, None):
@@ -101,12 +124,16 @@ def run_predict(a) -> int:
     from .inference.pipeline import predict_stream
     predictor = Predictor(a.model, mode="throughput")  # several images in flight: see inference.pipeline
     paths, problems = expand_inputs(a.inputs, getattr(a, "recursive", False))
+    metas = patient_metadata(a, paths)
+    if any(metas.values()) and not predictor.accepts_metadata:
+        print("warning: this model has no metadata model; the patient details are not used", file=sys.stderr)
     for msg in problems:
         print(f"warning: {msg}", file=sys.stderr)
     explain_dir = Path(a.explain) if a.explain else None
     if explain_dir:
         explain_dir.mkdir(parents=True, exist_ok=True)
-    rows, errors = predict_files(predictor, paths, tta=a.tta, explain_dir=explain_dir, progress=True)
+    rows, errors = predict_files(predictor, paths, tta=a.tta, explain_dir=explain_dir, progress=True,
+                                 patient=[metas.get(p) for p in paths])
     _print_table(rows)
     print(f"\n{DISCLAIMER}")
     if a.csv and rows:
@@ -126,17 +153,19 @@ def run_predict(a) -> int:
 def _print_table(rows: list[dict]) -> None:
     if not rows:
         return
-    print("class? = uncertain (top probability below 50 %); risk 'indeterminate' = not assessed")
+    print("class? = uncertain (top probability below 50 %); risk 'indeterminate' = not assessed; "
+          "meta = patient details used")
     width = min(48, max(len(r["file"]) for r in rows))
-    print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  risk")
+    print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  {'meta':4s}  risk")
     for r in rows:
         name = r["file"] if len(r["file"]) <= width else "..." + r["file"][-(width - 3):]
         risk = r["risk"] + ("" if r["in_distribution"] else " (see below)")
+        meta = "yes" if r.get("metadata_used") else "no"
         if r["in_distribution"]:
             cls = r["prediction"] + ("?" if r["confidence"] < 0.5 else "")  # ?: no class reaches 50 %
-            print(f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {risk}")
+            print(f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {meta:4s}  {risk}")
         else:
-            print(f"{name:{width}s}  {'-':6s} {'-':>5s}  {'-':>6s}  {risk}")
+            print(f"{name:{width}s}  {'-':6s} {'-':>5s}  {'-':>6s}  {meta:4s}  {risk}")
     flagged = [r for r in rows if not r["in_distribution"]]
     if flagged:
         print("\nnot assessed:")

@@ -156,6 +156,19 @@ class PreprocessSpec:
         return self.normalize(self.to_uint8(source, max_pixels=max_pixels))
 
 
+def resize_views(pixels: np.ndarray, input_size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
+    """uint8 NxHxWx3 views -> the same views at `input_size` (height, width).
+
+    An ensemble bundle's members all see the bundle's one preprocessed view; a member with another
+    input size gets that view resized, so every member looks at the same cut of the same image."""
+    h, w = input_size
+    if pixels.shape[1:3] == (h, w):
+        return pixels
+    resample = _RESAMPLE[interpolation]
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(v)).resize((w, h), resample), np.uint8)
+                     for v in pixels]) if len(pixels) else np.zeros((0, h, w, 3), np.uint8)
+
+
 _RESAMPLE = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,

@@ -56,13 +56,15 @@ def bootstrap_intervals(y, probs, pred, groups, codes=CODES, threshold: float | 
                         resamples: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """Percentile intervals of the headline figures, resampling `groups` (lesion ids) with replacement."""
     y, probs, pred = np.asarray(y), np.asarray(probs), np.asarray(pred)
+    per_row = threshold is not None and np.ndim(threshold) > 0  # one threshold per image
     _, group_of = np.unique(np.asarray(groups), return_inverse=True)
     members = [np.flatnonzero(group_of == g) for g in range(group_of.max() + 1)] if len(y) else []
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {f: [] for f in FIGURES}
     for _ in range(resamples if members else 0):
         idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        for f, v in headline_figures(y[idx], probs[idx], pred[idx], codes, threshold).items():
+        t = np.asarray(threshold)[idx] if per_row else threshold
+        for f, v in headline_figures(y[idx], probs[idx], pred[idx], codes, t).items():
             if v is not None:
                 draws[f].append(v)
     alpha = (1 - level) / 2

@@ -31,10 +31,15 @@ def threshold_for_sensitivity(score: np.ndarray, is_malignant: np.ndarray, targe
     return float(pos[max(k, 0)])
 
 
-def binary_metrics(score: np.ndarray, is_malignant: np.ndarray, threshold: float) -> dict:
+def binary_metrics(score: np.ndarray, is_malignant: np.ndarray, threshold) -> dict:
+    """`threshold`: one number, or one per image (results with and without metadata mixed); then the
+    reported threshold is the most common one."""
     pred = score >= threshold
     tp, fn = int((pred & is_malignant).sum()), int((~pred & is_malignant).sum())
     tn, fp = int((~pred & ~is_malignant).sum()), int((pred & ~is_malignant).sum())
+    if np.ndim(threshold):
+        values, counts = np.unique(threshold, return_counts=True)
+        threshold = values[np.argmax(counts)] if len(values) else np.nan
     out = {"threshold": float(threshold), "tp": tp, "fn": fn, "tn": tn, "fp": fp,
            "sensitivity": tp / (tp + fn) if tp + fn else None,
            "specificity": tn / (tn + fp) if tn + fp else None}

@@ -67,6 +67,53 @@ def reliability_plot(y, probs) -> str:
     return _png(fig)
 
 
+def _summary_rows(m: dict) -> list[tuple[str, str]]:
+    return [("balanced accuracy", with_interval(m, "balanced_accuracy")),
+            ("macro AUROC", with_interval(m, "macro_auroc")), ("ECE", with_interval(m, "ece")),
+            ("malignant AUROC", with_interval(m, "malignant_auroc")),
+            ("malignant sensitivity", with_interval(m, "malignant_sensitivity")),
+            ("malignant specificity", with_interval(m, "malignant_specificity"))]
+
+
+def metadata_section(m: dict) -> str:
+    """The figures with patient metadata fused (when measured) and the subgroup tables of both modes."""
+    parts = []
+    wm = m.get("with_metadata")
+    if wm:
+        parts.append(f"<h2>With patient metadata</h2><p>{wm['images_with_metadata']} of {wm['n']} images had at "
+                     f"least one of age, sex, site; {html.escape(wm.get('rule', ''))}.</p><table>"
+                     + "".join(f"<tr><th>{k}</th><td>{m_}</td><td>{w}</td></tr>" for (k, m_), (_, w)
+                               in zip(_summary_rows(m), _summary_rows(wm)))
+                     + "</table><p>Columns: image only, with metadata.</p>")
+    for mode, mm in (("image only", m), ("with metadata", wm or {})):
+        sub = mm.get("subgroups")
+        if not sub:
+            continue
+        rows = []
+        for grouping, table in sub["groups"].items():
+            for name, e in table.items():
+                ci = e["intervals"]
+
+                def cell(key, value):
+                    if value is None:
+                        return "n/a"
+                    iv = ci.get(key)
+                    return f"{value:.3f}" + (f" ({iv[0]:.3f}-{iv[1]:.3f})" if iv else "")
+                rows.append(f"<tr{' class=small-group' if e['too_small'] else ''}><td>{grouping}</td>"
+                            f"<td>{html.escape(name)}</td><td>{e['n']}</td><td>{e['malignant']}</td>"
+                            f"<td>{cell('balanced_accuracy', e['balanced_accuracy'])}</td>"
+                            f"<td>{cell('malignant_sensitivity', e['malignant_sensitivity'])}</td>"
+                            f"<td>{cell('malignant_specificity', e['malignant_specificity'])}</td>"
+                            f"<td>{cell('malignant_auroc', e['malignant_auroc'])}</td>"
+                            f"<td>{'too small to judge' if e['too_small'] else ''}</td></tr>")
+        parts.append(f"<h2>Subgroups ({mode})</h2><p>95 % lesion-bootstrap intervals in brackets; "
+                     f"{html.escape(sub['rule'])}.</p><table><tr><th>by</th><th>group</th><th>n</th>"
+                     "<th>malignant</th><th>balanced accuracy</th><th>malignant sensitivity</th>"
+                     "<th>malignant specificity</th><th>malignant AUROC</th><th></th></tr>" + "".join(rows)
+                     + "</table>")
+    return "".join(parts)
+
+
 def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_examples: int = 6) -> dict:
     """Write metrics.json and report.html into out_dir; returns the paths."""
     out = Path(out_dir)
@@ -110,11 +157,12 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 .plots img{{max-width:48%;margin:4px}} .ex{{display:inline-block;margin:6px;text-align:center;font-size:90%}}
-.warn{{background:#fff3cd;border:1px solid #e0c060;padding:8px}}</style></head><body>
+.warn{{background:#fff3cd;border:1px solid #e0c060;padding:8px}} .small-group{{color:#777}}</style></head><body>
 <h1>{html.escape(title)}</h1><p class="warn">{html.escape(DISCLAIMER)}</p>
 <p>Model: {html.escape(predictor.bundle.card['name'])} {html.escape(predictor.bundle.card['version'])}</p>
-<h2>Summary</h2><p>Intervals: 95 % percentile bootstrap over lesions (images of one lesion are resampled together).</p><table>{''.join(f'<tr><th>{k}</th><td>{v}</td></tr>' for k, v in summary)}</table>
-<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>AUROC</th><th>support</th><th>passes OOD gate</th></tr>{rows}</table>
+<h2>Summary (image only)</h2><p>Intervals: 95 % percentile bootstrap over lesions (images of one lesion are resampled together).</p><table>{''.join(f'<tr><th>{k}</th><td>{v}</td></tr>' for k, v in summary)}</table>
+{metadata_section(m)}
+<h2>Per class (image only)</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>AUROC</th><th>support</th><th>passes OOD gate</th></tr>{rows}</table>
 <h2>Plots</h2><div class="plots">{''.join(f'<img alt="{k}" title="{k}" src="{v}">' for k, v in plots.items())}</div>
 <h2>Example heat-maps (Grad-CAM, predicted class)</h2>
 {''.join(f'<div class="ex"><img src="{src}" width="256"><br>{html.escape(i)}: true {t}, predicted {p} ({c:.2f})</div>' for i, t, p, c, src in examples)}

@@ -6,7 +6,9 @@ from tqdm import tqdm
 
 from ..data import Record
 from ..preprocess import ImageError
+from ..inference.softmax import decide
 from .metrics import classification_metrics
+from .subgroups import subgroup_metrics
 
 
 def decode_records(predictor, records: list[Record], progress: bool = True, desc: str = "decode"):
@@ -23,15 +25,22 @@ def decode_records(predictor, records: list[Record], progress: bool = True, desc
     return arr, kept, failed
 
 
-def evaluate_records(predictor, records: list[Record], tta: bool = False, progress: bool = True) -> dict:
+def evaluate_records(predictor, records: list[Record], tta: bool = False, progress: bool = True,
+                     metadata: dict | None = None, subgroups: bool = True) -> dict:
+    """Figures of the images alone; with `metadata` (image_id -> PatientMetadata) also the figures per
+    patient subgroup and, for a bundle with a metadata model, `metrics["with_metadata"]`: the same set
+    with the metadata fused (one forward pass serves both)."""
     pixels, kept, failed = decode_records(predictor, records, progress)
     if not kept:
         raise ValueError("no readable images to evaluate")
     codes = predictor.bundle.codes
     y = np.array([codes.index(r.dx) for r in kept])
+    lesions = [r.lesion for r in kept]
     probs, pooled, _ = predictor.forward(pixels, tta=tta)
-    metrics = classification_metrics(y, probs, codes, malignant_threshold=predictor.threshold,
-                                     pred=predictor.bundle.decide(probs), groups=[r.lesion for r in kept])
+    thresholds, bias = predictor.bundle.operating_point(False)
+    pred = decide(probs, bias)
+    metrics = classification_metrics(y, probs, codes, malignant_threshold=float(thresholds["malignant"]),
+                                     pred=pred, groups=lesions)
     scores = predictor.ood_scores(pooled)
     if scores is not None:
         passed = scores <= predictor.ood_threshold
@@ -47,5 +56,29 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
         metrics["modality_pass_rate"] = float(ok.mean())
         metrics["modality_pass_rate_by_class"] = {c: float(ok[dx == c].mean()) for c in sorted(set(dx))}
     metrics["tta"] = tta
+    metrics["metadata_used"] = False
     metrics["skipped"] = failed
-    return {"metrics": metrics, "y": y, "probs": probs, "records": kept, "pixels": pixels}
+    result = {"metrics": metrics, "y": y, "probs": probs, "records": kept, "pixels": pixels}
+    if metadata is None:
+        return result
+    metas = [metadata.get(r.image_id) for r in kept]
+    if subgroups:
+        metrics["subgroups"] = subgroup_metrics(y, probs, pred, lesions, metas, codes,
+                                                float(thresholds["malignant"]))
+    if predictor.accepts_metadata:
+        fused, used = predictor.fuse(probs, metas)
+        t_row = np.empty(len(kept))
+        pred_m = np.empty(len(kept), int)
+        for flag in (False, True):
+            t, b = predictor.bundle.operating_point(flag)
+            rows = used == flag
+            t_row[rows] = float(t["malignant"])
+            pred_m[rows] = decide(fused[rows], b)
+        m = classification_metrics(y, fused, codes, malignant_threshold=t_row, pred=pred_m, groups=lesions)
+        m.update({"metadata_used": True, "images_with_metadata": int(used.sum()), "tta": tta,
+                  "rule": "images without any field keep the image-only result and its operating point"})
+        if subgroups:
+            m["subgroups"] = subgroup_metrics(y, fused, pred_m, lesions, metas, codes, t_row)
+        metrics["with_metadata"] = m
+        result["probs_with_metadata"] = fused
+    return result

@@ -91,6 +91,58 @@ def _changelog(card: dict) -> list[str]:
     return out + [""]
 
 
+def _members_lines(card: dict) -> list[str]:
+    if "members" not in card:
+        return []
+    parts = [f"{m['name']} ({m['backbone']['name']}, at {m['input_size'][0]}x{m['input_size'][1]}, temperature "
+             f"{m['temperature']:.3f})" for m in card["members"]]
+    e = card.get("ensemble", {})
+    return [f"- Ensemble of {len(parts)} networks: " + "; ".join(parts) + f". {e.get('combine', '')}; "
+            f"{e.get('view', '')} (features member: {e.get('features_member')})."]
+
+
+def _metadata_lines(card: dict) -> list[str]:
+    meta = card.get("metadata")
+    if not meta:
+        return []
+    t = meta["thresholds"]
+    return ["## Patient metadata (optional)",
+            f"- Model: {meta['model']}. Weight w = {meta['weight']:.3f} ({meta['weight_rule']}).",
+            f"- Fields: age (years), sex ({', '.join(meta['sexes'])}), site ({', '.join(meta['sites'])}); "
+            f"{meta['missing']}.",
+            f"- With metadata the result has its own operating point, by the same rules: malignant {t['malignant']:.4f}, "
+            f"high risk {t['high_risk']:.4f}, tau {meta['prior_correction']['tau']}. Every result says whether "
+            "metadata was used.", ""]
+
+
+def _subgroup_lines(m: dict) -> list[str]:
+    sub = (m.get("test") or {}).get("subgroups")
+    if not sub:
+        return []
+    lines = ["## Subgroups (test split, image only)", f"{sub['rule'].capitalize()}; intervals: 95 % lesion bootstrap.",
+             "", "| by | group | n | malignant | balanced accuracy | sensitivity | specificity | malignant AUROC | |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for grouping, table in sub["groups"].items():
+        for name, e in table.items():
+            ci = e["intervals"]
+
+            def cell(key):
+                v, iv = e[key], ci.get(key)
+                return "n/a" if v is None else f"{v:.3f}" + (f" ({iv[0]:.2f}-{iv[1]:.2f})" if iv else "")
+            lines.append(f"| {grouping} | {name} | {e['n']} | {e['malignant']} | {cell('balanced_accuracy')} | "
+                         f"{cell('malignant_sensitivity')} | {cell('malignant_specificity')} | "
+                         f"{cell('malignant_auroc')} | {'too small to judge' if e['too_small'] else ''} |")
+    return lines + [""]
+
+
+def _margin_line(card: dict) -> list[str]:
+    margin = card.get("operating_point", {}).get("malignant_margin")
+    if not margin:
+        return []
+    return [f"- Malignancy threshold rule: {card['threshold_rules']['malignant']}. On validation: sensitivity "
+            f"{margin['validation_sensitivity']:.3f}, lower bound {margin['validation_sensitivity_lower_bound']:.3f}."]
+
+
 def write_model_card(card: dict, path: Path) -> None:
     m = card.get("metrics", {})
     lines = [
@@ -106,13 +158,16 @@ def write_model_card(card: dict, path: Path) -> None:
         f"`{card['backbone']['weights']}`), fine-tuned end to end; best epoch {card.get('best_epoch')}.",
         _input_line(card),
         *_resolution_line(card),
+        *_members_lines(card),
         f"- Temperature (fitted on validation): {card['temperature']:.3f}. The probabilities are temperature-scaled "
         "posteriors; the predicted class is argmax(log probability - tau * log training class frequency) with "
         f"tau = {card.get('prior_correction', {}).get('tau', 0)} (chosen on validation for balanced accuracy), so a "
         "rare class can be predicted over a slightly more probable common one.",
         f"- Thresholds: malignant {card['thresholds']['malignant']:.4f}, high risk "
         f"{card['thresholds'].get('high_risk', float('nan')):.4f}, OOD {card['thresholds'].get('ood', float('nan')):.1f}.",
+        *_margin_line(card),
         _training_line(card["training"]), "",
+        *_metadata_lines(card),
         "## Data",
         f"HAM10000 (Tschandl et al., Scientific Data 2018, CC BY-NC 4.0), 200x150 copies. Split file "
         f"`{card['data']['split_file']}` (sha256 `{card['data']['split_sha256'][:16]}...`): lesion-grouped "
@@ -120,8 +175,12 @@ def write_model_card(card: dict, path: Path) -> None:
         "Temperature and thresholds were chosen on the validation split only; the test split was used once, "
         "for the figures below.", "",
     ]
-    for name, title in (("test", "Test split (single pass)"), ("test_tta", "Test split with test-time augmentation"),
-                        ("validation", "Validation split")):
+    only = ", image only" if "metadata" in card else ""
+    for name, title in (("test", f"Test split (single pass{only})"),
+                        ("test_with_metadata", "Test split with patient metadata"),
+                        ("test_tta", "Test split with test-time augmentation"),
+                        ("validation", "Validation split" + (" (image only)" if only else "")),
+                        ("validation_with_metadata", "Validation split with patient metadata")):
         if name in m:
             how = f" ({m['precision']} inference, {m['runtime']})" if "precision" in m else ""
             lines += [f"## Metrics: {title}{how}", *_metrics_table(m[name]), ""]
@@ -132,6 +191,7 @@ def write_model_card(card: dict, path: Path) -> None:
             lines.append(f"| {code} | {_f(e['precision'])} | {_f(e['recall'])} | {_f(e['f1'])} | "
                          f"{_f(e.get('auroc'))} | {e['support']} |")
         lines.append("")
+    lines += _subgroup_lines(m)
     if "explanations" in card:
         e = card["explanations"]
         lines += ["## Explanations (Grad-CAM vs lesion masks, test split)",

@@ -73,7 +73,10 @@ def upgrade_card(card: dict, bundle_dir: Path) -> dict:
     card["input"] = structured_input(served, spec.get("mean", (0.5,) * 3), spec.get("std", (0.5,) * 3))
     if not isinstance(card.get("outputs", {}).get("logits"), dict):
         codes = [c["code"] for c in card["classes"]]
-        card["outputs"] = structured_outputs(codes, feature_shape(Path(bundle_dir) / "model.onnx", served))
+        from ..inference.members import features_member, member_entries
+        main = next(e for e in member_entries(card) if e["name"] == features_member(card))
+        card["outputs"] = structured_outputs(codes, feature_shape(Path(bundle_dir) / main["graph"],
+                                                                  main.get("input_size", served)))
     if "recipe" in card:
         card["recipe"] = clean_recipe(card["recipe"])
     training = card.get("training")

@@ -17,12 +17,14 @@ from PIL import Image, ImageTk
 
 from .. import DISCLAIMER
 from ..classes import CODES, MALIGNANT_CODES
+from ..inference.metadata import SITES
 from ..inference.risk import COLOURS
 from .backend import BackendError, LocalBackend, RemoteBackend
 from .batch import batch_items, export_csv, metrics_text, run_batch
 
 FILETYPES = [("Images", "*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff"), ("All files", "*")]
 VIEW = (460, 345)
+NOT_GIVEN = "not given"
 
 
 class App:
@@ -81,6 +83,22 @@ class App:
         self.canvas.pack(pady=6)
         self.meta_label = ttk.Label(left, text="")
         self.meta_label.pack(anchor="w")
+        # Optional patient details: any left at "not given" is marginalised by the model, not guessed.
+        patient = ttk.LabelFrame(left, text="Patient details (optional)", padding=4)
+        patient.pack(fill="x", pady=4)
+        self.age_var, self.sex_var, self.site_var = tk.StringVar(), tk.StringVar(value=NOT_GIVEN), \
+            tk.StringVar(value=NOT_GIVEN)
+        ttk.Label(patient, text="Age").pack(side="left")
+        self.age_entry = ttk.Entry(patient, textvariable=self.age_var, width=5)
+        self.age_entry.pack(side="left", padx=(2, 8))
+        ttk.Label(patient, text="Sex").pack(side="left")
+        self.sex_box = ttk.Combobox(patient, textvariable=self.sex_var, values=(NOT_GIVEN, "female", "male"),
+                                    state="readonly", width=9)
+        self.sex_box.pack(side="left", padx=(2, 8))
+        ttk.Label(patient, text="Site").pack(side="left")
+        self.site_box = ttk.Combobox(patient, textvariable=self.site_var, values=(NOT_GIVEN,) + SITES,
+                                     state="readonly", width=15)
+        self.site_box.pack(side="left", padx=2)
         self.spinner = ttk.Progressbar(left, mode="indeterminate", length=VIEW[0])
         self.spinner.pack(pady=4)
 
@@ -134,7 +152,7 @@ class App:
         self.batch_progress.pack(fill="x", pady=6)
         body = ttk.Frame(self.batch)
         body.pack(fill="both", expand=True)
-        cols = ("file", "true", "prediction", "confidence", "malignancy", "risk")
+        cols = ("file", "true", "prediction", "confidence", "malignancy", "risk", "metadata_used")
         self.tree = ttk.Treeview(body, columns=cols, show="headings", height=20)
         for c in cols:
             self.tree.heading(c, text=c, command=lambda c=c: self.sort_by(c))
@@ -207,8 +225,16 @@ class App:
         self.spinner.start(12)
         self.open_button.config(state="disabled")
         self.set_status(f"classifying {Path(path).name}…")
-        tta = self.tta.get()
-        self._worker(lambda: self.backend.predict(path, explain=True, tta=tta), "result")
+        tta, metadata = self.tta.get(), self.patient_details()
+        self._worker(lambda: self.backend.predict(path, explain=True, tta=tta, metadata=metadata), "result")
+
+    def patient_details(self) -> dict | None:
+        """The API's metadata object from the fields (None when nothing is given); values are checked
+        by the backend, whose error names the accepted ones."""
+        m = {"age": self.age_var.get().strip() or None,
+             "sex": None if self.sex_var.get() == NOT_GIVEN else self.sex_var.get(),
+             "site": None if self.site_var.get() == NOT_GIVEN else self.site_var.get()}
+        return {k: v for k, v in m.items() if v is not None} or None
 
     def _on_result(self, r: dict):
         self.busy = False
@@ -266,8 +292,10 @@ class App:
                       "weighted up in close calls)"
         self.top_label.config(text=f"{top['predicted_class']}: {100 * top['confidence']:.1f} %{suffix}")
         m = r["malignancy"]
+        used = bool((r.get("metadata") or {}).get("used"))
         self.malignancy_label.config(text=f"Malignancy score {100 * m['probability']:.1f} % ({m['label']}; "
-                                          f"threshold {100 * m['threshold']:.1f} %)")
+                                          f"threshold {100 * m['threshold']:.1f} %)\n"
+                                          + ("patient details used" if used else "image only (no patient details used)"))
         c = self.mal_canvas
         c.delete("all")
         c.create_rectangle(0, 0, 400 * m["probability"], 18, fill="#c62828", width=0)
@@ -328,7 +356,8 @@ class App:
         self.tree.delete(*self.tree.get_children())
         for r in rows:
             self.tree.insert("", "end", values=(r["file"], r["true"], r["prediction"], f"{r['confidence']:.3f}",
-                                                f"{r['malignancy']:.3f}", r["risk"]))
+                                                f"{r['malignancy']:.3f}", r["risk"],
+                                                "yes" if r.get("metadata_used") else "no"))
 
     def sort_by(self, column: str):
         self._sort_desc = not self._sort_desc

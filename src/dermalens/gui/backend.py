@@ -24,11 +24,15 @@ class LocalBackend:
             raise BackendError(f"cannot load the model: {e}") from None
         self.description = f"local model {self.predictor.model_info['name']} {self.predictor.model_info['version']}"
 
-    def predict(self, path: str | Path, explain: bool = True, tta: bool = False) -> dict:
+    def predict(self, path: str | Path, explain: bool = True, tta: bool = False, metadata: dict | None = None) -> dict:
+        """`metadata`: the API's {"age", "sex", "site"} (any may be missing)."""
+        from ..inference.metadata import MetadataError, PatientMetadata
         from ..preprocess import ImageError
         try:
-            return {"success": True, **self.predictor.predict(path, tta=tta, explain=explain).to_dict()}
-        except ImageError as e:
+            meta = PatientMetadata.from_mapping(metadata) if metadata else None
+            return {"success": True, **self.predictor.predict(path, tta=tta, explain=explain,
+                                                              metadata=meta).to_dict()}
+        except (ImageError, MetadataError) as e:
             raise BackendError(str(e)) from None
 
 
@@ -63,10 +67,12 @@ class RemoteBackend:
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise BackendError(str(getattr(e, "reason", e))) from None
 
-    def predict(self, path: str | Path, explain: bool = True, tta: bool = False) -> dict:
+    def predict(self, path: str | Path, explain: bool = True, tta: bool = False, metadata: dict | None = None) -> dict:
         try:
             raw = Path(path).read_bytes()
         except OSError as e:
             raise BackendError(f"{path}: {e.strerror or e}") from None
-        return self._request("POST", "/predict",
-                             {"image": base64.b64encode(raw).decode(), "explain": explain, "tta": tta})
+        body = {"image": base64.b64encode(raw).decode(), "explain": explain, "tta": tta}
+        if metadata:
+            body["metadata"] = {k: v for k, v in metadata.items() if v not in (None, "")}
+        return self._request("POST", "/predict", body)

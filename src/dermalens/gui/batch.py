@@ -32,51 +32,65 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def batch_items(folder: str | Path, labels_csv: str | Path | None) -> list[tuple[Path, str | None, str]]:
-    """(image path, true code or None, lesion id) for every image to classify. The lesion id groups
-    images of one lesion for the confidence intervals; without one, an image is its own group."""
+def batch_items(folder: str | Path, labels_csv: str | Path | None) -> list[tuple[Path, str | None, str, dict | None]]:
+    """(image path, true code or None, lesion id, patient details or None) for every image to classify.
+    The lesion id groups images of one lesion for the confidence intervals; without one, an image is its
+    own group. The labels CSV may carry age, sex and localization (or site) columns."""
     if labels_csv:
         from ..data import DatasetError
+        from ..inference.metadata import MetadataError, read_metadata_csv
         try:
             recs = load_labelled_folder(labels_csv, folder, missing="skip")
         except DatasetError as e:
             raise BackendError(str(e)) from None
         if not recs:
             raise BackendError(f"none of the images listed in {labels_csv} is in {folder}")
-        return [(r.path, r.dx, r.lesion) for r in recs]
+        try:
+            metas = read_metadata_csv(labels_csv)
+        except MetadataError as e:
+            if "needs an image_id column" not in str(e):
+                raise BackendError(str(e)) from None
+            metas = {}  # a labels CSV without patient columns
+        return [(r.path, r.dx, r.lesion, _as_dict(metas.get(r.image_id))) for r in recs]
     paths = list_images(folder)
     if not paths:
         raise BackendError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return [(p, None, p.name) for p in paths]
+    return [(p, None, p.name, None) for p in paths]
+
+
+def _as_dict(meta) -> dict | None:
+    return meta.to_dict() if meta is not None and meta.present else None
 
 
 def run_batch(backend, items, cancel: threading.Event | None = None, progress=None) -> BatchResult:
     res = BatchResult()
-    probs, preds, truth, groups, threshold = [], [], [], [], None
-    for i, (path, dx, group) in enumerate(items):
+    probs, preds, truth, groups, thresholds = [], [], [], [], []
+    for i, (path, dx, group, *meta) in enumerate(items):
         if cancel is not None and cancel.is_set():
             res.cancelled = True
             break
         try:
-            r = backend.predict(path, explain=False)
+            r = backend.predict(path, explain=False, metadata=meta[0] if meta else None)
         except BackendError as e:
             res.errors.append({"file": str(path), "error": str(e)})
         else:
             p, q = r["prediction"], r["quality"]
+            used = bool((r.get("metadata") or {}).get("used"))
             if not q["in_distribution"]:
                 # Not assessed: no class or score to show, and nothing to score against the label.
                 res.rows.append({"file": Path(path).name, "true": dx or "", "prediction": "not assessed",
                                  "confidence": "", "malignancy": "", "risk": r["risk"]["level"],
-                                 "in_distribution": False,
+                                 "in_distribution": False, "metadata_used": used,
                                  "not_assessed_because": "; ".join(x["message"] for x in q["reasons"])})
                 res.not_assessed += 1
             else:
                 res.rows.append({"file": Path(path).name, "true": dx or "", "prediction": p["code"],
                                  "confidence": round(p["confidence"], 4),
                                  "malignancy": round(r["malignancy"]["probability"], 4),
-                                 "risk": r["risk"]["level"], "in_distribution": True, "not_assessed_because": ""})
-                threshold = r["malignancy"]["threshold"]
+                                 "risk": r["risk"]["level"], "in_distribution": True, "metadata_used": used,
+                                 "not_assessed_because": ""})
             if dx is not None and q["in_distribution"]:
+                thresholds.append(r["malignancy"]["threshold"])  # with or without metadata, per result
                 probs.append(p["all_probabilities"])
                 preds.append(CODES.index(p["code"]))
                 truth.append(CODES.index(dx))
@@ -84,7 +98,8 @@ def run_batch(backend, items, cancel: threading.Event | None = None, progress=No
         if progress:
             progress(i + 1, len(items))
     if truth:
-        res.metrics = classification_metrics(np.array(truth), np.array(probs), CODES, threshold,
+        t = thresholds[0] if len(set(thresholds)) == 1 else np.array(thresholds)
+        res.metrics = classification_metrics(np.array(truth), np.array(probs), CODES, t,
                                              pred=np.array(preds), groups=groups)
     return res
 

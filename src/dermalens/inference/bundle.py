@@ -1,4 +1,6 @@
 """A model bundle is a folder: `model.onnx`, `card.json`, `head.npz`, `ood.npz` (+ MODEL_CARD.md).
+An ensemble bundle (3.0 on) lists its networks in card["members"], each with its own graph and head
+(inference.members), and may carry `metadata.npz`, the optional patient-metadata model (inference.metadata).
 
 `card.json` fully describes inputs and outputs (after MONAI bundles): classes in index
 order, the preprocessing spec, temperature, operating thresholds, and the metrics the
@@ -8,7 +10,7 @@ that does not match its model is an error rather than silently wrong probabiliti
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,8 @@ import numpy as np
 from ..classes import CLASSES
 from ..preprocess import PreprocessSpec
 from . import runtime as rt
+from .members import Member, MemberError, combine, features_member, member_entries, open_member
+from .metadata import MetadataError, MetadataModel
 from .modality import ModalityGate, load_gate
 from .ood import whiten
 from .softmax import decide, softmax
@@ -37,7 +41,9 @@ class Bundle:
     head_weight: np.ndarray  # (classes, channels): Grad-CAM's linear head
     head_bias: np.ndarray
     ood: dict | None
-    gate: ModalityGate | None = None  # the modality check (card["modality"]); None in bundles before 2.4.0
+    members: list[Member] = field(default_factory=list)  # all networks; the features member among them
+    metadata: MetadataModel | None = None
+    gate: ModalityGate | None = None  # the image-type check (card["modality"]); None in bundles before 2.4.0
 
     @property
     def codes(self) -> list[str]:
@@ -71,13 +77,44 @@ class Bundle:
         return self.card["thresholds"]
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised NCHW float32 -> (logits, last feature maps)."""
+        """Normalised NCHW float32 -> (logits, last feature maps) of the features member."""
         out = self.model.run({"image": x})
         return out["logits"], out["features"]
 
     def submit(self, x: np.ndarray):
-        """Asynchronous `run`: a Future of the runtime's {"logits", "features"} dict."""
+        """Asynchronous `run`: a Future of the features member's {"logits", "features"} dict."""
         return self.model.submit({"image": x})
+
+    @property
+    def features_member(self) -> Member:
+        name = features_member(self.card)
+        return next(m for m in self.members if m.name == name)
+
+    def probabilities(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 NHWC views (the card's preprocessing) -> (calibrated probabilities of the whole bundle,
+        feature maps of the features member)."""
+        probs, feats = [], None
+        for m in self.members:
+            logits, f = m.run(m.normalize(views))
+            probs.append(m.calibrated(logits))
+            if m is self.features_member:
+                feats = f
+        return combine(probs, self.temperature), feats
+
+    def operating_point(self, with_metadata: bool) -> tuple[dict, np.ndarray]:
+        """(thresholds, decision_bias) for a result with or without patient metadata: each mode has its
+        own, fitted on validation by the same rules (export.calibrate)."""
+        if with_metadata and self.metadata is not None:
+            meta = self.card["metadata"]
+            return meta["thresholds"], np.asarray(meta["decision_bias"], np.float32)
+        return self.thresholds, self.decision_bias
+
+    def fuse_metadata(self, probs: np.ndarray, metas) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, used flags): the metadata fusion where a row has metadata and the bundle a model."""
+        metas = list(metas) if metas is not None else [None] * len(probs)
+        if self.metadata is None or not any(m is not None and m.present for m in metas):
+            return probs, np.zeros(len(probs), bool)
+        return self.metadata.fuse(probs, metas)
 
 
 def read_card(path: Path) -> dict:
@@ -119,38 +156,47 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
         spec = PreprocessSpec.from_dict(card["preprocessing"])
     except (TypeError, ValueError) as e:
         raise BundleError(f"{path / 'card.json'}: bad preprocessing spec ({e})") from None
-    onnx_path = path / "model.onnx"
-    if not onnx_path.is_file():
-        raise BundleError(f"{onnx_path}: missing")
+    compile_options = {"mode": mode, "runtime": runtime, "precision": precision}
     try:
-        model = rt.compile(onnx_path, mode=mode, threads=threads, runtime=runtime, precision=precision)
-    except rt.RuntimeUnavailable as e:
+        members = [open_member(path, e, threads, spec.interpolation, **compile_options) for e in member_entries(card)]
+    except MemberError as e:
         raise BundleError(str(e)) from None
-    except Exception as e:  # each runtime raises its own exception types
-        raise BundleError(f"{onnx_path}: cannot load ONNX model ({e})") from None
-    _check_io(model, spec, len(card["classes"]), onnx_path)
-    head_path = path / "head.npz"
-    if not head_path.is_file():
-        raise BundleError(f"{head_path}: missing (Grad-CAM needs the classifier head)")
-    head = np.load(head_path)
+    names = [m.name for m in members]
+    if len(set(names)) != len(names) or features_member(card) not in names:
+        raise BundleError(f"{path / 'card.json'}: member names {names} must be distinct and include the "
+                          f"features member {features_member(card)!r}")
+    for m, e in zip(members, member_entries(card)):
+        _check_io(m.model, m.input_size, len(card["classes"]), path / e["graph"])
+    main = next(m for m in members if m.name == features_member(card))
     ood = whiten(dict(np.load(path / "ood.npz"))) if (path / "ood.npz").is_file() else None
+    metadata = None
+    if "metadata" in card:
+        meta_path = path / card["metadata"].get("file", "metadata.npz")
+        if not meta_path.is_file():
+            raise BundleError(f"{meta_path}: missing (the card describes a metadata model)")
+        try:
+            metadata = MetadataModel.load(meta_path, card["metadata"]["weight"])
+        except (MetadataError, KeyError, ValueError) as e:
+            raise BundleError(f"{meta_path}: unusable metadata model ({e})") from None
+        for key in ("thresholds", "decision_bias"):
+            if key not in card["metadata"]:
+                raise BundleError(f"{path / 'card.json'}: metadata.{key} missing")
     gate = None
     if "modality" in card:
         try:
-            gate = load_gate(path, card["modality"], threads=threads, mode=mode, runtime=runtime, precision=precision)
+            gate = load_gate(path, card["modality"], threads=threads, **compile_options)
         except (KeyError, TypeError, ValueError, rt.RuntimeUnavailable) as e:
             raise BundleError(f"{path / 'card.json'}: unusable modality check ({e})") from None
-    return Bundle(path, card, spec, model, head["weight"].astype(np.float32),
-                  head["bias"].astype(np.float32), ood, gate)
+    return Bundle(path, card, spec, main.model, main.head_weight, main.head_bias, ood, members, metadata, gate)
 
 
-def _check_io(model: rt.CompiledModel, spec: PreprocessSpec, n_classes: int, onnx_path: Path):
+def _check_io(model: "rt.CompiledModel", input_size, n_classes: int, onnx_path: Path):
     inputs, outputs = model.inputs, model.outputs
     if "image" not in inputs or not {"logits", "features"} <= set(outputs):
         raise BundleError(f"{onnx_path}: expected input 'image' and outputs 'logits', 'features'; "
                           f"found {list(inputs)} -> {list(outputs)}")
     shape = inputs["image"]
-    want = [3, *spec.input_size]
+    want = [3, *input_size]
     if len(shape) != 4 or list(shape[1:]) != want:
         raise BundleError(f"{onnx_path}: input shape {shape} does not match the card's preprocessing "
                           f"(N, {want[0]}, {want[1]}, {want[2]})")

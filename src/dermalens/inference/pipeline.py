@@ -31,8 +31,9 @@ def decode(predictor, source, read=None) -> tuple[np.ndarray, tuple[int, int]]:
 
 def predict_stream(predictor, paths: Iterable, tta: bool = False, explain: bool = False, batch_size: int = 4,
                    decode_threads: int | None = None, max_batches: int | None = None,
-                   progress: bool = False, desc: str = "predict", read=None) -> Iterator[tuple[object, object]]:
-    """Yield (path, Prediction or ImageError) in input order."""
+                   progress: bool = False, desc: str = "predict", read=None,
+                   patient: list | None = None) -> Iterator[tuple[object, object]]:
+    """Yield (path, Prediction or ImageError) in input order. `patient`: one PatientMetadata (or None) per path."""
     paths = list(paths)
     cores = len(os.sched_getaffinity(0))
     infer_threads = max(1, predictor.bundle.model.in_flight)
@@ -40,7 +41,7 @@ def predict_stream(predictor, paths: Iterable, tta: bool = False, explain: bool 
     decoder = ThreadPoolExecutor(decode_threads or cores, thread_name_prefix="dermalens-decode")
     runner = ThreadPoolExecutor(infer_threads, thread_name_prefix="dermalens-infer")
 
-    def run_batch(chunk, decoded):
+    def run_batch(offset, chunk, decoded):
         results, loaded = [None] * len(chunk), []
         for k, fut in enumerate(decoded):
             try:
@@ -50,21 +51,23 @@ def predict_stream(predictor, paths: Iterable, tta: bool = False, explain: bool 
         if loaded:
             preds = predictor.predict_pixels(np.stack([px for _, px, _ in loaded]), tta=tta, explain=explain,
                                              sources=[_name(chunk[k]) for k, _, _ in loaded],
-                                             source_sizes=[s for _, _, s in loaded])
+                                             source_sizes=[s for _, _, s in loaded],
+                                             metadata=None if patient is None else
+                                             [patient[offset + k] for k, _, _ in loaded])
             for (k, _, _), pr in zip(loaded, preds):
                 results[k] = pr
         return list(zip(chunk, results))
 
-    def start(chunk):
+    def start(offset):
+        chunk = paths[offset:offset + batch_size]
         decoded = [decoder.submit(decode, predictor, p, read) for p in chunk]
-        return runner.submit(run_batch, chunk, decoded)
+        return runner.submit(run_batch, offset, chunk, decoded)
 
     bar = tqdm(total=len(paths), desc=desc, unit="img", disable=not progress, smoothing=0.1)
-    chunks = iter([paths[i:i + batch_size] for i in range(0, len(paths), batch_size)])
     window: deque = deque()
     try:
-        for chunk in chunks:
-            window.append(start(chunk))
+        for offset in range(0, len(paths), batch_size):
+            window.append(start(offset))
             if len(window) >= max_batches:
                 yield from _drain(window.popleft(), bar)
         while window:

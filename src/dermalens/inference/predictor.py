@@ -16,6 +16,7 @@ from .. import DISCLAIMER
 from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, open_image, upright_size
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
+from .metadata import PatientMetadata
 from .ood import EXPOSURE_RULES, NOT_DERMOSCOPIC, UNLIKE_TRAINING, Reason, exposure_reasons, mahalanobis_score, \
     size_reasons
 from .risk import RECOMMENDATIONS, risk_level
@@ -45,7 +46,9 @@ class Prediction:
     decision_bias: np.ndarray | None = None  # the bundle's decision rule (see softmax.decide)
     source_size: tuple[int, int] | None = None  # (width, height) as sent, when known
     turned: bool = False  # the preprocessing turned the image 90 degrees (PreprocessSpec.turns)
-    dermoscopic: float | None = None  # the modality check's probability that this is a dermoscopic image
+    metadata: PatientMetadata | None = None  # as given (validated)
+    metadata_used: bool = False  # whether the bundle's metadata model changed these probabilities
+    dermoscopic: float | None = None  # the image-type check's probability that this is a dermoscopic image
     dermoscopic_threshold: float | None = None
 
     @property
@@ -74,7 +77,10 @@ class Prediction:
         if not self.in_distribution:
             return {"predictions": [], "prediction": None, "malignancy": None,
                     "risk": {"level": self.risk, "recommendation": RECOMMENDATIONS[self.risk]},
-                    "quality": quality, "tta": self.tta, "model": self.model, "disclaimer": DISCLAIMER}
+                    "quality": quality, "tta": self.tta, "model": self.model,
+                    "metadata": {"used": False,
+                                 "given": self.metadata.to_dict() if self.metadata is not None else None},
+                    "disclaimer": DISCLAIMER}
         order = np.argsort(-self.probabilities)
         probs = [float(p) for p in self.probabilities]
         d = {
@@ -89,6 +95,8 @@ class Prediction:
             "risk": {"level": self.risk, "recommendation": RECOMMENDATIONS[self.risk]},
             "quality": quality,
             "tta": self.tta,
+            "metadata": {"used": self.metadata_used,
+                         "given": self.metadata.to_dict() if self.metadata is not None else None},
             "model": self.model,
             "disclaimer": DISCLAIMER,
         }
@@ -133,7 +141,8 @@ class Predictor:
         self.max_pixels = max_pixels
         b = self.bundle
         self.model_info = {"name": b.card["name"], "version": b.card["version"],
-                           "backbone": b.card.get("backbone", {}).get("name")}
+                           "backbone": b.card.get("backbone", {}).get("name"),
+                           "members": [m.name for m in b.members], "accepts_metadata": b.metadata is not None}
         self.runtime_info = b.model.describe()  # runtime, precision, mode: for /health, /model, bench
         t = b.thresholds
         self.threshold = float(t["malignant"])
@@ -143,10 +152,11 @@ class Predictor:
         self.min_short_side = b.card.get("ood", {}).get("min_short_side")  # absent from older cards: not applied
 
     # ---- arrays in, arrays out (used by evaluation too) ------------------------------------
-    def forward(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 8):
+    def forward(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 8, metadata=None):
         """uint8 NxHxWx3 -> (calibrated probs NxK, pooled features NxC, feature maps NxCxhxw).
-        `batch_size` counts network inputs, so TTA views share it (memory stays bounded)."""
-        spec = self.bundle.spec
+        `batch_size` counts network inputs, so TTA views share it (memory stays bounded).
+        `metadata`: one PatientMetadata (or None) per image, fused when the bundle has a metadata model
+        (`fuse` says for which rows it was used)."""
         if tta:
             batch_size = max(1, batch_size // (8 if pixels.shape[1] == pixels.shape[2] else 4))
         probs, pooled, maps = [], [], []
@@ -155,16 +165,26 @@ class Predictor:
             if tta:
                 views = _tta_views(chunk)
                 n, v = views.shape[:2]
-                logits, feats = self.bundle.run(spec.normalize(views.reshape(n * v, *views.shape[2:])))
-                p = self.bundle.calibrated(logits).reshape(n, v, -1).mean(axis=1)
+                p, feats = self.bundle.probabilities(views.reshape(n * v, *views.shape[2:]))
+                p = p.reshape(n, v, -1).mean(axis=1)
                 feats = feats.reshape(n, v, *feats.shape[1:])[:, 0]
             else:
-                logits, feats = self.bundle.run(spec.normalize(chunk))
-                p = self.bundle.calibrated(logits)
+                p, feats = self.bundle.probabilities(chunk)
             probs.append(p)
             pooled.append(feats.mean(axis=(2, 3)))
             maps.append(feats)
-        return np.concatenate(probs), np.concatenate(pooled), np.concatenate(maps)
+        probs = np.concatenate(probs)
+        if metadata is not None:
+            probs, _ = self.fuse(probs, metadata)
+        return probs, np.concatenate(pooled), np.concatenate(maps)
+
+    def fuse(self, probs: np.ndarray, metadata) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, used flags) after the bundle's metadata fusion (unchanged rows where none)."""
+        return self.bundle.fuse_metadata(probs, metadata)
+
+    @property
+    def accepts_metadata(self) -> bool:
+        return self.bundle.metadata is not None
 
     def ood_scores(self, pooled: np.ndarray) -> np.ndarray | None:
         if self.bundle.ood is None:
@@ -200,18 +220,22 @@ class Predictor:
         return self.bundle.spec.to_uint8(source, max_pixels=self.max_pixels)
 
     def predict(self, source: ImageSource, tta: bool = False, explain: bool = False,
-                explain_class: int | None = None) -> Prediction:
+                explain_class: int | None = None, metadata: PatientMetadata | None = None) -> Prediction:
         img = open_image(source, max_pixels=self.max_pixels)  # opened once, as the API does
         size = upright_size(img)  # before load: a reduced-scale JPEG decode shrinks it
         return self.predict_pixels(self.load(img)[None], tta=tta, explain=explain,
-                                   explain_class=explain_class, sources=[_name(source)], source_sizes=[size])[0]
+                                   explain_class=explain_class, sources=[_name(source)], source_sizes=[size],
+                                   metadata=None if metadata is None else [metadata])[0]
 
     def predict_pixels(self, pixels: np.ndarray, tta: bool = False, explain: bool = False,
                        explain_class: int | None = None, sources=None,
-                       source_sizes: list[tuple[int, int] | None] | None = None) -> list[Prediction]:
+                       source_sizes: list[tuple[int, int] | None] | None = None,
+                       metadata: list[PatientMetadata | None] | None = None) -> list[Prediction]:
         """`source_sizes`: (width, height) of each image as sent, for the size check; None skips it
-        (the pixels alone no longer tell how small the image was)."""
+        (the pixels alone no longer tell how small the image was). `metadata`: one PatientMetadata or
+        None per image; each result says whether it was used (its thresholds follow)."""
         probs, pooled, maps = self.forward(pixels, tta=tta)
+        probs, used = self.fuse(probs, metadata)
         all_reasons, checks = self.reasons(pixels, pooled, source_sizes)
         scores, derm = checks["ood"], checks["dermoscopic"]
         mal = self.malignancy(probs)
@@ -222,18 +246,22 @@ class Predictor:
             size = source_sizes[i] if source_sizes else None
             score = None if scores is None else float(scores[i])
             ind = not reasons
-            p = Prediction(b.codes, b.names, probs[i], float(mal[i]), self.threshold,
-                           risk_level(float(mal[i]), self.threshold, self.high_threshold, ind),
+            thresholds, bias = b.operating_point(bool(used[i]))
+            t_mal, t_high = float(thresholds["malignant"]), float(thresholds.get("high_risk", 1.0))
+            p = Prediction(b.codes, b.names, probs[i], float(mal[i]), t_mal,
+                           risk_level(float(mal[i]), t_mal, t_high, ind),
                            ind, score, self.ood_threshold, reasons, pixels[i], tta=tta,
                            source=(sources[i] if sources else ""), model=self.model_info,
-                           decision_bias=b.decision_bias, source_size=tuple(size) if size else None,
+                           decision_bias=bias, source_size=tuple(size) if size else None,
                            turned=bool(size) and b.spec.turns(*size),
+                           metadata=metadata[i] if metadata is not None else None, metadata_used=bool(used[i]),
                            dermoscopic=None if derm is None else round(float(derm[i]), 4),
                            dermoscopic_threshold=None if b.gate is None else b.gate.threshold)
             if explain:
                 c = p.top if explain_class is None else int(explain_class)
                 if not 0 <= c < len(b.codes):
                     raise ValueError(f"explain_class must be in 0..{len(b.codes) - 1}")
+                # from the features member (card["ensemble"]["features_member"]), for the bundle's class
                 p.cam, p.cam_class = gradcam(maps[i], b.head_weight, c, b.spec.input_size), c
             out.append(p)
         return out

@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Literal
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -26,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import DISCLAIMER, __version__
 from ..inference import BundleError, Predictor
+from ..inference.metadata import MAX_AGE, SEXES, SITES, UNKNOWN, MetadataError, PatientMetadata
 from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, open_image, upright_size
 from .decode import SUPPORTED_MIME, ApiError, decode_image_string
 from .settings import Settings
@@ -34,11 +36,23 @@ log = logging.getLogger("dermalens.serve")
 STATIC = Path(__file__).parent / "static"
 
 
+class Metadata(BaseModel):
+    """Optional patient details; any may be left out (or 'unknown') and is then marginalised, not guessed."""
+    model_config = ConfigDict(extra="forbid")
+    age: float | None = Field(None, ge=0, le=MAX_AGE, description="age in years")
+    sex: Literal[SEXES + (UNKNOWN,)] | None = None
+    site: Literal[SITES + (UNKNOWN,)] | None = Field(None, description="body site (HAM10000 localization)")
+
+    def parsed(self) -> PatientMetadata:
+        return PatientMetadata.parse(self.age, self.sex, self.site)
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str = Field(..., description="Base64 image, raw or as a data URL (data:image/jpeg;base64,...)")
     tta: bool = Field(False, description="Test-time augmentation (flips, rotations), averaged")
     explain: bool = Field(False, description="Include a Grad-CAM overlay PNG as a data URL")
+    metadata: Metadata | None = Field(None, description="optional patient details: age, sex, site")
 
 
 class BatchRequest(BaseModel):
@@ -46,6 +60,7 @@ class BatchRequest(BaseModel):
     images: list[str] = Field(..., min_length=1, description="Base64 images or data URLs")
     tta: bool = False
     explain: bool = False
+    metadata: list[Metadata | None] | None = Field(None, description="one entry (or null) per image")
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
@@ -175,18 +190,19 @@ class Engine:
             (folder / f"{hashlib.sha256(data).hexdigest()[:24]}.{(img.format or 'bin').lower()}").write_bytes(data)
         return pixels, info
 
-    def infer(self, pixels, tta: bool, explain: bool, info: dict) -> dict:
+    def infer(self, pixels, tta: bool, explain: bool, info: dict, metadata: PatientMetadata | None = None) -> dict:
         p = self.predictor.predict_pixels(pixels[None], tta=tta, explain=explain,
-                                          source_sizes=[(info["width"], info["height"])])[0]
+                                          source_sizes=[(info["width"], info["height"])],
+                                          metadata=None if metadata is None else [metadata])[0]
         return {"success": True, **p.to_dict(), "image": info}  # to_dict here: the overlay PNG is work too
 
-    async def predict(self, data: bytes, tta: bool, explain: bool) -> dict:
+    async def predict(self, data: bytes, tta: bool, explain: bool, metadata: PatientMetadata | None = None) -> dict:
         self.require()
         self.admit()
         try:
             loop = asyncio.get_running_loop()
             pixels, info = await loop.run_in_executor(self.decoder, self.prepare, data)
-            return await loop.run_in_executor(self.runner, self.infer, pixels, tta, explain, info)
+            return await loop.run_in_executor(self.runner, self.infer, pixels, tta, explain, info, metadata)
         finally:
             self.release()
 
@@ -240,9 +256,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if not secrets.compare_digest(given, settings.api_key):
                 raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
 
-    async def run(data: bytes, tta: bool, explain: bool):
+    async def run(data: bytes, tta: bool, explain: bool, metadata: PatientMetadata | None = None):
         try:
-            return await asyncio.wait_for(engine.predict(data, tta, explain), timeout=settings.timeout_s)
+            return await asyncio.wait_for(engine.predict(data, tta, explain, metadata), timeout=settings.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"prediction took longer than {settings.timeout_s} s") from None
 
@@ -257,19 +273,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def model_card():
         p = engine.require()
         c = p.bundle.card
-        return {k: c[k] for k in ("name", "version", "classes", "preprocessing", "temperature", "thresholds",
-                                  "metrics", "disclaimer") if k in c} | {"runtime": p.runtime_info}
+        out = {k: c[k] for k in ("name", "version", "classes", "preprocessing", "temperature", "thresholds",
+                                 "members", "metrics", "modality", "disclaimer") if k in c}
+        if "metadata" in c:  # what a client may send: the accepted values
+            out["metadata"] = {k: c["metadata"][k] for k in ("fields", "sexes", "sites", "missing") if k in c["metadata"]}
+        return out | {"runtime": p.runtime_info}
 
     @app.post("/predict", tags=["predict"])
     async def predict(body: PredictRequest, request: Request):
         check_key(request)
         data = decode_image_string(body.image, settings.max_body_bytes)
-        return await run(data, body.tta, body.explain)
+        return await run(data, body.tta, body.explain, body.metadata.parsed() if body.metadata else None)
 
     @app.post("/predict/upload", tags=["predict"])
     async def predict_upload(request: Request, file: UploadFile = File(...), tta: bool = Form(False),
-                             explain: bool = Form(False)):
+                             explain: bool = Form(False), age: str | None = Form(None),
+                             sex: str | None = Form(None), site: str | None = Form(None)):
         check_key(request)
+        try:
+            metadata = PatientMetadata.parse(age, sex, site)
+        except MetadataError as e:
+            raise ApiError(422, "invalid_request", str(e)) from None
         ctype = (file.content_type or "").split(";")[0].strip().lower()
         if ctype and ctype not in SUPPORTED_MIME:
             raise ApiError(415, "unsupported_media_type",
@@ -277,16 +301,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         data = await file.read()
         if not data:
             raise ApiError(400, "empty_image", "the uploaded file is empty")
-        return await run(data, tta, explain)
+        return await run(data, tta, explain, metadata if metadata.present else None)
 
     @app.post("/predict/batch", tags=["predict"])
     async def predict_batch(body: BatchRequest, request: Request):
         check_key(request)
         if len(body.images) > settings.max_batch:
             raise ApiError(413, "batch_too_large", f"at most {settings.max_batch} images per batch")
+        if body.metadata is not None and len(body.metadata) != len(body.images):
+            raise ApiError(422, "invalid_request", f"metadata: {len(body.metadata)} entries for "
+                                                   f"{len(body.images)} images (one entry or null per image)")
+        metas = [m.parsed() if m else None for m in body.metadata] if body.metadata else [None] * len(body.images)
+
         async def one(i: int, image: str) -> dict:
             try:
-                return await run(decode_image_string(image, settings.max_body_bytes), body.tta, body.explain)
+                return await run(decode_image_string(image, settings.max_body_bytes), body.tta, body.explain,
+                                 metas[i])
             except ApiError as e:
                 if e.status in (503, 504):
                     raise

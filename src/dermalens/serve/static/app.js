@@ -36,6 +36,23 @@
     reader.readAsDataURL(file);
   }
 
+  // the accepted body sites come from the model's card, so the list always matches the model
+  fetch("/model").then((r) => (r.ok ? r.json() : null)).then((card) => {
+    if (!card || !card.metadata) { $("patient").hidden = true; return; }
+    card.metadata.sites.forEach((s) => {
+      const o = document.createElement("option"); o.value = s; o.textContent = s; $("site").appendChild(o);
+    });
+  }).catch(() => { $("patient").hidden = true; });
+
+  function patientDetails() {
+    const m = {};
+    const age = $("age").value.trim();
+    if (age !== "") m.age = Number(age);
+    if ($("sex").value) m.sex = $("sex").value;
+    if ($("site").value) m.site = $("site").value;
+    return Object.keys(m).length ? m : null;
+  }
+
   drop.addEventListener("click", () => fileInput.click());
   drop.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fileInput.click(); }
@@ -57,7 +74,7 @@
       const resp = await fetch("/predict", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ image: dataUrl, tta: $("tta").checked, explain: true }),
+        body: JSON.stringify({ image: dataUrl, tta: $("tta").checked, explain: true, metadata: patientDetails() }),
       });
       const body = await resp.json().catch(() => null);
       if (!resp.ok || !body || !body.success) {
@@ -147,6 +164,7 @@
     if (r.explanation) { overlay.src = r.explanation.overlay; }
     overlay.hidden = !$("heat").checked || !r.explanation;
     $("model-info").textContent = "Model: " + r.model.name + " " + r.model.version +
-      (r.tta ? " · test-time augmentation" : "");
+      (r.tta ? " · test-time augmentation" : "") +
+      (r.metadata && r.metadata.used ? " · patient details used" : " · image only (no patient details used)");
   }
 })();

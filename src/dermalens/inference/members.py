@@ -1,0 +1,105 @@
+"""The networks of a bundle ("members"): each an ONNX graph with its own input size, normalisation,
+temperature and classifier head.
+
+A bundle's probabilities are the plain mean of its members' calibrated probabilities, then one
+temperature for the whole (card["temperature"]): softmax(log(mean_m softmax(logits_m / T_m)) / T).
+A card without "members" (every bundle before 3.0) is one member, `model.onnx` with T_m = 1, for
+which this is the old softmax(logits / T) exactly.
+
+Every member sees the bundle's one preprocessed view (card["preprocessing"]), resized to its own
+input size (preprocess.resize_views); the member named by card["ensemble"]["features_member"]
+supplies the feature maps for the out-of-distribution check and Grad-CAM.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..preprocess import resize_views
+from . import runtime as rt
+from .softmax import softmax
+
+
+class MemberError(ValueError):
+    """A member graph that cannot be opened or does not match its card entry."""
+
+
+def _open_graph(path: Path, threads: int | None = None, **compile_options) -> "rt.CompiledModel":
+    """The one place a member's ONNX graph becomes something that runs (inference.runtime: OpenVINO or
+    onnxruntime; `compile_options`: mode, runtime, precision)."""
+    try:
+        return rt.compile(path, threads=threads, **compile_options)
+    except rt.RuntimeUnavailable as e:
+        raise MemberError(str(e)) from None
+    except Exception as e:  # each runtime raises its own exception types
+        raise MemberError(f"{path}: cannot load ONNX model ({e})") from None
+
+
+@dataclass
+class Member:
+    name: str
+    model: "rt.CompiledModel"
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    temperature: float
+    head_weight: np.ndarray  # (classes, channels): Grad-CAM's linear head
+    head_bias: np.ndarray
+    interpolation: str = "bilinear"
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised NCHW float32 -> (logits, last feature maps)."""
+        out = self.model.run({"image": x})
+        return out["logits"], out["features"]
+
+    def normalize(self, views: np.ndarray) -> np.ndarray:
+        """The bundle's uint8 NHWC views -> this member's float32 NCHW input."""
+        x = resize_views(views, self.input_size, self.interpolation).astype(np.float32) * np.float32(1 / 255)
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        return softmax(logits, self.temperature)
+
+
+def combine(member_probs: list[np.ndarray], temperature: float) -> np.ndarray:
+    """Plain mean of the members' calibrated probabilities, then the bundle's temperature."""
+    mean = np.mean(member_probs, axis=0) if len(member_probs) > 1 else member_probs[0]
+    return softmax(np.log(np.maximum(mean, 1e-12)), temperature)
+
+
+def member_entries(card: dict) -> list[dict]:
+    """card["members"], or the one implicit member of a single-network card."""
+    if "members" in card:
+        return card["members"]
+    spec = card["preprocessing"]
+    return [{"name": card.get("backbone", {}).get("name") or "model", "graph": "model.onnx", "head": "head.npz",
+             "input_size": spec["input_size"], "mean": spec.get("mean", [0.5] * 3), "std": spec.get("std", [0.5] * 3),
+             "temperature": 1.0}]
+
+
+def features_member(card: dict) -> str:
+    entries = member_entries(card)
+    return card.get("ensemble", {}).get("features_member", entries[0]["name"])
+
+
+def open_member(folder: Path, entry: dict, threads: int | None = None, interpolation: str = "bilinear",
+                **compile_options) -> Member:
+    for key in ("name", "graph", "input_size", "temperature"):
+        if key not in entry:
+            raise MemberError(f"{folder / 'card.json'}: member {entry.get('name', '?')!r} lacks {key!r}")
+    graph = folder / entry["graph"]
+    if not graph.is_file():
+        raise MemberError(f"{graph}: missing")
+    if not float(entry["temperature"]) > 0:
+        raise MemberError(f"{folder / 'card.json'}: member {entry['name']!r}: temperature must be > 0")
+    head_path = folder / entry.get("head", "head.npz")
+    if not head_path.is_file():
+        raise MemberError(f"{head_path}: missing (Grad-CAM needs the classifier head)")
+    head = np.load(head_path)
+    return Member(entry["name"], _open_graph(graph, threads, **compile_options), tuple(int(v) for v in entry["input_size"]),
+                  tuple(entry.get("mean", (0.5,) * 3)), tuple(entry.get("std", (0.5,) * 3)),
+                  float(entry["temperature"]), head["weight"].astype(np.float32), head["bias"].astype(np.float32),
+                  interpolation)

@@ -1,0 +1,189 @@
+"""Optional patient metadata (age, sex, body site) and its fusion with the image probabilities.
+
+The metadata model is a multinomial logistic regression on one-hot age band, sex and site, fitted on
+the training split only, one model per subset of fields (so a missing field is marginalised by the
+model that never saw it, not guessed). It is stored as plain arrays (metadata.npz, no pickle) and
+applied log-linearly:
+
+    p(class | image, metadata)  proportional to  p(class | image) * (p(class | metadata) / p(class)) ** w
+
+with p(class) the class frequency of the rows that subset's model was fitted on and one weight w
+fitted on validation log-loss. No field given: w has nothing to multiply and the image result stands.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+FIELDS = ("age", "sex", "site")
+SEXES = ("male", "female")  # "unknown" is accepted and means: not given
+UNKNOWN = "unknown"
+# HAM10000's `localization` vocabulary, without "unknown"
+SITES = ("abdomen", "acral", "back", "chest", "ear", "face", "foot", "genital", "hand", "lower extremity", "neck",
+         "scalp", "trunk", "upper extremity")
+AGE_EDGES = (10, 20, 30, 40, 50, 60, 70, 80)  # age bands: < 10, 10-19, ..., 70-79, >= 80
+MAX_AGE = 120
+
+
+class MetadataError(ValueError):
+    """A metadata value dermalens does not accept; the message names the accepted values."""
+
+
+@dataclass(frozen=True)
+class PatientMetadata:
+    age: float | None = None
+    sex: str | None = None
+    site: str | None = None
+
+    @property
+    def present(self) -> tuple[str, ...]:
+        return tuple(f for f in FIELDS if getattr(self, f) is not None)
+
+    def to_dict(self) -> dict:
+        return {f: getattr(self, f) for f in FIELDS}
+
+    @classmethod
+    def parse(cls, age=None, sex=None, site=None) -> "PatientMetadata":
+        """Checked values: empty / None / "unknown" mean not given; anything else must be valid."""
+        return cls(parse_age(age), parse_sex(sex), parse_site(site))
+
+    @classmethod
+    def from_mapping(cls, d: dict | None) -> "PatientMetadata":
+        d = d or {}
+        site = d.get("site") if d.get("site") not in (None, "") else d.get("localization")
+        return cls.parse(d.get("age"), d.get("sex"), site)
+
+
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, str) and v.strip().lower() in ("", UNKNOWN, "nan", "na"))
+
+
+def parse_age(v) -> float | None:
+    if _blank(v):
+        return None
+    try:
+        age = float(v)
+    except (TypeError, ValueError):
+        raise MetadataError(f"age must be a number of years from 0 to {MAX_AGE}, got {v!r}") from None
+    if isinstance(v, bool) or math.isnan(age) or not 0 <= age <= MAX_AGE:
+        raise MetadataError(f"age must be a number of years from 0 to {MAX_AGE}, got {v!r}")
+    return age
+
+
+def parse_sex(v) -> str | None:
+    if _blank(v):
+        return None
+    s = str(v).strip().lower()
+    if s not in SEXES:
+        raise MetadataError(f"sex must be one of {', '.join(SEXES + (UNKNOWN,))}, got {v!r}")
+    return s
+
+
+def parse_site(v) -> str | None:
+    if _blank(v):
+        return None
+    s = str(v).strip().lower().replace("_", " ")
+    if s not in SITES:
+        raise MetadataError(f"site must be one of {', '.join(SITES + (UNKNOWN,))}, got {v!r}")
+    return s
+
+
+def subset_key(fields) -> str:
+    return "+".join(f for f in FIELDS if f in fields)
+
+
+def all_subsets() -> list[tuple[str, ...]]:
+    return [c for k in range(1, len(FIELDS) + 1) for c in combinations(FIELDS, k)]
+
+
+def age_band(age: float) -> int:
+    return int(np.searchsorted(AGE_EDGES, age, side="right"))
+
+
+def encode(meta: PatientMetadata, fields) -> np.ndarray:
+    """One-hot age band, sex and site for the fields of one subset (all of them must be present)."""
+    parts = []
+    if "age" in fields:
+        v = np.zeros(len(AGE_EDGES) + 1, np.float32)
+        v[age_band(meta.age)] = 1
+        parts.append(v)
+    if "sex" in fields:
+        parts.append(np.array([meta.sex == s for s in SEXES], np.float32))
+    if "site" in fields:
+        parts.append(np.array([meta.site == s for s in SITES], np.float32))
+    return np.concatenate(parts)
+
+
+class MetadataModel:
+    """The per-subset models of metadata.npz: coef_<key> (K x F), intercept_<key> (K), log_prior_<key> (K)."""
+
+    def __init__(self, arrays: dict, weight: float):
+        self.arrays = {k: np.asarray(v, np.float64) for k, v in arrays.items()}
+        self.weight = float(weight)
+        for fields in all_subsets():
+            if f"coef_{subset_key(fields)}" not in self.arrays:
+                raise MetadataError(f"metadata model lacks the subset {subset_key(fields)!r}")
+
+    @classmethod
+    def load(cls, path: Path, weight: float) -> "MetadataModel":
+        with np.load(path, allow_pickle=False) as z:
+            return cls({k: z[k] for k in z.files}, weight)
+
+    def log_ratio(self, metas: list[PatientMetadata | None], n_classes: int) -> np.ndarray:
+        """N x K: log p(class | given fields) - log p(class); a row of zeros where nothing is given."""
+        out = np.zeros((len(metas), n_classes))
+        for i, m in enumerate(metas):
+            if m is None or not m.present:
+                continue
+            key = subset_key(m.present)
+            z = self.arrays[f"coef_{key}"] @ encode(m, m.present) + self.arrays[f"intercept_{key}"]
+            z = z - z.max()
+            out[i] = z - np.log(np.exp(z).sum()) - self.arrays[f"log_prior_{key}"]
+        return out
+
+    def fuse(self, probs: np.ndarray, metas: list[PatientMetadata | None]) -> tuple[np.ndarray, np.ndarray]:
+        """(fused probabilities, used flags). Rows without metadata keep the image probabilities."""
+        return fuse(probs, self.log_ratio(metas, probs.shape[1]), self.weight), \
+            np.array([m is not None and bool(m.present) for m in metas], bool)
+
+
+def fuse(probs: np.ndarray, log_ratio: np.ndarray, weight: float) -> np.ndarray:
+    z = np.log(np.maximum(probs, 1e-12)) + weight * log_ratio
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def read_metadata_csv(path: str | Path) -> dict[str, PatientMetadata]:
+    """image_id -> PatientMetadata from a CSV with `image_id` and any of `age`, `sex`, `localization` or
+    `site` (HAM10000_metadata.csv works as it is). A bad value is an error naming its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetadataError(f"{path}: metadata file not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
+        if "image_id" not in header or not {"age", "sex", "localization", "site"} & set(header):
+            raise MetadataError(f"{path}: needs an image_id column and at least one of age, sex, localization "
+                                f"or site; found {header}")
+        out = {}
+        for line, row in enumerate(reader, start=2):
+            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+            try:
+                meta = PatientMetadata.from_mapping(row)
+            except MetadataError as e:
+                raise MetadataError(f"{path} line {line}: {e}") from None
+            out[row["image_id"]] = meta
+            out.setdefault(Path(row["image_id"]).stem, meta)
+    return out
+
+
+def lookup(table: dict[str, PatientMetadata], source: str) -> PatientMetadata | None:
+    """The metadata of an image file (by name, then by stem), or None."""
+    name = Path(source).name
+    return table.get(name) or table.get(Path(source).stem)
