@@ -29,10 +29,12 @@ def test_the_check_notices_a_changed_figure(tmp_path):
 
 def test_the_predict_example_is_what_predict_prints(tmp_path):
     (tmp_path / "lesion.jpg").write_bytes((FIXTURES / "fullres" / "ISIC_0024311.jpg").read_bytes())
-    r = subprocess.run([sys.executable, "-m", "dermalens.cli", "predict", "lesion.jpg"], cwd=tmp_path,
+    (tmp_path / "phone.jpg").write_bytes((FIXTURES / "modality" / "pad_ufes_20" / "PAT_1550_1888_216.jpg").read_bytes())
+    r = subprocess.run([sys.executable, "-m", "dermalens.cli", "predict", "lesion.jpg", "phone.jpg"], cwd=tmp_path,
                        capture_output=True, text=True, env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
-    shown = re.search(r"```console\n\$ dermalens predict lesion.jpg\n(.*?)```", README.read_text(), re.S).group(1)
+    shown = re.search(r"```console\n\$ dermalens predict lesion.jpg phone.jpg\n(.*?)```", README.read_text(),
+                      re.S).group(1)
     for line in shown.strip().splitlines():
         assert line.split() in [l.split() for l in r.stdout.splitlines()], line
 

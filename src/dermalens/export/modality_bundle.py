@@ -10,7 +10,7 @@ import numpy as np
 
 from ..data.modality_sets import DERMOSCOPIC, gate_images
 from ..inference.bundle import read_card
-from ..inference import runtime as rt
+import dermalens.inference.runtime as rt
 from ..inference.modality import GATE_GRAPH, GATE_WEIGHTS, ModalityGate
 from ..preprocess import PreprocessSpec
 from ..train import modality_gate as fit

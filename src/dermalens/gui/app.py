@@ -355,13 +355,15 @@ class App:
     def _fill_tree(self, rows):
         self.tree.delete(*self.tree.get_children())
         for r in rows:
-            self.tree.insert("", "end", values=(r["file"], r["true"], r["prediction"], f"{r['confidence']:.3f}",
-                                                f"{r['malignancy']:.3f}", r["risk"],
+            self.tree.insert("", "end", values=(r["file"], r["true"], r["prediction"], _num(r["confidence"]),
+                                                _num(r["malignancy"]), r["risk"],
                                                 "yes" if r.get("metadata_used") else "no"))
 
     def sort_by(self, column: str):
         self._sort_desc = not self._sort_desc
-        self.batch_rows.sort(key=lambda r: r[column], reverse=self._sort_desc)
+        # an image that was not assessed has no score: it sorts below every score
+        self.batch_rows.sort(key=lambda r: (r[column] is not None, r[column] if r[column] is not None else 0),
+                             reverse=self._sort_desc)
         self._fill_tree(self.batch_rows)
 
     def export(self, path: str | None = None):
@@ -401,3 +403,7 @@ def run_gui(model: str | None = None, api: str | None = None) -> None:
         app.canvas.dnd_bind("<<Drop>>", dropped)
         app.set_status("Tip: drop an image onto the picture area")
     root.mainloop()
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -79,7 +79,7 @@ def run_batch(backend, items, cancel: threading.Event | None = None, progress=No
             if not q["in_distribution"]:
                 # Not assessed: no class or score to show, and nothing to score against the label.
                 res.rows.append({"file": Path(path).name, "true": dx or "", "prediction": "not assessed",
-                                 "confidence": "", "malignancy": "", "risk": r["risk"]["level"],
+                                 "confidence": None, "malignancy": None, "risk": r["risk"]["level"],
                                  "in_distribution": False, "metadata_used": used,
                                  "not_assessed_because": "; ".join(x["message"] for x in q["reasons"])})
                 res.not_assessed += 1

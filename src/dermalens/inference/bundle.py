@@ -17,7 +17,7 @@ import numpy as np
 
 from ..classes import CLASSES
 from ..preprocess import PreprocessSpec
-from . import runtime as rt
+import dermalens.inference.runtime as rt
 from .members import Member, MemberError, combine, features_member, member_entries, open_member
 from .metadata import MetadataError, MetadataModel
 from .modality import ModalityGate, load_gate

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..preprocess import resize_views
-from . import runtime as rt
+from ..preprocess import PreprocessSpec, resize_views
+import dermalens.inference.runtime as rt
 from .softmax import softmax
 
 
@@ -74,10 +74,9 @@ def member_entries(card: dict) -> list[dict]:
     """card["members"], or the one implicit member of a single-network card."""
     if "members" in card:
         return card["members"]
-    spec = card["preprocessing"]
+    spec = PreprocessSpec.from_dict(card["preprocessing"])  # the served size, in either card form (timm's or older)
     return [{"name": card.get("backbone", {}).get("name") or "model", "graph": "model.onnx", "head": "head.npz",
-             "input_size": spec["input_size"], "mean": spec.get("mean", [0.5] * 3), "std": spec.get("std", [0.5] * 3),
-             "temperature": 1.0}]
+             "input_size": list(spec.input_size), "mean": list(spec.mean), "std": list(spec.std), "temperature": 1.0}]
 
 
 def features_member(card: dict) -> str:

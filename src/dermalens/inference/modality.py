@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..preprocess import PreprocessSpec
-from . import runtime as rt
+import dermalens.inference.runtime as rt
 
 GATE_GRAPH = "gate.onnx"
 GATE_WEIGHTS = "gate.npz"
