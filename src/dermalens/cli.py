@@ -118,6 +118,26 @@ def cmd_export(a):
     print(f"bundle written to {a.out}")
 
 
+def cmd_external_check(a):
+    import json
+
+    from .evaluate.external import external_check
+    from .export.model_card import write_model_card
+    from .inference import Predictor
+    out = external_check(Predictor(a.model), Path(a.data), a.part)
+    for name, f in [("all", out["all"]), *out["by_source"].items()]:
+        print(f"{name:16s} n {f['n']:5d}  macro AUROC {f['macro_auroc']:.3f}  malignant AUROC {f['malignant_auroc']:.3f}  "
+              f"sens {f['sensitivity']:.3f} spec {f['specificity']:.3f}  bal.acc {f['balanced_accuracy']:.3f}  "
+              f"image-type check passes {f['modality_pass_rate'] if f['modality_pass_rate'] is None else round(f['modality_pass_rate'], 3)}")
+    if a.record_in_card:
+        card_path = Path(a.model) / "card.json"
+        card = json.loads(card_path.read_text())
+        card["external"] = {**out, "command": f"dermalens external-check --model <bundle> --part {a.part} --record-in-card"}
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        write_model_card(card, Path(a.model) / "MODEL_CARD.md")
+        print(f"recorded in {card_path} under external")
+
+
 def cmd_fit_gate(a):
     import json
 
@@ -320,6 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--version", required=True, help="the bundle's new version (the check changes what it answers)")
     fg.add_argument("--cache", default="cache/gate", help="feature cache folder ('' for none)")
     fg.set_defaults(func=cmd_fit_gate)
+
+    ex = sub.add_parser("external-check", help="a bundle on dermoscopy from other clinics (isic_archive: nv, mel, "
+                                               "bkl), image only; --record-in-card writes it into the model card")
+    ex.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder")
+    ex.add_argument("--data", default=str(Path(DEFAULT_DATA).parent), help="folder holding isic_archive/")
+    ex.add_argument("--part", default="heldout", choices=["heldout", "all"],
+                    help="heldout: only the part the image-type check was not fitted on (default)")
+    ex.add_argument("--record-in-card", action="store_true")
+    ex.set_defaults(func=cmd_external_check)
 
     ev = sub.add_parser("evaluate", help="metrics + HTML report of a bundle on a split or a labelled folder")
     ev.add_argument("--model", default=DEFAULT_MODEL, help="model bundle folder")

@@ -209,6 +209,7 @@ def write_model_card(card: dict, path: Path) -> None:
             lines[-1:-1] = ["Pass rate by diagnosis (the rest are shown as indeterminate, not classified): "
                             + ", ".join(f"{code} {_f(rate)}" for code, rate in by_class.items()) + "."]
     lines += _modality_section(card.get("modality"))
+    lines += _external_section(card.get("external"))
     checks = _input_checks(card.get("ood", {}))
     if checks:
         lines += ["## Input checks",
@@ -305,3 +306,24 @@ def _cannot_read(card: dict) -> list[str]:
                      f"{_rate(t, 'sd198_clinical', 'heldout')}; dermoscopy from other sources passed: isic_archive "
                      f"held out {_rate(t, 'isic_archive', 'heldout')}, isic2017_sample {_rate(t, 'isic2017_sample', 'heldout')}.")
     return lines + [""]
+
+
+def _external_section(e: dict | None) -> list[str]:
+    if not e:
+        return []
+
+    def ci(v):
+        return "" if not v else f" ({v[0]:.3f}-{v[1]:.3f})"
+    lines = ["## External check: dermoscopy from other clinics",
+             f"{e['about'][0].upper() + e['about'][1:]}. Part read: {e['part']} ({e['metadata']}); classes: "
+             f"{', '.join(e['classes'])}. The bundle's own operating point, nothing tuned here.", "",
+             "| images | n | macro AUROC | malignant AUROC | sensitivity | specificity | image-type check passes |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, f in [("all", e["all"]), *e["by_source"].items()]:
+        passes = "n/a" if f.get("modality_pass_rate") is None else f"{100 * f['modality_pass_rate']:.1f} %"
+        lines.append(f"| {name} | {f['n']} | {f['macro_auroc']:.3f}{ci(f.get('macro_auroc_ci'))} | "
+                     f"{_f(f['malignant_auroc'])}{ci(f.get('malignant_auroc_ci'))} | "
+                     f"{_f(f['sensitivity'])}{ci(f.get('sensitivity_ci'))} | {_f(f['specificity'])}{ci(f.get('specificity_ci'))} | "
+                     f"{passes} |")
+    return lines + ["", "Compare them with the HAM10000 test figures above before trusting the model on other "
+                        f"clinics' images. Reproduce: `{e['command']}`.", ""]
