@@ -315,7 +315,7 @@ def _external_section(e: dict | None) -> list[str]:
     def ci(v):
         return "" if not v else f" ({v[0]:.3f}-{v[1]:.3f})"
     lines = ["## External check: dermoscopy from other clinics",
-             f"{e['about'][0].upper() + e['about'][1:]}. Part read: {e['part']} ({e['metadata']}); classes: "
+             f"Collection {e['about']}. Part read: {e['part']}; patient metadata {e['metadata']}; classes: "
              f"{', '.join(e['classes'])}. The bundle's own operating point, nothing tuned here.", "",
              "| images | n | macro AUROC | malignant AUROC | sensitivity | specificity | image-type check passes |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
