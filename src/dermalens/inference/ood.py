@@ -74,7 +74,8 @@ def size_reasons(width: int, height: int, min_short_side: int | None) -> list[st
 
 def mean_chroma(pixels: np.ndarray) -> float:
     """Mean over the pixels of max(R, G, B) - min(R, G, B), for uint8 HxWx3."""
-    return float((pixels.max(axis=-1).astype(np.int16) - pixels.min(axis=-1)).mean())
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]  # element-wise: a reduction over a 3-long axis is slow
+    return float((np.maximum(np.maximum(r, g), b).astype(np.int16) - np.minimum(np.minimum(r, g), b)).mean())
 
 
 def fit_gate(train_pooled: np.ndarray, train_labels: np.ndarray, n_classes: int) -> dict:
