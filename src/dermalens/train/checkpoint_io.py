@@ -1,6 +1,6 @@
 """Reading and writing training checkpoints without running a pickle's code.
 
-`torch.load(weights_only=False)` executes whatever a pickle names, so a downloaded checkpoint could run
+`torch.load` with weights-only loading turned off executes whatever a pickle names, so a downloaded checkpoint could run
 any command. Everything dermalens stores (weights, optimiser and scheduler state dicts, the config, the
 metrics, the random-number states) is made of tensors, numbers, strings, lists and dicts, which
 `weights_only=True` accepts; anything else is refused before it runs.
