@@ -155,3 +155,17 @@ def test_gate_sets_never_share_a_patient_or_condition():
         assert all(len(v) == 1 for v in parts.values()), s
     i17 = {it.path.stem for it in items if it.set == "isic2017_sample"}
     assert not i17 & {it.path.stem for it in items if it.set == "isic_archive"}
+
+
+@pytest.mark.skipif(not (SHARED / "isic_archive").is_dir(), reason="needs ../shared/data")
+def test_external_check_reads_only_the_labelled_part_the_gate_never_saw(card):
+    from dermalens.data.modality_sets import gate_images
+    from dermalens.evaluate.external import external_records
+    records, source = external_records(SHARED, "heldout")
+    heldout = {it.path.stem for it in gate_images(SHARED, SHIPPED.parents[1] / "splits" / "ham10000_split.csv")
+               if it.set == "isic_archive" and it.part == "heldout"}
+    assert records and {r.image_id for r in records} <= heldout
+    assert {r.dx for r in records} <= {"nv", "mel", "bkl"} and set(source.values()) <= {"ISIC 2016-2018", "ISIC 2020", "UDA-1"}
+    ext = card["external"]
+    assert ext["part"] == "heldout" and ext["all"]["n"] == len(records)
+    assert sum(f["n"] for f in ext["by_source"].values()) == len(records)
