@@ -126,8 +126,3 @@ def _data_description(items) -> dict:
                   "synthetic dark rim, colour shifts) only for the fit part; everyday photos and synthetic images "
                   "(scikit-image, evaluate.ood_set) as further negatives",
     }
-
-
-def load_scores(bundle: Path) -> list[dict]:
-    with open(Path(bundle) / SCORES_FILE, newline="") as f:
-        return list(csv.DictReader(f))

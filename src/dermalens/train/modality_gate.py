@@ -12,7 +12,6 @@ Steps, each fixed before any held-out figure was read:
 """
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -139,11 +138,3 @@ def print_rates(table: list[dict]) -> None:
         kind = "dermoscopic" if r["dermoscopic"] else "clinical"
         print(f"{r['set']:18s} {r['part']:8s} {r['stratum']:24s} {r['n']:5d} {kind:>12s} "
               f"{r['passed']:7.1%} {r['flagged']:7.1%}")
-
-
-def save_weights(path: Path, weights: dict) -> None:
-    np.savez(path, **weights)
-
-
-def summary_json(table: list[dict]) -> str:
-    return json.dumps(table, indent=1)
