@@ -54,6 +54,18 @@ def test_dermoscopy_from_ham10000_and_another_source_passes_the_check(predictor)
     assert refused == []
 
 
+def test_the_same_decisions_at_bf16(shipped_bundle):
+    """Where the CPU has AMX the runtime picks bf16 by default: the check's decisions on the fixtures hold there
+    (elsewhere OpenVINO emulates bf16 with the same rounding)."""
+    from dermalens.inference import Predictor
+    pred = Predictor(shipped_bundle, runtime="openvino", precision="bf16")
+    assert pred.bundle.gate.model.precision == "bf16"
+    for path in PHONE + CLINICAL:
+        assert "not_dermoscopic" in [r.code for r in pred.predict(path).ood_reasons], path.name
+    for path in _ham_test_fixtures() + OTHER_DERMOSCOPY:
+        assert "not_dermoscopic" not in [r.code for r in pred.predict(path).ood_reasons], path.name
+
+
 def test_api_answers_a_phone_photo_with_the_reason_and_no_diagnosis(shipped_bundle):
     with running_server(shipped_bundle) as url, httpx.Client(base_url=url, timeout=60) as client:
         data = base64.b64encode(PHONE[0].read_bytes()).decode()

@@ -54,6 +54,10 @@ class Member:
         out = self.model.run({"image": x})
         return out["logits"], out["features"]
 
+    def submit(self, views: np.ndarray):
+        """uint8 NHWC views -> a Future of {"logits", "features"}: the graph runs while the caller goes on."""
+        return self.model.submit({"image": self.normalize(views)})
+
     def normalize(self, views: np.ndarray) -> np.ndarray:
         """The bundle's uint8 NHWC views -> this member's float32 NCHW input."""
         x = resize_views(views, self.input_size, self.interpolation).astype(np.float32) * np.float32(1 / 255)

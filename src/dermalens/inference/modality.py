@@ -9,6 +9,7 @@ Numpy, Pillow and the serving runtime only (inference.runtime).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +29,21 @@ class ModalityGate:
     weights: dict  # mean, scale, then W0, b0, W1, b1, ... (ReLU between layers, sigmoid at the end)
     threshold: float  # images whose probability of being dermoscopic is below this are not assessed
 
+    def _input(self, pixels: np.ndarray) -> dict:
+        small = np.stack([self.spec.to_uint8(Image.fromarray(p)) for p in pixels])
+        return {"image": self.spec.normalize(small)}
+
     def features(self, pixels: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """uint8 NxHxWx3 (the classifier's view) -> N x D channel statistics."""
-        out = []
-        for i in range(0, len(pixels), batch_size):
-            small = np.stack([self.spec.to_uint8(Image.fromarray(p)) for p in pixels[i:i + batch_size]])
-            out.append(self.model.run({"image": self.spec.normalize(small)})["features"])
+        out = [self.model.run(self._input(pixels[i:i + batch_size]))["features"]
+               for i in range(0, len(pixels), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def start(self, pixels: np.ndarray, batch_size: int = 16) -> Callable[[], np.ndarray]:
+        """Queue the check on `pixels` and return at once; calling the result waits for the probabilities.
+        The predictor starts it before the classifier's networks, so the three graphs run side by side."""
+        running = [self.model.submit(self._input(pixels[i:i + batch_size])) for i in range(0, len(pixels), batch_size)]
+        return lambda: self.probability_from_features(np.concatenate([f.result()["features"] for f in running]))
 
     def probability_from_features(self, feats: np.ndarray) -> np.ndarray:
         w = self.weights

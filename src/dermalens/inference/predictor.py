@@ -195,10 +195,12 @@ class Predictor:
         """The modality check's probability that each image is dermoscopic (None without the check)."""
         return None if self.bundle.gate is None else self.bundle.gate.probability(pixels)
 
-    def reasons(self, pixels: np.ndarray, pooled: np.ndarray, source_sizes=None) -> tuple[list[list[Reason]], dict]:
-        """Why each image is not assessed (an empty list: it is), and the scores behind it."""
+    def reasons(self, pixels: np.ndarray, pooled: np.ndarray, source_sizes=None,
+                dermoscopic: np.ndarray | None = None) -> tuple[list[list[Reason]], dict]:
+        """Why each image is not assessed (an empty list: it is), and the scores behind it. `dermoscopic`: the
+        image-type check's probabilities when already computed (predict_pixels runs it beside the networks)."""
         scores = self.ood_scores(pooled)
-        derm = self.dermoscopic(pixels)
+        derm = self.dermoscopic(pixels) if dermoscopic is None else dermoscopic
         out = []
         for i in range(len(pixels)):
             reasons = exposure_reasons(pixels[i], self.exposure_rules)
@@ -234,9 +236,10 @@ class Predictor:
         """`source_sizes`: (width, height) of each image as sent, for the size check; None skips it
         (the pixels alone no longer tell how small the image was). `metadata`: one PatientMetadata or
         None per image; each result says whether it was used (its thresholds follow)."""
+        gate = None if self.bundle.gate is None else self.bundle.gate.start(pixels)
         probs, pooled, maps = self.forward(pixels, tta=tta)
         probs, used = self.fuse(probs, metadata)
-        all_reasons, checks = self.reasons(pixels, pooled, source_sizes)
+        all_reasons, checks = self.reasons(pixels, pooled, source_sizes, None if gate is None else gate())
         scores, derm = checks["ood"], checks["dermoscopic"]
         mal = self.malignancy(probs)
         b = self.bundle

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import queue
-import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +78,14 @@ def choose_precision(runtime: str, precision: str | None = None) -> str:
     return precision
 
 
+def single_threaded_numpy():
+    """Keep numpy's BLAS on one thread once a network is compiled: its idle threads spin after every
+    small product (the OOD distance, the image-type check's head) and take the cores from the runtime's
+    threads, which made a whole prediction a third slower (docs/benchmarks.md)."""
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(1, user_api="blas")
+
+
 @dataclass
 class CompiledModel:
     """One compiled graph. `run` is thread-safe; `submit` queues asynchronous inference."""
@@ -115,6 +122,7 @@ def compile(path: str | Path, mode: str = "latency", threads: int | None = None,
     """ONNX file -> CompiledModel. `threads`: cores to use (default: all this process may use)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    single_threaded_numpy()
     path = Path(path)
     runtime = choose_runtime(runtime)
     precision = choose_precision(runtime, precision)
@@ -125,65 +133,36 @@ def compile(path: str | Path, mode: str = "latency", threads: int | None = None,
 
 class _OpenVINO:
     def __init__(self, path: Path, mode: str, threads: int, precision: str):
-        import openvino as ov
         core = _openvino_core()
         config = {"PERFORMANCE_HINT": mode.upper(), "INFERENCE_NUM_THREADS": threads,
-                  "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+                  "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "ENABLE_CPU_PINNING": False}
         self.compiled = core.compile_model(str(path), "CPU", config)
         self.input_shapes = {p.get_any_name(): _ov_shape(p) for p in self.compiled.inputs}
         self.output_shapes = {p.get_any_name(): _ov_shape(p) for p in self.compiled.outputs}
         self.output_names = list(self.output_shapes)
         self.parallel = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        # Synchronous runs borrow an idle request, so several threads may call run() at once.
+        # A run borrows an idle request, so several threads may call run() at once; submit() runs it in a
+        # pool of as many threads (a blocking infer releases the GIL). Plain threads rather than OpenVINO's
+        # callback queue: nothing waits on a callback that needs the GIL.
         self.idle: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(self.parallel):
             self.idle.put(self.compiled.create_infer_request())
-        self.async_queue = ov.AsyncInferQueue(self.compiled, self.parallel)
-        self.async_queue.set_callback(self._done)
-        # start_async blocks while every request is busy: a feeder thread waits there, not the caller.
-        self.pending: queue.SimpleQueue = queue.SimpleQueue()
-        self.feeder = threading.Thread(target=self._feed, name="dermalens-infer-feeder", daemon=True)
-        self.feeder.start()
-
-    def _outputs(self, request) -> dict[str, np.ndarray]:
-        # copies: the request's buffers are reused by its next inference
-        return {name: np.array(request.get_output_tensor(i).data) for i, name in enumerate(self.output_names)}
+        self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="dermalens-openvino")
 
     def run(self, inputs):
         request = self.idle.get()
         try:
             request.infer(inputs)
-            return self._outputs(request)
+            # copies: the request's buffers are reused by its next inference
+            return {name: np.array(request.get_output_tensor(i).data) for i, name in enumerate(self.output_names)}
         finally:
             self.idle.put(request)
 
     def submit(self, inputs) -> Future:
-        fut: Future = Future()
-        self.pending.put((inputs, fut))
-        return fut
-
-    def _feed(self):
-        while True:
-            item = self.pending.get()
-            if item is None:
-                return
-            inputs, fut = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                self.async_queue.start_async(inputs, fut)
-            except Exception as e:  # a bad input fails its own request only
-                fut.set_exception(e)
-
-    def _done(self, request, fut: Future):
-        try:
-            fut.set_result(self._outputs(request))
-        except Exception as e:
-            fut.set_exception(e)
+        return self.pool.submit(self.run, inputs)
 
     def close(self):
-        self.pending.put(None)
-        self.async_queue.wait_all()
+        self.pool.shutdown(wait=True)
 
 
 class _OnnxRuntime:
