@@ -41,7 +41,7 @@ def test_bf16_runs_and_stays_close(tiny_bundle):
 def test_submit_equals_run(tiny_bundle, runtime, mode):
     bundle = load_bundle(tiny_bundle, runtime=runtime, mode=mode, precision="fp32")
     pred = Predictor(bundle)
-    xs = [bundle.spec.normalize(pred.load(p)) for p in IMAGES]
+    xs = [pred.load(p)[None] for p in IMAGES]
     futures = [bundle.submit(x) for x in xs]  # all in flight at once
     for x, fut in zip(xs, futures):
         logits, feats = bundle.run(x)
@@ -51,8 +51,8 @@ def test_submit_equals_run(tiny_bundle, runtime, mode):
 
 def test_submit_failure_reaches_its_caller_only(tiny_bundle):
     bundle = load_bundle(tiny_bundle, runtime="openvino", mode="throughput")
-    bad = bundle.submit(np.zeros((1, 3, 5, 5), np.float32))
-    good = bundle.submit(bundle.spec.normalize(np.zeros((*bundle.spec.input_size, 3), np.uint8)))
+    bad = bundle.model.submit({"image": np.zeros((1, 5, 5, 3), np.uint8)})
+    good = bundle.submit(np.zeros((1, *bundle.spec.input_size, 3), np.uint8))
     with pytest.raises(Exception):
         bad.result(timeout=60)
     assert good.result(timeout=60)["logits"].shape == (1, 7)
@@ -84,3 +84,20 @@ def test_any_onnx_file_compiles(tiny_bundle):
     assert set(model.outputs) == {"logits", "features"} and model.inputs["image"][1:] == [3, 48, 64]
     out = model.run({"image": np.zeros((2, 3, 48, 64), np.float32)})
     assert out["logits"].shape == (2, 7)
+
+
+def test_normalisation_inside_the_graph_is_preprocess_normalize_views(shipped_bundle):
+    """OpenVINO normalises a member's uint8 views inside its graph; the result is the graph run on
+    preprocess.normalize_views (the one definition), as onnxruntime runs it."""
+    import json
+    import onnxruntime as ort
+    from dermalens.preprocess import normalize_views
+    entry = json.loads((shipped_bundle / "card.json").read_text())["members"][1]
+    h, w = entry["input_size"]
+    views = np.random.default_rng(0).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+    model = rt.compile(shipped_bundle / entry["graph"], runtime="openvino", precision="fp32",
+                       views=(entry["mean"], entry["std"]))
+    assert model.takes_views and model.inputs["image"][1:] == [3, h, w]
+    want = ort.InferenceSession(str(shipped_bundle / entry["graph"])).run(
+        ["logits"], {"image": normalize_views(views, entry["mean"], entry["std"])})[0]
+    assert np.abs(model.run({"image": views})["logits"] - want).max() < 1e-4

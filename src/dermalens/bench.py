@@ -64,8 +64,7 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
     data = [p.read_bytes() for p in paths]
     big = _twelve_megapixel_jpeg(paths[0])
     one = pred.load(data[0])
-    x = b.spec.normalize(one)
-    _, feats = b.run(x)
+    _, feats = b.run(one[None])
     i = iter(range(10**9))
 
     results = {
@@ -76,16 +75,17 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
                    f"({b.model.mode}-tuned, {b.model.threads} threads)",
         "runtime": b.model.describe(),
         "single_image": {
-            "preprocess (decode + resize + normalise)": _time(lambda: b.spec.normalize(pred.load(data[next(i) % len(data)])), repeat),
-            "inference": _time(lambda: b.run(x), repeat),
+            "preprocess (decode + resize)": _time(lambda: pred.load(data[next(i) % len(data)]), repeat),
+            "inference, first network (normalise + forward)": _time(lambda: b.run(one[None]), repeat),
+            "inference, every network (probabilities)": _time(lambda: b.probabilities(one[None]), repeat),
             "inference + TTA": _time(lambda: pred.forward(one[None], tta=True), repeat // 2),
             "Grad-CAM (+ overlay PNG)": _time(lambda: to_png(overlay(one, gradcam(feats[0], b.head_weight, 0,
                                                                                  b.spec.input_size))), repeat),
             "end to end (file bytes -> Prediction)": _time(lambda: pred.predict(data[next(i) % len(data)]), repeat),
-            "preprocess 12 MP JPEG (reduced-scale decode)": _time(lambda: b.spec.normalize(pred.load(big)),
+            "preprocess 12 MP JPEG (reduced-scale decode)": _time(lambda: pred.load(big),
                                                                   max(10, repeat // 10), warmup=2),
             "preprocess 12 MP JPEG (full decode)": _time(
-                lambda: b.spec.normalize(np.asarray(b.spec.resize_image(load_rgb(big)))), max(10, repeat // 10),
+                lambda: np.asarray(b.spec.resize_image(load_rgb(big))), max(10, repeat // 10),
                 warmup=2),
         },
     }

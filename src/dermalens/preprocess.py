@@ -143,17 +143,23 @@ class PreprocessSpec:
 
     def normalize(self, arr: np.ndarray) -> np.ndarray:
         """uint8 HxWx3 (or NxHxWx3) -> float32 NCHW, scaled to [0,1] then (x - mean) / std."""
-        if arr.dtype != np.uint8:
-            raise TypeError(f"normalize expects uint8 pixels, got {arr.dtype}")
-        if arr.ndim == 3:
-            arr = arr[None]
-        x = arr.astype(np.float32) * np.float32(1 / 255)
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return normalize_views(arr, self.mean, self.std)
 
     def preprocess(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """Image -> float32 array of shape (1, 3, H, W), ready for the network."""
         return self.normalize(self.to_uint8(source, max_pixels=max_pixels))
+
+
+def normalize_views(arr: np.ndarray, mean, std) -> np.ndarray:
+    """uint8 HxWx3 (or NxHxWx3) -> float32 NCHW, scaled to [0,1] then (x - mean) / std. The one definition:
+    OpenVINO computes the same inside the graph (inference.runtime, a test holds them together)."""
+    if arr.dtype != np.uint8:
+        raise TypeError(f"normalize expects uint8 pixels, got {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr[None]
+    x = arr.astype(np.float32) * np.float32(1 / 255)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
 def resize_views(pixels: np.ndarray, input_size: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:

@@ -142,7 +142,7 @@ def _member_outputs(member, pixels, batch_size=32, features=False):
     """(logits, pooled features or None) of one member on the bundle's uint8 views."""
     logits, pooled = [], []
     for i in range(0, len(pixels), batch_size):
-        lo, f = member.run(member.normalize(pixels[i:i + batch_size]))
+        lo, f = member.run(pixels[i:i + batch_size])
         logits.append(lo)
         if features:
             pooled.append(f.mean(axis=(2, 3)))

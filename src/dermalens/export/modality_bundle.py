@@ -10,8 +10,7 @@ import numpy as np
 
 from ..data.modality_sets import DERMOSCOPIC, gate_images
 from ..inference.bundle import read_card
-import dermalens.inference.runtime as rt
-from ..inference.modality import GATE_GRAPH, GATE_WEIGHTS, ModalityGate
+from ..inference.modality import GATE_GRAPH, GATE_WEIGHTS, ModalityGate, compile_gate
 from ..preprocess import PreprocessSpec
 from ..train import modality_gate as fit
 from .gate_graph import BACKBONE, STAGES, export_gate_graph
@@ -31,7 +30,8 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     graph = bundle / GATE_GRAPH
     n_features = export_gate_graph(graph, GATE_INPUT)
     # fp32 onnxruntime: the probabilities committed in report/gate_scores.csv are the portable runtime's
-    gate = ModalityGate(rt.compile(graph, mode="throughput", runtime="onnxruntime", precision="fp32"), gate_spec, {}, 0.5)
+    gate = ModalityGate(compile_gate(graph, gate_spec, mode="throughput", runtime="onnxruntime", precision="fp32"),
+                        gate_spec, {}, 0.5)
     if cache:
         cache = Path(cache) / f"{card['name']}-{card['version']}"
         cache.mkdir(parents=True, exist_ok=True)

@@ -76,14 +76,13 @@ class Bundle:
     def thresholds(self) -> dict:
         return self.card["thresholds"]
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised NCHW float32 -> (logits, last feature maps) of the features member."""
-        out = self.model.run({"image": x})
-        return out["logits"], out["features"]
+    def run(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 NHWC views (the card's preprocessing) -> (logits, last feature maps) of the features member."""
+        return self.features_member.run(views)
 
-    def submit(self, x: np.ndarray):
+    def submit(self, views: np.ndarray):
         """Asynchronous `run`: a Future of the features member's {"logits", "features"} dict."""
-        return self.model.submit({"image": x})
+        return self.features_member.submit(views)
 
     @property
     def features_member(self) -> Member:

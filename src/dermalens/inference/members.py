@@ -7,7 +7,7 @@ A card without "members" (every bundle before 3.0) is one member, `model.onnx` w
 which this is the old softmax(logits / T) exactly.
 
 Every member sees the bundle's one preprocessed view (card["preprocessing"]), resized to its own
-input size (preprocess.resize_views); the member named by card["ensemble"]["features_member"]
+input size (preprocess.resize_views) and normalised by the runtime with its own mean and std; the member named by card["ensemble"]["features_member"]
 supplies the feature maps for the out-of-distribution check and Grad-CAM.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..preprocess import PreprocessSpec, resize_views
+from ..preprocess import PreprocessSpec, normalize_views, resize_views
 import dermalens.inference.runtime as rt
 from .softmax import softmax
 
@@ -49,20 +49,23 @@ class Member:
     head_bias: np.ndarray
     interpolation: str = "bilinear"
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised NCHW float32 -> (logits, last feature maps)."""
-        out = self.model.run({"image": x})
+    def run(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The bundle's uint8 NHWC views -> (logits, last feature maps)."""
+        out = self.model.run({"image": self.resized(views)})
         return out["logits"], out["features"]
 
     def submit(self, views: np.ndarray):
-        """uint8 NHWC views -> a Future of {"logits", "features"}: the graph runs while the caller goes on."""
-        return self.model.submit({"image": self.normalize(views)})
+        """As `run`, but a Future of {"logits", "features"}: the graph runs while the caller goes on."""
+        return self.model.submit({"image": self.resized(views)})
+
+    def resized(self, views: np.ndarray) -> np.ndarray:
+        """The bundle's uint8 NHWC views at this member's input size (the runtime normalises them)."""
+        return resize_views(views, self.input_size, self.interpolation)
 
     def normalize(self, views: np.ndarray) -> np.ndarray:
-        """The bundle's uint8 NHWC views -> this member's float32 NCHW input."""
-        x = resize_views(views, self.input_size, self.interpolation).astype(np.float32) * np.float32(1 / 255)
-        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        """The bundle's uint8 NHWC views -> this member's float32 NCHW input, as its graph computes it
+        (for the export's comparison with PyTorch)."""
+        return normalize_views(self.resized(views), self.mean, self.std)
 
     def calibrated(self, logits: np.ndarray) -> np.ndarray:
         return softmax(logits, self.temperature)
@@ -102,7 +105,8 @@ def open_member(folder: Path, entry: dict, threads: int | None = None, interpola
     if not head_path.is_file():
         raise MemberError(f"{head_path}: missing (Grad-CAM needs the classifier head)")
     head = np.load(head_path)
-    return Member(entry["name"], _open_graph(graph, threads, **compile_options), tuple(int(v) for v in entry["input_size"]),
-                  tuple(entry.get("mean", (0.5,) * 3)), tuple(entry.get("std", (0.5,) * 3)),
+    mean, std = tuple(entry.get("mean", (0.5,) * 3)), tuple(entry.get("std", (0.5,) * 3))
+    return Member(entry["name"], _open_graph(graph, threads, views=(mean, std), **compile_options),
+                  tuple(int(v) for v in entry["input_size"]), mean, std,
                   float(entry["temperature"]), head["weight"].astype(np.float32), head["bias"].astype(np.float32),
                   interpolation)

@@ -30,8 +30,8 @@ class ModalityGate:
     threshold: float  # images whose probability of being dermoscopic is below this are not assessed
 
     def _input(self, pixels: np.ndarray) -> dict:
-        small = np.stack([self.spec.to_uint8(Image.fromarray(p)) for p in pixels])
-        return {"image": self.spec.normalize(small)}
+        # uint8: the graph is compiled to normalise its input itself (compile_gate)
+        return {"image": np.stack([self.spec.to_uint8(Image.fromarray(p)) for p in pixels])}
 
     def features(self, pixels: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """uint8 NxHxWx3 (the classifier's view) -> N x D channel statistics."""
@@ -68,10 +68,15 @@ def load_gate(bundle_dir: Path, section: dict, threads: int | None = None, **com
     for p in (graph, weights):
         if not p.is_file():
             raise ValueError(f"{p}: missing (the card's modality section names it)")
-    model = rt.compile(graph, threads=threads, **compile_options)
+    spec = PreprocessSpec.from_dict(section["preprocessing"])
+    model = compile_gate(graph, spec, threads=threads, **compile_options)
     with np.load(weights, allow_pickle=False) as z:
         w = {k: z[k].astype(np.float32) for k in z.files}
     if not {"mean", "scale", "W0", "b0"} <= set(w):
         raise ValueError(f"{weights}: expected arrays mean, scale, W0, b0, ...; found {sorted(w)}")
-    spec = PreprocessSpec.from_dict(section["preprocessing"])
     return ModalityGate(model, spec, w, float(section["threshold"]))
+
+
+def compile_gate(graph: Path, spec: PreprocessSpec, **compile_options) -> "rt.CompiledModel":
+    """gate.onnx compiled to take the uint8 views ModalityGate gives it (normalised as `spec` says)."""
+    return rt.compile(graph, views=(spec.mean, spec.std), **compile_options)

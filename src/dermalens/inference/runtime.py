@@ -3,6 +3,7 @@
     model = compile(path, mode="latency")            # one request at a time, all cores on it
     model = compile(path, mode="throughput")         # several requests in flight (a stream per core)
     outputs = model.run({"image": x})                # -> {"logits": ..., "features": ...}
+    model = compile(path, views=(mean, std))         # "image" takes uint8 NHWC views instead of NCHW floats
     future = model.submit({"image": x})              # concurrent.futures.Future of the same dict
 
 Both runtimes read the bundle's ONNX file directly (no conversion step, nothing cached on disk).
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..preprocess import normalize_views
 
 RUNTIMES = ("openvino", "onnxruntime")
 PRECISIONS = ("fp32", "bf16")
@@ -94,8 +97,9 @@ class CompiledModel:
     precision: str
     mode: str
     threads: int
-    inputs: dict[str, list]  # name -> shape, None where a dimension is dynamic
+    inputs: dict[str, list]  # name -> the graph's own shape, None where a dimension is dynamic
     outputs: dict[str, list]
+    takes_views: bool = False  # "image" is uint8 NHWC, normalised by the runtime (compile's `views`)
     _impl: object = field(repr=False, default=None)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -118,8 +122,11 @@ class CompiledModel:
 
 
 def compile(path: str | Path, mode: str = "latency", threads: int | None = None, runtime: str | None = None,
-            precision: str | None = None) -> CompiledModel:
-    """ONNX file -> CompiledModel. `threads`: cores to use (default: all this process may use)."""
+            precision: str | None = None, views: tuple | None = None) -> CompiledModel:
+    """ONNX file -> CompiledModel. `threads`: cores to use (default: all this process may use).
+    `views`: (mean, std) of the graph's input: "image" then takes uint8 NHWC pixels and is normalised as
+    preprocess.normalize_views does, inside the graph with OpenVINO (no pass of numpy over the pixels),
+    by that function before the run with onnxruntime."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     single_threaded_numpy()
@@ -127,17 +134,21 @@ def compile(path: str | Path, mode: str = "latency", threads: int | None = None,
     runtime = choose_runtime(runtime)
     precision = choose_precision(runtime, precision)
     threads = threads or len(os.sched_getaffinity(0))
-    impl = (_OpenVINO if runtime == "openvino" else _OnnxRuntime)(path, mode, threads, precision)
-    return CompiledModel(path, runtime, precision, mode, threads, impl.input_shapes, impl.output_shapes, impl)
+    impl = (_OpenVINO if runtime == "openvino" else _OnnxRuntime)(path, mode, threads, precision, views)
+    return CompiledModel(path, runtime, precision, mode, threads, impl.input_shapes, impl.output_shapes,
+                         takes_views=views is not None, _impl=impl)
 
 
 class _OpenVINO:
-    def __init__(self, path: Path, mode: str, threads: int, precision: str):
+    def __init__(self, path: Path, mode: str, threads: int, precision: str, views: tuple | None):
         core = _openvino_core()
+        model = core.read_model(str(path))
+        self.input_shapes = {p.get_any_name(): _ov_shape(p) for p in model.inputs}
+        if views is not None:
+            model = _normalising(model, *views)
         config = {"PERFORMANCE_HINT": mode.upper(), "INFERENCE_NUM_THREADS": threads,
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "ENABLE_CPU_PINNING": False}
-        self.compiled = core.compile_model(str(path), "CPU", config)
-        self.input_shapes = {p.get_any_name(): _ov_shape(p) for p in self.compiled.inputs}
+        self.compiled = core.compile_model(model, "CPU", config)
         self.output_shapes = {p.get_any_name(): _ov_shape(p) for p in self.compiled.outputs}
         self.output_names = list(self.output_shapes)
         self.parallel = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
@@ -165,8 +176,22 @@ class _OpenVINO:
         self.pool.shutdown(wait=True)
 
 
+def _normalising(model, mean, std):
+    """The graph with uint8 NHWC pixels in: (x - 255 mean) / (255 std), then NCHW, before its first layer."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+    ppp = PrePostProcessor(model)
+    image = ppp.input("image")
+    image.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    image.model().set_layout(ov.Layout("NCHW"))
+    image.preprocess().convert_element_type(ov.Type.f32).mean([255 * float(m) for m in mean]) \
+        .scale([255 * float(s) for s in std])
+    return ppp.build()
+
+
 class _OnnxRuntime:
-    def __init__(self, path: Path, mode: str, threads: int, precision: str):
+    def __init__(self, path: Path, mode: str, threads: int, precision: str, views: tuple | None):
+        self.views = views
         import onnxruntime as ort
         opts = ort.SessionOptions()
         # throughput: one session thread per core, and as many runs in flight as cores
@@ -183,6 +208,8 @@ class _OnnxRuntime:
         self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="dermalens-ort")
 
     def run(self, inputs):
+        if self.views is not None:
+            inputs = {**inputs, "image": normalize_views(inputs["image"], *self.views)}
         return dict(zip(self.output_names, self.session.run(self.output_names, inputs)))
 
     def submit(self, inputs) -> Future:
