@@ -181,3 +181,16 @@ def test_external_check_reads_only_the_labelled_part_the_gate_never_saw(card):
     ext = card["external"]
     assert ext["part"] == "heldout" and ext["all"]["n"] == len(records)
     assert sum(f["n"] for f in ext["by_source"].values()) == len(records)
+
+
+def test_bf16_figures_sit_beside_the_fitted_ones(card):
+    """`dermalens gate-check --precision bf16 --record-in-card` rescored the same images: same collections, parts
+    and counts as the fitted figures, every collection's rate within a point of them."""
+    fitted = {(r["set"], r["part"], r["stratum"]): r for r in card["modality"]["figures"] if r["part"] != "fit"}
+    bf16 = {(r["set"], r["part"], r["stratum"]): r
+            for r in card["modality"]["figures_by_precision"]["bf16"]["figures"]}
+    assert set(bf16) == set(fitted)
+    for key, r in bf16.items():
+        assert r["n"] == fitted[key]["n"], key
+        if key[2] == "":
+            assert abs(r["passed"] - fitted[key]["passed"]) <= 0.01, key

@@ -138,6 +138,17 @@ def cmd_external_check(a):
         print(f"recorded in {card_path} under external")
 
 
+def cmd_gate_check(a):
+    from .evaluate.gate_precision import gate_rates, record_in_card
+    from .train.modality_gate import print_rates
+    table, info = gate_rates(Path(a.model), Path(a.data), Path(a.split_file), a.runtime, a.precision)
+    print(f"image-type check, {info['runtime']} {info['precision']}, check and held-out parts:")
+    print_rates(table)
+    if a.record_in_card:
+        record_in_card(Path(a.model), table, info)
+        print(f"recorded in {Path(a.model) / 'card.json'} under modality.figures_by_precision.{info['precision']}")
+
+
 def cmd_fit_gate(a):
     import json
 
@@ -340,6 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--version", required=True, help="the bundle's new version (the check changes what it answers)")
     fg.add_argument("--cache", default="cache/gate", help="feature cache folder ('' for none)")
     fg.set_defaults(func=cmd_fit_gate)
+
+    gc = sub.add_parser("gate-check", help="the image-type check's pass / flag rates at one inference precision "
+                                           "(check and held-out parts); --record-in-card writes them beside the fitted ones")
+    gc.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder")
+    gc.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
+                    help="folder holding ham10000/, isic_archive/, isic2017_sample/, pad_ufes_20/, sd198_clinical/")
+    gc.add_argument("--split-file", default=DEFAULT_SPLIT_FILE)
+    gc.add_argument("--runtime", choices=["openvino", "onnxruntime"], default=None, help="default: openvino when installed")
+    gc.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: bf16 where the CPU has it")
+    gc.add_argument("--record-in-card", action="store_true")
+    gc.set_defaults(func=cmd_gate_check)
 
     ex = sub.add_parser("external-check", help="a bundle on dermoscopy from other clinics (isic_archive: nv, mel, "
                                                "bkl), image only; --record-in-card writes it into the model card")

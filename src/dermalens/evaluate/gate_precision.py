@@ -1,0 +1,46 @@
+"""The image-type check's pass / flag rates at one inference precision, beside the fitted (fp32) ones.
+
+    dermalens gate-check --model models/dermalens --precision bf16 --record-in-card
+
+The check was fitted and its threshold chosen on fp32 features (report/gate_scores.csv); where the CPU has
+AMX the runtime runs it in bf16, which moves a few images that lie at the threshold. This rescores every
+check and held-out image (not the fit part) with the shipped check at the given precision and writes the same
+table as card["modality"]["figures"] under card["modality"]["figures_by_precision"][precision]. Nothing is
+chosen on these figures.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from ..data.modality_sets import gate_images
+from ..inference.modality import load_gate
+from ..preprocess import PreprocessSpec
+from ..train.modality_gate import rates
+
+
+def gate_rates(bundle: Path, data: Path, split_file: Path, runtime: str, precision: str) -> tuple[list[dict], dict]:
+    """(rates table of the check and held-out parts, the runtime's description)."""
+    card = json.loads((Path(bundle) / "card.json").read_text())
+    if "modality" not in card:
+        raise SystemExit(f"{bundle}: this bundle has no image-type check")
+    spec = PreprocessSpec.from_dict(card["preprocessing"])
+    gate = load_gate(Path(bundle), card["modality"], runtime=runtime, precision=precision, mode="throughput")
+    items = [it for it in gate_images(Path(data), Path(split_file)) if it.part != "fit"]
+    with ThreadPoolExecutor(2) as pool:
+        views = list(pool.map(lambda it: spec.to_uint8(it.path), items))
+    p = np.concatenate([gate.probability(np.stack(views[i:i + 32])) for i in range(0, len(views), 32)])
+    return rates(p, items, gate.threshold), gate.model.describe()
+
+
+def record_in_card(bundle: Path, table: list[dict], runtime_info: dict) -> None:
+    path = Path(bundle) / "card.json"
+    card = json.loads(path.read_text())
+    entry = {"runtime": runtime_info["runtime"], "figures": table,
+             "command": f"dermalens gate-check --model <bundle> --runtime {runtime_info['runtime']} "
+                        f"--precision {runtime_info['precision']} --record-in-card"}
+    card["modality"].setdefault("figures_by_precision", {})[runtime_info["precision"]] = entry
+    path.write_text(json.dumps(card, indent=2) + "\n")
