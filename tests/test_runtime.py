@@ -101,3 +101,31 @@ def test_normalisation_inside_the_graph_is_preprocess_normalize_views(shipped_bu
     want = ort.InferenceSession(str(shipped_bundle / entry["graph"])).run(
         ["logits"], {"image": normalize_views(views, entry["mean"], entry["std"])})[0]
     assert np.abs(model.run({"image": views})["logits"] - want).max() < 1e-4
+
+
+_FIRST_CALLS = """
+import sys
+import numpy as np
+from concurrent.futures import ThreadPoolExecutor
+from dermalens.inference import Predictor
+p = Predictor(sys.argv[1], runtime="openvino")
+views = np.full((1, *p.bundle.spec.input_size, 3), 128, np.uint8)
+with ThreadPoolExecutor(4) as ex:
+    list(ex.map(lambda _: p.predict_pixels(views), range(16)))
+print("done")
+"""
+
+
+@pytest.mark.slow
+def test_first_concurrent_predictions_do_not_deadlock(shipped_bundle):
+    """Four threads predicting at once in a fresh process (three graphs each, side by side): without the
+    single-threaded warm-up in inference.runtime this hung about one start in six."""
+    import subprocess
+    import sys
+    for _ in range(8):
+        try:
+            r = subprocess.run([sys.executable, "-c", _FIRST_CALLS, str(shipped_bundle)], capture_output=True,
+                               text=True, timeout=90)
+        except subprocess.TimeoutExpired:
+            pytest.fail("concurrent first predictions hung")
+        assert "done" in r.stdout, r.stderr[-2000:]

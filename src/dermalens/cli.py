@@ -158,7 +158,8 @@ def cmd_fit_gate(a):
     from .export.modality_bundle import fit_gate_into
     from .inference import Predictor
     from .data import load_ham10000, select_split
-    card = fit_gate_into(Path(a.model), Path(a.data), Path(a.split_file), a.version, Path(a.cache) if a.cache else None)
+    card = fit_gate_into(Path(a.model), Path(a.data), Path(a.split_file), a.version, Path(a.cache) if a.cache else None,
+                         a.changes or "")
     # The existing out-of-distribution set (as export builds it: with degraded copies of the first ten test
     # images) must stay refused with the check in place.
     predictor = Predictor(a.model)
@@ -350,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--split-file", default=DEFAULT_SPLIT_FILE)
     fg.add_argument("--version", required=True, help="the bundle's new version (the check changes what it answers)")
     fg.add_argument("--cache", default="cache/gate", help="feature cache folder ('' for none)")
+    fg.add_argument("--changes", metavar="TEXT", help="what this version changes, for the card's changelog")
     fg.set_defaults(func=cmd_fit_gate)
 
     gc = sub.add_parser("gate-check", help="the image-type check's pass / flag rates at one inference precision "

@@ -21,7 +21,8 @@ GATE_INPUT = (192, 256)  # the classifier's 4:3 view at three quarters of 256x34
 SCORES_FILE = "report/gate_scores.csv"
 
 
-def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cache: Path | None = None) -> dict:
+def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cache: Path | None = None,
+                  changes: str = "") -> dict:
     """Fit the check on the bundle's own view of each image and write it in; the bundle becomes `version`."""
     bundle = Path(bundle)
     card = read_card(bundle)
@@ -87,8 +88,8 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
         "command": "dermalens fit-gate --model <bundle>",
     }
     card["version"] = version
-    card["changelog"] = with_changelog(card, card.get("changelog"), "image-type (modality) check: phone and clinical "
-                                       "photos are not assessed (same network and figures)")
+    card["changelog"] = with_changelog(card, card.get("changelog"), changes or "image-type (modality) check: phone and "
+                                       "clinical photos are not assessed (same network and figures)")
     (bundle / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     write_model_card(card, bundle / "MODEL_CARD.md")
     return card

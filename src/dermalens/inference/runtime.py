@@ -159,6 +159,15 @@ class _OpenVINO:
         for _ in range(self.parallel):
             self.idle.put(self.compiled.create_infer_request())
         self.pool = ThreadPoolExecutor(self.parallel, thread_name_prefix="dermalens-openvino")
+        self._warm_up()
+
+    def _warm_up(self):
+        """One inference on this thread before any other can start: the first use of OpenVINO's Python tensor
+        accessors initialises a static, and two threads arriving there at once deadlocked the server."""
+        inputs = {p.get_any_name(): np.zeros([d.get_length() if d.is_static else 1 for d in p.get_partial_shape()],
+                                             p.get_element_type().to_dtype())
+                  for p in self.compiled.inputs}
+        self.run(inputs)
 
     def run(self, inputs):
         request = self.idle.get()
