@@ -62,7 +62,8 @@ def main(argv=None):
     ap.add_argument("--concurrency", type=int, default=16)
     a = ap.parse_args(argv)
     from dermalens.inference.bundle import read_card
-    h, w = read_card(Path(a.model))["preprocessing"]["input_size"]
+    from dermalens.preprocess import PreprocessSpec
+    h, w = PreprocessSpec.from_dict(read_card(Path(a.model))["preprocessing"]).input_size
     servers = {
         "dermalens": [sys.executable, "-m", "dermalens.cli", "serve", "--port", "8765", "--model", a.model],
         "reference": [sys.executable, str(HERE / "reference_server.py"), "--port", "8766",
