@@ -143,26 +143,6 @@ def test_augmentations_keep_images_usable():
     assert rim[0, 0].mean() < 30 and rim[rim.shape[0] // 2, rim.shape[1] // 2].mean() > 30
 
 
-def test_artefacts_mark_the_image_and_come_as_often_to_both_kinds(monkeypatch):
-    """Marker ink, rulers, bubbles and stickers change pixels but keep the size, and both kinds of image get them at
-    the same rate (so they tell the check nothing about how a picture was taken)."""
-    from dermalens.train import modality_augment as aug
-    img = Image.open(PHONE[0]).convert("RGB")
-    for seed in range(12):
-        out = aug.artefacts(img, np.random.default_rng(seed))
-        assert out.size == img.size and out.mode == "RGB"
-        assert np.abs(np.asarray(out, np.int16) - np.asarray(img, np.int16)).max() > 40, seed
-    small, rates = img.resize((160, 120)), []
-    for f in (aug.augment_dermoscopic, aug.augment_clinical):
-        calls = []
-        monkeypatch.setattr(aug, "artefacts", lambda im, rng: calls.append(1) or im)
-        rng = np.random.default_rng(1)
-        for _ in range(300):
-            f(small, rng)
-        rates.append(len(calls) / 300)
-    assert all(abs(r - aug.ARTEFACT_RATE) < 0.1 for r in rates) and abs(rates[0] - rates[1]) < 0.1, rates
-
-
 def test_threshold_rule_is_the_strictest_that_keeps_every_check_set():
     from dermalens.data.modality_sets import GateImage
     from dermalens.train.modality_gate import choose_threshold
