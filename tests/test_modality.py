@@ -194,3 +194,4 @@ def test_bf16_figures_sit_beside_the_fitted_ones(card):
         assert r["n"] == fitted[key]["n"], key
         if key[2] == "":
             assert abs(r["passed"] - fitted[key]["passed"]) <= 0.01, key
+

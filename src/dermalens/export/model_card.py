@@ -192,6 +192,7 @@ def write_model_card(card: dict, path: Path) -> None:
                          f"{_f(e.get('auroc'))} | {e['support']} |")
         lines.append("")
     lines += _subgroup_lines(m)
+    lines += _precision_lines(card)
     if "explanations" in card:
         e = card["explanations"]
         lines += ["## Explanations (Grad-CAM vs lesion masks, test split)",
@@ -251,6 +252,33 @@ def _input_checks(ood: dict) -> list[str]:
     if ood.get("min_short_side"):
         checks.append(f"its short side, as sent, is below {ood['min_short_side']} pixels")
     return checks
+
+
+def _precision_lines(card: dict) -> list[str]:
+    """The same figures at each inference precision (evaluate --precision ... --record-in-card, gate-check)."""
+    by = card.get("metrics_by_precision")
+    if not by:
+        return []
+    lines = ["## Inference precision",
+             "The runtime picks bf16 where the CPU computes it (AMX / AVX512-BF16) and fp32 elsewhere; the image-only "
+             "figures at each (nothing was chosen on them):", "",
+             "| precision | split | macro AUROC | balanced accuracy | malignant sens / spec | ECE |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for precision, entry in sorted(by.items()):
+        for split in ("validation", "test"):
+            if split in entry:
+                f, mal = entry[split], entry[split].get("malignant", {})
+                lines.append(f"| {precision} ({entry.get('runtime', '?')}) | {split} | {_f(f.get('macro_auroc'))} | "
+                             f"{_f(f.get('balanced_accuracy'))} | {_f(mal.get('sensitivity'))} / "
+                             f"{_f(mal.get('specificity'))} | {_f(f.get('ece'))} |")
+    gate = card.get("modality", {}).get("figures_by_precision", {})
+    for precision, entry in sorted(gate.items()):
+        lines += ["", f"Image-type check at {precision} ({entry['runtime']}), check and held-out parts: "
+                  + "; ".join(f"{r['set']} {r['part']} {100 * (r['passed'] if r['dermoscopic'] else r['flagged']):.1f} %"
+                              f" {'passed' if r['dermoscopic'] else 'flagged'}"
+                              for r in entry["figures"] if not r["stratum"])
+                  + f" (`{entry['command']}`)."]
+    return lines + [""]
 
 
 def _rate(table: list[dict], s: str, part: str, stratum: str = "") -> str:
