@@ -34,11 +34,19 @@ def structured_input(served, mean, std) -> dict:
             "layout": "NCHW, RGB, normalised by preprocessing.mean/std after scaling to [0, 1]"}
 
 
-def structured_outputs(codes: list[str], features_chw) -> dict:
+def to_probabilities(n_members: int) -> str:
+    """How the bundle's probabilities follow from its graphs' logits (inference.members.combine)."""
+    if n_members == 1:
+        return "softmax(logits / temperature)"
+    return ("each member m: softmax(logits_m / members[m].temperature); the bundle: softmax(log(plain mean of the "
+            "members' probabilities) / temperature)")
+
+
+def structured_outputs(codes: list[str], features_chw, n_members: int = 1) -> dict:
     return {
         "logits": {"type": "logits", "format": "classes", "shape": ["N", len(codes)], "num_channels": len(codes),
                    "dtype": "float32", "is_onehot": False, "channel_def": {str(i): c for i, c in enumerate(codes)},
-                   "to_probabilities": "softmax(logits / temperature)"},
+                   "to_probabilities": to_probabilities(n_members)},
         "features": {"type": "feature_maps", "shape": ["N", *features_chw], "num_channels": int(features_chw[0]),
                      "spatial_shape": list(features_chw[1:]), "dtype": "float32",
                      "use": "last feature maps: Grad-CAM with head.npz, and (pooled) the OOD gate"},

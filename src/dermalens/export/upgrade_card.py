@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..card_terms import from_card, is_timm_form, to_card
 from .card_fields import (clean_recipe, feature_shape, hardware_by_stage, structured_input, structured_outputs,
-                          test_summary, with_changelog)
+                          test_summary, to_probabilities, with_changelog)
 from .model_card import write_model_card
 
 # The shipped line's history, before cards carried a changelog. Each entry's figures are that bundle's own
@@ -77,6 +77,8 @@ def upgrade_card(card: dict, bundle_dir: Path) -> dict:
         main = next(e for e in member_entries(card) if e["name"] == features_member(card))
         card["outputs"] = structured_outputs(codes, feature_shape(Path(bundle_dir) / main["graph"],
                                                                   main.get("input_size", served)))
+    from ..inference.members import member_entries
+    card["outputs"]["logits"]["to_probabilities"] = to_probabilities(len(member_entries(card)))
     if "recipe" in card:
         card["recipe"] = clean_recipe(card["recipe"])
     training = card.get("training")
@@ -100,7 +102,7 @@ def finish_export(card: dict, bundle_dir: Path, previous: dict | None, summary: 
         earlier = upgrade_card(previous, bundle_dir)["changelog"] if "preprocessing" in previous else None
     card = {**card, "changelog": with_changelog(card, earlier, summary or "exported")}
     card = upgrade_card(card, bundle_dir)
-    (bundle_dir / "card.json").write_text(json.dumps(card, indent=2))
+    (bundle_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     write_model_card(card, bundle_dir / "MODEL_CARD.md")
     return card
 
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
     if a.check:
         print(f"{path}: {'up to date' if new == card else 'needs upgrading'}")
         return 0 if new == card else 1
-    path.write_text(json.dumps(new, indent=2))
+    path.write_text(json.dumps(new, indent=2) + "\n")
     write_model_card(new, bundle / "MODEL_CARD.md")
     print(f"{path}: {'already up to date' if new == card else 'upgraded'}; {bundle / 'MODEL_CARD.md'} regenerated")
     return 0
