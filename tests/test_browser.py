@@ -106,6 +106,7 @@ def test_a_phone_photo_is_refused_with_the_reason_in_words(browser, ui_url, arti
     assert "ordinary photo, not a dermoscopic image" in text and "only reads dermoscopic images" in text
     assert page.get_attribute("#ood li", "data-code") == "not_dermoscopic"
     assert not page.is_visible("#summary") and not page.is_visible("#bars") and not page.is_visible("#risk-level")
+    assert not page.is_visible("#heat") and not page.is_visible("#overlay")  # no heat-map offered either
     page.screenshot(path=str(artifacts / "web_not_dermoscopic.png"), full_page=True)
 
 

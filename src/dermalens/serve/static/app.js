@@ -104,6 +104,7 @@
     ood.hidden = inDist;
     $("summary").hidden = !inDist;
     $("scores").hidden = !inDist;  // no class scores for an image that was not assessed
+    $("explain").hidden = !inDist;  // nor a heat-map: there is no class for it to explain
     if (!inDist) {
       // No diagnosis at all: the reasons, in words, and what to send instead.
       ood.innerHTML = "";
@@ -120,6 +121,7 @@
       rec.textContent = r.risk.recommendation;
       ood.append(h, ul, rec);
       $("overlay").hidden = true;
+      $("overlay").removeAttribute("src");  // an earlier image's heat-map must not come back with the checkbox
       $("model-info").textContent = "Model: " + r.model.name + " " + r.model.version;
       return;
     }
