@@ -84,7 +84,8 @@ def test_card_figures_are_the_committed_scores(shipped_bundle, card):
     """Every pass / flag rate in card.json follows from report/gate_scores.csv and the card's threshold, and
     the threshold from the scores of the check part by the card's rule."""
     from dermalens.data.modality_sets import GateImage
-    from dermalens.train.modality_gate import choose_threshold, rates
+    from dermalens.evaluate.gate_figures import rates
+    from dermalens.train.modality_gate import choose_threshold
     g = card["modality"]
     rows = list(csv.DictReader(open(shipped_bundle / g["scores"])))
     items = [GateImage(Path(r["image"]), r["set"], int(r["dermoscopic"]), r["part"], "", r["stratum"]) for r in rows]

@@ -9,7 +9,7 @@ from dermalens.data import load_ham10000, select_split, split_sha256
 from dermalens.evaluate.explain_eval import gradcam_mask_scores
 from dermalens.evaluate.ood_set import synthetic_images
 from dermalens.inference import Predictor
-from conftest import FIXTURES, HAM, MINI, SHIPPED, SPLIT_FILE
+from conftest import FIXTURES, HAM, MINI, SPLIT_FILE
 
 ham_only = pytest.mark.skipif(not (HAM / "HAM10000_metadata.csv").is_file(), reason="needs ../shared/data/ham10000")
 
@@ -244,11 +244,3 @@ print("ok without torch")
     assert r.returncode == 0 and "ok without torch" in r.stdout, r.stderr[-3000:]
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["n"] == 49
 
-
-@pytest.mark.parametrize("name", ["dermalens", "dermalens-lite2"])
-def test_model_card_is_written_from_card_json(name, tmp_path):
-    """MODEL_CARD.md holds no figure of its own: it is what export.model_card writes from the committed card.json."""
-    from dermalens.export.model_card import write_model_card
-    bundle = SHIPPED.parent / name
-    write_model_card(json.loads((bundle / "card.json").read_text()), tmp_path / "MODEL_CARD.md")
-    assert (tmp_path / "MODEL_CARD.md").read_text() == (bundle / "MODEL_CARD.md").read_text()

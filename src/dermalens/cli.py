@@ -139,8 +139,7 @@ def cmd_external_check(a):
 
 
 def cmd_gate_check(a):
-    from .evaluate.gate_precision import gate_rates, record_in_card
-    from .train.modality_gate import print_rates
+    from .evaluate.gate_figures import gate_rates, print_rates, record_in_card
     table, info = gate_rates(Path(a.model), Path(a.data), Path(a.split_file), a.runtime, a.precision)
     print(f"image-type check, {info['runtime']} {info['precision']}, check and held-out parts:")
     print_rates(table)

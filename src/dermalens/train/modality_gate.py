@@ -20,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.modality_sets import DERMOSCOPIC, PARTS, GateImage  # noqa: F401 (PARTS: re-exported for export)
+from ..evaluate.gate_figures import print_rates, rates  # noqa: F401 (the fit prints and records them)
 from ..evaluate.ood_set import skimage_photos, synthetic_images
 from ..inference.modality import ModalityGate
 from ..preprocess import PreprocessSpec, load_rgb
@@ -115,26 +116,3 @@ def choose_threshold(p: np.ndarray, items: list[GateImage]) -> float:
         k = int(np.floor((1 - target) * len(scores) + 1e-9))
         limits.append(float(scores[k]))
     return min(limits)
-
-
-def rates(p: np.ndarray, items: list[GateImage], threshold: float) -> list[dict]:
-    """Per collection and part (and HAM10000 class / isic_archive source): n and the share passed."""
-    keys: dict[tuple, list[int]] = {}
-    for i, it in enumerate(items):
-        keys.setdefault((it.set, it.part, ""), []).append(i)
-        if it.set in ("ham10000", "isic_archive"):
-            keys.setdefault((it.set, it.part, it.stratum), []).append(i)
-    out = []
-    for (s, part, stratum), idx in sorted(keys.items()):
-        passed = float((p[idx] >= threshold).mean())
-        out.append({"set": s, "part": part, "stratum": stratum, "n": len(idx), "dermoscopic": items[idx[0]].label == 1,
-                    "passed": round(passed, 4), "flagged": round(1 - passed, 4)})
-    return out
-
-
-def print_rates(table: list[dict]) -> None:
-    print(f"{'collection':18s} {'part':8s} {'stratum':24s} {'n':>5s} {'kind':>12s} {'passed':>7s} {'flagged':>7s}")
-    for r in table:
-        kind = "dermoscopic" if r["dermoscopic"] else "clinical"
-        print(f"{r['set']:18s} {r['part']:8s} {r['stratum']:24s} {r['n']:5d} {kind:>12s} "
-              f"{r['passed']:7.1%} {r['flagged']:7.1%}")

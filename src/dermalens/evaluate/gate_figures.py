@@ -1,4 +1,5 @@
-"""The image-type check's pass / flag rates at one inference precision, beside the fitted (fp32) ones.
+"""The image-type check's pass / flag rates per collection and part (`rates`), and at one inference precision
+beside the fitted (fp32) ones (`gate_rates`).
 
     dermalens gate-check --model models/dermalens --precision bf16 --record-in-card
 
@@ -16,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.modality_sets import gate_images
+from ..data.modality_sets import GateImage, gate_images
 from ..inference.modality import load_gate
 from ..preprocess import PreprocessSpec
-from ..train.modality_gate import rates
 
 
 def gate_rates(bundle: Path, data: Path, split_file: Path, runtime: str, precision: str) -> tuple[list[dict], dict]:
@@ -44,3 +44,26 @@ def record_in_card(bundle: Path, table: list[dict], runtime_info: dict) -> None:
                         f"--precision {runtime_info['precision']} --record-in-card"}
     card["modality"].setdefault("figures_by_precision", {})[runtime_info["precision"]] = entry
     path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def rates(p: np.ndarray, items: list[GateImage], threshold: float) -> list[dict]:
+    """Per collection and part (and HAM10000 class / isic_archive source): n and the share passed."""
+    keys: dict[tuple, list[int]] = {}
+    for i, it in enumerate(items):
+        keys.setdefault((it.set, it.part, ""), []).append(i)
+        if it.set in ("ham10000", "isic_archive"):
+            keys.setdefault((it.set, it.part, it.stratum), []).append(i)
+    out = []
+    for (s, part, stratum), idx in sorted(keys.items()):
+        passed = float((p[idx] >= threshold).mean())
+        out.append({"set": s, "part": part, "stratum": stratum, "n": len(idx), "dermoscopic": items[idx[0]].label == 1,
+                    "passed": round(passed, 4), "flagged": round(1 - passed, 4)})
+    return out
+
+
+def print_rates(table: list[dict]) -> None:
+    print(f"{'collection':18s} {'part':8s} {'stratum':24s} {'n':>5s} {'kind':>12s} {'passed':>7s} {'flagged':>7s}")
+    for r in table:
+        kind = "dermoscopic" if r["dermoscopic"] else "clinical"
+        print(f"{r['set']:18s} {r['part']:8s} {r['stratum']:24s} {r['n']:5d} {kind:>12s} "
+              f"{r['passed']:7.1%} {r['flagged']:7.1%}")
