@@ -146,6 +146,7 @@ class _OpenVINO:
         self.input_shapes = {p.get_any_name(): _ov_shape(p) for p in model.inputs}
         if views is not None:
             model = _normalising(model, *views)
+        # Not pinned: pinned streams of different graphs share core 0, and the graphs of one image then queue there.
         config = {"PERFORMANCE_HINT": mode.upper(), "INFERENCE_NUM_THREADS": threads,
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32", "ENABLE_CPU_PINNING": False}
         self.compiled = core.compile_model(model, "CPU", config)
