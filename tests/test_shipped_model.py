@@ -243,4 +243,3 @@ print("ok without torch")
                        env={**__import__("os").environ, "DERMALENS_MODEL": str(shipped_bundle)})
     assert r.returncode == 0 and "ok without torch" in r.stdout, r.stderr[-3000:]
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["n"] == 49
-

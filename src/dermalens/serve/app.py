@@ -114,8 +114,9 @@ class Engine:
 
     A request is decoded in a pool sized to the cores (Pillow releases the GIL), then predicted in a
     pool of at least two threads (more where the runtime runs more requests at once), so one request's
-    numpy work overlaps another's networks; inference releases the GIL; the event loop only moves bytes. No dynamic batching: on a CPU a batch costs
-    as much per image as single runs, and it made every request wait for the slowest of its batch.
+    numpy work overlaps another's networks; inference releases the GIL; the event loop only moves bytes.
+    No dynamic batching: on a CPU a batch costs as much per image as single runs, and it made every
+    request wait for the slowest of its batch.
     At most `max_queue` requests are admitted at once; more get a 503 at once instead of waiting."""
 
     def __init__(self, settings: Settings):
@@ -136,7 +137,8 @@ class Engine:
             log.error("model not loaded: %s", e)
             return
         self.decoder = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="dermalens-decode")
-        self.runner = ThreadPoolExecutor(max(2, self.predictor.bundle.model.in_flight), thread_name_prefix="dermalens-infer")
+        self.runner = ThreadPoolExecutor(max(2, self.predictor.bundle.model.in_flight),
+                                         thread_name_prefix="dermalens-infer")
 
     def close(self):
         for pool in (self.decoder, self.runner):
