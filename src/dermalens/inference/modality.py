@@ -42,6 +42,8 @@ class ModalityGate:
     def start(self, pixels: np.ndarray, batch_size: int = 16) -> Callable[[], np.ndarray]:
         """Queue the check on `pixels` and return at once; calling the result waits for the probabilities.
         The predictor starts it before the classifier's networks, so the three graphs run side by side."""
+        if not len(pixels):
+            return lambda: np.zeros(0)
         running = [self.model.submit(self._input(pixels[i:i + batch_size])) for i in range(0, len(pixels), batch_size)]
         return lambda: self.probability_from_features(np.concatenate([f.result()["features"] for f in running]))
 
