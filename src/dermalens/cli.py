@@ -280,6 +280,19 @@ def cmd_bench(a):
     bench_main(["--model", a.model, "--repeat", str(a.repeat)] + (["--images", a.images] if a.images else []))
 
 
+def _gate_data_arguments(parser, model_help: str) -> None:
+    """--model, --data, --split-file of the commands that read the image-type check's five collections."""
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=model_help)
+    parser.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
+                        help="folder holding ham10000/, isic_archive/, isic2017_sample/, pad_ufes_20/, sd198_clinical/")
+    parser.add_argument("--split-file", default=DEFAULT_SPLIT_FILE)
+
+
+def _runtime_arguments(parser) -> None:
+    parser.add_argument("--runtime", choices=["openvino", "onnxruntime"], help="default: openvino when installed")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 where the CPU has it, else fp32")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.splits import DEFAULT_SEED
     p = argparse.ArgumentParser(prog="dermalens", description=(
@@ -344,10 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fg = sub.add_parser("fit-gate", help="fit the image-type (modality) check and write it into a bundle "
                                           "(needs the training install and ../shared/data's five collections)")
-    fg.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder to add the check to")
-    fg.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
-                    help="folder holding ham10000/, isic_archive/, isic2017_sample/, pad_ufes_20/, sd198_clinical/")
-    fg.add_argument("--split-file", default=DEFAULT_SPLIT_FILE)
+    _gate_data_arguments(fg, "bundle folder to add the check to")
     fg.add_argument("--version", required=True, help="the bundle's new version (the check changes what it answers)")
     fg.add_argument("--cache", default="cache/gate", help="feature cache folder ('' for none)")
     fg.add_argument("--changes", metavar="TEXT", help="what this version changes, for the card's changelog")
@@ -355,12 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     gc = sub.add_parser("gate-check", help="the image-type check's pass / flag rates at one inference precision "
                                            "(check and held-out parts); --record-in-card writes them beside the fitted ones")
-    gc.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder")
-    gc.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
-                    help="folder holding ham10000/, isic_archive/, isic2017_sample/, pad_ufes_20/, sd198_clinical/")
-    gc.add_argument("--split-file", default=DEFAULT_SPLIT_FILE)
-    gc.add_argument("--runtime", choices=["openvino", "onnxruntime"], default=None, help="default: openvino when installed")
-    gc.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="default: bf16 where the CPU has it")
+    _gate_data_arguments(gc, "bundle folder")
+    _runtime_arguments(gc)
     gc.add_argument("--record-in-card", action="store_true")
     gc.set_defaults(func=cmd_gate_check)
 
@@ -390,8 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "HAM10000 split: the data set's HAM10000_metadata.csv")
     ev.add_argument("--no-metadata", action="store_true", help="image-only figures, no subgroups")
     ev.add_argument("--out", help="report folder (default reports/NAME-SPLIT)")
-    ev.add_argument("--runtime", choices=["openvino", "onnxruntime"], help="default: openvino when installed")
-    ev.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 where the CPU has it, else fp32")
+    _runtime_arguments(ev)
     ev.add_argument("--record-in-card", action="store_true",
                     help="write these figures into the bundle's card.json under metrics_by_precision")
     ev.set_defaults(func=cmd_evaluate)

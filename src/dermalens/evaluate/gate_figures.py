@@ -30,9 +30,10 @@ def gate_rates(bundle: Path, data: Path, split_file: Path, runtime: str, precisi
     spec = PreprocessSpec.from_dict(card["preprocessing"])
     gate = load_gate(Path(bundle), card["modality"], runtime=runtime, precision=precision, mode="throughput")
     items = [it for it in gate_images(Path(data), Path(split_file)) if it.part != "fit"]
-    with ThreadPoolExecutor(2) as pool:
-        views = list(pool.map(lambda it: spec.to_uint8(it.path), items))
-    p = np.concatenate([gate.probability(np.stack(views[i:i + 32])) for i in range(0, len(views), 32)])
+    with ThreadPoolExecutor(2) as pool:  # a chunk of decoded views at a time, not all 5,000
+        p = np.concatenate([gate.probability(np.stack(list(pool.map(lambda it: spec.to_uint8(it.path),
+                                                                    items[i:i + 64]))))
+                            for i in range(0, len(items), 64)])
     return rates(p, items, gate.threshold), gate.model.describe()
 
 

@@ -71,13 +71,12 @@ def upgrade_card(card: dict, bundle_dir: Path) -> dict:
     spec = from_card(card["preprocessing"])
     served = spec["input_size"]
     card["input"] = structured_input(served, spec.get("mean", (0.5,) * 3), spec.get("std", (0.5,) * 3))
+    from ..inference.members import features_member, member_entries
     if not isinstance(card.get("outputs", {}).get("logits"), dict):
         codes = [c["code"] for c in card["classes"]]
-        from ..inference.members import features_member, member_entries
         main = next(e for e in member_entries(card) if e["name"] == features_member(card))
         card["outputs"] = structured_outputs(codes, feature_shape(Path(bundle_dir) / main["graph"],
                                                                   main.get("input_size", served)))
-    from ..inference.members import member_entries
     card["outputs"]["logits"]["to_probabilities"] = to_probabilities(len(member_entries(card)))
     if "recipe" in card:
         card["recipe"] = clean_recipe(card["recipe"])

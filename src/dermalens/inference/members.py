@@ -7,8 +7,9 @@ A card without "members" (every bundle before 3.0) is one member, `model.onnx` w
 which this is the old softmax(logits / T) exactly.
 
 Every member sees the bundle's one preprocessed view (card["preprocessing"]), resized to its own
-input size (preprocess.resize_views) and normalised by the runtime with its own mean and std; the member named by card["ensemble"]["features_member"]
-supplies the feature maps for the out-of-distribution check and Grad-CAM.
+input size (preprocess.resize_views) and normalised by the runtime with its own mean and std; the
+member named by card["ensemble"]["features_member"] supplies the feature maps for the out-of-distribution
+check and Grad-CAM.
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ Numpy, Pillow and the serving runtime only (inference.runtime).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image

@@ -12,6 +12,7 @@ elsewhere; DERMALENS_RUNTIME=onnxruntime|openvino and DERMALENS_PRECISION=fp32|b
 """
 from __future__ import annotations
 
+import functools
 import os
 import queue
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -81,6 +82,7 @@ def choose_precision(runtime: str, precision: str | None = None) -> str:
     return precision
 
 
+@functools.cache
 def single_threaded_numpy():
     """Keep numpy's BLAS on one thread once a network is compiled: its idle threads spin after every
     small product (the OOD distance, the image-type check's head) and take the cores from the runtime's
