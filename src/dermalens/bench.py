@@ -5,7 +5,8 @@
 Single-image latency (p50/p95) for preprocessing, inference, inference + TTA and Grad-CAM;
 preprocessing of a 12-megapixel JPEG (a dermoscope's size, made by upscaling the first image)
 with the reduced-scale decode and, for comparison, with a full decode; batch throughput over a
-folder of full-size JPEGs (decode + preprocess + inference); peak RSS.
+folder of full-size JPEGs (decode + preprocess + inference); each graph's forward pass on one core;
+peak RSS.
 """
 from __future__ import annotations
 
@@ -100,6 +101,11 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
     dt = time.perf_counter() - t
     results["batch"] = {"images": n_total, "batch_size": batch_size, "seconds": round(dt, 2),
                         "images_per_s": round(n_total / dt, 1)}
+    # What each graph costs one core (throughput-tuned: one thread per request), the floor under any throughput.
+    graphs = {m.name: (lambda m=m: m.run(one[None])) for m in fast.bundle.members}
+    if fast.bundle.gate is not None:
+        graphs["image-type check"] = lambda: fast.bundle.gate.features(one[None])
+    results["one_core_per_graph"] = {name: _time(fn, repeat // 2) for name, fn in graphs.items()}
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     results["rss_before_model_mb"] = round(rss_start, 1)
     return results
@@ -127,6 +133,8 @@ def main(argv=None):
     bt = res["batch"]
     print(f"  batch throughput (decode+preprocess+infer) {bt['images_per_s']:7.1f} images/s "
           f"({bt['images']} images, batch {bt['batch_size']})")
+    for k, v in res["one_core_per_graph"].items():
+        print(f"  one core: {k:36s} p50 {v['p50_ms']:7.2f} ms")
     print(f"  peak RSS {res['peak_rss_mb']:.0f} MB")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=2))

@@ -86,7 +86,7 @@ def choose_precision(runtime: str, precision: str | None = None) -> str:
 def single_threaded_numpy():
     """Keep numpy's BLAS on one thread once a network is compiled: its idle threads spin after every
     small product (the OOD distance, the image-type check's head) and take the cores from the runtime's
-    threads, which made a whole prediction a third slower (docs/benchmarks.md)."""
+    threads (docs/benchmarks.md)."""
     from threadpoolctl import threadpool_limits
     threadpool_limits(1, user_api="blas")
 
