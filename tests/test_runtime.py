@@ -129,3 +129,31 @@ def test_first_concurrent_predictions_do_not_deadlock(shipped_bundle):
         except subprocess.TimeoutExpired:
             pytest.fail("concurrent first predictions hung")
         assert "done" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_batches_in_flight_come_back_in_order(shipped_bundle, tta):
+    """forward queues each batch before collecting the one before: results stay in the images' order."""
+    pred = Predictor(shipped_bundle, precision="fp32")
+    pixels = np.stack([pred.load(p) for p in IMAGES[:7]])
+    probs, pooled, maps = pred.forward(pixels, tta=tta, batch_size=8 if tta else 2)
+    for i in range(len(pixels)):
+        p1, f1, m1 = pred.forward(pixels[i:i + 1], tta=tta)
+        assert np.allclose(probs[i], p1[0], atol=1e-5) and np.allclose(pooled[i], f1[0], atol=1e-4)
+        assert maps[i].shape == m1[0].shape
+
+
+def test_prepare_runs_before_the_inference(tiny_bundle):
+    bundle = load_bundle(tiny_bundle, runtime="openvino", precision="fp32")
+    x = Predictor(bundle).load(IMAGES[0])[None]
+    out = bundle.model.submit(x, prepare=lambda v: {"image": v}).result(timeout=60)
+    assert np.allclose(out["logits"], bundle.run(x)[0], atol=1e-5)
+
+
+def test_the_graphs_of_an_image_share_the_cores(shipped_bundle, monkeypatch):
+    from dermalens.inference.bundle import threads_per_graph
+    assert threads_per_graph(2, 3) == 1 and threads_per_graph(8, 3) == 2 and threads_per_graph(4, 1) == 4
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(6)))
+    assert threads_per_graph(None, 3) == 2
+    bundle = load_bundle(shipped_bundle, threads=6)  # two members and the image-type check
+    assert [m.model.threads for m in bundle.members] + [bundle.gate.model.threads] == [2, 2, 2]

@@ -73,7 +73,8 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
                  f"{b.spec.input_size[0]}x{b.spec.input_size[1]})",
         "image_size": list(map(int, __import__("PIL.Image", fromlist=["Image"]).open(paths[0]).size)),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, {b.model.runtime} {b.model.precision} "
-                   f"({b.model.mode}-tuned, {b.model.threads} threads)",
+                   f"({b.model.mode}-tuned; {len(b.members) + (b.gate is not None)} graphs per image side by side, "
+                   f"{b.model.threads} thread(s) each)",
         "runtime": b.model.describe(),
         "single_image": {
             "preprocess (decode + resize)": _time(lambda: pred.load(data[next(i) % len(data)]), repeat),

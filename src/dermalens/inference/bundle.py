@@ -10,8 +10,10 @@ that does not match its model is an error rather than silently wrong probabiliti
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -92,15 +94,22 @@ class Bundle:
     def probabilities(self, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 NHWC views (the card's preprocessing) -> (calibrated probabilities of the whole bundle,
         feature maps of the features member)."""
-        # every member at once: on two cores, two graphs side by side beat one graph on both
-        running = [(m, m.submit(views)) for m in self.members]
-        probs, feats = [], None
-        for m, fut in running:
-            out = fut.result()
-            probs.append(m.calibrated(out["logits"]))
-            if m is self.features_member:
-                feats = out["features"]
-        return combine(probs, self.temperature), feats
+        return self.start(views)()
+
+    def start(self, views: np.ndarray) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+        """Queue every member on `views` and return at once; calling the result waits for `probabilities`."""
+        # every member at once, the costliest first: the graphs of one image share the cores (load_bundle)
+        running = [(m, m.submit(views)) for m in sorted(self.members, key=lambda m: -m.cost)]
+
+        def collect():
+            probs, feats = {}, None
+            for m, fut in running:
+                out = fut.result()
+                probs[m.name] = m.calibrated(out["logits"])
+                if m is self.features_member:
+                    feats = out["features"]
+            return combine([probs[m.name] for m in self.members], self.temperature), feats
+        return collect
 
     def operating_point(self, with_metadata: bool) -> tuple[dict, np.ndarray]:
         """(thresholds, decision_bias) for a result with or without patient metadata: each mode has its
@@ -158,6 +167,7 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
     except (TypeError, ValueError) as e:
         raise BundleError(f"{path / 'card.json'}: bad preprocessing spec ({e})") from None
     compile_options = {"mode": mode, "runtime": runtime, "precision": precision}
+    threads = threads_per_graph(threads, len(member_entries(card)) + ("modality" in card))
     try:
         members = [open_member(path, e, threads, spec.interpolation, **compile_options) for e in member_entries(card)]
     except MemberError as e:
@@ -189,6 +199,13 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
         except (KeyError, TypeError, ValueError, rt.RuntimeUnavailable) as e:
             raise BundleError(f"{path / 'card.json'}: unusable modality check ({e})") from None
     return Bundle(path, card, spec, main.model, main.head_weight, main.head_bias, ood, members, metadata, gate)
+
+
+def threads_per_graph(threads: int | None, graphs: int) -> int:
+    """The cores (`threads`, default all this process may use) shared evenly by the graphs of one image, which
+    run side by side: each on its own share rather than all on every core, where they would wait on each other's
+    threads (docs/benchmarks.md)."""
+    return max(1, (threads or len(os.sched_getaffinity(0))) // max(1, graphs))
 
 
 def _check_io(model: "rt.CompiledModel", input_size, n_classes: int, onnx_path: Path):

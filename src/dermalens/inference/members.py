@@ -57,7 +57,12 @@ class Member:
 
     def submit(self, views: np.ndarray):
         """As `run`, but a Future of {"logits", "features"}: the graph runs while the caller goes on."""
-        return self.model.submit({"image": self.resized(views)})
+        return self.model.submit(views, prepare=lambda v: {"image": self.resized(v)})
+
+    @property
+    def cost(self) -> int:
+        """Pixels per view, a stand-in for the graph's cost: the costliest member is started first."""
+        return self.input_size[0] * self.input_size[1]
 
     def resized(self, views: np.ndarray) -> np.ndarray:
         """The bundle's uint8 NHWC views at this member's input size (the runtime normalises them)."""

@@ -44,7 +44,8 @@ class ModalityGate:
         The predictor starts it before the classifier's networks, so the three graphs run side by side."""
         if not len(pixels):
             return lambda: np.zeros(0)
-        running = [self.model.submit(self._input(pixels[i:i + batch_size])) for i in range(0, len(pixels), batch_size)]
+        running = [self.model.submit(pixels[i:i + batch_size], prepare=self._input)
+                   for i in range(0, len(pixels), batch_size)]
         return lambda: self.probability_from_features(np.concatenate([f.result()["features"] for f in running]))
 
     def probability_from_features(self, feats: np.ndarray) -> np.ndarray:

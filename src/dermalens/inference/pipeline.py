@@ -36,7 +36,7 @@ def predict_stream(predictor, paths: Iterable, tta: bool = False, explain: bool 
     """Yield (path, Prediction or ImageError) in input order. `patient`: one PatientMetadata (or None) per path."""
     paths = list(paths)
     cores = len(os.sched_getaffinity(0))
-    infer_threads = max(1, predictor.bundle.model.in_flight)
+    infer_threads = max(2, predictor.bundle.model.in_flight)  # one batch's numpy work beside another's graphs
     max_batches = max_batches or 2 * infer_threads + 2
     decoder = ThreadPoolExecutor(decode_threads or cores, thread_name_prefix="dermalens-decode")
     runner = ThreadPoolExecutor(infer_threads, thread_name_prefix="dermalens-infer")

@@ -157,26 +157,44 @@ class Predictor:
         `batch_size` counts network inputs, so TTA views share it (memory stays bounded).
         `metadata`: one PatientMetadata (or None) per image, fused when the bundle has a metadata model
         (`fuse` says for which rows it was used)."""
-        if tta:
-            batch_size = max(1, batch_size // (8 if pixels.shape[1] == pixels.shape[2] else 4))
-        probs, pooled, maps = [], [], []
-        for i in range(0, len(pixels), batch_size):
-            chunk = pixels[i:i + batch_size]
-            if tta:
-                views = _tta_views(chunk)
-                n, v = views.shape[:2]
-                p, feats = self.bundle.probabilities(views.reshape(n * v, *views.shape[2:]))
-                p = p.reshape(n, v, -1).mean(axis=1)
-                feats = feats.reshape(n, v, *feats.shape[1:])[:, 0]
-            else:
-                p, feats = self.bundle.probabilities(chunk)
-            probs.append(p)
-            pooled.append(feats.mean(axis=(2, 3)))
-            maps.append(feats)
-        probs = np.concatenate(probs)
+        probs, pooled, maps = self.start_forward(pixels, tta, batch_size)()
         if metadata is not None:
             probs, _ = self.fuse(probs, metadata)
-        return probs, np.concatenate(pooled), np.concatenate(maps)
+        return probs, pooled, maps
+
+    def start_forward(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 8):
+        """`forward` without the metadata, started at once: calling the result waits for it. The first
+        batch's networks run while the caller goes on; each later batch is queued before the one before
+        it is collected, so at most two batches are in flight."""
+        if tta:
+            batch_size = max(1, batch_size // (8 if pixels.shape[1] == pixels.shape[2] else 4))
+        chunks = [pixels[i:i + batch_size] for i in range(0, len(pixels), batch_size)]
+        first = self._start_batch(chunks[0], tta) if chunks else None
+
+        def collect():
+            probs, pooled, maps = [], [], []
+            running = first
+            for k in range(len(chunks)):
+                following = self._start_batch(chunks[k + 1], tta) if k + 1 < len(chunks) else None
+                p, feats = running()
+                probs.append(p)
+                pooled.append(feats.mean(axis=(2, 3)))
+                maps.append(feats)
+                running = following
+            return np.concatenate(probs), np.concatenate(pooled), np.concatenate(maps)
+        return collect
+
+    def _start_batch(self, chunk: np.ndarray, tta: bool):
+        if not tta:
+            return self.bundle.start(chunk)
+        views = _tta_views(chunk)
+        n, v = views.shape[:2]
+        running = self.bundle.start(views.reshape(n * v, *views.shape[2:]))
+
+        def collect():
+            p, feats = running()
+            return p.reshape(n, v, -1).mean(axis=1), feats.reshape(n, v, *feats.shape[1:])[:, 0]
+        return collect
 
     def fuse(self, probs: np.ndarray, metadata) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, used flags) after the bundle's metadata fusion (unchanged rows where none)."""
@@ -196,14 +214,17 @@ class Predictor:
         return None if self.bundle.gate is None else self.bundle.gate.probability(pixels)
 
     def reasons(self, pixels: np.ndarray, pooled: np.ndarray, source_sizes=None,
-                dermoscopic: np.ndarray | None = None) -> tuple[list[list[Reason]], dict]:
-        """Why each image is not assessed (an empty list: it is), and the scores behind it. `dermoscopic`: the
-        image-type check's probabilities when already computed (predict_pixels runs it beside the networks)."""
+                dermoscopic: np.ndarray | None = None, exposure: list | None = None) -> tuple[list[list[Reason]], dict]:
+        """Why each image is not assessed (an empty list: it is), and the scores behind it. `dermoscopic`,
+        `exposure`: the image-type check's probabilities and each image's exposure_reasons when already
+        computed (predict_pixels works them out while the networks run)."""
         scores = self.ood_scores(pooled)
         derm = self.dermoscopic(pixels) if dermoscopic is None else dermoscopic
+        if exposure is None:
+            exposure = [exposure_reasons(p, self.exposure_rules) for p in pixels]
         out = []
         for i in range(len(pixels)):
-            reasons = exposure_reasons(pixels[i], self.exposure_rules)
+            reasons = list(exposure[i])
             size = source_sizes[i] if source_sizes else None
             if size:
                 reasons += size_reasons(*size, self.min_short_side)
@@ -236,10 +257,12 @@ class Predictor:
         """`source_sizes`: (width, height) of each image as sent, for the size check; None skips it
         (the pixels alone no longer tell how small the image was). `metadata`: one PatientMetadata or
         None per image; each result says whether it was used (its thresholds follow)."""
+        networks = self.start_forward(pixels, tta=tta)  # the costliest graph first, then the check's
         gate = None if self.bundle.gate is None else self.bundle.gate.start(pixels)
-        probs, pooled, maps = self.forward(pixels, tta=tta)
+        exposure = [exposure_reasons(p, self.exposure_rules) for p in pixels]  # while the graphs run
+        probs, pooled, maps = networks()
         probs, used = self.fuse(probs, metadata)
-        all_reasons, checks = self.reasons(pixels, pooled, source_sizes, None if gate is None else gate())
+        all_reasons, checks = self.reasons(pixels, pooled, source_sizes, None if gate is None else gate(), exposure)
         scores, derm = checks["ood"], checks["dermoscopic"]
         mal = self.malignancy(probs)
         b = self.bundle

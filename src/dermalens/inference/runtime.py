@@ -5,6 +5,7 @@
     outputs = model.run({"image": x})                # -> {"logits": ..., "features": ...}
     model = compile(path, views=(mean, std))         # "image" takes uint8 NHWC views instead of NCHW floats
     future = model.submit({"image": x})              # concurrent.futures.Future of the same dict
+    future = model.submit(views, prepare=to_inputs)  # to_inputs(views) runs on the runtime's thread first
 
 Both runtimes read the bundle's ONNX file directly (no conversion step, nothing cached on disk).
 Precision: bf16 where the CPU computes it natively (AMX / AVX512-BF16, OpenVINO only), fp32
@@ -18,6 +19,7 @@ import queue
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -107,8 +109,11 @@ class CompiledModel:
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._impl.run(inputs)
 
-    def submit(self, inputs: dict[str, np.ndarray]) -> Future:
-        return self._impl.submit(inputs)
+    def submit(self, inputs, prepare: Callable | None = None) -> Future:
+        """`prepare`: inputs -> the dict to run, called on the runtime's thread (a resize there overlaps the
+        caller's work and the other graphs')."""
+        return self._impl.pool.submit(self._impl.run, inputs) if prepare is None else \
+            self._impl.pool.submit(lambda: self._impl.run(prepare(inputs)))
 
     @property
     def in_flight(self) -> int:
@@ -181,9 +186,6 @@ class _OpenVINO:
         finally:
             self.idle.put(request)
 
-    def submit(self, inputs) -> Future:
-        return self.pool.submit(self.run, inputs)
-
     def close(self):
         self.pool.shutdown(wait=True)
 
@@ -223,9 +225,6 @@ class _OnnxRuntime:
         if self.views is not None:
             inputs = {**inputs, "image": normalize_views(inputs["image"], *self.views)}
         return dict(zip(self.output_names, self.session.run(self.output_names, inputs)))
-
-    def submit(self, inputs) -> Future:
-        return self.pool.submit(self.run, inputs)
 
     def close(self):
         self.pool.shutdown(wait=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -112,9 +111,10 @@ class _TooLarge(Exception):
 class Engine:
     """The predictor of one worker, loaded once at start-up.
 
-    A request is decoded in a pool sized to the cores (Pillow releases the GIL), then predicted in a
-    pool of at least two threads (more where the runtime runs more requests at once), so one request's
-    numpy work overlaps another's networks; inference releases the GIL; the event loop only moves bytes.
+    A request is decoded and predicted in one worker thread (Pillow and the runtime release the GIL; one
+    hand-over from the event loop, not two), in a pool of at least two threads (more where the runtime runs
+    more requests at once), so one request's decoding and numpy work overlap another's networks; the event
+    loop only moves bytes.
     No dynamic batching: on a CPU a batch costs as much per image as single runs, and it made every
     request wait for the slowest of its batch.
     At most `max_queue` requests are admitted at once; more get a 503 at once instead of waiting."""
@@ -125,8 +125,7 @@ class Engine:
         self.error: str | None = None
         self.admitted = 0
         self.lock = threading.Lock()
-        self.decoder: ThreadPoolExecutor | None = None
-        self.runner: ThreadPoolExecutor | None = None
+        self.workers: ThreadPoolExecutor | None = None
 
     def load(self):
         try:
@@ -136,14 +135,12 @@ class Engine:
             self.error = str(e)
             log.error("model not loaded: %s", e)
             return
-        self.decoder = ThreadPoolExecutor(len(os.sched_getaffinity(0)), thread_name_prefix="dermalens-decode")
-        self.runner = ThreadPoolExecutor(max(2, self.predictor.bundle.model.in_flight),
-                                         thread_name_prefix="dermalens-infer")
+        self.workers = ThreadPoolExecutor(max(2, self.predictor.bundle.model.in_flight),
+                                          thread_name_prefix="dermalens-predict")
 
     def close(self):
-        for pool in (self.decoder, self.runner):
-            if pool:
-                pool.shutdown(wait=False, cancel_futures=True)
+        if self.workers:
+            self.workers.shutdown(wait=False, cancel_futures=True)
 
     def admit(self):
         with self.lock:
@@ -177,7 +174,7 @@ class Engine:
         return img
 
     def prepare(self, data: bytes):
-        """Decode and preprocess (in a worker thread; Pillow releases the GIL)."""
+        """Decode and preprocess: (uint8 view, what the answer says of the image as sent)."""
         predictor = self.require()
         img = self.decode(data)
         width, height = upright_size(img)  # as displayed: the heat-map is turned back to it
@@ -192,7 +189,9 @@ class Engine:
             (folder / f"{hashlib.sha256(data).hexdigest()[:24]}.{(img.format or 'bin').lower()}").write_bytes(data)
         return pixels, info
 
-    def infer(self, pixels, tta: bool, explain: bool, info: dict, metadata: PatientMetadata | None = None) -> dict:
+    def infer(self, data: bytes, tta: bool, explain: bool, metadata: PatientMetadata | None = None) -> dict:
+        """Bytes -> the API's answer (in a worker thread)."""
+        pixels, info = self.prepare(data)
         p = self.predictor.predict_pixels(pixels[None], tta=tta, explain=explain,
                                           source_sizes=[(info["width"], info["height"])],
                                           metadata=None if metadata is None else [metadata])[0]
@@ -202,9 +201,8 @@ class Engine:
         self.require()
         self.admit()
         try:
-            loop = asyncio.get_running_loop()
-            pixels, info = await loop.run_in_executor(self.decoder, self.prepare, data)
-            return await loop.run_in_executor(self.runner, self.infer, pixels, tta, explain, info, metadata)
+            return await asyncio.get_running_loop().run_in_executor(self.workers, self.infer, data, tta, explain,
+                                                                    metadata)
         finally:
             self.release()
 
