@@ -27,7 +27,7 @@ class Settings:
     timeout_s: int = 30
     api_key: str | None = None  # when set, /predict* need the X-API-Key header
     upload_dir: str | None = None  # uploads are written to disk only when this is set
-    threads: int = 0  # inference threads; 0 = every core this process may use
+    threads: int = 0  # cores the graphs of an image share; 0 = every core this process may use
     max_queue: int = 64  # requests admitted at once; more are refused with 503 (not left waiting)
     infer_mode: str = "latency"  # runtime tuning (inference.runtime): "latency" or "throughput"
 

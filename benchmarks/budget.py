@@ -1,0 +1,147 @@
+"""Where a request's CPU time and the server's memory go: the budget behind issue 19's targets.
+
+    python benchmarks/budget.py [--requests 2000]
+
+Prints, for the 600x450 JPEG that `make bench-load` sends:
+1. each step of one prediction on its own (p50 ms, one thread unless said): what a request costs the cores;
+2. a real server on loopback at concurrency 16: the server process's CPU time per request and how busy the
+   cores were, so the throughput ceiling is cores / (core-ms per request);
+3. the resident memory the bundle's compiled graphs hold, loaded as the server loads them and with each
+   OpenVINO or allocator setting that might lower it.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dermalens import DEFAULT_MODEL
+from dermalens.serve.loadbench import DEFAULT_IMAGE, measure, request_body, start_server
+
+
+def p50_ms(fn, repeat: int = 200) -> float:
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return round(1000 * float(np.median(times)), 2)
+
+
+def steps(model: str, image: Path) -> dict:
+    from PIL import Image
+
+    from dermalens.inference import Predictor
+    from dermalens.inference.ood import exposure_reasons
+    from dermalens.preprocess import open_image
+    pred = Predictor(model, mode="throughput")  # one thread per graph, as each graph runs beside the others
+    b = pred.bundle
+    data = image.read_bytes()
+    body = request_body(image)
+    text = json.loads(body)["image"]
+    view = pred.load(data)[None]
+    _, pooled, _ = pred.forward(view)
+    out = {"JSON parse of the request body": p50_ms(lambda: json.loads(body)),
+           "base64 decode": p50_ms(lambda: base64.b64decode(text, validate=True)),
+           "JPEG decode": p50_ms(lambda: open_image(data).load()),
+           "decode + resize to the bundle's view": p50_ms(lambda: pred.load(data))}
+    for m in b.members:
+        if m.input_size != b.spec.input_size:
+            out[f"resize the view for {m.name}"] = p50_ms(lambda m=m: m.resized(view))
+        out[f"graph {m.name}"] = p50_ms(lambda m=m: m.model.run({"image": m.resized(view)}))
+    if b.gate is not None:
+        g = b.gate
+        out["resize the view for the image-type check"] = p50_ms(
+            lambda: np.stack([g.spec.to_uint8(Image.fromarray(p)) for p in view]))
+        out["graph image-type check"] = p50_ms(lambda: g.model.run(g._input(view)))
+    out["exposure checks"] = p50_ms(lambda: exposure_reasons(view[0], pred.exposure_rules))
+    out["OOD distance"] = p50_ms(lambda: pred.ood_scores(pooled))
+    answer = pred.predict_pixels(view)[0]
+    out["answer to JSON"] = p50_ms(lambda: json.dumps(answer.to_dict()))
+    return out
+
+
+def server_cpu(model: str, image: Path, requests: int, concurrency: int = 16) -> dict:
+    url, port = "http://127.0.0.1:8771", "8771"
+    proc = start_server([sys.executable, "-m", "dermalens.cli", "serve", "--port", port, "--model", model], url)
+    try:
+        body = request_body(image)
+        measure(url, body, 300, concurrency)  # warm-up
+
+        def cpu_s(pid):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        s0, c0, t0 = cpu_s(proc.pid), me.ru_utime + me.ru_stime, time.perf_counter()
+        res = measure(url, body, requests, concurrency)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        server, client, wall = cpu_s(proc.pid) - s0, me.ru_utime + me.ru_stime - c0, time.perf_counter() - t0
+    finally:
+        proc.terminate()
+        proc.wait()
+    cores = len(os.sched_getaffinity(0))
+    return {**res, "server core-ms per request": round(1000 * server / requests, 2),
+            "client core-ms per request": round(1000 * client / requests, 2),
+            "cores busy": f"{100 * (server + client) / (cores * wall):.0f} %",
+            "ceiling at this cost, requests/s": round(1000 * cores / (1000 * server / requests), 1)}
+
+
+def graph_memory(model: str, setting: str) -> float:
+    """MB of resident memory the bundle's graphs add once loaded and run (in a fresh process per setting)."""
+    code = f"""
+import ctypes, gc, numpy as np
+from pathlib import Path
+def rss():
+    return int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0].split()[1]) / 1024
+import openvino, dermalens.inference.runtime as rt
+from dermalens.inference import Predictor
+setting = {setting!r}
+if setting == 'CPU_RUNTIME_CACHE_CAPACITY=0':
+    rt._openvino_core().set_property('CPU', {{'CPU_RUNTIME_CACHE_CAPACITY': 0}})
+before = rss()
+p = Predictor({model!r})
+p.predict_pixels(np.zeros((1, *p.bundle.spec.input_size, 3), np.uint8) + 128)
+if setting == 'malloc_trim after loading':
+    gc.collect(); ctypes.CDLL('libc.so.6').malloc_trim(0)
+print(rss() - before)
+"""
+    env = dict(os.environ)
+    if setting.startswith("MALLOC_ARENA_MAX"):
+        env["MALLOC_ARENA_MAX"] = setting.split("=")[1]
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return round(float(out.stdout.split()[-1]), 1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--image", default=DEFAULT_IMAGE)
+    ap.add_argument("--requests", type=int, default=2000)
+    a = ap.parse_args(argv)
+    image = Path(a.image)
+    print(f"1. one prediction's steps, {image.name} ({len(image.read_bytes()) // 1000} kB), p50 ms:")
+    costs = steps(a.model, image)
+    for k, v in costs.items():
+        print(f"   {k:45s} {v:7.2f}")
+    print(f"   {'sum':45s} {sum(costs.values()) - costs['JPEG decode']:7.2f}  (JPEG decode is inside the "
+          f"decode + resize row)")
+    print(f"2. server at concurrency 16, {a.requests} requests:")
+    for k, v in server_cpu(a.model, image, a.requests).items():
+        print(f"   {k}: {v}")
+    print("3. resident memory the compiled graphs add, MB:")
+    for setting in ("as served", "CPU_RUNTIME_CACHE_CAPACITY=0", "malloc_trim after loading", "MALLOC_ARENA_MAX=2"):
+        print(f"   {setting:45s} {graph_memory(a.model, setting):7.1f}")
+
+
+if __name__ == "__main__":
+    main()
