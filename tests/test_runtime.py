@@ -157,3 +157,5 @@ def test_the_graphs_of_an_image_share_the_cores(shipped_bundle, monkeypatch):
     assert threads_per_graph(None, 3) == 2
     bundle = load_bundle(shipped_bundle, threads=6)  # two members and the image-type check
     assert [m.model.threads for m in bundle.members] + [bundle.gate.model.threads] == [2, 2, 2]
+    alone = load_bundle(shipped_bundle, threads=6, share_cores=False)  # evaluation: one graph at a time
+    assert [m.model.threads for m in alone.members] + [alone.gate.model.threads] == [6, 6, 6]

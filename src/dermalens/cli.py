@@ -124,7 +124,7 @@ def cmd_external_check(a):
     from .evaluate.external import external_check
     from .export.model_card import write_model_card
     from .inference import Predictor
-    out = external_check(Predictor(a.model), Path(a.data), a.part)
+    out = external_check(Predictor(a.model, share_cores=False), Path(a.data), a.part)
     for name, f in [("all", out["all"]), *out["by_source"].items()]:
         print(f"{name:16s} n {f['n']:5d}  macro AUROC {f['macro_auroc']:.3f}  malignant AUROC {f['malignant_auroc']:.3f}  "
               f"sens {f['sensitivity']:.3f} spec {f['specificity']:.3f}  bal.acc {f['balanced_accuracy']:.3f}  "
@@ -213,7 +213,7 @@ def cmd_evaluate(a):
     from .inference import Predictor
     if a.record_in_card and a.labels:
         raise ValueError("--record-in-card records the model's own val or test split; not with --labels")
-    predictor = Predictor(a.model, runtime=a.runtime, precision=a.precision)
+    predictor = Predictor(a.model, runtime=a.runtime, precision=a.precision, share_cores=False)
     print(f"runtime: {predictor.runtime_info['runtime']} {predictor.runtime_info['precision']}", file=sys.stderr)
     if a.labels:
         records = load_dataset(a.labels, missing="skip" if a.skip_missing else "error")

@@ -231,7 +231,7 @@ def _export_into(ck_paths: list[Path], out: Path, data_root, split_file, name, v
             "view": "every member sees the bundle's one preprocessed view (preprocessing), resized to its own "
                     "input size; the features member supplies the out-of-distribution features and Grad-CAM"}
     (out / "card.json").write_text(json.dumps(card, indent=2))
-    bundle = load_bundle(out, precision="fp32")  # headline figures at fp32 on every CPU (card: metrics.precision)
+    bundle = load_bundle(out, precision="fp32", share_cores=False)  # headline figures at fp32 on every CPU (card: metrics.precision)
     loader = Predictor(bundle)  # decodes exactly as serving will; its thresholds are placeholders yet
 
     # equivalence on real images, member by member
@@ -329,7 +329,7 @@ def _export_into(ck_paths: list[Path], out: Path, data_root, split_file, name, v
 
     # 5. test, through the serving engine only; read once, with and without metadata from one pass
     if evaluate_test:
-        predictor = Predictor(out)
+        predictor = Predictor(out, share_cores=False)
         t0 = time.time()
         res = evaluate_records(predictor, parts["test"], metadata=metas)
         card["metrics"]["test"] = res["metrics"]

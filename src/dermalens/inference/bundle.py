@@ -156,8 +156,11 @@ def read_card(path: Path) -> dict:
 
 
 def load_bundle(path: str | Path, threads: int | None = None, mode: str = "latency", runtime: str | None = None,
-                precision: str | None = None) -> Bundle:
-    """`mode`, `runtime`, `precision`: see inference.runtime.compile (defaults: fastest available here)."""
+                precision: str | None = None, share_cores: bool = True) -> Bundle:
+    """`mode`, `runtime`, `precision`: see inference.runtime.compile (defaults: fastest available here).
+    `threads`: the cores to use (default: all this process may use). `share_cores`: the graphs of an image run
+    side by side, so each gets an equal part of them (prediction); False gives each graph all of them, for jobs
+    that run one graph at a time or only the classifiers (evaluation)."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"{path}: model bundle folder not found")
@@ -167,7 +170,8 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
     except (TypeError, ValueError) as e:
         raise BundleError(f"{path / 'card.json'}: bad preprocessing spec ({e})") from None
     compile_options = {"mode": mode, "runtime": runtime, "precision": precision}
-    threads = threads_per_graph(threads, len(member_entries(card)) + ("modality" in card))
+    if share_cores:
+        threads = threads_per_graph(threads, len(member_entries(card)) + ("modality" in card))
     try:
         members = [open_member(path, e, threads, spec.interpolation, **compile_options) for e in member_entries(card)]
     except MemberError as e:

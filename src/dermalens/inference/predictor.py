@@ -134,10 +134,12 @@ def _tta_views(x: np.ndarray) -> np.ndarray:
 class Predictor:
     def __init__(self, bundle: str | Path | Bundle, threads: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "latency", runtime: str | None = None,
-                 precision: str | None = None):
-        """`mode`, `runtime`, `precision`: how model.onnx is compiled (inference.runtime.compile)."""
+                 precision: str | None = None, share_cores: bool = True):
+        """`mode`, `runtime`, `precision`: how the graphs are compiled (inference.runtime.compile); `threads`,
+        `share_cores`: how they use the cores (load_bundle; share_cores=False for evaluation, which runs only
+        the classifiers through `forward`)."""
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(
-            bundle, threads=threads, mode=mode, runtime=runtime, precision=precision)
+            bundle, threads=threads, mode=mode, runtime=runtime, precision=precision, share_cores=share_cores)
         self.max_pixels = max_pixels
         b = self.bundle
         self.model_info = {"name": b.card["name"], "version": b.card["version"],

@@ -29,7 +29,7 @@ def bundle_probabilities(bundles: list[str | Path], records, progress: bool = Tr
     out = []
     codes = None
     for path in bundles:
-        predictor = Predictor(path)
+        predictor = Predictor(path, share_cores=False)
         if codes is not None and predictor.bundle.codes != codes:
             raise ValueError(f"{path}: classes {predictor.bundle.codes} differ from the first bundle's {codes}")
         codes = predictor.bundle.codes
