@@ -196,30 +196,3 @@ def test_bf16_figures_sit_beside_the_fitted_ones(card):
         if key[2] == "":
             assert abs(r["passed"] - fitted[key]["passed"]) <= 0.01, key
 
-
-
-def test_a_second_look_counts_the_centre_only_where_the_first_refuses(predictor):
-    from dataclasses import replace
-    gate = predictor.bundle.gate
-    looking_twice = replace(gate, second_look=0.75)
-    views = np.stack([predictor.load(p) for p in PHONE + OTHER_DERMOSCOPY])
-    first = gate.probability(views)
-    centre = gate.probability_from_features(gate.model.run(looking_twice._centre_input(views))["features"])
-    both = looking_twice.probability(views)
-    refused = first < gate.threshold
-    assert refused.any() and (~refused).any()
-    assert np.allclose(both[refused], np.maximum(first, centre)[refused], atol=1e-6)
-    assert np.array_equal(both[~refused], first[~refused])  # a passing image is not looked at again
-    assert np.allclose(looking_twice.start(views)(), both, atol=1e-6)
-
-
-def test_a_bad_second_look_in_the_card_is_refused(tmp_path, shipped_bundle):
-    import shutil
-    from dermalens.inference import BundleError, load_bundle
-    bad = tmp_path / "bundle"
-    shutil.copytree(shipped_bundle, bad)
-    card = json.loads((bad / "card.json").read_text())
-    card["modality"]["second_look"] = 1.5
-    (bad / "card.json").write_text(json.dumps(card))
-    with pytest.raises(BundleError, match="second_look"):
-        load_bundle(bad)

@@ -3,14 +3,12 @@
 A small ImageNet-only network (`gate.onnx`, EfficientNet-Lite0) turns the pixels the classifier
 would read into channel statistics; a linear classifier on them (`gate.npz`: standardisation and
 weights, plain arrays, no pickle; further layers W1, b1, ... would be read as a ReLU network) gives
-the probability that the image is dermoscopic. Below the card's threshold the image is not assessed. A card
-with `second_look` (a centre fraction) has an image the first look refuses looked at once more, on the centre
-of its view; the larger probability counts (docs/decisions/modality-check.md).
+the probability that the image is dermoscopic. Below the card's threshold the image is not assessed.
 Numpy, Pillow and the serving runtime only (inference.runtime).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,14 +28,10 @@ class ModalityGate:
     spec: PreprocessSpec  # how the classifier's pixels are resized and normalised for gate.onnx
     weights: dict  # mean, scale, then W0, b0, W1, b1, ... (ReLU between layers, sigmoid at the end)
     threshold: float  # images whose probability of being dermoscopic is below this are not assessed
-    second_look: float | None = None  # centre fraction of the view looked at again where the first look refuses
 
-    def _input(self, pixels: np.ndarray, spec: PreprocessSpec | None = None) -> dict:
+    def _input(self, pixels: np.ndarray) -> dict:
         # uint8: the graph is compiled to normalise its input itself (compile_gate)
-        return {"image": np.stack([(spec or self.spec).to_uint8(Image.fromarray(p)) for p in pixels])}
-
-    def _centre_input(self, pixels: np.ndarray) -> dict:
-        return self._input(pixels, replace(self.spec, center_fraction=self.second_look))
+        return {"image": np.stack([self.spec.to_uint8(Image.fromarray(p)) for p in pixels])}
 
     def features(self, pixels: np.ndarray, batch_size: int = 16) -> np.ndarray:
         """uint8 NxHxWx3 (the classifier's view) -> N x D channel statistics."""
@@ -52,17 +46,7 @@ class ModalityGate:
             return lambda: np.zeros(0)
         running = [self.model.submit(pixels[i:i + batch_size], prepare=self._input)
                    for i in range(0, len(pixels), batch_size)]
-        return lambda: self._look_again(pixels, self.probability_from_features(
-            np.concatenate([f.result()["features"] for f in running])))
-
-    def _look_again(self, pixels: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """The second look, where the card asks for one, at the images the first look refuses."""
-        again = np.flatnonzero(p < self.threshold) if self.second_look else []
-        if len(again):
-            feats = self.model.run(self._centre_input(pixels[again]))["features"]
-            p = p.copy()
-            p[again] = np.maximum(p[again], self.probability_from_features(feats))
-        return p
+        return lambda: self.probability_from_features(np.concatenate([f.result()["features"] for f in running]))
 
     def probability_from_features(self, feats: np.ndarray) -> np.ndarray:
         w = self.weights
@@ -75,8 +59,8 @@ class ModalityGate:
         return 1.0 / (1.0 + np.exp(-h[:, 0].astype(np.float64)))
 
     def probability(self, pixels: np.ndarray) -> np.ndarray:
-        """Probability that each image is dermoscopic (after the second look, where the card has one)."""
-        return self._look_again(pixels, self.probability_from_features(self.features(pixels)))
+        """Probability that each image is dermoscopic."""
+        return self.probability_from_features(self.features(pixels))
 
 
 def load_gate(bundle_dir: Path, section: dict, threads: int | None = None, **compile_options) -> ModalityGate:
@@ -93,10 +77,7 @@ def load_gate(bundle_dir: Path, section: dict, threads: int | None = None, **com
         w = {k: z[k].astype(np.float32) for k in z.files}
     if not {"mean", "scale", "W0", "b0"} <= set(w):
         raise ValueError(f"{weights}: expected arrays mean, scale, W0, b0, ...; found {sorted(w)}")
-    second = section.get("second_look")
-    if second is not None and not (isinstance(second, (int, float)) and 0.5 <= second < 1):
-        raise ValueError(f"second_look must be a centre fraction from 0.5 to below 1, got {second!r}")
-    return ModalityGate(model, spec, w, float(section["threshold"]), second)
+    return ModalityGate(model, spec, w, float(section["threshold"]))
 
 
 def compile_gate(graph: Path, spec: PreprocessSpec, **compile_options) -> "rt.CompiledModel":
