@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -112,9 +113,9 @@ class Engine:
     """The predictor of one worker, loaded once at start-up.
 
     A request is decoded and predicted in one worker thread (Pillow and the runtime release the GIL; one
-    hand-over from the event loop, not two), in a pool of at least two threads (more where the runtime runs
-    more requests at once), so one request's decoding and numpy work overlap another's networks; the event
-    loop only moves bytes.
+    hand-over from the event loop, not two), in a pool sized to the cores and at least two threads (more where
+    the runtime runs more requests at once), so requests decode in parallel and one request's decoding and
+    numpy work overlap another's networks; the event loop only moves bytes.
     No dynamic batching: on a CPU a batch costs as much per image as single runs, and it made every
     request wait for the slowest of its batch.
     At most `max_queue` requests are admitted at once; more get a 503 at once instead of waiting."""
@@ -135,7 +136,8 @@ class Engine:
             self.error = str(e)
             log.error("model not loaded: %s", e)
             return
-        self.workers = ThreadPoolExecutor(max(2, self.predictor.bundle.model.in_flight),
+        cores = self.settings.threads or len(os.sched_getaffinity(0))
+        self.workers = ThreadPoolExecutor(max(2, cores, self.predictor.bundle.model.in_flight),
                                           thread_name_prefix="dermalens-predict")
 
     def close(self):
