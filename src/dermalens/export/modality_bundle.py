@@ -34,7 +34,7 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     gate = ModalityGate(compile_gate(graph, gate_spec, mode="throughput", runtime="onnxruntime", precision="fp32"),
                         gate_spec, {}, 0.5)
     if cache:
-        cache = Path(cache) / f"{card['name']}-{card['version']}"
+        cache = Path(cache) / f"{card['name']}-{card['version']}-{GATE_INPUT[0]}x{GATE_INPUT[1]}"  # features differ by size
         cache.mkdir(parents=True, exist_ok=True)
 
     items = gate_images(Path(data), Path(split_file))
