@@ -196,3 +196,17 @@ def test_bf16_figures_sit_beside_the_fitted_ones(card):
         if key[2] == "":
             assert abs(r["passed"] - fitted[key]["passed"]) <= 0.01, key
 
+
+
+def test_cached_gate_features_are_named_by_the_fit_recipe(monkeypatch):
+    pytest.importorskip("torch")  # the fit side (export.gate_graph) needs the training install
+    from dermalens.export import modality_bundle as mb
+    from dermalens.preprocess import PreprocessSpec
+    card, spec = {"name": "dermalens", "version": "3.0.0"}, PreprocessSpec(input_size=(256, 341))
+    name = mb._cache_name(card, spec)
+    assert name == mb._cache_name(card, spec) and name.startswith("dermalens-3.0.0-192x256-")
+    monkeypatch.setattr(mb.fit, "FIT_VIEWS", {**mb.fit.FIT_VIEWS, "pad_ufes_20": 5})
+    assert mb._cache_name(card, spec) != name  # another recipe never reads these features
+    monkeypatch.undo()
+    monkeypatch.setattr(mb, "GATE_INPUT", (168, 224))
+    assert mb._cache_name(card, spec) != name

@@ -3,6 +3,8 @@ card["modality"], report/gate_scores.csv, MODEL_CARD.md)."""
 from __future__ import annotations
 
 import csv
+import hashlib
+import inspect
 import json
 from pathlib import Path
 
@@ -12,13 +14,23 @@ from ..data.modality_sets import DERMOSCOPIC, gate_images
 from ..inference.bundle import read_card
 from ..inference.modality import GATE_GRAPH, GATE_WEIGHTS, ModalityGate, compile_gate
 from ..preprocess import PreprocessSpec
+from ..train import modality_augment as augment
 from ..train import modality_gate as fit
 from .gate_graph import BACKBONE, STAGES, export_gate_graph
 from .card_fields import with_changelog
 from .model_card import write_model_card
 
-GATE_INPUT = (168, 224)  # the Lite0 member's input size: the view at two thirds of 256x341
+GATE_INPUT = (192, 256)  # the classifier's 4:3 view at three quarters of 256x341: its texture at a cost of ~0.4 GFLOPs
 SCORES_FILE = "report/gate_scores.csv"
+
+
+def _cache_name(card: dict, net_spec: PreprocessSpec) -> str:
+    """Cached features are only reused for the same bundle view, check input size and fit recipe (augmentation,
+    views per image, seed): a cache named by the bundle alone once fed a refit the features of another recipe."""
+    recipe = "|".join([inspect.getsource(augment), repr(fit.FIT_VIEWS), repr(fit.SEED), repr(GATE_INPUT),
+                       json.dumps(net_spec.to_dict(), sort_keys=True)])
+    digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    return f"{card['name']}-{card['version']}-{GATE_INPUT[0]}x{GATE_INPUT[1]}-{digest}"
 
 
 def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cache: Path | None = None,
@@ -34,7 +46,7 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     gate = ModalityGate(compile_gate(graph, gate_spec, mode="throughput", runtime="onnxruntime", precision="fp32"),
                         gate_spec, {}, 0.5)
     if cache:
-        cache = Path(cache) / f"{card['name']}-{card['version']}-{GATE_INPUT[0]}x{GATE_INPUT[1]}"  # features differ by size
+        cache = Path(cache) / _cache_name(card, net_spec)
         cache.mkdir(parents=True, exist_ok=True)
 
     items = gate_images(Path(data), Path(split_file))
