@@ -20,7 +20,7 @@ from .gate_graph import BACKBONE, STAGES, export_gate_graph
 from .card_fields import with_changelog
 from .model_card import write_model_card
 
-GATE_INPUT = (256, 341)  # candidate: the classifier's whole view, unresized
+GATE_INPUT = (192, 256)  # the classifier's 4:3 view at three quarters of 256x341: its texture at a cost of ~0.4 GFLOPs
 SCORES_FILE = "report/gate_scores.csv"
 
 
