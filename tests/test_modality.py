@@ -202,11 +202,14 @@ def test_cached_gate_features_are_named_by_the_fit_recipe(monkeypatch):
     pytest.importorskip("torch")  # the fit side (export.gate_graph) needs the training install
     from dermalens.export import modality_bundle as mb
     from dermalens.preprocess import PreprocessSpec
+    from types import SimpleNamespace
     card, spec = {"name": "dermalens", "version": "3.0.0"}, PreprocessSpec(input_size=(256, 341))
-    name = mb._cache_name(card, spec)
-    assert name == mb._cache_name(card, spec) and name.startswith("dermalens-3.0.0-192x256-")
+    items = [SimpleNamespace(path=f"/data/{i}.jpg", label=i % 2, part="fit") for i in range(4)]
+    name = mb._cache_name(card, spec, items)
+    assert name == mb._cache_name(card, spec, items) and name.startswith("dermalens-3.0.0-192x256-")
+    assert mb._cache_name(card, spec, items[::-1]) != name  # the cache stores positions in this list
     monkeypatch.setattr(mb.fit, "FIT_VIEWS", {**mb.fit.FIT_VIEWS, "pad_ufes_20": 5})
-    assert mb._cache_name(card, spec) != name  # another recipe never reads these features
+    assert mb._cache_name(card, spec, items) != name  # another recipe never reads these features
     monkeypatch.undo()
     monkeypatch.setattr(mb, "GATE_INPUT", (168, 224))
-    assert mb._cache_name(card, spec) != name
+    assert mb._cache_name(card, spec, items) != name

@@ -143,11 +143,19 @@ def test_batches_in_flight_come_back_in_order(shipped_bundle, tta):
         assert maps[i].shape == m1[0].shape
 
 
-def test_prepare_runs_before_the_inference(tiny_bundle):
-    bundle = load_bundle(tiny_bundle, runtime="openvino", precision="fp32")
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_prepare_runs_on_the_runtimes_thread_before_the_inference(tiny_bundle, runtime):
+    import threading
+    bundle = load_bundle(tiny_bundle, runtime=runtime, precision="fp32")
     x = Predictor(bundle).load(IMAGES[0])[None]
-    out = bundle.model.submit(x, prepare=lambda v: {"image": v}).result(timeout=60)
+    threads = []
+
+    def prepare(v):
+        threads.append(threading.current_thread().name)
+        return {"image": v}
+    out = bundle.model.submit(x, prepare=prepare).result(timeout=60)
     assert np.allclose(out["logits"], bundle.run(x)[0], atol=1e-5)
+    assert threads and threads[0].startswith("dermalens-") and threads[0] != threading.current_thread().name
 
 
 def test_the_graphs_of_an_image_share_the_cores(shipped_bundle, monkeypatch):

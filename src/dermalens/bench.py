@@ -118,7 +118,7 @@ def main(argv=None):
     ap.add_argument("--images", help="folder of JPEG/PNG images (default: dermalens.defaults.bench_images)")
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    ap.add_argument("--threads", type=int, default=None, help="cores the graphs of an image share (default: all cores)")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args(argv)
     if not a.images:

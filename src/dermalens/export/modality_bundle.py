@@ -24,11 +24,14 @@ GATE_INPUT = (192, 256)  # the classifier's 4:3 view at three quarters of 256x34
 SCORES_FILE = "report/gate_scores.csv"
 
 
-def _cache_name(card: dict, net_spec: PreprocessSpec) -> str:
-    """Cached features are only reused for the same bundle view, check input size and fit recipe (augmentation,
-    views per image, seed): a cache named by the bundle alone once fed a refit the features of another recipe."""
-    recipe = "|".join([inspect.getsource(augment), repr(fit.FIT_VIEWS), repr(fit.SEED), repr(GATE_INPUT),
-                       json.dumps(net_spec.to_dict(), sort_keys=True)])
+def _cache_name(card: dict, net_spec: PreprocessSpec, items: list) -> str:
+    """Cached features are only reused for the same bundle view, backbone and stages, check input size, fit
+    recipe (augmentation, which views, how many, seed) and images in the same order (the cache stores positions):
+    a cache named by the bundle alone once fed a refit the features of another recipe."""
+    recipe = "|".join([inspect.getsource(augment), inspect.getsource(fit._views), repr(fit.FIT_VIEWS),
+                       repr(fit.SEED), repr(GATE_INPUT), BACKBONE, repr(STAGES),
+                       json.dumps(net_spec.to_dict(), sort_keys=True),
+                       *(f"{it.path}:{it.label}:{it.part}" for it in items)])
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     return f"{card['name']}-{card['version']}-{GATE_INPUT[0]}x{GATE_INPUT[1]}-{digest}"
 
@@ -45,11 +48,11 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     # fp32 onnxruntime: the probabilities committed in report/gate_scores.csv are the portable runtime's
     gate = ModalityGate(compile_gate(graph, gate_spec, mode="throughput", runtime="onnxruntime", precision="fp32"),
                         gate_spec, {}, 0.5)
+    items = gate_images(Path(data), Path(split_file))
     if cache:
-        cache = Path(cache) / _cache_name(card, net_spec)
+        cache = Path(cache) / _cache_name(card, net_spec, items)
         cache.mkdir(parents=True, exist_ok=True)
 
-    items = gate_images(Path(data), Path(split_file))
     feats, owner = [], []
     for s in sorted({it.set for it in items}):
         for part in fit.PARTS:

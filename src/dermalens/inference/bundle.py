@@ -160,7 +160,7 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
     """`mode`, `runtime`, `precision`: see inference.runtime.compile (defaults: fastest available here).
     `threads`: the cores to use (default: all this process may use). `share_cores`: the graphs of an image run
     side by side, so each gets an equal part of them (prediction); False gives each graph all of them, for jobs
-    that run one graph at a time or only the classifiers (evaluation)."""
+    that run the graphs one after another (evaluation: the classifiers over a split, then the check)."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"{path}: model bundle folder not found")
@@ -208,7 +208,8 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
 def threads_per_graph(threads: int | None, graphs: int) -> int:
     """The cores (`threads`, default all this process may use) shared evenly by the graphs of one image, which
     run side by side: each on its own share rather than all on every core, where they would wait on each other's
-    threads (docs/benchmarks.md)."""
+    threads (docs/benchmarks.md). Cores left over by the division (4 cores, 3 graphs) serve the next request's
+    decoding and graphs."""
     return max(1, (threads or len(os.sched_getaffinity(0))) // max(1, graphs))
 
 

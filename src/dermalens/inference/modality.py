@@ -41,7 +41,7 @@ class ModalityGate:
 
     def start(self, pixels: np.ndarray, batch_size: int = 16) -> Callable[[], np.ndarray]:
         """Queue the check on `pixels` and return at once; calling the result waits for the probabilities.
-        The predictor starts it before the classifier's networks, so the three graphs run side by side."""
+        The predictor starts it just after the classifier's networks, so the graphs of an image run side by side."""
         if not len(pixels):
             return lambda: np.zeros(0)
         running = [self.model.submit(pixels[i:i + batch_size], prepare=self._input)

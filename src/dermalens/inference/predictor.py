@@ -136,8 +136,8 @@ class Predictor:
                  max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "latency", runtime: str | None = None,
                  precision: str | None = None, share_cores: bool = True):
         """`mode`, `runtime`, `precision`: how the graphs are compiled (inference.runtime.compile); `threads`,
-        `share_cores`: how they use the cores (load_bundle; share_cores=False for evaluation, which runs only
-        the classifiers through `forward`)."""
+        `share_cores`: how they use the cores (load_bundle; share_cores=False for evaluation, which runs the
+        graphs one after another: the classifiers over a split, then the check)."""
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(
             bundle, threads=threads, mode=mode, runtime=runtime, precision=precision, share_cores=share_cores)
         self.max_pixels = max_pixels
@@ -259,7 +259,7 @@ class Predictor:
         """`source_sizes`: (width, height) of each image as sent, for the size check; None skips it
         (the pixels alone no longer tell how small the image was). `metadata`: one PatientMetadata or
         None per image; each result says whether it was used (its thresholds follow)."""
-        networks = self.start_forward(pixels, tta=tta)  # the costliest graph first, then the check's
+        networks = self.start_forward(pixels, tta=tta)  # the members, costliest first, then the check
         gate = None if self.bundle.gate is None else self.bundle.gate.start(pixels)
         exposure = [exposure_reasons(p, self.exposure_rules) for p in pixels]  # while the graphs run
         probs, pooled, maps = networks()
