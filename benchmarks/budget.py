@@ -21,21 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from dermalens import DEFAULT_MODEL
+from dermalens.bench import _time
 from dermalens.serve.loadbench import DEFAULT_IMAGE, measure, request_body, start_server
 
 
 def p50_ms(fn, repeat: int = 200) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return round(1000 * float(np.median(times)), 2)
+    return _time(fn, repeat)["p50_ms"]  # make bench's timer
 
 
 def steps(model: str, image: Path) -> dict:
