@@ -197,7 +197,6 @@ def test_bf16_figures_sit_beside_the_fitted_ones(card):
             assert abs(r["passed"] - fitted[key]["passed"]) <= 0.01, key
 
 
-
 def test_cached_gate_features_are_named_by_the_fit_recipe(monkeypatch):
     pytest.importorskip("torch")  # the fit side (export.gate_graph) needs the training install
     from dermalens.export import modality_bundle as mb

@@ -10,7 +10,6 @@ that does not match its model is an error rather than silently wrong probabiliti
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -210,7 +209,7 @@ def threads_per_graph(threads: int | None, graphs: int) -> int:
     run side by side: each on its own share rather than all on every core, where they would wait on each other's
     threads (docs/benchmarks.md). Cores left over by the division (4 cores, 3 graphs) serve the next request's
     decoding and graphs."""
-    return max(1, (threads or len(os.sched_getaffinity(0))) // max(1, graphs))
+    return max(1, rt.cores(threads) // max(1, graphs))
 
 
 def _check_io(model: "rt.CompiledModel", input_size, n_classes: int, onnx_path: Path):

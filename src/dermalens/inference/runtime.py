@@ -84,6 +84,11 @@ def choose_precision(runtime: str, precision: str | None = None) -> str:
     return precision
 
 
+def cores(threads: int | None = None) -> int:
+    """The cores to use: `threads`, or every core this process may use (SLURM's and containers' limits count)."""
+    return threads or len(os.sched_getaffinity(0))
+
+
 @functools.cache
 def single_threaded_numpy():
     """Keep numpy's BLAS on one thread once a network is compiled: its idle threads spin after every
@@ -112,8 +117,7 @@ class CompiledModel:
     def submit(self, inputs, prepare: Callable | None = None) -> Future:
         """`prepare`: inputs -> the dict to run, called on the runtime's thread (a resize there overlaps the
         caller's work and the other graphs')."""
-        return self._impl.pool.submit(self._impl.run, inputs) if prepare is None else \
-            self._impl.pool.submit(lambda: self._impl.run(prepare(inputs)))
+        return self._impl.pool.submit(lambda: self._impl.run(prepare(inputs) if prepare else inputs))
 
     @property
     def in_flight(self) -> int:
@@ -140,7 +144,7 @@ def compile(path: str | Path, mode: str = "latency", threads: int | None = None,
     path = Path(path)
     runtime = choose_runtime(runtime)
     precision = choose_precision(runtime, precision)
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = cores(threads)
     impl = (_OpenVINO if runtime == "openvino" else _OnnxRuntime)(path, mode, threads, precision, views)
     return CompiledModel(path, runtime, precision, mode, threads, impl.input_shapes, impl.output_shapes,
                          takes_views=views is not None, _impl=impl)

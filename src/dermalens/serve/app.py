@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import DISCLAIMER, __version__
 from ..inference import BundleError, Predictor
+from ..inference import runtime as rt
 from ..inference.metadata import MAX_AGE, SEXES, SITES, UNKNOWN, MetadataError, PatientMetadata
 from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, open_image, upright_size
 from .decode import SUPPORTED_MIME, ApiError, decode_image_string
@@ -136,8 +136,8 @@ class Engine:
             self.error = str(e)
             log.error("model not loaded: %s", e)
             return
-        cores = self.settings.threads or len(os.sched_getaffinity(0))
-        self.workers = ThreadPoolExecutor(max(2, cores, self.predictor.bundle.model.in_flight),
+        self.workers = ThreadPoolExecutor(max(2, rt.cores(self.settings.threads or None),
+                                              self.predictor.bundle.model.in_flight),
                                           thread_name_prefix="dermalens-predict")
 
     def close(self):
