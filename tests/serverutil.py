@@ -27,7 +27,7 @@ def running_server(model, env_extra=None, workers=1):
         deadline = time.time() + 60
         while True:
             try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                if httpx.get(url + "/health", timeout=2).status_code in (200, 503):  # 503: up, without a model
                     break
             except httpx.HTTPError:
                 pass

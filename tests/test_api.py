@@ -1,6 +1,7 @@
 """The REST API on a real server on loopback: responses, a bad-input corpus, limits, auth, fuzz."""
 import base64
 import io
+import os
 import struct
 import subprocess
 import sys
@@ -244,6 +245,10 @@ def test_api_key_and_limits(tiny_bundle, tmp_path):
         img = {"image": b64(LESION.read_bytes())}
         assert httpx.post(url + "/predict", json=img).status_code == 401
         assert httpx.post(url + "/predict", json=img, headers={"X-API-Key": "wrong"}).status_code == 401
+        # without the key, a bad body is not looked at: 401, not 422
+        r = httpx.post(url + "/predict", content=b"{not json", headers={"content-type": "application/json"})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        assert httpx.post(url + "/predict/upload", files={"file": ("a.jpg", LESION.read_bytes())}).status_code == 401
         assert httpx.get(url + "/health").status_code == 200  # health stays open
         r = httpx.post(url + "/predict", json=img, headers={"X-API-Key": "s3cret"})
         assert r.status_code == 413 and "longest side" in r.json()["error"]["message"]  # 200x150 > 100
@@ -260,7 +265,9 @@ def test_no_upload_is_written_by_default(api, tmp_path, monkeypatch):
 
 def test_missing_model_is_reported_not_crashed(tmp_path):
     with running_server(tmp_path / "no-such-bundle") as url:
-        h = httpx.get(url + "/health").json()
+        r = httpx.get(url + "/health")
+        h = r.json()
+        assert r.status_code == 503 and h["status"] == "degraded"  # up, but no traffic should be sent to it
         assert h["model_loaded"] is False and "not found" in h["error"]
         r = httpx.post(url + "/predict", json={"image": b64(LESION.read_bytes())})
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable"
@@ -276,3 +283,45 @@ def test_schema_fuzz_finds_no_server_error(api):
                         capture_output=True, text=True, timeout=600)
     assert rc.returncode == 0, rc.stdout[-4000:] + rc.stderr[-2000:]
     assert "Tested: 5" in rc.stdout and " passed" in rc.stdout, rc.stdout[-2000:]
+
+
+def test_a_chunked_body_over_the_limit_gets_413_not_a_vague_400(tiny_bundle):
+    with running_server(tiny_bundle, {"DERMALENS_MAX_BODY_BYTES": "100000"}) as url:
+        def chunks():  # no Content-Length: the body arrives in pieces
+            yield b'{"image": "'
+            for _ in range(30):
+                yield b"A" * 8192
+            yield b'"}'
+        r = httpx.post(url + "/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+        small = b'{"image": "' + b64(LESION.read_bytes()).encode() + b'"}'
+        r = httpx.post(url + "/predict", content=iter([small[:500], small[500:]]),
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 200 and r.json()["success"] is True  # a chunked body under the limit still works
+
+
+def test_two_files_in_one_upload_are_refused_not_half_read(api):
+    r = api.post("/predict/upload", files=[("file", ("a.jpg", LESION.read_bytes(), "image/jpeg")),
+                                           ("file", ("b.jpg", LESION.read_bytes(), "image/jpeg"))])
+    assert r.status_code == 422 and "/predict/batch" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("metadata, status", [({"age": True}, 422), ({"age": "nan"}, 422),
+                                              ({"sex": "Male", "site": "lower_extremity"}, 200)])
+def test_metadata_reads_as_the_upload_form_does(api, metadata, status):
+    r = api.post("/predict", json={"image": b64(LESION.read_bytes()), "metadata": metadata})
+    assert r.status_code == status, r.text
+    if status == 422:
+        assert "metadata.age" in r.json()["error"]["message"]
+    else:
+        assert r.json()["metadata"]["given"] == {"age": None, "sex": "male", "site": "lower extremity"}
+
+
+@pytest.mark.parametrize("env, message", [({"DERMALENS_MAX_BODY_BYTES": "-1"}, "at least 1"),
+                                          ({"DERMALENS_MAX_BATCH": "0"}, "at least 1"),
+                                          ({"DERMALENS_UPLOAD_DIR": "/proc/no-such-folder"}, "cannot be written")])
+def test_bad_settings_stop_the_server_at_start_with_their_name(tiny_bundle, env, message):
+    r = subprocess.run([sys.executable, "-m", "dermalens.cli", "serve", "--port", "1", "--model", str(tiny_bundle)],
+                       env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and next(iter(env)) in r.stderr and message in r.stderr and "Traceback" not in r.stderr
+

@@ -151,3 +151,22 @@ def test_a_rare_class_chosen_over_a_more_probable_one_is_explained(browser, ui_u
     assert page.is_visible("#uncertain") == (not r.confident)
     page.screenshot(path=str(artifacts / "web_ui_reweighted.png"), full_page=True)
     assert not errors
+
+
+def test_a_server_with_an_api_key_asks_for_it_on_the_page(browser, tiny_bundle, in_distribution_lesion):
+    """With DERMALENS_API_KEY set the page still classifies: it asks for the key once, then sends it."""
+    with running_server(tiny_bundle, {"DERMALENS_API_KEY": "s3cret"}) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url)
+        assert not page.is_visible("#api-key")  # nothing to ask until the server says so
+        _predict(page, in_distribution_lesion)
+        assert page.is_visible("#api-key") and "needs an API key" in page.inner_text("#status")
+        page.fill("#api-key", "wrong")
+        page.click("#predict")
+        page.wait_for_function("document.getElementById('status').textContent.includes('not accepted')")
+        page.fill("#api-key", "s3cret")
+        page.click("#predict")
+        page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+        assert page.is_visible("#result")
+        page.reload()  # kept for the tab
+        assert page.input_value("#api-key") == "s3cret"

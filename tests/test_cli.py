@@ -1,6 +1,7 @@
 """The command line: predict (with a bad file among good ones), evaluate, help texts."""
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -97,3 +98,75 @@ def test_evaluate_refuses_a_split_file_the_model_was_not_trained_on(tiny_bundle,
     assert main(["evaluate", "--model", str(tiny_bundle), "--split", "test", "--data", str(MINI), "--split-file",
                  str(SPLIT_FILE), "--out", str(tmp_path / "r3")]) == 0
     assert json.loads((tmp_path / "r3" / "metrics.json").read_text())["split_file"]["is_the_models_split"] is True
+
+
+def _two_images(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in sorted((MINI / "images").iterdir())[:2]:
+        shutil.copy(p, folder)
+    return folder, sorted(folder.iterdir())
+
+
+def test_outputs_that_would_replace_an_input_or_fail_late_are_refused_first(tiny_bundle, tmp_path, capsys):
+    folder, images = _two_images(tmp_path)
+    before = images[0].read_bytes()
+    cases = [(["--csv", str(images[0])], "is one of the input images"),
+             (["--json", str(tmp_path)], "is a folder"),
+             (["--csv", str(tmp_path / "no-such" / "r.csv")], "does not exist"),
+             (["--csv", str(tmp_path / "r.out"), "--json", str(tmp_path / "r.out")], "name the same file"),
+             (["--explain", str(folder)], "among the input folders")]
+    for extra, message in cases:
+        assert main(["predict", str(folder), "--model", str(tiny_bundle), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (extra, err)
+    assert images[0].read_bytes() == before and sorted(folder.iterdir()) == images  # nothing written
+
+
+def test_overlays_of_images_with_the_same_name_do_not_replace_each_other(tiny_bundle, tmp_path):
+    from dermalens.predict import overlay_names
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    src = sorted((MINI / "images").iterdir())[0]
+    shutil.copy(src, a / "x.jpg")
+    shutil.copy(src, b / "x.jpg")
+    Image.open(src).save(a / "x.png")
+    paths = [a / "x.jpg", a / "x.png", b / "x.jpg"]
+    assert list(overlay_names(paths).values()) == ["x_gradcam.png", "x_2_gradcam.png", "x_3_gradcam.png"]
+    out, cams = tmp_path / "r.csv", tmp_path / "cams"
+    assert main(["predict", *map(str, paths), "--model", str(tiny_bundle), "--explain", str(cams), "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert len(list(cams.iterdir())) == 3 and sorted(r["gradcam"] for r in rows) == sorted(map(str, cams.iterdir()))
+
+
+def test_a_folder_with_images_only_below_it_suggests_recursive(tiny_bundle, tmp_path, capsys):
+    folder, _ = _two_images(tmp_path)
+    top = tmp_path
+    assert main(["predict", str(top), "--model", str(tiny_bundle)]) == 2
+    assert "add --recursive" in capsys.readouterr().err
+    assert main(["predict", str(top), "--recursive", "--model", str(tiny_bundle)]) == 0
+
+
+def test_a_metadata_file_that_matches_no_image_or_is_not_text_says_so(tiny_bundle, tmp_path, capsys):
+    folder, images = _two_images(tmp_path)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("image_id,age,sex,localization\nISIC_0000000,50,male,back\n")
+    assert main(["predict", str(folder), "--model", str(tiny_bundle), "--metadata", str(meta)]) == 0
+    assert "lists 0 of the 2 images" in capsys.readouterr().err
+    meta.write_text(f"image_id,age\n{images[0].stem},50\n{images[0].stem},60\n")
+    assert main(["predict", str(folder), "--model", str(tiny_bundle), "--metadata", str(meta)]) == 2
+    assert "also on line 2" in capsys.readouterr().err
+    meta.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)))
+    assert main(["predict", str(folder), "--model", str(tiny_bundle), "--metadata", str(meta)]) == 2
+    assert "not a text CSV file" in capsys.readouterr().err
+
+
+def test_a_bad_port_setting_fails_serve_alone_with_a_message():
+    env = {**os.environ, "DERMALENS_PORT": "abc"}
+    ok = subprocess.run([sys.executable, "-m", "dermalens.cli", "predict", "--help"], env=env, capture_output=True,
+                        text=True, cwd=REPO)
+    assert ok.returncode == 0
+    for args, env_ in ((["serve"], env), (["serve", "--port", "99999"], None)):
+        r = subprocess.run([sys.executable, "-m", "dermalens.cli", *args], env=env_, capture_output=True, text=True,
+                           cwd=REPO, timeout=60)
+        assert r.returncode == 2 and "1 to 65535" in r.stderr and "Traceback" not in r.stderr

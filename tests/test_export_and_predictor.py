@@ -152,6 +152,11 @@ def test_bundle_errors_are_clear(tiny_bundle, tmp_path):
     (broken / "card.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         load_bundle(broken)
+    shutil.copy(tiny_bundle / "card.json", broken / "card.json")
+    assert "ood" in json.loads((broken / "card.json").read_text())["thresholds"]
+    (broken / "ood.npz").unlink()  # the feature-distance check must not go quietly missing
+    with pytest.raises(BundleError, match="ood.npz: missing"):
+        load_bundle(broken)
 
 
 def test_decision_bias_moves_the_decision_not_the_probabilities(tiny_bundle, tmp_path):

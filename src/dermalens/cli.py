@@ -9,6 +9,19 @@ from pathlib import Path
 from .defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE, SHIPPED_BUNDLE
 
 
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535 (from --port or DERMALENS_PORT), "
+                                         f"got {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'256x341' -> (256, 341): height x width, as PreprocessSpec.input_size."""
     try:
@@ -424,8 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="start the web app and REST API")
     sv.add_argument("--host", default=os.environ.get("DERMALENS_HOST", "127.0.0.1"))
-    sv.add_argument("--port", type=int, default=int(os.environ.get("DERMALENS_PORT", "8000")))
-    sv.add_argument("--workers", type=int, default=int(os.environ.get("DERMALENS_WORKERS", "1")))
+    # string defaults: argparse converts them with `type` only when serve runs, so a bad variable fails here alone
+    sv.add_argument("--port", type=_port, default=os.environ.get("DERMALENS_PORT", "8000"),
+                    help="default 8000 or DERMALENS_PORT")
+    sv.add_argument("--workers", type=_positive, default=os.environ.get("DERMALENS_WORKERS", "1"),
+                    help="worker processes, each with its own copy of the model (default 1 or DERMALENS_WORKERS)")
     sv.add_argument("--model", default=DEFAULT_MODEL)
     sv.set_defaults(func=cmd_serve)
 

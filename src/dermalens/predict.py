@@ -26,7 +26,9 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
             it = p.rglob("*") if recursive else p.iterdir()
             found = sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
-                problems.append(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+                deeper = not recursive and any(f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS for f in p.rglob("*"))
+                problems.append(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})"
+                                + ("; its sub-folders do: add --recursive" if deeper else ""))
             paths += found
         elif any(ch in item for ch in "*?["):
             found = sorted(Path(f) for f in glob.glob(item, recursive=True) if Path(f).is_file())
@@ -72,6 +74,7 @@ def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None 
     `patient`: one PatientMetadata (or None) per path, for a bundle with a metadata model."""
     from .inference.pipeline import predict_stream
     rows, errors = [], []
+    overlays = overlay_names(paths) if explain_dir is not None else {}
     stream = predict_stream(predictor, paths, tta=tta, explain=explain_dir is not None,
                             progress=progress and len(paths) >= 5, read=read, patient=patient)
     for i, (path, p) in enumerate(stream):  # decoding in parallel with inference, results in input order
@@ -82,10 +85,57 @@ def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None 
             if progress:
                 tqdm.write(f"skipped {msg}", file=sys.stderr)
             continue
+        row = prediction_row(path, p)
         if explain_dir is not None:
-            (explain_dir / f"{Path(path).stem}_gradcam.png").write_bytes(p.overlay_png())
-        rows.append(_with_extra(prediction_row(path, p), extra))
+            overlay = explain_dir / overlays[path]
+            overlay.write_bytes(p.overlay_png())
+            row["gradcam"] = str(overlay)
+        rows.append(_with_extra(row, extra))
     return rows, errors
+
+
+def overlay_names(paths: list[Path]) -> dict:
+    """path -> its Grad-CAM overlay's file name: `<stem>_gradcam.png`, numbered where inputs share a stem
+    (x.jpg, x.png, other/x.jpg), so no overlay replaces another."""
+    taken: set[str] = set()
+    names = {}
+    for p in paths:
+        stem, n = Path(p).stem, 1
+        name = f"{stem}_gradcam.png"
+        while name in taken:
+            n += 1
+            name = f"{stem}_{n}_gradcam.png"
+        taken.add(name)
+        names[p] = name
+    return names
+
+
+def check_outputs(inputs: list[str], paths: list[Path], csv_path: str | None, json_path: str | None,
+                  explain: str | None, recursive: bool = False) -> None:
+    """Refuse, before any image is read, output paths that would fail after the work or destroy an input:
+    ValueError saying which and why."""
+    def same(a: Path, b: Path) -> bool:
+        return a.resolve() == b.resolve()
+
+    outs = [(flag, Path(v)) for flag, v in (("--csv", csv_path), ("--json", json_path)) if v]
+    for flag, out in outs:
+        if out.is_dir():
+            raise ValueError(f"{flag} {out}: is a folder; give a file name, such as {out / ('results' + flag[1:].replace('-', '.'))}")
+        if not out.parent.is_dir():
+            raise ValueError(f"{flag} {out}: folder {out.parent} does not exist")
+        if any(same(out, p) for p in paths):
+            raise ValueError(f"{flag} {out}: is one of the input images; writing there would replace it")
+    if len(outs) == 2 and same(outs[0][1], outs[1][1]):
+        raise ValueError(f"--csv and --json name the same file ({csv_path}); one would replace the other")
+    if explain:
+        folder = Path(explain)
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--explain {folder}: is a file; give a folder for the overlays")
+        for item in inputs:
+            src = Path(item)
+            if src.is_dir() and (same(folder, src) or (recursive and folder.resolve().is_relative_to(src.resolve()))):
+                raise ValueError(f"--explain {folder}: is among the input folders, so its overlays would be read as "
+                                 "images next time; give another folder")
 
 
 def _with_extra(row: dict, extra: dict) -> dict:
@@ -105,13 +155,17 @@ def patient_metadata(a, paths: list[Path]):
             raise MetadataError("--age/--sex/--site describe one patient's image: give exactly one image, or use "
                                 "--metadata FILE.csv for several")
         single = PatientMetadata.parse(*given)
-    out = {}
+    out, listed = {}, 0
     for p in paths:
         m = lookup(table, str(p)) if table else None
+        listed += m is not None
         if single is not None:  # the command line wins over the file, field by field
             m = PatientMetadata(*(s if s is not None else (getattr(m, f) if m else None)
                                   for s, f in zip((single.age, single.sex, single.site), ("age", "sex", "site"))))
         out[p] = m if m is not None and m.present else None
+    if table and listed < len(paths):
+        print(f"warning: {a.metadata} lists {listed} of the {len(paths)} images (by file name or name without "
+              "extension); the others are predicted from the image alone", file=sys.stderr)
     return out
 
 
@@ -122,8 +176,9 @@ def run_predict(a) -> int:
     from . import DISCLAIMER
     from .inference import Predictor
     from .inference.pipeline import predict_stream
-    predictor = Predictor(a.model, mode="throughput")  # several images in flight: see inference.pipeline
     paths, problems = expand_inputs(a.inputs, getattr(a, "recursive", False))
+    check_outputs(a.inputs, paths, a.csv, a.json, a.explain, getattr(a, "recursive", False))
+    predictor = Predictor(a.model, mode="throughput")  # several images in flight: see inference.pipeline
     metas = patient_metadata(a, paths)
     if any(metas.values()) and not predictor.accepts_metadata:
         print("warning: this model has no metadata model; the patient details are not used", file=sys.stderr)

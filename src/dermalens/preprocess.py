@@ -190,7 +190,7 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         if isinstance(source, (bytes, bytearray, memoryview)):
             if len(source) == 0:
                 raise ImageError("the image is empty (0 bytes)")
-            fp, name = io.BytesIO(bytes(source)), "upload"
+            fp, name = io.BytesIO(bytes(source)), "the image sent"
         else:
             path = Path(source)
             if not path.exists():
@@ -204,8 +204,8 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             img = Image.open(fp)
         except UnidentifiedImageError:
             raise ImageError(f"{name}: not a recognised image (JPEG, PNG, BMP, GIF, WEBP or TIFF)") from None
-        except Image.DecompressionBombError as e:
-            raise ImageTooLarge(f"{name}: image too large ({e})") from None
+        except Image.DecompressionBombError:
+            raise ImageTooLarge(f"{name}: image too large (far over the limit of {max_pixels:,} pixels)") from None
         except OSError as e:
             raise ImageError(f"{name}: cannot read image ({e})") from None
         if img.format not in SUPPORTED_FORMATS:

@@ -45,7 +45,8 @@ class RemoteBackend:
         except BackendError as e:
             raise BackendError(f"cannot reach the dermalens server at {self.url}: {e}") from None
         if not health.get("model_loaded"):
-            raise BackendError(f"the server at {self.url} has no model loaded")
+            why = f" ({health['error']})" if health.get("error") else ""
+            raise BackendError(f"the server at {self.url} has no model loaded{why}")
         m = health.get("model") or {}
         self.description = f"server {self.url} ({m.get('name')} {m.get('version')})"
 
@@ -60,10 +61,13 @@ class RemoteBackend:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             try:
-                err = json.loads(e.read())["error"]["message"]
+                body = json.loads(e.read())
             except Exception:
-                err = f"HTTP {e.code}"
-            raise BackendError(err) from None
+                body = {}
+            if path == "/health" and "model_loaded" in body:  # 503: the server runs, without a model
+                return body
+            err = body.get("error")
+            raise BackendError(err["message"] if isinstance(err, dict) and "message" in err else f"HTTP {e.code}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise BackendError(str(getattr(e, "reason", e))) from None
 

@@ -183,6 +183,8 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
         _check_io(m.model, m.input_size, len(card["classes"]), path / e["graph"])
     main = next(m for m in members if m.name == features_member(card))
     ood = whiten(dict(np.load(path / "ood.npz"))) if (path / "ood.npz").is_file() else None
+    if ood is None and "ood" in card["thresholds"]:  # else the feature-distance check would quietly be off
+        raise BundleError(f"{path / 'ood.npz'}: missing (the card's thresholds.ood needs it)")
     metadata = None
     if "metadata" in card:
         meta_path = path / card["metadata"].get("file", "metadata.npz")

@@ -165,21 +165,34 @@ def read_metadata_csv(path: str | Path) -> dict[str, PatientMetadata]:
     path = Path(path)
     if not path.is_file():
         raise MetadataError(f"{path}: metadata file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
-        if "image_id" not in header or not {"age", "sex", "localization", "site"} & set(header):
-            raise MetadataError(f"{path}: needs an image_id column and at least one of age, sex, localization "
-                                f"or site; found {header}")
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
-            try:
-                meta = PatientMetadata.from_mapping(row)
-            except MetadataError as e:
-                raise MetadataError(f"{path} line {line}: {e}") from None
-            out[row["image_id"]] = meta
-            out.setdefault(Path(row["image_id"]).stem, meta)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return _read_metadata_rows(path, csv.DictReader(f))
+    except UnicodeDecodeError:
+        raise MetadataError(f"{path}: not a text CSV file (it is not UTF-8)") from None
+    except csv.Error as e:
+        raise MetadataError(f"{path}: not a readable CSV file ({e})") from None
+
+
+def _read_metadata_rows(path: Path, reader: csv.DictReader) -> dict[str, PatientMetadata]:
+    header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
+    if "image_id" not in header or not {"age", "sex", "localization", "site"} & set(header):
+        raise MetadataError(f"{path}: needs an image_id column and at least one of age, sex, localization "
+                            f"or site; found {header}")
+    out, first_line = {}, {}
+    for line, row in enumerate(reader, start=2):
+        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        try:
+            meta = PatientMetadata.from_mapping(row)
+        except MetadataError as e:
+            raise MetadataError(f"{path} line {line}: {e}") from None
+        image_id = row["image_id"]
+        if image_id in first_line and out[image_id] != meta:
+            raise MetadataError(f"{path} line {line}: image_id {image_id!r} is also on line {first_line[image_id]} "
+                                "with other details; which one is right cannot be guessed")
+        first_line.setdefault(image_id, line)
+        out[image_id] = meta
+        out.setdefault(Path(image_id).stem, meta)
     return out
 
 

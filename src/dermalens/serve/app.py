@@ -21,7 +21,7 @@ from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import DISCLAIMER, __version__
@@ -39,9 +39,21 @@ STATIC = Path(__file__).parent / "static"
 class Metadata(BaseModel):
     """Optional patient details; any may be left out (or 'unknown') and is then marginalised, not guessed."""
     model_config = ConfigDict(extra="forbid")
-    age: float | None = Field(None, ge=0, le=MAX_AGE, description="age in years")
+    age: float | None = Field(None, ge=0, le=MAX_AGE, allow_inf_nan=False, description="age in years")
     sex: Literal[SEXES + (UNKNOWN,)] | None = None
     site: Literal[SITES + (UNKNOWN,)] | None = Field(None, description="body site (HAM10000 localization)")
+
+    @field_validator("age", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, v):
+        if isinstance(v, bool):  # pydantic would read true as age 1
+            raise ValueError("age must be a number of years, not true or false")
+        return v
+
+    @field_validator("sex", "site", mode="before")
+    @classmethod
+    def _as_the_upload_form_reads_them(cls, v):  # "Male", "lower_extremity": as PatientMetadata.parse does
+        return v.strip().lower().replace("_", " ") if isinstance(v, str) else v
 
     def parsed(self) -> PatientMetadata:
         return PatientMetadata.parse(self.age, self.sex, self.site)
@@ -69,7 +81,9 @@ def error_response(status: int, code: str, message: str, headers: dict | None = 
 
 
 class BodyLimit:
-    """Pure ASGI middleware: refuse bodies over the limit before anything buffers them."""
+    """Pure ASGI middleware: refuse bodies over the limit (413) before the app parses them. A body without a
+    Content-Length (chunked) is read up to the limit here first: past the app's own body parsing, an error
+    would come back as a vague 400."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -77,36 +91,50 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        for k, v in scope.get("headers", []):
-            if k == b"content-length":
-                try:
-                    too_big = int(v) > self.max_bytes
-                except ValueError:
-                    too_big = False
-                if too_big:
-                    return await self._reject(scope, receive, send)
-        seen = 0
-
-        async def limited_receive():
-            nonlocal seen
+        length = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_bytes
+            except ValueError:
+                too_big = False
+            if too_big:
+                return await self._reject(scope, receive, send)
+            return await self.app(scope, receive, send)
+        messages, seen = [], 0
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge()
-            return msg
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await self._reject(scope, receive, send)
+            messages.append(msg)
+            if msg["type"] != "http.request":
+                break
+            seen += len(msg.get("body", b""))
+            if seen > self.max_bytes:
+                return await self._reject(scope, receive, send)
+            if not msg.get("more_body", False):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+        await self.app(scope, replay, send)
 
     async def _reject(self, scope, receive, send):
         resp = error_response(413, "payload_too_large", f"request body larger than {self.max_bytes:,} bytes")
         await resp(scope, receive, send)
 
 
-class _TooLarge(Exception):
-    pass
+class RequireKey:
+    """Pure ASGI middleware: with an API key set, /predict* without the right X-API-Key get 401 before their body
+    is read or validated (a request without the key learns nothing about what it sent)."""
+
+    def __init__(self, app, key: str | None):
+        self.app, self.key = app, key
+
+    async def __call__(self, scope, receive, send):
+        if self.key and scope["type"] == "http" and scope.get("path", "").startswith("/predict"):
+            given = next((v for k, v in scope.get("headers", []) if k == b"x-api-key"), b"")
+            if not secrets.compare_digest(given, self.key.encode()):
+                resp = error_response(401, "unauthorized", "missing or wrong X-API-Key header")
+                return await resp(scope, receive, send)
+        return await self.app(scope, receive, send)
 
 
 class Engine:
@@ -239,7 +267,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         elif kind in ("model_attributes_type", "dict_type") and not where:
             msg = "the request body must be a JSON object such as {\"image\": \"<base64 or data URL>\"}"
         else:
-            msg = f"{where or 'body'}: {first.get('msg', 'invalid request')}"
+            msg = f"{where or 'body'}: {first.get('msg', 'invalid request').removeprefix('Value error, ')}"
         return error_response(422, "invalid_request", msg)
 
     @app.exception_handler(StarletteHTTPException)
@@ -252,24 +280,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unexpected error")
         return error_response(500, "internal_error", "unexpected server error; the request was not processed")
 
-    def check_key(request: Request):
-        if settings.api_key:
-            given = request.headers.get("x-api-key", "")
-            if not secrets.compare_digest(given, settings.api_key):
-                raise ApiError(401, "unauthorized", "missing or wrong X-API-Key header")
-
     async def run(data: bytes, tta: bool, explain: bool, metadata: PatientMetadata | None = None):
         try:
             return await asyncio.wait_for(engine.predict(data, tta, explain, metadata), timeout=settings.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"prediction took longer than {settings.timeout_s} s") from None
 
-    @app.get("/health", tags=["service"])
+    @app.get("/health", tags=["service"], responses={503: {"description": "no model loaded (the body says why)"}})
     async def health():
         p = engine.predictor
-        return {"status": "healthy" if p else "degraded", "model_loaded": p is not None,
+        body = {"status": "healthy" if p else "degraded", "model_loaded": p is not None,
                 "model": {"name": p.model_info["name"], "version": p.model_info["version"]} if p else None,
                 "runtime": p.runtime_info if p else None, "error": engine.error, "version": __version__}
+        # 503 without a model: a load balancer or orchestrator must not send it traffic
+        return body if p else JSONResponse(body, status_code=503)
 
     @app.get("/model", tags=["service"])
     async def model_card():
@@ -282,8 +306,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return out | {"runtime": p.runtime_info}
 
     @app.post("/predict", tags=["predict"])
-    async def predict(body: PredictRequest, request: Request):
-        check_key(request)
+    async def predict(body: PredictRequest):
         data = decode_image_string(body.image, settings.max_body_bytes)
         return await run(data, body.tta, body.explain, body.metadata.parsed() if body.metadata else None)
 
@@ -291,11 +314,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def predict_upload(request: Request, file: UploadFile = File(...), tta: bool = Form(False),
                              explain: bool = Form(False), age: str | None = Form(None),
                              sex: str | None = Form(None), site: str | None = Form(None)):
-        check_key(request)
         try:
             metadata = PatientMetadata.parse(age, sex, site)
         except MetadataError as e:
             raise ApiError(422, "invalid_request", str(e)) from None
+        if len((await request.form()).getlist("file")) > 1:  # FastAPI would keep the last and drop the others
+            raise ApiError(422, "invalid_request", "send one file per request; several images go to /predict/batch")
         ctype = (file.content_type or "").split(";")[0].strip().lower()
         if ctype and ctype not in SUPPORTED_MIME:
             raise ApiError(415, "unsupported_media_type",
@@ -306,8 +330,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await run(data, tta, explain, metadata if metadata.present else None)
 
     @app.post("/predict/batch", tags=["predict"])
-    async def predict_batch(body: BatchRequest, request: Request):
-        check_key(request)
+    async def predict_batch(body: BatchRequest):
         if len(body.images) > settings.max_batch:
             raise ApiError(413, "batch_too_large", f"at most {settings.max_batch} images per batch")
         if body.metadata is not None and len(body.metadata) != len(body.images):
@@ -333,4 +356,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequireKey, key=settings.api_key)  # added last: runs first
     return app

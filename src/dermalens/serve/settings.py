@@ -48,6 +48,23 @@ class Settings:
         )
         if s.infer_mode not in ("latency", "throughput"):
             raise SystemExit(f"DERMALENS_INFER_MODE must be latency or throughput, got {s.infer_mode!r}")
-        if s.max_queue < 1:
-            raise SystemExit(f"DERMALENS_MAX_QUEUE must be at least 1, got {s.max_queue}")
+        for name, value, least in (("MAX_BODY_BYTES", s.max_body_bytes, 1), ("MAX_PIXELS", s.max_pixels, 1),
+                                   ("MAX_SIDE", s.max_side, 1), ("MAX_BATCH", s.max_batch, 1),
+                                   ("TIMEOUT_S", s.timeout_s, 1), ("MAX_QUEUE", s.max_queue, 1),
+                                   ("THREADS", s.threads, 0)):
+            if value < least:
+                raise SystemExit(f"DERMALENS_{name} must be at least {least}, got {value}")
+        if s.upload_dir:
+            _check_writable(s.upload_dir)
         return cls(**{**s.__dict__, **overrides})
+
+
+def _check_writable(folder: str) -> None:
+    """Fail at start-up, not on every request, when uploads cannot be kept where DERMALENS_UPLOAD_DIR says."""
+    import tempfile
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise SystemExit(f"DERMALENS_UPLOAD_DIR={folder}: uploads cannot be written there ({e.strerror or e})") from None

@@ -5,6 +5,8 @@
   const drop = $("drop"), fileInput = $("file"), preview = $("preview"), btn = $("predict");
   const statusEl = $("status");
   let dataUrl = null;
+  const savedKey = sessionStorage.getItem("dermalens-api-key");
+  if (savedKey) { $("api-key").value = savedKey; $("key-row").hidden = false; }
   const COLOURS = { low: "#2e7d32", moderate: "#ef6c00", high: "#c62828", indeterminate: "#616161" };
   const MAX_BYTES = 10 * 1024 * 1024;
 
@@ -71,12 +73,24 @@
     btn.disabled = true;
     setStatus("Classifying…");
     try {
+      const headers = { "Content-Type": "application/json" };
+      const key = $("api-key").value.trim();
+      if (key) headers["X-API-Key"] = key;
       const resp = await fetch("/predict", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: headers,
         body: JSON.stringify({ image: dataUrl, tta: $("tta").checked, explain: true, metadata: patientDetails() }),
       });
       const body = await resp.json().catch(() => null);
+      if (resp.status === 401) {
+        // The server has DERMALENS_API_KEY set: ask for the key here instead of failing for good.
+        $("key-row").hidden = false;
+        $("api-key").focus();
+        setStatus(key ? "That API key was not accepted. Check it and press Predict again."
+                      : "This server needs an API key: enter it above and press Predict again.", true);
+        return;
+      }
+      if (key) sessionStorage.setItem("dermalens-api-key", key);
       if (!resp.ok || !body || !body.success) {
         const msg = body && body.error ? body.error.message : "server error " + resp.status;
         setStatus("Could not classify: " + msg, true);
