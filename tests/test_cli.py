@@ -139,6 +139,20 @@ def test_overlays_of_images_with_the_same_name_do_not_replace_each_other(tiny_bu
     assert len(list(cams.iterdir())) == 3 and sorted(r["gradcam"] for r in rows) == sorted(map(str, cams.iterdir()))
 
 
+def test_overlays_in_a_folder_are_not_read_as_lesions(tiny_bundle, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = sorted((MINI / "images").iterdir())[0]
+    shutil.copy(src, folder / "a.jpg")
+    assert main(["predict", str(folder / "a.jpg"), "--model", str(tiny_bundle), "--explain", str(tmp_path / "cams")]) == 0
+    shutil.copy(tmp_path / "cams" / "a_gradcam.png", folder)
+    capsys.readouterr()
+    out = tmp_path / "r.csv"
+    assert main(["predict", str(folder), "--model", str(tiny_bundle), "--csv", str(out)]) == 0
+    assert "left out 1 Grad-CAM overlay" in capsys.readouterr().err
+    assert [r["file"] for r in csv.DictReader(open(out))] == [str(folder / "a.jpg")]
+
+
 def test_a_folder_with_images_only_below_it_suggests_recursive(tiny_bundle, tmp_path, capsys):
     folder, _ = _two_images(tmp_path)
     top = tmp_path

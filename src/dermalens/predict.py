@@ -25,6 +25,11 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
         if p.is_dir():
             it = p.rglob("*") if recursive else p.iterdir()
             found = sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            overlays = [f for f in found if f.name.endswith(OVERLAY_SUFFIX)]
+            if overlays:  # a heat-map over a lesion still looks like dermoscopy to the image-type check
+                problems.append(f"{item}: left out {len(overlays)} Grad-CAM overlay(s) written by --explain "
+                                f"(*{OVERLAY_SUFFIX}); name such a file on its own to predict it anyway")
+                found = [f for f in found if f not in overlays]
             if not found:
                 deeper = not recursive and any(f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS for f in p.rglob("*"))
                 problems.append(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})"
@@ -94,6 +99,9 @@ def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None 
     return rows, errors
 
 
+OVERLAY_SUFFIX = "_gradcam.png"
+
+
 def overlay_names(paths: list[Path]) -> dict:
     """path -> its Grad-CAM overlay's file name: `<stem>_gradcam.png`, numbered where inputs share a stem
     (x.jpg, x.png, other/x.jpg), so no overlay replaces another."""
@@ -101,10 +109,10 @@ def overlay_names(paths: list[Path]) -> dict:
     names = {}
     for p in paths:
         stem, n = Path(p).stem, 1
-        name = f"{stem}_gradcam.png"
+        name = f"{stem}{OVERLAY_SUFFIX}"
         while name in taken:
             n += 1
-            name = f"{stem}_{n}_gradcam.png"
+            name = f"{stem}_{n}{OVERLAY_SUFFIX}"
         taken.add(name)
         names[p] = name
     return names
