@@ -300,10 +300,13 @@ def test_a_chunked_body_over_the_limit_gets_413_not_a_vague_400(tiny_bundle):
         assert r.status_code == 200 and r.json()["success"] is True  # a chunked body under the limit still works
 
 
-def test_two_files_in_one_upload_are_refused_not_half_read(api):
+def test_an_upload_with_two_files_or_unknown_fields_is_refused_not_half_read(api):
     r = api.post("/predict/upload", files=[("file", ("a.jpg", LESION.read_bytes(), "image/jpeg")),
                                            ("file", ("b.jpg", LESION.read_bytes(), "image/jpeg"))])
     assert r.status_code == 422 and "/predict/batch" in r.json()["error"]["message"]
+    r = api.post("/predict/upload", files={"file": ("a.jpg", LESION.read_bytes(), "image/jpeg")},
+                 data={"Age": "40", "location": "back"})
+    assert r.status_code == 422 and "['Age', 'location']" in r.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("metadata, status", [({"age": True}, 422), ({"age": "nan"}, 422),

@@ -33,6 +33,7 @@ from .decode import SUPPORTED_MIME, ApiError, decode_image_string
 from .settings import Settings
 
 log = logging.getLogger("dermalens.serve")
+UPLOAD_FIELDS = {"file", "tta", "explain", "age", "sex", "site"}  # /predict/upload's form
 STATIC = Path(__file__).parent / "static"
 
 
@@ -318,8 +319,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metadata = PatientMetadata.parse(age, sex, site)
         except MetadataError as e:
             raise ApiError(422, "invalid_request", str(e)) from None
-        if len((await request.form()).getlist("file")) > 1:  # FastAPI would keep the last and drop the others
+        form = await request.form()
+        if len(form.getlist("file")) > 1:  # FastAPI would keep the last and drop the others
             raise ApiError(422, "invalid_request", "send one file per request; several images go to /predict/batch")
+        unknown = sorted(set(form.keys()) - UPLOAD_FIELDS)
+        if unknown:  # a misspelt field ("Age", "location") would otherwise be dropped without a word
+            raise ApiError(422, "invalid_request", f"unknown form field(s) {unknown}; accepted: {sorted(UPLOAD_FIELDS)}")
         ctype = (file.content_type or "").split(";")[0].strip().lower()
         if ctype and ctype not in SUPPORTED_MIME:
             raise ApiError(415, "unsupported_media_type",
