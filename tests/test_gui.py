@@ -191,3 +191,10 @@ def test_remote_mode_against_a_real_server(app_factory, shipped_bundle, display,
         screenshot(display, artifacts / "gui_remote.png")
     app2, errors2 = app_factory(api="http://127.0.0.1:9")
     assert "cannot reach the dermalens server" in errors2[-1]
+
+
+def test_a_server_without_a_model_is_named_as_such_not_unreachable(tmp_path):
+    from dermalens.gui.backend import BackendError, RemoteBackend
+    with running_server(tmp_path / "no-such-bundle") as url:  # /health answers 503
+        with pytest.raises(BackendError, match="has no model loaded .*not found"):
+            RemoteBackend(url)
