@@ -9,17 +9,19 @@ from pathlib import Path
 from .defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE, SHIPPED_BUNDLE
 
 
-def _port(text: str) -> int:
-    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is a whole number from 1 to 65535 (from --port or DERMALENS_PORT), "
-                                         f"got {text!r}")
+def _whole(text: str, least: int, most: int | None = None, what: str = "expected") -> int:
+    if not text.strip().isdigit() or int(text) < least or (most is not None and int(text) > most):
+        bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
+        raise argparse.ArgumentTypeError(f"{what} a whole number {bounds}, got {text!r}")
     return int(text)
+
+
+def _port(text: str) -> int:
+    return _whole(text, 1, 65535, "a port (--port or DERMALENS_PORT) is")
 
 
 def _positive(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return int(text)
+    return _whole(text, 1)
 
 
 def parse_size(text: str) -> tuple[int, int]:

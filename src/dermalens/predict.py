@@ -126,12 +126,13 @@ def check_outputs(inputs: list[str], paths: list[Path], csv_path: str | None, js
         return a.resolve() == b.resolve()
 
     outs = [(flag, Path(v)) for flag, v in (("--csv", csv_path), ("--json", json_path)) if v]
+    resolved_inputs = {p.resolve() for p in paths} if outs else set()
     for flag, out in outs:
         if out.is_dir():
             raise ValueError(f"{flag} {out}: is a folder; give a file name, such as {out / ('results' + flag[1:].replace('-', '.'))}")
         if not out.parent.is_dir():
             raise ValueError(f"{flag} {out}: folder {out.parent} does not exist")
-        if any(same(out, p) for p in paths):
+        if out.resolve() in resolved_inputs:
             raise ValueError(f"{flag} {out}: is one of the input images; writing there would replace it")
     if len(outs) == 2 and same(outs[0][1], outs[1][1]):
         raise ValueError(f"--csv and --json name the same file ({csv_path}); one would replace the other")

@@ -41,7 +41,7 @@ class RemoteBackend:
         self.url = url.rstrip("/")
         self.api_key, self.timeout = api_key, timeout
         try:
-            health = self._request("GET", "/health")
+            health = self._request("GET", "/health", answers=(503,))  # 503: up, without a model
         except BackendError as e:
             raise BackendError(f"cannot reach the dermalens server at {self.url}: {e}") from None
         if not health.get("model_loaded"):
@@ -50,7 +50,8 @@ class RemoteBackend:
         m = health.get("model") or {}
         self.description = f"server {self.url} ({m.get('name')} {m.get('version')})"
 
-    def _request(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _request(self, method: str, path: str, body: dict | None = None, answers: tuple = ()) -> dict:
+        """The JSON answer; BackendError with the server's message for an error status not in `answers`."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
@@ -61,12 +62,12 @@ class RemoteBackend:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             try:
-                body = json.loads(e.read())
+                answer = json.loads(e.read())
             except Exception:
-                body = {}
-            if path == "/health" and "model_loaded" in body:  # 503: the server runs, without a model
-                return body
-            err = body.get("error")
+                answer = {}
+            if e.code in answers and answer:
+                return answer
+            err = answer.get("error")
             raise BackendError(err["message"] if isinstance(err, dict) and "message" in err else f"HTTP {e.code}") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise BackendError(str(getattr(e, "reason", e))) from None

@@ -75,10 +75,15 @@ def parse_age(v) -> float | None:
     return age
 
 
+def normalise_word(v: str) -> str:
+    """How a sex or site is read wherever it comes from: "Male" -> "male", "lower_extremity" -> "lower extremity"."""
+    return v.strip().lower().replace("_", " ")
+
+
 def parse_sex(v) -> str | None:
     if _blank(v):
         return None
-    s = str(v).strip().lower()
+    s = normalise_word(str(v))
     if s not in SEXES:
         raise MetadataError(f"sex must be one of {', '.join(SEXES + (UNKNOWN,))}, got {v!r}")
     return s
@@ -87,7 +92,7 @@ def parse_sex(v) -> str | None:
 def parse_site(v) -> str | None:
     if _blank(v):
         return None
-    s = str(v).strip().lower().replace("_", " ")
+    s = normalise_word(str(v))
     if s not in SITES:
         raise MetadataError(f"site must be one of {', '.join(SITES + (UNKNOWN,))}, got {v!r}")
     return s

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import DISCLAIMER, __version__
 from ..inference import BundleError, Predictor
 from ..inference import runtime as rt
-from ..inference.metadata import MAX_AGE, SEXES, SITES, UNKNOWN, MetadataError, PatientMetadata
+from ..inference.metadata import MAX_AGE, SEXES, SITES, UNKNOWN, MetadataError, PatientMetadata, normalise_word
 from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, open_image, upright_size
 from .decode import SUPPORTED_MIME, ApiError, decode_image_string
 from .settings import Settings
@@ -53,8 +53,8 @@ class Metadata(BaseModel):
 
     @field_validator("sex", "site", mode="before")
     @classmethod
-    def _as_the_upload_form_reads_them(cls, v):  # "Male", "lower_extremity": as PatientMetadata.parse does
-        return v.strip().lower().replace("_", " ") if isinstance(v, str) else v
+    def _as_the_upload_form_reads_them(cls, v):
+        return normalise_word(v) if isinstance(v, str) else v
 
     def parsed(self) -> PatientMetadata:
         return PatientMetadata.parse(self.age, self.sex, self.site)
