@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from dermalens.cli import main
@@ -184,3 +185,18 @@ def test_a_bad_port_setting_fails_serve_alone_with_a_message():
         r = subprocess.run([sys.executable, "-m", "dermalens.cli", *args], env=env_, capture_output=True, text=True,
                            cwd=REPO, timeout=60)
         assert r.returncode == 2 and "1 to 65535" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_run_with_nothing_predicted_leaves_no_older_csv_behind(tiny_bundle, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a JPEG")
+    old = tmp_path / "results.csv"
+    old.write_text("file,prediction\nlast_week.jpg,mel\n")
+    assert main(["predict", str(bad), "--model", str(tiny_bundle), "--csv", str(old)]) == 2
+    assert old.read_text() == ""  # an older run's rows would read as this run's
+
+
+def test_partition_size_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "x.jpg", "--cluster", "local:1", "--out", "o", "--partition-size", "0"])
+    assert "at least 1" in capsys.readouterr().err

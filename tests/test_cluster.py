@@ -16,8 +16,9 @@ import pytest
 
 from conftest import FIXTURES, MINI, REPO
 from dermalens.cli import main
-from dermalens.cluster.inputs import Item, collect_inputs, plan_partitions, read_manifest
+from dermalens.cluster.inputs import Item, collect_inputs, plan_partitions, read_manifest, rename_clashes
 from dermalens.cluster.store import OutFolder, rows_to_table
+from dermalens.inference.metadata import MetadataError, PatientMetadata
 
 IMAGES = sorted((MINI / "images").glob("*.jpg"))
 
@@ -62,12 +63,13 @@ def test_manifest_paths_and_ids_carry_their_extra_columns(tmp_path):
     m = tmp_path / "m.csv"
     m.write_text("image_id,age,sex\na,40,female\nzzz,50,male\n")
     items = read_manifest(str(m))
-    assert items[0] == Item(str(tmp_path / "images" / "a.jpg"), {"image_id": "a", "age": "40", "sex": "female"})
+    assert items[0] == Item(str(tmp_path / "images" / "a.jpg"), {"image_id": "a", "age": "40", "sex": "female"},
+                            PatientMetadata(40.0, "female", None))  # read as --metadata reads it
     assert items[1].key == str(tmp_path / "zzz")  # not found: reported when read, as a row with its error
     p = tmp_path / "p.csv"
     p.write_text("path,site\nimages/a.jpg,back\nimages/a.jpg,back\n")
     items, problems = collect_inputs([str(p)])
-    assert items == [Item(str(tmp_path / "images" / "a.jpg"), {"site": "back"})]
+    assert items == [Item(str(tmp_path / "images" / "a.jpg"), {"site": "back"}, PatientMetadata(site="back"))]
     assert "more than once" in problems[0]
     bad = tmp_path / "bad.csv"
     bad.write_text("file,x\na.jpg,1\n")
@@ -87,6 +89,64 @@ def test_out_folder_refuses_another_model_and_writes_whole_files(tmp_path):
     assert [p.name for p in (tmp_path / "o").iterdir() if p.name != "_run.json"] == ["part-abc.parquet"]
     assert out.done_keys() == {"a", "b"}
     assert rows_to_table([{"a": 1}, {"b": "x"}]).column_names == ["a", "b"]
+
+
+def test_one_image_is_one_key_however_it_is_named(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    img = tmp_path / "a" / "x.jpg"
+    img.write_bytes(IMAGES[0].read_bytes())
+    monkeypatch.chdir(tmp_path)
+    items, problems = collect_inputs(["a/x.jpg", str(img), f"file://{img}", f"file://{tmp_path}/a"])
+    assert [it.key for it in items] == [str(img)]  # absolute: a worker in another folder finds it too
+    assert len(problems) == 3 and all("more than once" in p for p in problems)
+
+
+def test_manifest_problems_name_the_file_and_line(tmp_path):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path,site\nx.jpg,épaule\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin.csv.*not UTF-8"):
+        read_manifest(str(latin))
+    bad_age = tmp_path / "age.csv"
+    bad_age.write_text("path,age\nx.jpg,40\ny.jpg,forty\n")
+    with pytest.raises(MetadataError, match="age.csv line 3: age must be"):
+        read_manifest(str(bad_age))
+
+
+def test_manifest_columns_named_like_results_are_renamed():
+    items = [Item("a", {"prediction": "mel", "confidence": "high", "age": "4"})]
+    renamed, clash = rename_clashes(items, {"prediction", "confidence", "error"})
+    assert clash == ["confidence", "prediction"]
+    assert renamed[0].extra == {"input_prediction": "mel", "input_confidence": "high", "age": "4"}
+
+
+def test_result_columns_are_the_columns_of_a_row(shipped_bundle):
+    from dermalens.inference import Predictor
+    from dermalens.predict import predict_files, result_columns
+    predictor = Predictor(shipped_bundle)
+    rows, _ = predict_files(predictor, IMAGES[:1])
+    assert result_columns(predictor.bundle.codes)[:-1] == list(rows[0])  # then --explain's gradcam
+
+
+def test_out_folder_refuses_unknown_partitions_and_unwritable_places(tmp_path):
+    orphan = tmp_path / "orphan"
+    orphan.mkdir()
+    OutFolder(str(orphan)).write_partition("abc", [{"file": "a", "error": None}])
+    with pytest.raises(ValueError, match="no _run.json"):
+        OutFolder(str(orphan)).prepare({"model": "m", "version": "1", "tta": True})
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="cannot write there"):
+        OutFolder(str(a_file / "sub")).prepare({"model": "m"})
+
+
+def test_failed_rows_are_dropped_so_a_rerun_retries_them(tmp_path):
+    out = OutFolder(str(tmp_path / "o"))
+    out.prepare({"model": "m"})
+    out.write_partition("p1", [{"file": "a", "error": None}, {"file": "b", "error": "bad"}])
+    out.write_partition("p2", [{"file": "c", "error": "gone"}])
+    assert out.drop_failed_rows() == 2
+    assert out.done_keys() == {"a"} and len(out.partition_files()) == 1
+    assert out.drop_failed_rows() == 0
 
 
 # ---- a real cluster --------------------------------------------------------------------------
@@ -201,10 +261,53 @@ def test_fsspec_urls_give_the_rows_of_local_paths(shipped_bundle):
     from dermalens.cluster.tasks import read_source
     from dermalens.inference import Predictor
     from dermalens.predict import predict_files
-    items, problems = collect_inputs([f"file://{FIXTURES / 'fullres'}"])
-    assert not problems and [it.key for it in items] == [f"file://{p}" for p in sorted((FIXTURES / "fullres").glob("*.jpg"))]
+    urls = [f"file://{p}" for p in sorted((FIXTURES / "fullres").glob("*.jpg"))]
     predictor = Predictor(shipped_bundle)
-    by_url, errors = predict_files(predictor, [it.key for it in items] + ["file:///nowhere/x.jpg"], read=read_source)
+    by_url, errors = predict_files(predictor, urls + ["file:///nowhere/x.jpg"], read=read_source)
     local, _ = predict_files(predictor, sorted((FIXTURES / "fullres").glob("*.jpg")))
     assert [{**r, "file": None} for r in by_url] == [{**r, "file": None} for r in local]
     assert len(errors) == 1 and errors[0]["file"] == "file:///nowhere/x.jpg" and "cannot read" in errors[0]["error"]
+
+
+@pytest.mark.slow
+def test_reruns_know_images_by_absolute_path_and_retry_failures(shipped_bundle, cluster, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for folder, srcs in ((a, IMAGES[:2]), (b, IMAGES[2:4])):
+        for name, src in zip(("x.jpg", "y.jpg"), srcs):
+            (folder / name).write_bytes(src.read_bytes())
+    (b / "y.jpg").write_bytes(b"not yet an image")
+    out = tmp_path / "out"
+    common = ["--model", str(shipped_bundle), "--cluster", cluster[0].scheduler_address, "--out", str(out)]
+    assert main(["predict", str(a), *common]) == 0
+    assert main(["predict", str(b), *common]) == 1  # same names, other images: predicted, not skipped
+    expected = [str(f / n) for f in (a, b) for n in ("x.jpg", "y.jpg")]
+    assert_each_once(table_rows(out), expected)
+    (b / "y.jpg").write_bytes(IMAGES[3].read_bytes())
+    assert main(["predict", str(b), *common]) == 0  # the failed image is tried again
+    rows = table_rows(out)
+    assert_each_once(rows, expected)
+    assert all(r["error"] is None for r in rows)
+
+
+@pytest.mark.slow
+def test_manifest_patient_details_and_clashing_columns(shipped_bundle, cluster, tmp_path, capsys):
+    for p in IMAGES[:2]:
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,age,sex,localization,prediction,confidence\n"
+                        f"{IMAGES[0].name},45,male,back,nv,0.9\n{IMAGES[1].name},,,,mel,0.8\nmissing.jpg,50,,,bcc,0.7\n")
+    out, table = tmp_path / "out", tmp_path / "all.csv"
+    common = ["--model", str(shipped_bundle), "--cluster", cluster[0].scheduler_address]
+    assert main(["predict", str(manifest), *common, "--out", str(out), "--csv", str(manifest)]) == 2
+    assert "replace it" in capsys.readouterr().err and not out.exists()  # refused before anything was written
+    assert main(["predict", str(manifest), *common, "--out", str(out), "--csv", str(table)]) == 1
+    assert "written as input_confidence, input_prediction" in capsys.readouterr().err
+    rows = {Path(r["file"]).name: r for r in table_rows(out)}
+    first, second, missing = rows[IMAGES[0].name], rows[IMAGES[1].name], rows["missing.jpg"]
+    assert first["metadata_used"] is True and second["metadata_used"] is False
+    assert (first["input_prediction"], missing["input_confidence"]) == ("nv", "0.7")
+    assert missing["error"] and missing["prediction"] is None and missing["confidence"] is None
+    one = tmp_path / "one"
+    assert main(["predict", str(tmp_path / IMAGES[1].name), *common, "--out", str(one), "--age", "60"]) == 0
+    assert table_rows(one)[0]["metadata_used"] is True

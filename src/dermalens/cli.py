@@ -429,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(inputs may also be manifest CSVs with a path or image_id column, and fsspec URLs)")
     pr.add_argument("--out", metavar="FOLDER", help="with --cluster: folder or URL for the Parquet partitions; "
                                                     "rerunning into it skips the images already done")
-    pr.add_argument("--partition-size", type=int, metavar="N", help="with --cluster: images per task (256)")
+    pr.add_argument("--partition-size", type=_positive, metavar="N", help="with --cluster: images per task (256)")
     pr.add_argument("--metadata", metavar="FILE.csv", help="patient details per image: image_id plus any of age, "
                                                            "sex, localization (or site); HAM10000_metadata.csv works")
     pr.add_argument("--age", help="patient's age in years (one image)")

@@ -67,6 +67,16 @@ def prediction_row(path: Path, p) -> dict:
 DIAGNOSTIC = ("prediction", "name", "confidence", "malignancy", "malignant")
 
 
+def result_columns(codes) -> list[str]:
+    """The columns prediction_row gives a model with these classes, plus --explain's: taken from a row
+    of a blank prediction, so this list cannot drift from the rows."""
+    from types import SimpleNamespace
+    blank = SimpleNamespace(codes=list(codes), names=list(codes), top=0, probabilities=[0.0] * len(codes),
+                            malignancy=0.0, malignant_threshold=0.5, risk="", in_distribution=True,
+                            ood_reasons=[], dermoscopic=None, metadata_used=False)
+    return [*prediction_row("", blank), "gradcam"]
+
+
 def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None = None,
                   metadata: list[dict] | None = None, read=None, progress: bool = False,
                   patient: list | None = None) -> tuple[list[dict], list[dict]]:
@@ -200,11 +210,12 @@ def run_predict(a) -> int:
                                  patient=[metas.get(p) for p in paths])
     _print_table(rows)
     print(f"\n{DISCLAIMER}")
-    if a.csv and rows:
-        with open(a.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:  # written even when empty: an older CSV there is not this run's
+            if rows:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
     if a.json:
         Path(a.json).write_text(json.dumps({"model": predictor.model_info, "results": rows, "errors": errors,
                                             "disclaimer": DISCLAIMER}, indent=2))

@@ -1,13 +1,15 @@
 """Inputs -> the list of images to score, each with its manifest columns; and partitions of it.
 
-An image is named by one string, its key: a local path as `dermalens predict` prints it, or an
-fsspec URL (s3://, gs://, file://...). The key is what a rerun uses to know an image is done.
+An image is named by one string, its key: an absolute local path (a `file://` URL becomes one), or
+an fsspec URL (s3://, gs://...). The key is what a rerun uses to know an image is done, so the same
+image named two ways is one key, and two folders holding the same file names are not.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from ..predict import expand_inputs
 class Item:
     key: str
     extra: dict = field(default_factory=dict)  # manifest columns passed through to the row
+    patient: object = None  # PatientMetadata from the manifest's age/sex/site columns, or None
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,15 @@ class Partition:
 
 def is_url(text: str) -> bool:
     return "://" in text
+
+
+def canonical_key(text: str) -> str:
+    """A local path or file:// URL -> its absolute path (workers may run in another folder); other URLs as they are."""
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    elif is_url(text):
+        return text
+    return os.path.abspath(os.path.expanduser(text))
 
 
 def collect_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Item], list[str]]:
@@ -48,6 +60,7 @@ def collect_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Ite
             problems += probs
     seen, unique = set(), []
     for it in items:
+        it = Item(canonical_key(it.key), it.extra, it.patient)
         if it.key in seen:
             problems.append(f"{it.key}: listed more than once; scored once")
         else:
@@ -66,7 +79,12 @@ def read_manifest(text: str) -> list[Item]:
             raw = f.read()
     except (OSError, ValueError) as e:
         raise FileNotFoundError(f"{text}: cannot read manifest ({e})") from None
-    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    try:
+        rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+    except UnicodeDecodeError:
+        raise ValueError(f"{text}: a manifest must be a text CSV file (this one is not UTF-8)") from None
+    except csv.Error as e:
+        raise ValueError(f"{text}: not a readable CSV file ({e})") from None
     header = list(rows[0]) if rows else []
     column = "path" if "path" in header else "image_id" if "image_id" in header else None
     if column is None:
@@ -74,21 +92,46 @@ def read_manifest(text: str) -> list[Item]:
     base = text.rsplit("/", 1)[0] if is_url(text) else str(Path(text).parent)
     index = _local_index(Path(base)) if column == "image_id" and not is_url(text) else {}
     items = []
-    for row in rows:
+    for line, row in enumerate(rows, start=2):
         name = (row[column] or "").strip()
         if not name:
             continue
         extra = {k.strip(): (v or "").strip() for k, v in row.items() if k and k != "path"}
+        patient = manifest_patient(text, line, extra)
         if column == "image_id":
             key = str(index[name]) if name in index else f"{base}/{name}"
         elif is_url(name) or Path(name).is_absolute():
             key = name
         else:
             key = f"{base}/{name}" if is_url(text) else str(Path(base) / name)
-        items.append(Item(key, extra))
+        items.append(Item(key, extra, patient))
     if not items:
         raise ValueError(f"{text}: manifest lists no image")
     return items
+
+
+def manifest_patient(text: str, line: int, extra: dict):
+    """The patient details a manifest row carries (age, sex, localization or site), read as
+    --metadata reads them; None when it has none."""
+    from ..inference.metadata import MetadataError, PatientMetadata
+    fields = {k.lower(): v for k, v in extra.items() if k.lower() in ("age", "sex", "localization", "site")}
+    if not fields:
+        return None
+    try:
+        meta = PatientMetadata.from_mapping(fields)
+    except MetadataError as e:
+        raise MetadataError(f"{text} line {line}: {e}") from None
+    return meta if meta.present else None
+
+
+def rename_clashes(items: list[Item], taken: set[str]) -> tuple[list[Item], list[str]]:
+    """Manifest columns named like a result column (a 'prediction' column of labels, say) become
+    input_<name>, so neither replaces the other: (items, renamed names)."""
+    clash = sorted({k for it in items for k in it.extra if k in taken})
+    if not clash:
+        return items, []
+    new = {k: f"input_{k}" for k in clash}
+    return [Item(it.key, {new.get(k, k): v for k, v in it.extra.items()}, it.patient) for it in items], clash
 
 
 def _local_index(folder: Path) -> dict[str, Path]:

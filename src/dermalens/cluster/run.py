@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .inputs import collect_inputs, plan_partitions
+from .inputs import Item, collect_inputs, is_url, plan_partitions, rename_clashes
 from .store import OutFolder
 from .tasks import predict_partition
 
@@ -63,6 +63,7 @@ def dashboard(client) -> str:
 def run_cluster_predict(a) -> int:
     from .. import DISCLAIMER
     from ..inference.bundle import read_card
+    from ..predict import result_columns
     if not a.out:
         raise ValueError("--cluster needs --out FOLDER (or URL) for the Parquet partitions")
     for flag in ("explain", "json"):
@@ -72,18 +73,30 @@ def run_cluster_predict(a) -> int:
     model = Path(a.model).resolve()
     card = read_card(model)  # a bad bundle fails here, before any worker starts
     items, problems = collect_inputs(a.inputs, getattr(a, "recursive", False))
+    check_csv(a, items)
+    items, renamed = rename_clashes(items, {*result_columns([c["code"] for c in card["classes"]]), "error"})
+    if renamed:
+        problems.append(f"manifest column(s) {', '.join(renamed)} share a name with result columns; "
+                        f"written as {', '.join('input_' + k for k in renamed)}")
+    items = with_patient_details(a, items, card)
     for msg in problems:
         print(f"warning: {msg}", file=sys.stderr)
+    columns = list(dict.fromkeys(k for it in items for k in it.extra))  # every partition gets all of them
     out = OutFolder(a.out)
-    out.prepare({"model": card["name"], "version": card["version"], "tta": bool(a.tta)})
+    out.prepare({"model": card["name"], "version": card["version"], "tta": bool(a.tta), "keys": "absolute",
+                 "input_columns": columns})
+    retried = out.drop_failed_rows()  # an image that failed last time is tried again
+    if retried:
+        print(f"retrying {retried} image(s) that failed in an earlier run", file=sys.stderr)
     wanted = {it.key for it in items}
     done = out.done_keys()
     skipped = len(wanted & done)
-    parts = plan_partitions(items, done, a.partition_size or DEFAULT_PARTITION_SIZE)
+    size = DEFAULT_PARTITION_SIZE if a.partition_size is None else a.partition_size
+    parts = plan_partitions(items, done, size)
     results, failed_parts = [], []
     if parts:
         with connect(a.cluster) as client:
-            results, failed_parts, wall = _run(client, parts, model, a, out)
+            results, failed_parts, wall = _run(client, parts, model, a, out, columns)
     else:
         wall = 0.0
     _summary(results, failed_parts, skipped, wall, len(parts))
@@ -97,7 +110,36 @@ def run_cluster_predict(a) -> int:
     return 1 if failed_parts or any(r["failed"] for r in results) else 0
 
 
-def _run(client, parts, model: Path, a, out: OutFolder):
+def check_csv(a, items) -> None:
+    """--csv is checked as in-process predict checks it, before any work: never an input image or
+    manifest, never a folder."""
+    from ..predict import check_outputs
+    if not a.csv or is_url(a.csv):
+        return
+    local = [Path(it.key) for it in items if not is_url(it.key)]
+    local += [Path(t) for t in a.inputs if t.lower().endswith(".csv") and not is_url(t)]
+    check_outputs(a.inputs, local, a.csv, None, None)
+
+
+def with_patient_details(a, items, card) -> list:
+    """Each image's patient details: --age/--sex/--site (one image), else --metadata FILE.csv, else the
+    manifest's own age/sex/site columns, field by field, as in-process predict reads them."""
+    from ..inference.metadata import PatientMetadata
+    from ..predict import patient_metadata
+    given = patient_metadata(a, [it.key for it in items])
+    out = []
+    for it in items:
+        first, then = given.get(it.key), it.patient
+        if first is not None and then is not None:
+            first = PatientMetadata(*(getattr(first, f) if getattr(first, f) is not None else getattr(then, f)
+                                      for f in ("age", "sex", "site")))
+        out.append(Item(it.key, it.extra, first or then))
+    if any(it.patient for it in out) and "metadata" not in card:
+        print("warning: this model has no metadata model; the patient details are not used", file=sys.stderr)
+    return out
+
+
+def _run(client, parts, model: Path, a, out: OutFolder, columns: list[str]):
     from distributed import as_completed
     workers = client.scheduler_info()["workers"].values()
     per_host = defaultdict(int)
@@ -107,7 +149,7 @@ def _run(client, parts, model: Path, a, out: OutFolder):
           f"dashboard: {dashboard(client)}", file=sys.stderr)
     t0 = time.perf_counter()
     # pure=False and a per-partition key: a partition is one task, rescheduled if its worker dies
-    futures = [client.submit(predict_partition, p, str(model), bool(a.tta), out.url, dict(per_host),
+    futures = [client.submit(predict_partition, p, str(model), bool(a.tta), out.url, dict(per_host), columns,
                              key=f"dermalens-predict-{p.id}", pure=False, retries=1) for p in parts]
     sizes = {f.key: len(p.items) for f, p in zip(futures, parts)}
     results, failed = [], []
@@ -166,9 +208,9 @@ def write_csv(out: OutFolder, path: str, order: list[str]) -> int:
     rows = table.to_pylist() if table is not None else []
     rank = {k: i for i, k in enumerate(order)}
     rows.sort(key=lambda r: rank.get(r["file"], len(rank)))
-    if rows:
-        import fsspec
-        with fsspec.open(path, "w", newline="") as f:
+    import fsspec
+    with fsspec.open(path, "w", newline="") as f:  # written even when empty: an older CSV there is not this run's
+        if table is not None:
             w = csv.DictWriter(f, fieldnames=table.column_names)
             w.writeheader()
             w.writerows(rows)

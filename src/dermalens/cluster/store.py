@@ -11,6 +11,7 @@ import os
 import uuid
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 PART_GLOB = "part-*.parquet"
@@ -29,12 +30,24 @@ class OutFolder:
 
     def prepare(self, run: dict) -> None:
         """Create the folder; refuse to mix results of another model or options into it."""
+        try:
+            self._prepare(run)
+        except OSError as e:  # a file where the folder should be, no permission, a full disk...
+            raise ValueError(f"--out {self.url}: cannot write there ({e})") from None
+
+    def _prepare(self, run: dict) -> None:
         self.fs.makedirs(self.root, exist_ok=True)
         if self.fs.exists(self.path(RUN_FILE)):
-            old = json.loads(self.fs.cat_file(self.path(RUN_FILE)))
+            try:
+                old = json.loads(self.fs.cat_file(self.path(RUN_FILE)))
+            except ValueError:
+                old = "an unreadable _run.json"
             if old != run:
                 raise ValueError(f"{self.url} holds results of {old}, not {run}: "
                                  "choose another --out folder (or empty this one)")
+        elif self.partition_files():
+            raise ValueError(f"{self.url} holds partitions but no {RUN_FILE}, so which model and options wrote "
+                             "them is unknown: choose another --out folder (or empty this one)")
         else:
             self.fs.pipe_file(self.path(RUN_FILE), json.dumps(run, indent=2).encode())
         if self.local:  # temporaries of killed writers; never read, removed here
@@ -50,6 +63,24 @@ class OutFolder:
             done.update(self._read(p, columns=["file"]).column("file").to_pylist())
         return done
 
+    def drop_failed_rows(self) -> int:
+        """Remove the rows with an error, so a rerun tries those images again (an image stays in one
+        row: it is either done or to do). Returns how many were removed."""
+        dropped = 0
+        for p in self.partition_files():
+            table = self._read(p)
+            if "error" not in table.column_names:
+                continue
+            kept = table.filter(pc.is_null(table.column("error")))
+            if kept.num_rows == table.num_rows:
+                continue
+            dropped += table.num_rows - kept.num_rows
+            if kept.num_rows:
+                self._put(p, kept)
+            else:
+                self.fs.rm_file(p)
+        return dropped
+
     def read_all(self) -> pa.Table | None:
         tables = [self._read(p) for p in self.partition_files()]
         return pa.concat_tables(tables, promote_options="permissive") if tables else None
@@ -62,10 +93,14 @@ class OutFolder:
 
     def write_partition(self, part_id: str, rows: list[dict], types: dict | None = None) -> str:
         final = self.path(f"part-{part_id}.parquet")
+        self._put(final, rows_to_table(rows, types))
+        return final
+
+    def _put(self, final: str, table: pa.Table) -> None:
         buf = io.BytesIO()
-        pq.write_table(rows_to_table(rows, types), buf)
+        pq.write_table(table, buf)
         if self.local:
-            tmp = self.path(f".part-{part_id}.{uuid.uuid4().hex}.tmp")
+            tmp = self.path(f".part-{uuid.uuid4().hex}.tmp")
             with open(tmp, "wb") as f:
                 f.write(buf.getvalue())
                 f.flush()
@@ -73,7 +108,6 @@ class OutFolder:
             os.replace(tmp, final)  # a rerun of the same partition replaces it: never two copies
         else:
             self.fs.pipe_file(final, buf.getvalue())
-        return final
 
 
 def rows_to_table(rows: list[dict], types: dict | None = None) -> pa.Table:

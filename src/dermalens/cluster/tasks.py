@@ -80,15 +80,16 @@ def runtime_threads(per_host: dict[str, int]) -> int:
 
 
 def predict_partition(part: Partition, model: str, tta: bool, out_url: str,
-                      per_host: dict[str, int]) -> dict:
+                      per_host: dict[str, int], columns: list[str] = ()) -> dict:
     from distributed import get_worker
     loads = _LOADS["seconds"]
     predictor = cached_predictor(model, runtime_threads(per_host))
     t0 = time.perf_counter()
     rows, errors = predict_files(predictor, [it.key for it in part.items], tta=tta,
-                                 metadata=[it.extra for it in part.items], read=read_source)
-    types = dict(row_types(predictor))  # a manifest column never replaces a result column
-    for k in (k for it in part.items for k in it.extra):
+                                 metadata=[it.extra for it in part.items], read=read_source,
+                                 patient=[it.patient for it in part.items])
+    types = dict(row_types(predictor))
+    for k in (*columns, *(k for it in part.items for k in it.extra)):  # every run's manifest column, in each file
         types.setdefault(k, pa.string())
     types["error"] = pa.string()
     OutFolder(out_url).write_partition(part.id, [{**r, "error": None} for r in rows] + errors, types)
