@@ -186,15 +186,19 @@ def cmd_fit_gate(a):
     print(f"modality check written to {a.model} (threshold {card['modality']['threshold']:.4f})")
 
 
+def _figure(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"  # None: the set cannot define it (metrics.undefined_figures says why)
+
+
 def _print_summary(card, splits=("validation", "validation_with_metadata", "test", "test_with_metadata",
                                   "test_tta")):
     for split in splits:
         m = card.get("metrics", {}).get(split)
         if m:
             mal = m.get("malignant", {})
-            print(f"{split:10s} bal.acc {m['balanced_accuracy']:.3f}  acc {m['accuracy']:.3f}  "
-                  f"macro AUROC {m['macro_auroc']:.3f}  ECE {m['ece']:.3f}  malignant sens "
-                  f"{mal.get('sensitivity', float('nan')):.3f} spec {mal.get('specificity', float('nan')):.3f}")
+            print(f"{split:10s} bal.acc {_figure(m['balanced_accuracy'])}  acc {_figure(m['accuracy'])}  "
+                  f"macro AUROC {_figure(m['macro_auroc'])}  ECE {_figure(m['ece'])}  malignant sens "
+                  f"{_figure(mal.get('sensitivity'))} spec {_figure(mal.get('specificity'))}")
             ci = m.get("intervals")
             if ci:
                 # the 95 % lesion-bootstrap intervals of the same figures, in the same order
@@ -223,11 +227,22 @@ def _print_subgroups(m):
 
 def cmd_evaluate(a):
     from .data import load_dataset, load_ham10000, select_split, split_sha256
-    from .evaluate.report import write_report
+    from .evaluate.metrics import undefined_figures
+    from .evaluate.report import check_report_folder, write_report
     from .evaluate.run import evaluate_records
     from .inference import Predictor
     if a.record_in_card and a.labels:
         raise ValueError("--record-in-card records the model's own val or test split; not with --labels")
+    if a.labels:
+        # these choose a HAM10000 split; with --labels they would be ignored without a word
+        given = [f for f, v in (("--split", a.split), ("--split-file", a.split_file), ("--data", a.data),
+                                ("--allow-split-mismatch", a.allow_split_mismatch)) if v]
+        if given:
+            raise ValueError(f"{given[0]} goes with a HAM10000 split; --labels evaluates the images it lists "
+                             f"instead: give --labels or {given[0]}, not both")
+    a.split, a.split_file, a.data = a.split or "test", a.split_file or str(DEFAULT_SPLIT_FILE), a.data or DEFAULT_DATA
+    if a.out:
+        check_report_folder(a.out)  # before minutes of predictions, not after
     predictor = Predictor(a.model, runtime=a.runtime, precision=a.precision, share_cores=False)
     print(f"runtime: {predictor.runtime_info['runtime']} {predictor.runtime_info['precision']}", file=sys.stderr)
     if a.labels:
@@ -248,6 +263,9 @@ def cmd_evaluate(a):
                     "training images, so the figures would flatter it. Use the model's split file, or pass "
                     "--allow-split-mismatch to evaluate anyway (the report then says so)")
             title += " - NOT the model's own split: figures may include its training images"
+    out = a.out or f"reports/{predictor.bundle.card['name']}-{'labels' if a.labels else a.split}"
+    if not a.out:
+        check_report_folder(out)  # the default folder is named after the bundle, so only now
     from .inference.metadata import read_metadata_csv
     meta_file = a.metadata or (None if a.labels else Path(a.data) / "HAM10000_metadata.csv")
     metadata = None if a.no_metadata or meta_file is None else read_metadata_csv(meta_file)
@@ -255,10 +273,11 @@ def cmd_evaluate(a):
     m = result["metrics"]
     if not a.labels:
         m["split_file"] = split_info
-    out = a.out or f"reports/{predictor.bundle.card['name']}-{'labels' if a.labels else a.split}"
     paths = write_report(result, predictor, out, title)
     _print_summary({"metrics": {"image only": m, "with metadata": m.get("with_metadata")}},
                    ("image only", "with metadata"))
+    for reason in undefined_figures(m):
+        print(f"n/a: {reason}")
     _print_subgroups(m)
     if a.record_in_card:
         from .evaluate.precision import record_in_card
@@ -396,11 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="metrics + HTML report of a bundle on a split or a labelled folder")
     ev.add_argument("--model", default=DEFAULT_MODEL, help="model bundle folder")
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ev.add_argument("--data", default=DEFAULT_DATA, help="HAM10000 folder (with --split)")
-    ev.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
-    ev.add_argument("--labels", help="labelled set instead: CSV image_id,dx (images beside it or in images/) "
-                                     "or a folder holding labels.csv")
+    # no defaults here: cmd_evaluate must see which were given, to refuse them beside --labels
+    ev.add_argument("--split", choices=["train", "val", "test"], help="HAM10000 split to evaluate (default test)")
+    ev.add_argument("--data", help=f"HAM10000 folder (with --split; default {DEFAULT_DATA})")
+    ev.add_argument("--split-file", help=f"split file (with --split; default {DEFAULT_SPLIT_FILE})")
+    ev.add_argument("--labels", help="labelled set instead of a split: CSV image_id,dx (images beside it or in "
+                                     "images/) or a folder holding labels.csv; not with --split, --data, --split-file")
     ev.add_argument("--skip-missing", action="store_true", help="evaluate the images that exist")
     ev.add_argument("--tta", action="store_true", help="test-time augmentation (flips, rotations)")
     ev.add_argument("--allow-split-mismatch", action="store_true",

@@ -82,6 +82,14 @@ def read_split(path: Path = DEFAULT_SPLIT_FILE) -> dict[str, str]:
     bad = {r["split"] for r in rows} - set(SPLITS)
     if bad:
         raise DatasetError(f"{path}: unknown split name(s) {sorted(bad)}")
+    parts: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        parts[r["image_id"]].add(r["split"])
+    twice = sorted(i for i, p in parts.items() if len(p) > 1)
+    if twice:  # an image trained on and tested on: no flag can make its figures honest
+        named = ", ".join(f"{i} ({'/'.join(sorted(parts[i]))})" for i in twice[:5])
+        raise DatasetError(f"{path}: {len(twice)} image(s) in more than one split, such as {named}; "
+                           "each image belongs to one split (make the file again with `dermalens split`)")
     return {r["image_id"]: r["split"] for r in rows}
 
 

@@ -92,6 +92,22 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, codes=CODES,
     return out
 
 
+def undefined_figures(m: dict) -> list[str]:
+    """Why figures of `classification_metrics` are n/a (None) for this set, one sentence each; empty when all
+    are defined. A set may hold only some classes, so these are answers, not errors."""
+    present = m.get("classes_present", [])
+    out = []
+    if len(present) < 2:
+        out.append(f"macro AUROC needs images of at least two classes (this set has {', '.join(present) or 'none'})")
+    has_malignant = any(c in MALIGNANT_CODES for c in present)
+    if not has_malignant:
+        out.append(f"malignant AUROC and sensitivity need malignant images ({', '.join(sorted(MALIGNANT_CODES))}); "
+                   "this set has none")
+    if has_malignant and all(c in MALIGNANT_CODES for c in present):
+        out.append("malignant AUROC and specificity need benign images; this set has none")
+    return out
+
+
 def roc_points(y: np.ndarray, probs: np.ndarray, codes=CODES) -> dict:
     """Per-class one-vs-rest ROC curves (for plots)."""
     curves = {}

@@ -5,13 +5,14 @@ import base64
 import html
 import io
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .. import DISCLAIMER
 from .intervals import with_interval
-from .metrics import reliability_bins, roc_points
+from .metrics import reliability_bins, roc_points, undefined_figures
 
 
 def _png(fig) -> str:
@@ -48,7 +49,8 @@ def roc_plot(y, probs, codes) -> str:
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title("One-vs-rest ROC")
-    ax.legend(loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # a set of one class has no curve
+        ax.legend(loc="lower right")
     return _png(fig)
 
 
@@ -114,6 +116,24 @@ def metadata_section(m: dict) -> str:
     return "".join(parts)
 
 
+def check_report_folder(out: str | Path, flag: str = "--out") -> None:
+    """Refuse, before any image is predicted, a report folder that write_report could not write:
+    ValueError saying which and why."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out}: is a file; give a folder for metrics.json and report.html")
+    existing = next(p for p in (out, *out.parents) if p.exists())  # the folder write_report would create from
+    if not existing.is_dir():
+        raise ValueError(f"{flag} {out}: {existing} is a file, so no folder can be made inside it")
+    for name in ("metrics.json", "report.html"):
+        if (out / name).is_dir():
+            raise ValueError(f"{flag} {out}: {out / name} is a folder, so the report cannot be written there")
+    try:  # a real write, not os.access: root passes access checks yet still cannot write a read-only mount
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as e:
+        raise ValueError(f"{flag} {out}: cannot write in {existing} ({e.strerror or e})") from None
+
+
 def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_examples: int = 6) -> dict:
     """Write metrics.json and report.html into out_dir; returns the paths."""
     out = Path(out_dir)
@@ -161,6 +181,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 <h1>{html.escape(title)}</h1><p class="warn">{html.escape(DISCLAIMER)}</p>
 <p>Model: {html.escape(predictor.bundle.card['name'])} {html.escape(predictor.bundle.card['version'])}</p>
 <h2>Summary (image only)</h2><p>Intervals: 95 % percentile bootstrap over lesions (images of one lesion are resampled together).</p><table>{''.join(f'<tr><th>{k}</th><td>{v}</td></tr>' for k, v in summary)}</table>
+{''.join(f'<p>n/a: {html.escape(reason)}.</p>' for reason in undefined_figures(m))}
 {metadata_section(m)}
 <h2>Per class (image only)</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>AUROC</th><th>support</th><th>passes OOD gate</th></tr>{rows}</table>
 <h2>Plots</h2><div class="plots">{''.join(f'<img alt="{k}" title="{k}" src="{v}">' for k, v in plots.items())}</div>

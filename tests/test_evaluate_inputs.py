@@ -1,0 +1,83 @@
+"""`dermalens evaluate`: inputs a user can get wrong get one clear line (exit 2) before any work, and sets
+the figures cannot all be computed on still give a summary (exit 0)."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dermalens.cli import main
+from conftest import MINI, SPLIT_FILE
+
+
+def _labelled_set(folder: Path, classes: set[str]) -> Path:
+    """The fixture images of `classes` with a labels.csv beside them."""
+    (folder / "images").mkdir(parents=True)
+    lines = ["image_id,dx"]
+    for row in csv.DictReader(open(MINI / "HAM10000_metadata.csv")):
+        if row["dx"] in classes:
+            shutil.copy(MINI / "images" / f"{row['image_id']}.jpg", folder / "images")
+            lines.append(f"{row['image_id']},{row['dx']}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("classes, reasons", [
+    ({"nv"}, ["macro AUROC needs images of at least two classes", "need malignant images"]),
+    ({"nv", "bkl"}, ["need malignant images"]),
+    ({"mel", "bcc"}, ["need benign images"]),
+])
+def test_a_set_without_both_benign_and_malignant_images_gets_a_summary(tiny_bundle, tmp_path, capsys,
+                                                                       classes, reasons):
+    labels = _labelled_set(tmp_path / "set", classes)
+    out = tmp_path / "r"
+    assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(labels), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "n/a" in captured.out
+    for reason in reasons:
+        assert reason in captured.out
+    m = json.loads((out / "metrics.json").read_text(), parse_constant=pytest.fail)  # no NaN: strict JSON
+    assert m["classes_present"] == sorted(classes) and "auroc" not in m["malignant"]
+    html = (out / "report.html").read_text()
+    assert all(reason in html for reason in reasons)
+
+
+def test_a_bad_out_is_refused_before_the_model_is_loaded(tmp_path, capsys):
+    """A missing --model would fail at once: the --out message proves --out was checked first."""
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    cases = [(taken, "is a file"), (taken / "sub", f"{taken} is a file")]
+    if Path("/sys").is_dir():  # not writable even for root, unlike a chmod-ed folder
+        cases.append((Path("/sys/dermalens-report"), "cannot write"))
+    for out, message in cases:
+        assert main(["evaluate", "--model", str(tmp_path / "no-model"), "--labels", str(MINI / "HAM10000_metadata.csv"),
+                     "--out", str(out)]) == 2, out
+        err = capsys.readouterr().err
+        assert message in err and "--out" in err and "model bundle folder not found" not in err, (out, err)
+        assert "Traceback" not in err
+    assert taken.read_text() == "keep me"
+
+
+def test_split_and_labels_together_are_refused(tmp_path, capsys):
+    for extra in (["--split", "val"], ["--split-file", str(SPLIT_FILE)], ["--allow-split-mismatch"]):
+        assert main(["evaluate", "--model", str(tmp_path / "no-model"), "--labels", str(MINI / "HAM10000_metadata.csv"),
+                     "--out", str(tmp_path / "r"), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert f"{extra[0]} goes with a HAM10000 split" in err and "--labels evaluates the images it lists" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_split_file_with_an_image_in_two_splits_is_refused_even_with_allow_mismatch(tiny_bundle, tmp_path, capsys):
+    rows = list(csv.DictReader(open(SPLIT_FILE)))
+    twice = [r for r in rows if r["split"] == "train"][:3]
+    broken = tmp_path / "overlap.csv"
+    with open(broken, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows + [dict(r, split="test") for r in twice])
+    assert main(["evaluate", "--model", str(tiny_bundle), "--data", str(MINI), "--split-file", str(broken),
+                 "--allow-split-mismatch", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "3 image(s) in more than one split" in err and twice[0]["image_id"] in err
+    assert not (tmp_path / "r").exists()
