@@ -88,7 +88,18 @@ class TrainConfig:
                     want = f"between {low} and {high}" + (f" ({' and '.join(ends)} excluded)" if ends else "")
                 out.append(f"{name} must be {want}, got {v!r}")
 
-        if self.backbone not in BACKBONES:
+        def flag(name):  # "false" in quotes is a true string: refused, not read by truthiness
+            v = getattr(self, name)
+            if not isinstance(v, bool):
+                out.append(f"{name} must be true or false (JSON, without quotes), got {v!r}")
+
+        def path(name, kind, empty=None):  # empty: what "" means where it is allowed
+            v = getattr(self, name)
+            if not isinstance(v, str) or (not v and empty is None):
+                allowed = f'; "" for {empty}' if empty else ""
+                out.append(f"{name} must be a {kind} path (text{allowed}), got {v!r}")
+
+        if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
             out.append(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
         try:  # the preprocessing settings are checked where they are defined
             PreprocessSpec(input_size=self.input_size, resize=self.resize, color_constancy=self.color_constancy)
@@ -111,6 +122,15 @@ class TrainConfig:
         number("stop_after_epochs", 0, integer=True)
         number("ema_decay", 0, 1, high_open=True)
         number("distill_weight", 0, 1)
+        flag("pretrained")
+        flag("balanced_sampler")
+        for name, kind in (("data_root", "folder"), ("split_file", "file"), ("out_dir", "folder")):
+            path(name, kind)
+        path("cache_dir", "folder", "no cache")
+        path("init_from", "file", "none")
+        path("teacher", "file", "none")
+        if not isinstance(self.extra, dict):
+            out.append(f"extra must be a JSON object, got {self.extra!r}")
         if self.distill_weight and not self.teacher:
             out.append("distill_weight is set but no teacher file is given")
         return out
