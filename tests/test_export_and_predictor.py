@@ -157,6 +157,9 @@ def test_bundle_errors_are_clear(tiny_bundle, tmp_path):
     (broken / "ood.npz").unlink()  # the feature-distance check must not go quietly missing
     with pytest.raises(BundleError, match="ood.npz: missing"):
         load_bundle(broken)
+    (broken / "ood.npz").write_bytes((tiny_bundle / "ood.npz").read_bytes()[:200])  # a cut-off download
+    with pytest.raises(BundleError, match="ood.npz: unreadable"):
+        load_bundle(broken)
 
 
 def test_decision_bias_moves_the_decision_not_the_probabilities(tiny_bundle, tmp_path):

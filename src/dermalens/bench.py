@@ -60,7 +60,9 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
     if not paths:
         raise SystemExit(f"{images}: no images to benchmark with")
     rss_start = peak_rss_mb()
+    t_load = time.perf_counter()
     pred = Predictor(model, threads=threads)
+    load_s = time.perf_counter() - t_load  # what every command and server start pays once
     b = pred.bundle
     data = [p.read_bytes() for p in paths]
     big = _twelve_megapixel_jpeg(paths[0])
@@ -109,6 +111,7 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
     results["one_core_per_graph"] = {name: _time(fn, repeat // 2) for name, fn in graphs.items()}
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     results["rss_before_model_mb"] = round(rss_start, 1)
+    results["bundle_load_s"] = round(load_s, 2)
     return results
 
 
@@ -129,6 +132,7 @@ def main(argv=None):
         a.images = str(found)
     res = run(a.model, a.images, a.repeat, a.batch_size, a.threads)
     print(f"model:   {res['model']}\nmachine: {res['machine']}\nimages:  {res['image_size'][0]}x{res['image_size'][1]} JPEG")
+    print(f"  bundle load (every graph compiled, first in this process) {res['bundle_load_s']:.2f} s")
     for k, v in res["single_image"].items():
         print(f"  {k:46s} p50 {v['p50_ms']:7.2f} ms   p95 {v['p95_ms']:7.2f} ms")
     bt = res["batch"]

@@ -10,6 +10,8 @@ that does not match its model is an error rather than silently wrong probabiliti
 from __future__ import annotations
 
 import json
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -154,6 +156,18 @@ def read_card(path: Path) -> dict:
     return card
 
 
+_BACKGROUND = ThreadPoolExecutor(1, thread_name_prefix="dermalens-load")
+
+
+def _read_ood(file: Path) -> dict | None:
+    if not file.is_file():
+        return None
+    try:
+        return whiten(dict(np.load(file)))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, np.linalg.LinAlgError) as e:
+        raise BundleError(f"{file}: unreadable feature-distance model ({e})") from None
+
+
 def load_bundle(path: str | Path, threads: int | None = None, mode: str = "latency", runtime: str | None = None,
                 precision: str | None = None, share_cores: bool = True) -> Bundle:
     """`mode`, `runtime`, `precision`: see inference.runtime.compile (defaults: fastest available here).
@@ -171,6 +185,7 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
     compile_options = {"mode": mode, "runtime": runtime, "precision": precision}
     if share_cores:
         threads = threads_per_graph(threads, len(member_entries(card)) + ("modality" in card))
+    ood_job = _BACKGROUND.submit(_read_ood, path / "ood.npz")  # its eigendecomposition overlaps the compiling
     try:
         members = [open_member(path, e, threads, spec.interpolation, **compile_options) for e in member_entries(card)]
     except MemberError as e:
@@ -182,7 +197,7 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
     for m, e in zip(members, member_entries(card)):
         _check_io(m.model, m.input_size, len(card["classes"]), path / e["graph"])
     main = next(m for m in members if m.name == features_member(card))
-    ood = whiten(dict(np.load(path / "ood.npz"))) if (path / "ood.npz").is_file() else None
+    ood = ood_job.result()
     if ood is None and "ood" in card["thresholds"]:  # else the feature-distance check would quietly be off
         raise BundleError(f"{path / 'ood.npz'}: missing (the card's thresholds.ood needs it)")
     metadata = None
