@@ -25,6 +25,7 @@ COLOR_CONSTANCY = (None, "shades_of_gray")
 # Default cap on decoded pixels: far above any dermoscope (~6000x4000) but it stops a
 # 20,000 x 20,000 "decompression bomb" before Pillow allocates it.
 DEFAULT_MAX_PIXELS = 40_000_000
+ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
 
 
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF")
@@ -226,7 +227,7 @@ def upright_size(img: Image.Image) -> tuple[int, int]:
     from the header before any decode (a phone's portrait photo is often stored landscape + a tag)."""
     w, h = img.size
     try:
-        turned = img.getexif().get(0x0112) in (5, 6, 7, 8)  # the orientations that swap the sides
+        turned = img.getexif().get(ORIENTATION) in (5, 6, 7, 8)  # the orientations that swap the sides
     except Exception:  # a damaged EXIF block must not cost the image; load_rgb decides on it
         turned = False
     return (h, w) if turned else (w, h)
@@ -253,7 +254,8 @@ def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
         img.load()
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies every upright image too
+            img = ImageOps.exif_transpose(img)
         return _to_rgb(img, background)
     except ImageError:
         raise
