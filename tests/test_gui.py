@@ -198,3 +198,127 @@ def test_a_server_without_a_model_is_named_as_such_not_unreachable(tmp_path):
     with running_server(tmp_path / "no-such-bundle") as url:  # /health answers 503
         with pytest.raises(BackendError, match="has no model loaded .*not found"):
             RemoteBackend(url)
+
+
+class _NoPredictions:
+    """A backend for checks that must stop before any image is classified."""
+    description = "test backend"
+
+    def predict(self, *a, **k):
+        raise AssertionError("nothing should be classified")
+
+
+def _labelled_set(root, n=3, layout="images", dx=None):
+    """`root/labels.csv` listing n fixture images, which sit in root/images/ (or beside the CSV)."""
+    import csv
+    rows = {r["image_id"]: r["dx"] for r in csv.DictReader(open(MINI / "HAM10000_metadata.csv"))}
+    images = sorted((MINI / "images").iterdir())[:n]
+    where = root / "images" if layout == "images" else root
+    where.mkdir(parents=True, exist_ok=True)
+    for p in images:
+        shutil.copy(p, where / p.name)
+    (root / "labels.csv").write_text("image_id,dx\n" + "".join(f"{p.stem},{dx or rows[p.stem]}\n" for p in images))
+    return images
+
+
+def test_labels_csv_beside_an_images_folder_is_read_as_documented(app_factory, shipped_bundle, tmp_path):
+    """docs/cli.md: a labels CSV's images sit beside it or in images/; choosing the folder holding both works."""
+    from dermalens.gui.batch import batch_items
+    images = _labelled_set(tmp_path / "set", layout="images")
+    items = batch_items(tmp_path / "set", tmp_path / "set" / "labels.csv")
+    assert [p.name for p, *_ in items] == [p.name for p in images] and not items.missing
+    app, errors = app_factory(model=str(shipped_bundle))
+    app.start_batch(str(tmp_path / "set"), str(tmp_path / "set" / "labels.csv"))
+    pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled")
+    assert not errors and len(app.tree.get_children()) == 3
+    # a folder holding none of them says where it looked
+    (tmp_path / "empty").mkdir()
+    app.start_batch(str(tmp_path / "empty"), str(tmp_path / "set" / "labels.csv"))
+    assert "is in " + str(tmp_path / "empty") in errors[-1] and "images/" in errors[-1]
+
+
+def test_listed_images_that_are_missing_are_counted_and_named(app_factory, shipped_bundle, tmp_path):
+    images = _labelled_set(tmp_path, layout="beside")
+    (tmp_path / images[1].name).unlink()
+    app, errors = app_factory(model=str(shipped_bundle))
+    app.start_batch(str(tmp_path), str(tmp_path / "labels.csv"))
+    pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled")
+    assert not errors and len(app.tree.get_children()) == 2
+    status, panel = app.status.cget("text"), app.metrics_box.get("1.0", "end")
+    assert "1 image(s) listed in labels.csv not found" in status and images[1].stem in status
+    assert "1 image(s) listed in labels.csv not found" in panel and images[1].stem in panel
+    assert app.batch_result.missing == [images[1].stem]
+
+
+def test_a_labels_csv_that_is_not_utf8_is_a_message_naming_it(app_factory, tmp_path):
+    _labelled_set(tmp_path, layout="beside")
+    latin = tmp_path / "latin1.csv"
+    rows = (tmp_path / "labels.csv").read_text().splitlines()
+    latin.write_bytes("\n".join([rows[0] + ",note"] + [r + ",caf\u00e9" for r in rows[1:]]).encode("latin-1"))
+    app, errors = app_factory(backend=_NoPredictions())
+    app.start_batch(str(tmp_path), str(latin))  # raised UnicodeDecodeError on the Tk thread before
+    assert errors and str(latin) in errors[-1] and "UTF-8" in errors[-1]
+    assert str(latin) in app.status.cget("text") and str(app.start_button.cget("state")) != "disabled"
+
+
+def test_one_image_listed_twice(app_factory, shipped_bundle, tmp_path):
+    """Rows ISIC_x and ISIC_x.jpg name one image: with two labels it is an error naming both rows; with one
+    label it is classified and counted once, and the window says so."""
+    images = _labelled_set(tmp_path, n=2, layout="beside")
+    base = (tmp_path / "labels.csv").read_text()
+    dx = base.splitlines()[1].split(",")[1]  # images[0]'s label
+    (tmp_path / "conflict.csv").write_text(base + f"{images[0].name},{'nv' if dx == 'mel' else 'mel'}\n")
+    app, errors = app_factory(model=str(shipped_bundle))
+    app.start_batch(str(tmp_path), str(tmp_path / "conflict.csv"))
+    assert errors and "line 2" in errors[-1] and "line 4" in errors[-1] and images[0].name in errors[-1]
+    assert "different labels" in errors[-1]
+    (tmp_path / "twice.csv").write_text(base + f"{images[0].name},{dx}\n")
+    n = len(errors)
+    app.start_batch(str(tmp_path), str(tmp_path / "twice.csv"))
+    pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled")
+    assert len(errors) == n and len(app.tree.get_children()) == 2
+    assert app.batch_result.metrics["n"] == 2
+    assert "counted once" in app.metrics_box.get("1.0", "end") and "counted once" in app.status.cget("text")
+
+
+def test_a_folder_with_images_only_in_subfolders_says_they_are_not_searched(app_factory, tmp_path):
+    (tmp_path / "part1").mkdir()
+    shutil.copy(sorted((MINI / "images").iterdir())[0], tmp_path / "part1")
+    app, errors = app_factory(backend=_NoPredictions())
+    app.start_batch(str(tmp_path))
+    assert "no images" in errors[-1] and "sub-folders are not searched" in errors[-1] and "part1/" in errors[-1]
+
+
+@pytest.mark.parametrize("url, says", [("", "it was empty"), ("http://[::1", "is not a URL"),
+                                       ("localhost:8000", "try http://localhost:8000")])
+def test_api_url_mistakes_are_messages(app_factory, url, says):
+    app, errors = app_factory(api=url)
+    assert errors and "--api needs a URL such as http://127.0.0.1:8000" in errors[-1] and says in errors[-1]
+    assert app.backend is None and app.source_label.cget("text") == "no model"
+
+
+def test_a_request_that_cannot_be_built_is_a_backend_error():
+    from dermalens.gui.backend import BackendError, RemoteBackend
+    backend = object.__new__(RemoteBackend)  # past the URL check, as a URL could be changed later
+    backend.url, backend.api_key, backend.timeout = "http://[::1", None, 1
+    with pytest.raises(BackendError):
+        backend._request("GET", "/health")
+
+
+def test_a_damaged_bundle_is_a_message_in_the_window(app_factory, tmp_path, monkeypatch):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "card.json").write_text('{"name": "broken",')
+    app, errors = app_factory(model=str(bundle))
+    assert errors and "cannot load the model" in errors[-1] and "card.json" in errors[-1]
+    assert app.backend is None and app.source_label.cget("text") == "no model"
+    # not every damage is a BundleError (onnxruntime, zipfile, numpy raise their own): still a message
+    import dermalens.inference
+
+    def damaged(path):
+        raise RuntimeError("[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from gate.onnx failed")
+    monkeypatch.setattr(dermalens.inference, "Predictor", damaged)
+    app2, errors2 = app_factory(model=str(bundle))
+    assert "cannot load the model" in errors2[-1] and "gate.onnx" in errors2[-1] and app2.root.winfo_exists()
+    app2.start_batch(str(MINI / "images"))
+    assert "no model loaded" in app2.status.cget("text")

@@ -20,7 +20,7 @@ from ..classes import CODES, MALIGNANT_CODES
 from ..inference.metadata import SITES
 from ..inference.risk import COLOURS
 from .backend import BackendError, LocalBackend, RemoteBackend
-from .batch import batch_items, export_csv, metrics_text, run_batch
+from .batch import batch_items, export_csv, metrics_text, missing_text, run_batch
 
 FILETYPES = [("Images", "*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff"), ("All files", "*")]
 VIEW = (460, 345)
@@ -40,6 +40,7 @@ class App:
         self.batch_rows: list[dict] = []
         self.cancel = threading.Event()
         self.busy = False
+        self.batch_labels: str | None = None
         self._build()
         if self.backend is None:
             self._connect(model, api)
@@ -168,12 +169,15 @@ class App:
     # ---- plumbing ------------------------------------------------------------------------
     def _connect(self, model, api):
         try:
-            self.backend = RemoteBackend(api) if api else LocalBackend(model)
+            # `--api ''` is a URL the user got wrong, not a request for local mode
+            self.backend = RemoteBackend(api) if api is not None else LocalBackend(model)
             self.source_label.config(text=self.backend.description)
-        except BackendError as e:
+        except Exception as e:  # BackendError, or anything else: shown in the window, never a crash
+            msg = str(e) if isinstance(e, BackendError) else f"cannot start: {e} ({type(e).__name__})"
+            self.backend = None
             self.source_label.config(text="no model")
-            self.set_status(str(e), error=True)
-            messagebox.showerror("dermalens", str(e), parent=self.root)
+            self.set_status(msg, error=True)
+            messagebox.showerror("dermalens", msg, parent=self.root)
 
     def set_status(self, text: str, error: bool = False):
         self.status.config(text=text, foreground="#b00020" if error else "")
@@ -320,6 +324,10 @@ class App:
         except BackendError as e:
             self._on_error(str(e))
             return
+        except Exception as e:  # on the Tk thread: an escaped error would show nothing at all
+            self._on_error(f"cannot read {labels or folder}: {e} ({type(e).__name__})")
+            return
+        self.batch_labels = labels
         self.cancel.clear()
         self.start_button.config(state="disabled")
         self.cancel_button.config(state="normal")
@@ -341,6 +349,11 @@ class App:
         self.cancel_button.config(state="disabled")
         self.batch_rows = res.rows
         self._fill_tree(res.rows)
+        if res.missing:
+            self.metrics_box.insert("end", f"{missing_text(res.missing, Path(self.batch_labels or '').name)}: "
+                                           "the figures below leave them out.\n\n")
+        for note in res.notes:
+            self.metrics_box.insert("end", f"{note}.\n\n")
         if res.not_assessed:
             self.metrics_box.insert("end", f"{res.not_assessed} image(s) not assessed (see the table); the figures "
                                            "below count only the assessed ones.\n\n")
@@ -349,7 +362,12 @@ class App:
         for e in res.errors:
             self.metrics_box.insert("end", f"\nskipped {e['file']}: {e['error']}")
         state = "cancelled" if res.cancelled else "done"
-        self.set_status(f"batch {state}: {len(res.rows)} classified, {len(res.errors)} skipped")
+        status = f"batch {state}: {len(res.rows)} classified, {len(res.errors)} skipped"
+        if res.missing:
+            status += "; " + missing_text(res.missing, Path(self.batch_labels or "").name)
+        if res.notes:
+            status += f"; {len(res.notes)} image(s) listed twice, counted once (see the panel)"
+        self.set_status(status)
         self.batch_result = res
 
     def _fill_tree(self, rows):

@@ -7,12 +7,33 @@ from __future__ import annotations
 import base64
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 
 class BackendError(Exception):
     """A prediction that could not be made; the message is shown to the user."""
+
+
+URL_EXAMPLE = "--api needs a URL such as http://127.0.0.1:8000"
+
+
+def check_url(url) -> str:
+    """The server URL without a trailing slash; BackendError saying what a URL looks like otherwise."""
+    text = (url or "").strip() if isinstance(url, str) else ""
+    if not text:
+        raise BackendError(f"{URL_EXAMPLE}; it was empty")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 (a port that is not a number raises here)
+    except ValueError as e:
+        raise BackendError(f"{URL_EXAMPLE}; {text!r} is not a URL ({e})") from None
+    if "://" not in text:
+        raise BackendError(f"{URL_EXAMPLE}; {text!r} has no http:// in front (try http://{text})")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BackendError(f"{URL_EXAMPLE} (http:// or https:// and a host); got {text!r}")
+    return text.rstrip("/")
 
 
 class LocalBackend:
@@ -22,6 +43,8 @@ class LocalBackend:
             self.predictor = Predictor(model)
         except BundleError as e:
             raise BackendError(f"cannot load the model: {e}") from None
+        except Exception as e:  # a damaged bundle can fail in onnxruntime, numpy or zipfile: still a message
+            raise BackendError(f"cannot load the model {model}: {e or type(e).__name__} ({type(e).__name__})") from None
         self.description = f"local model {self.predictor.model_info['name']} {self.predictor.model_info['version']}"
 
     def predict(self, path: str | Path, explain: bool = True, tta: bool = False, metadata: dict | None = None) -> dict:
@@ -38,7 +61,7 @@ class LocalBackend:
 
 class RemoteBackend:
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 60):
-        self.url = url.rstrip("/")
+        self.url = check_url(url)
         self.api_key, self.timeout = api_key, timeout
         try:
             health = self._request("GET", "/health", answers=(503,))  # 503: up, without a model
@@ -53,11 +76,11 @@ class RemoteBackend:
     def _request(self, method: str, path: str, body: dict | None = None, answers: tuple = ()) -> dict:
         """The JSON answer; BackendError with the server's message for an error status not in `answers`."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        if self.api_key:
-            req.add_header("X-API-Key", self.api_key)
         try:
+            req = urllib.request.Request(self.url + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+            if self.api_key:
+                req.add_header("X-API-Key", self.api_key)
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:

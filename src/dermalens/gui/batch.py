@@ -23,6 +23,23 @@ class BatchResult:
     metrics: dict | None = None  # over the assessed images only
     cancelled: bool = False
     not_assessed: int = 0
+    missing: list[str] = field(default_factory=list)  # listed in the labels CSV, not in the folder
+    notes: list[str] = field(default_factory=list)  # what the user must be told about the items
+
+
+class BatchItems(list):
+    """The (path, true code, lesion id, patient details) items, with what was left out and why:
+    `missing` are image ids the labels CSV lists that are not in the folder, `notes` warnings in words."""
+
+    def __init__(self, items=(), missing=(), notes=(), image_dir: Path | None = None):
+        super().__init__(items)
+        self.missing, self.notes, self.image_dir = list(missing), list(notes), image_dir
+
+
+def missing_text(missing: list[str], labels_csv="the labels CSV") -> str:
+    """'2 listed image(s) not found (ISIC_1, ISIC_2)', naming at most five."""
+    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    return f"{len(missing)} image(s) listed in {labels_csv} not found ({shown})"
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -32,30 +49,115 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def batch_items(folder: str | Path, labels_csv: str | Path | None) -> list[tuple[Path, str | None, str, dict | None]]:
+def _subfolder_hint(folder: Path, searched: tuple[str, ...] = ()) -> str:
+    """'; sub-folders are not searched (part1/ holds 12 images): choose ...' when there are images deeper."""
+    try:
+        found = [(d.name, len(list_images(d))) for d in sorted(folder.iterdir())
+                 if d.is_dir() and d.name not in searched]
+    except OSError:
+        return ""
+    found = [(name, n) for name, n in found if n]
+    if not found:
+        return ""
+    held = ", ".join(f"{name}/ holds {n} image(s)" for name, n in found[:3]) + (", ..." if len(found) > 3 else "")
+    other = " other than images/" if searched else ""
+    return f"; sub-folders{other} are not searched ({held}): choose the folder that holds the images"
+
+
+def batch_items(folder: str | Path, labels_csv: str | Path | None) -> BatchItems:
     """(image path, true code or None, lesion id, patient details or None) for every image to classify.
     The lesion id groups images of one lesion for the confidence intervals; without one, an image is its
-    own group. The labels CSV may carry age, sex and localization (or site) columns."""
+    own group. The labels CSV may carry age, sex and localization (or site) columns; its images are looked
+    for in the folder and in its images/ (the layout `evaluate --labels` reads)."""
+    folder = Path(folder)
     if labels_csv:
-        from ..data import DatasetError
-        from ..inference.metadata import MetadataError, read_metadata_csv
-        try:
-            recs = load_labelled_folder(labels_csv, folder, missing="skip")
-        except DatasetError as e:
-            raise BackendError(str(e)) from None
-        if not recs:
-            raise BackendError(f"none of the images listed in {labels_csv} is in {folder}")
-        try:
-            metas = read_metadata_csv(labels_csv)
-        except MetadataError as e:
-            if "needs an image_id column" not in str(e):
-                raise BackendError(str(e)) from None
-            metas = {}  # a labels CSV without patient columns
-        return [(r.path, r.dx, r.lesion, _as_dict(metas.get(r.image_id))) for r in recs]
+        return _labelled_items(folder, Path(labels_csv))
     paths = list_images(folder)
     if not paths:
-        raise BackendError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return [(p, None, p.name, None) for p in paths]
+        raise BackendError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}){_subfolder_hint(folder)}")
+    return BatchItems([(p, None, p.name, None) for p in paths], image_dir=folder)
+
+
+def _unreadable(labels_csv: Path, e: Exception) -> BackendError:
+    if isinstance(e, UnicodeDecodeError):
+        return BackendError(f"{labels_csv}: not a UTF-8 text file (byte 0x{e.object[e.start]:02x} at position "
+                            f"{e.start}); save it as CSV UTF-8 (in Excel: Save As, \"CSV UTF-8\") and start again")
+    if isinstance(e, csv.Error):
+        return BackendError(f"{labels_csv}: not a readable CSV file ({e})")
+    return BackendError(f"{labels_csv}: cannot be read ({getattr(e, 'strerror', None) or e})")
+
+
+def _listed_lines(labels_csv: Path) -> dict[str, int]:
+    """image_id -> the CSV line it is first listed on (line 1: the header)."""
+    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        key = next((k for k in reader.fieldnames or [] if (k or "").strip() == "image_id"), "image_id")
+        lines: dict[str, int] = {}
+        for line, row in enumerate(reader, start=2):
+            lines.setdefault((row.get(key) or "").strip(), line)
+    return lines
+
+
+def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
+    from ..data import DatasetError
+    from ..inference.metadata import MetadataError, read_metadata_csv
+    if not folder.is_dir():
+        raise BackendError(f"{folder}: folder not found")
+    # The folder itself, and its images/ as `evaluate --labels` reads a CSV beside images/: the one
+    # holding more of the listed images (the folder chosen, on a tie).
+    candidates = [folder] + ([folder / "images"] if (folder / "images").is_dir() else [])
+    found = []
+    for d in candidates:
+        try:
+            found.append((load_labelled_folder(labels_csv, d, missing="skip"), d))
+        except DatasetError as e:
+            raise BackendError(str(e)) from None
+        except (UnicodeDecodeError, csv.Error, OSError) as e:
+            raise _unreadable(labels_csv, e) from None
+    try:
+        lines = _listed_lines(labels_csv)
+    except (UnicodeDecodeError, csv.Error, OSError) as e:
+        raise _unreadable(labels_csv, e) from None
+    recs, image_dir = max(found, key=lambda f: len(f[0]))  # max keeps the first of equals
+    if not recs:
+        where = f"{folder} or {folder / 'images'}" if len(candidates) > 1 else \
+            f"{folder} (which has no images/ folder either)"
+        first = ", ".join(list(lines)[:3]) + (", ..." if len(lines) > 3 else "")
+        raise BackendError(f"none of the {len(lines)} images listed in {labels_csv} ({first}) is in {where}"
+                           + _subfolder_hint(folder, searched=("images",)))
+    present = {r.image_id for r in recs}
+    missing = [i for i in lines if i and i not in present]
+    recs, notes = _one_row_per_image(recs, lines, labels_csv)
+    try:
+        metas = read_metadata_csv(labels_csv)
+    except MetadataError as e:
+        if "needs an image_id column" not in str(e):
+            raise BackendError(str(e)) from None
+        metas = {}  # a labels CSV without patient columns
+    return BatchItems([(r.path, r.dx, r.lesion, _as_dict(metas.get(r.image_id))) for r in recs],
+                      missing=missing, notes=notes, image_dir=image_dir)
+
+
+def _one_row_per_image(recs, lines: dict[str, int], labels_csv: Path):
+    """Rows naming one image file twice (ISIC_1 and ISIC_1.jpg): kept once when they agree, refused when
+    their labels differ (which one is right cannot be guessed)."""
+    by_path: dict[Path, list] = {}
+    for r in recs:
+        by_path.setdefault(Path(r.path).resolve(), []).append(r)
+    kept, notes = [], []
+    for r in recs:
+        same = by_path[Path(r.path).resolve()]
+        if same[0] is not r:
+            continue
+        kept.append(r)
+        if len(same) == 1:
+            continue
+        rows = " and ".join(f"line {lines.get(x.image_id, '?')} ({x.image_id}, {x.dx})" for x in same)
+        if len({x.dx for x in same}) > 1:
+            raise BackendError(f"{labels_csv}: {rows} are the same image {Path(r.path).name} with different "
+                               "labels; which one is right cannot be guessed: correct or remove one of the rows")
+        notes.append(f"{rows} are the same image {Path(r.path).name}: it is classified and counted once")
+    return kept, notes
 
 
 def _as_dict(meta) -> dict | None:
@@ -63,7 +165,7 @@ def _as_dict(meta) -> dict | None:
 
 
 def run_batch(backend, items, cancel: threading.Event | None = None, progress=None) -> BatchResult:
-    res = BatchResult()
+    res = BatchResult(missing=list(getattr(items, "missing", [])), notes=list(getattr(items, "notes", [])))
     probs, preds, truth, groups, thresholds = [], [], [], [], []
     for i, (path, dx, group, *meta) in enumerate(items):
         if cancel is not None and cancel.is_set():
