@@ -1,7 +1,9 @@
 """Export -> bundle -> PyTorch-free predictor: equivalence, calibration, TTA, Grad-CAM, OOD, risk."""
 import io
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -296,14 +298,57 @@ def test_a_failed_export_leaves_the_bundle_it_would_replace_as_it_was(tiny_run, 
         raise RuntimeError("test split evaluation failed")
     monkeypatch.setattr(bundle_mod, "evaluate_records", broken)
     with pytest.raises(RuntimeError, match="test split evaluation failed"):
-        bundle_mod.export_bundle(tiny_run, target, MINI, SPLIT_FILE, version="9.9.9", input_size=(64, 85))
+        bundle_mod.export_bundle(tiny_run, target, MINI, SPLIT_FILE, version="9.9.9", input_size=(64, 85),
+                                 force=True)
     assert {f.name: f.read_bytes() for f in target.iterdir() if f.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["served"], "the staging folder must be cleaned up"
 
     monkeypatch.undo()
     card = bundle_mod.export_bundle(tiny_run, target, MINI, SPLIT_FILE, version="9.9.9", evaluate_test=False,
-                                    input_size=(64, 85))
+                                    input_size=(64, 85), force=True)
     assert json.loads((target / "card.json").read_text())["version"] == card["version"] == "9.9.9"
     assert (target / "model.onnx").read_bytes() != before["model.onnx"]  # the new network input size
-    assert (target / "report" / "report.html").read_text() == "kept"
+    assert not (target / "report").exists(), "the replaced bundle's report describes another model"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["served"]
+
+
+def _cut(path: Path, keep: int = 500) -> None:
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+BROKEN_BUNDLES = {  # what a failed copy or a hand edit leaves -> what the one line must say
+    "head cut off": (lambda b: _cut(next(b.glob("*.head.npz"))), "head.npz: unreadable classifier head"),
+    "metadata cut off": (lambda b: _cut(b / "metadata.npz"), "metadata.npz: unusable metadata model"),
+    "check weights cut off": (lambda b: _cut(b / "gate.npz"), "gate.npz: unreadable"),
+    "check graph cut off": (lambda b: _cut(b / "gate.onnx", 5000), "gate.onnx: cannot load ONNX model"),
+    "member graph cut off": (lambda b: _cut(sorted(b.glob("lite0*.onnx"))[0], 5000), ".onnx: cannot load ONNX model"),
+    "empty ood.npz": (lambda b: _cut(b / "ood.npz", 0), "ood.npz: unreadable"),
+    "temperature null": (lambda b: _edit(b, temperature=None), "temperature must be a number > 0, got None"),
+    "temperature text": (lambda b: _edit(b, temperature="abc"), "temperature must be a number > 0, got 'abc'"),
+    "no members": (lambda b: _edit(b, members=[]), "members must be a non-empty list"),
+    "members not a list": (lambda b: _edit(b, members="x"), "members must be a non-empty list"),
+    "decision_bias text": (lambda b: _edit(b, decision_bias=["a"] * 7), "decision_bias must be numbers"),
+    "threshold text": (lambda b: _edit(b, thresholds={"malignant": "x"}), "thresholds must map names to numbers"),
+    "check threshold missing": (lambda b: _edit(b, modality=lambda m: m.pop("threshold")), "modality.threshold must be a number"),
+}
+
+
+def _edit(bundle: Path, **changes) -> None:
+    card = json.loads((bundle / "card.json").read_text())
+    for key, value in changes.items():
+        if callable(value):
+            value(card[key])
+        else:
+            card[key] = value
+    (bundle / "card.json").write_text(json.dumps(card))
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_BUNDLES))
+def test_a_damaged_bundle_is_one_line_naming_what(shipped_bundle, tmp_path, case):
+    broken = tmp_path / "bundle"
+    shutil.copytree(shipped_bundle, broken)
+    damage, message = BROKEN_BUNDLES[case]
+    damage(broken)
+    with pytest.raises(BundleError, match=re.escape(message)) as e:
+        load_bundle(broken)
+    assert "\n" not in str(e.value)

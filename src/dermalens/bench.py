@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -56,14 +57,25 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
     from .inference import Predictor
     from .inference.gradcam import gradcam, overlay, to_png
     from .preprocess import load_rgb
+    from .preprocess import ImageError
+    if not Path(images).is_dir():
+        raise SystemExit(f"error: --images {images}: not a folder of JPEG/PNG images")
     paths = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if not paths:
-        raise SystemExit(f"{images}: no images to benchmark with")
     rss_start = peak_rss_mb()
     t_load = time.perf_counter()
     pred = Predictor(model, threads=threads)
     load_s = time.perf_counter() - t_load  # what every command and server start pays once
     b = pred.bundle
+    readable = []
+    for p in paths:
+        try:
+            pred.load(p)
+            readable.append(p)
+        except ImageError as e:  # timed images must all be images, or the figures time error paths
+            print(f"warning: left out {p}: {e}", file=sys.stderr)
+    if not readable:
+        raise SystemExit(f"error: {images}: no readable JPEG/PNG image to benchmark with")
+    paths = readable
     data = [p.read_bytes() for p in paths]
     big = _twelve_megapixel_jpeg(paths[0])
     one = pred.load(data[0])
@@ -82,7 +94,7 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
             "preprocess (decode + resize)": _time(lambda: pred.load(data[next(i) % len(data)]), repeat),
             "inference, first network (normalise + forward)": _time(lambda: b.run(one[None]), repeat),
             "inference, every network (probabilities)": _time(lambda: b.probabilities(one[None]), repeat),
-            "inference + TTA": _time(lambda: pred.forward(one[None], tta=True), repeat // 2),
+            "inference + TTA": _time(lambda: pred.forward(one[None], tta=True), max(1, repeat // 2)),
             "Grad-CAM (+ overlay PNG)": _time(lambda: to_png(overlay(one, gradcam(feats[0], b.head_weight, 0,
                                                                                  b.spec.input_size))), repeat),
             "end to end (file bytes -> Prediction)": _time(lambda: pred.predict(data[next(i) % len(data)]), repeat),
@@ -108,20 +120,26 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
     graphs = {m.name: (lambda m=m: m.run(one[None])) for m in fast.bundle.members}
     if fast.bundle.gate is not None:
         graphs["image-type check"] = lambda: fast.bundle.gate.features(one[None])
-    results["one_core_per_graph"] = {name: _time(fn, repeat // 2) for name, fn in graphs.items()}
+    results["one_core_per_graph"] = {name: _time(fn, max(1, repeat // 2)) for name, fn in graphs.items()}
     results["peak_rss_mb"] = round(peak_rss_mb(), 1)
     results["rss_before_model_mb"] = round(rss_start, 1)
     results["bundle_load_s"] = round(load_s, 2)
     return results
 
 
+def _at_least_one(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1 expected, got {text!r}")
+    return int(text)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--images", help="folder of JPEG/PNG images (default: dermalens.defaults.bench_images)")
-    ap.add_argument("--repeat", type=int, default=200)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=None, help="cores the graphs of an image share (default: all cores)")
+    ap.add_argument("--repeat", type=_at_least_one, default=200, help="timed runs of each step (200)")
+    ap.add_argument("--batch-size", type=_at_least_one, default=4)
+    ap.add_argument("--threads", type=_at_least_one, default=None, help="cores the graphs of an image share (default: all cores)")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args(argv)
     if not a.images:
@@ -130,7 +148,11 @@ def main(argv=None):
         if found is None:
             raise SystemExit("error: no images to benchmark with; pass --images DIR")
         a.images = str(found)
-    res = run(a.model, a.images, a.repeat, a.batch_size, a.threads)
+    from .inference import BundleError
+    try:
+        res = run(a.model, a.images, a.repeat, a.batch_size, a.threads)
+    except BundleError as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"model:   {res['model']}\nmachine: {res['machine']}\nimages:  {res['image_size'][0]}x{res['image_size'][1]} JPEG")
     print(f"  bundle load (every graph compiled, first in this process) {res['bundle_load_s']:.2f} s")
     for k, v in res["single_image"].items():

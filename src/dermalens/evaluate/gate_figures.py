@@ -18,17 +18,28 @@ from pathlib import Path
 import numpy as np
 
 from ..data.modality_sets import GateImage, gate_images
+from ..inference.bundle import BundleError, read_card
 from ..inference.modality import load_gate
+from ..inference.runtime import RuntimeUnavailable
 from ..preprocess import PreprocessSpec
 
 
 def gate_rates(bundle: Path, data: Path, split_file: Path, runtime: str, precision: str) -> tuple[list[dict], dict]:
     """(rates table of the check and held-out parts, the runtime's description)."""
-    card = json.loads((Path(bundle) / "card.json").read_text())
+    if not Path(bundle).is_dir():
+        raise BundleError(f"{bundle}: model bundle folder not found")
+    card = read_card(Path(bundle))
     if "modality" not in card:
-        raise SystemExit(f"{bundle}: this bundle has no image-type check")
+        raise BundleError(f"{bundle}: this bundle has no image-type check")
     spec = PreprocessSpec.from_dict(card["preprocessing"])
-    gate = load_gate(Path(bundle), card["modality"], runtime=runtime, precision=precision, mode="throughput")
+    try:
+        gate = load_gate(Path(bundle), card["modality"], runtime=runtime, precision=precision, mode="throughput")
+    except RuntimeUnavailable as e:
+        raise ValueError(str(e)) from None
+    except KeyError as e:
+        raise BundleError(f"{Path(bundle) / 'card.json'}: the modality section lacks {e}") from None
+    except (TypeError, ValueError) as e:  # load_gate's messages name the file
+        raise BundleError(f"unusable image-type check: {e}") from None
     items = [it for it in gate_images(Path(data), Path(split_file)) if it.part != "fit"]
     with ThreadPoolExecutor(2) as pool:  # a chunk of decoded views at a time, not all 5,000
         p = np.concatenate([gate.probability(np.stack(list(pool.map(lambda it: spec.to_uint8(it.path),

@@ -10,7 +10,6 @@ that does not match its model is an error rather than silently wrong probabiliti
 from __future__ import annotations
 
 import json
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 from ..classes import CLASSES
 from ..preprocess import PreprocessSpec
 import dermalens.inference.runtime as rt
-from .members import Member, MemberError, combine, features_member, member_entries, open_member
+from .members import NPZ_ERRORS, Member, MemberError, combine, features_member, member_entries, open_member
 from .metadata import MetadataError, MetadataModel
 from .modality import ModalityGate, load_gate
 from .ood import whiten
@@ -141,11 +140,20 @@ def read_card(path: Path) -> dict:
         raise BundleError(f"{card_path}: missing key(s) {missing}")
     if card["format"] != CARD_FORMAT:
         raise BundleError(f"{card_path}: format {card['format']!r}, this dermalens reads {CARD_FORMAT!r}")
+    if not isinstance(card["classes"], list) or not card["classes"]:
+        raise BundleError(f"{card_path}: classes must be a list of the classes")
     for c in card["classes"]:
-        if not {"code", "name", "malignant"} <= set(c):
+        if not isinstance(c, dict) or not {"code", "name", "malignant"} <= set(c):
             raise BundleError(f"{card_path}: each class needs code, name and malignant; got {c}")
-    if not float(card["temperature"]) > 0:
-        raise BundleError(f"{card_path}: temperature must be > 0")
+    if not _number(card["temperature"]) > 0:
+        raise BundleError(f"{card_path}: temperature must be a number > 0, got {card['temperature']!r}")
+    if not isinstance(card["thresholds"], dict) or not all(_number(v) == _number(v) for v in card["thresholds"].values()):
+        raise BundleError(f"{card_path}: thresholds must map names to numbers, got {card['thresholds']!r}")
+    if not all(_number(v) == _number(v) for v in card.get("decision_bias", [])):
+        raise BundleError(f"{card_path}: decision_bias must be numbers, got {card['decision_bias']!r}")
+    members = card.get("members", [{}])
+    if not isinstance(members, list) or not members or not all(isinstance(m, dict) for m in members):
+        raise BundleError(f"{card_path}: members must be a non-empty list of member entries, got {members!r}")
     if "logit_bias" in card:
         raise BundleError(f"{card_path}: 'logit_bias' (probabilities shifted by a prior correction) is no longer "
                           "read; re-export the run with this dermalens (it writes 'decision_bias')")
@@ -156,6 +164,11 @@ def read_card(path: Path) -> dict:
     return card
 
 
+def _number(v) -> float:
+    """A card's number as a float; NaN (which fails every comparison) for anything else, booleans included."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
 _BACKGROUND = ThreadPoolExecutor(1, thread_name_prefix="dermalens-load")
 
 
@@ -164,8 +177,8 @@ def _read_ood(file: Path) -> dict | None:
         return None
     try:
         return whiten(dict(np.load(file)))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, np.linalg.LinAlgError) as e:
-        raise BundleError(f"{file}: unreadable feature-distance model ({e})") from None
+    except NPZ_ERRORS + (KeyError, np.linalg.LinAlgError) as e:
+        raise BundleError(f"{file}: unreadable feature-distance model ({e or type(e).__name__})") from None
 
 
 def load_bundle(path: str | Path, threads: int | None = None, mode: str = "latency", runtime: str | None = None,
@@ -207,7 +220,7 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
             raise BundleError(f"{meta_path}: missing (the card describes a metadata model)")
         try:
             metadata = MetadataModel.load(meta_path, card["metadata"]["weight"])
-        except (MetadataError, KeyError, ValueError) as e:
+        except NPZ_ERRORS + (MetadataError, KeyError, TypeError) as e:
             raise BundleError(f"{meta_path}: unusable metadata model ({e})") from None
         for key in ("thresholds", "decision_bias"):
             if key not in card["metadata"]:
@@ -216,8 +229,10 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
     if "modality" in card:
         try:
             gate = load_gate(path, card["modality"], threads=threads, **compile_options)
-        except (KeyError, TypeError, ValueError, rt.RuntimeUnavailable) as e:
-            raise BundleError(f"{path / 'card.json'}: unusable modality check ({e})") from None
+        except KeyError as e:
+            raise BundleError(f"{path / 'card.json'}: the modality section lacks {e}") from None
+        except NPZ_ERRORS + (TypeError, rt.RuntimeUnavailable) as e:
+            raise BundleError(f"unusable image-type check: {e or type(e).__name__}") from None
     return Bundle(path, card, spec, main.model, main.head_weight, main.head_bias, ood, members, metadata, gate)
 
 

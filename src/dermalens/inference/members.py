@@ -13,6 +13,7 @@ check and Grad-CAM.
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,10 @@ import numpy as np
 from ..preprocess import PreprocessSpec, normalize_views, resize_views
 import dermalens.inference.runtime as rt
 from .softmax import softmax
+
+
+# what np.load raises for a cut-off, empty or foreign .npz file
+NPZ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile)
 
 
 class MemberError(ValueError):
@@ -35,7 +40,7 @@ def _open_graph(path: Path, threads: int | None = None, **compile_options) -> "r
     except rt.RuntimeUnavailable as e:
         raise MemberError(str(e)) from None
     except Exception as e:  # each runtime raises its own exception types
-        raise MemberError(f"{path}: cannot load ONNX model ({e})") from None
+        raise MemberError(f"{path}: cannot load ONNX model ({rt.short_reason(e)})") from None
 
 
 @dataclass
@@ -105,14 +110,19 @@ def open_member(folder: Path, entry: dict, threads: int | None = None, interpola
     graph = folder / entry["graph"]
     if not graph.is_file():
         raise MemberError(f"{graph}: missing")
-    if not float(entry["temperature"]) > 0:
+    t = entry["temperature"]
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
         raise MemberError(f"{folder / 'card.json'}: member {entry['name']!r}: temperature must be > 0")
     head_path = folder / entry.get("head", "head.npz")
     if not head_path.is_file():
         raise MemberError(f"{head_path}: missing (Grad-CAM needs the classifier head)")
-    head = np.load(head_path)
+    try:
+        with np.load(head_path, allow_pickle=False) as z:
+            head = {k: z[k].astype(np.float32) for k in ("weight", "bias")}
+    except NPZ_ERRORS + (KeyError,) as e:
+        raise MemberError(f"{head_path}: unreadable classifier head ({e or type(e).__name__})") from None
     mean, std = tuple(entry.get("mean", (0.5,) * 3)), tuple(entry.get("std", (0.5,) * 3))
     return Member(entry["name"], _open_graph(graph, threads, views=(mean, std), **compile_options),
                   tuple(int(v) for v in entry["input_size"]), mean, std,
-                  float(entry["temperature"]), head["weight"].astype(np.float32), head["bias"].astype(np.float32),
+                  float(entry["temperature"]), head["weight"], head["bias"],
                   interpolation)

@@ -8,6 +8,7 @@ Numpy, Pillow and the serving runtime only (inference.runtime).
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -71,13 +72,24 @@ def load_gate(bundle_dir: Path, section: dict, threads: int | None = None, **com
     for p in (graph, weights):
         if not p.is_file():
             raise ValueError(f"{p}: missing (the card's modality section names it)")
+    threshold = section.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ValueError(f"{bundle_dir / 'card.json'}: modality.threshold must be a number, got {threshold!r}")
     spec = PreprocessSpec.from_dict(section["preprocessing"])
-    model = compile_gate(graph, spec, threads=threads, **compile_options)
-    with np.load(weights, allow_pickle=False) as z:
-        w = {k: z[k].astype(np.float32) for k in z.files}
+    try:
+        with np.load(weights, allow_pickle=False) as z:
+            w = {k: z[k].astype(np.float32) for k in z.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{weights}: unreadable ({e or type(e).__name__})") from None
     if not {"mean", "scale", "W0", "b0"} <= set(w):
         raise ValueError(f"{weights}: expected arrays mean, scale, W0, b0, ...; found {sorted(w)}")
-    return ModalityGate(model, spec, w, float(section["threshold"]))
+    try:
+        model = compile_gate(graph, spec, threads=threads, **compile_options)
+    except rt.RuntimeUnavailable:
+        raise
+    except Exception as e:  # each runtime raises its own exception types for a damaged graph
+        raise ValueError(f"{graph}: cannot load ONNX model ({rt.short_reason(e)})") from None
+    return ModalityGate(model, spec, w, float(threshold))
 
 
 def compile_gate(graph: Path, spec: PreprocessSpec, **compile_options) -> "rt.CompiledModel":

@@ -30,6 +30,12 @@ PRECISIONS = ("fp32", "bf16")
 MODES = ("latency", "throughput")
 
 
+def short_reason(e: Exception) -> str:
+    """A runtime's error in one line: OpenVINO's messages are several lines of C++ checks, the last one says what."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(e).__name__)[:200]
+
+
 class RuntimeUnavailable(RuntimeError):
     """The runtime or precision asked for cannot be used here; the message says why."""
 
