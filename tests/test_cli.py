@@ -200,3 +200,17 @@ def test_partition_size_must_be_positive(capsys):
     with pytest.raises(SystemExit):
         main(["predict", "x.jpg", "--cluster", "local:1", "--out", "o", "--partition-size", "0"])
     assert "at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_leaves_out_an_unreadable_image_and_runs_once_per_step(tiny_bundle, tmp_path, capsys):
+    from dermalens.bench import main as bench_main
+    images = tmp_path / "imgs"
+    images.mkdir()
+    shutil.copy(FIXTURES / "fullres" / "ISIC_0024311.jpg", images)
+    (images / "000_broken.jpg").write_bytes(b"not a JPEG")
+    bench_main(["--model", str(tiny_bundle), "--images", str(images), "--repeat", "1"])
+    out = capsys.readouterr()
+    assert "left out" in out.err and "000_broken.jpg" in out.err and "end to end" in out.out
+    with pytest.raises(SystemExit, match="not a folder"):
+        bench_main(["--model", str(tiny_bundle), "--images", str(images / "000_broken.jpg")])
