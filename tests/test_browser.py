@@ -170,3 +170,187 @@ def test_a_server_with_an_api_key_asks_for_it_on_the_page(browser, tiny_bundle, 
         assert page.is_visible("#result")
         page.reload()  # kept for the tab
         assert page.input_value("#api-key") == "s3cret"
+
+
+# --- answers that arrive for an image the user has already replaced, refused files, bad patient details ---
+
+def _hold_predict(page):
+    """Route POST /predict into a list and answer nothing until the test calls `_release` on a held route."""
+    held = []
+    page.route("**/predict", lambda route: held.append(route))
+    return held
+
+
+def _wait_for(page, cond, what, timeout_ms=15000):
+    for _ in range(timeout_ms // 25):
+        if cond():
+            return
+        page.wait_for_timeout(25)  # lets Playwright dispatch the route and event callbacks
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _release(route):
+    """Answer a held /predict with the real server's answer (no error if the page has aborted it meanwhile)."""
+    from playwright.sync_api import Error
+    response = route.fetch()
+    try:
+        route.fulfill(response=response)
+    except Error:
+        pass
+
+
+def _load(page, path):
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#predict:not([disabled])")
+    assert page.inner_text("#status") == f"Ready: {path.name}. Press Predict."
+
+
+def _blank_png(tmp_path):
+    from PIL import Image
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (300, 200), (250, 250, 250)).save(blank)  # the model answers "Not assessed" for it
+    return blank
+
+
+def test_a_late_answer_for_the_previous_image_is_not_shown_under_the_new_one(browser, ui_url, tmp_path,
+                                                                            in_distribution_lesion):
+    """Image A is sent, image B is chosen before A's answer comes: A's request is aborted and its answer, when it
+    comes, is not shown under B's preview; B's own answer is."""
+    blank = _blank_png(tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors, failed = [], []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.goto(ui_url)
+    held = _hold_predict(page)
+    _load(page, in_distribution_lesion)
+    page.click("#predict")
+    _wait_for(page, lambda: len(held) == 1, "the request for image A")
+    _load(page, blank)  # image B, while A's answer is still on its way
+    assert not page.is_visible("#result")
+    _release(held[0])  # A's diagnosis arrives now
+    page.wait_for_timeout(500)
+    assert not page.is_visible("#result"), "image A's result is shown under image B"
+    assert page.inner_text("#status") == "Ready: blank.png. Press Predict."
+    assert page.is_enabled("#predict")
+    assert any(u.endswith("/predict") for u in failed), "image A's request was not aborted"
+    page.click("#predict")
+    _wait_for(page, lambda: len(held) == 2, "the request for image B")
+    _release(held[1])
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert page.is_visible("#ood") and "Not assessed" in page.inner_text("#ood")
+    assert not page.is_visible("#summary") and not page.is_visible("#bars")
+    assert not errors
+
+
+def test_two_answers_in_reverse_order_leave_the_last_images_result(browser, ui_url, tmp_path, in_distribution_lesion):
+    """A sent, B chosen and sent, B's answer first, then A's: the page keeps B's result."""
+    blank = _blank_png(tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(ui_url)
+    held = _hold_predict(page)
+    _load(page, in_distribution_lesion)
+    page.click("#predict")
+    _wait_for(page, lambda: len(held) == 1, "the request for image A")
+    _load(page, blank)
+    page.click("#predict")
+    _wait_for(page, lambda: len(held) == 2, "the request for image B")
+    _release(held[1])
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert page.is_visible("#ood")
+    _release(held[0])
+    page.wait_for_timeout(500)
+    assert page.is_visible("#ood") and "Not assessed" in page.inner_text("#ood"), "image A's diagnosis replaced B's"
+    assert not page.is_visible("#summary") and not page.is_visible("#bars"), "image A's diagnosis replaced B's"
+    assert page.inner_text("#status") == "Done."
+
+
+def test_a_refused_file_unloads_the_previous_image(browser, ui_url, tmp_path, in_distribution_lesion):
+    """A file the page refuses (not an image, over 10 MB) must not leave the previous image ready to predict:
+    the user would get the old image's result thinking it is the new one's."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(ui_url)
+    _predict(page, in_distribution_lesion)
+    assert page.is_visible("#result")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    big = tmp_path / "huge.png"
+    big.write_bytes(b"\0" * (10 * 1024 * 1024 + 1))
+    for bad, reason in ((notes, "“notes.txt” is not an image"), (big, "“huge.png” is larger than 10 MB")):
+        page.set_input_files("#file", str(bad))
+        page.wait_for_selector("#status.error")
+        assert reason in page.inner_text("#status")
+        assert page.is_disabled("#predict"), f"Predict still enabled for the previous image after {bad.name}"
+        assert not page.is_visible("#preview") and not page.get_attribute("#preview", "src")
+        assert not page.is_visible("#result")
+        _load(page, in_distribution_lesion)  # the same file again is taken again
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert page.is_visible("#summary")
+
+
+def test_a_bad_age_is_named_next_to_the_field_and_nothing_is_sent(browser, ui_url, artifacts, in_distribution_lesion):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    sent = []
+    page.on("request", lambda r: sent.append(r) if r.url.endswith("/predict") else None)
+    page.goto(ui_url)
+    page.click("#patient summary")
+    page.wait_for_function("document.querySelectorAll('#site option').length > 10")
+    page.select_option("#sex", "female")
+    _load(page, in_distribution_lesion)
+    for typed in ("1e", "150", "-3"):  # "1e": a number field holding text reads as "" in JS
+        page.click("#age", click_count=3)
+        page.keyboard.press("Backspace")
+        page.keyboard.type(typed)
+        page.click("#predict")
+        page.wait_for_function("document.getElementById('status').className === 'error' || "
+                               "document.getElementById('status').textContent === 'Done.'")
+        assert page.is_visible("#age-error"), f"no message by the age field for {typed!r}"
+        assert "Age must be a number of years from 0 to 120" in page.inner_text("#age-error")
+        assert "Nothing was sent" in page.inner_text("#status")
+        assert page.get_attribute("#age", "aria-invalid") == "true"
+        page.wait_for_timeout(200)
+        assert not sent, f"age {typed!r} was sent (or dropped without a word)"
+        assert page.input_value("#sex") == "female" and page.is_enabled("#predict")  # nothing else was lost
+    page.screenshot(path=str(artifacts / "web_ui_bad_age.png"), full_page=True)
+    page.click("#age", click_count=3)
+    page.keyboard.type("65")
+    assert not page.is_visible("#age-error")  # the message goes once the age is fixed
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert len(sent) == 1 and sent[0].post_data_json["metadata"] == {"age": 65, "sex": "female"}
+    assert "patient details used" in page.inner_text("#model-info")
+
+
+def test_only_a_network_failure_says_the_server_could_not_be_reached(browser, ui_url, in_distribution_lesion):
+    """An answer the page cannot display is reported as such (and logged), not as an unreachable server."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    logged = []
+    page.on("console", lambda m: logged.append(m.text) if m.type == "error" else None)
+    page.goto(ui_url)
+    calls = []
+
+    def answer(route):
+        calls.append(route)
+        if len(calls) == 1:
+            route.abort("connectionrefused")
+        elif len(calls) == 2:  # a well-formed reply except that its probabilities are missing
+            body = route.fetch().json()
+            body["predictions"] = None
+            route.fulfill(json=body)
+        else:
+            route.continue_()
+
+    page.route("**/predict", answer)
+    _predict(page, in_distribution_lesion)
+    assert page.inner_text("#status") == "Could not reach the dermalens server."
+    page.click("#predict")
+    page.wait_for_selector("#status.error:not(:empty)")
+    page.wait_for_function("!document.getElementById('status').textContent.startsWith('Classifying')")
+    status = page.inner_text("#status")
+    assert status.startswith("Could not show the answer: "), status
+    assert not page.is_visible("#result"), "a half-filled result is shown"
+    assert any("could not show the answer" in t for t in logged), logged
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert page.is_visible("#summary") and len(page.query_selector_all("#bars li")) == 7

@@ -5,36 +5,62 @@
   const drop = $("drop"), fileInput = $("file"), preview = $("preview"), btn = $("predict");
   const statusEl = $("status");
   let dataUrl = null;
+  // Every image taken bumps imageSeq; a /predict answer (or a file read) for an older one is dropped, never
+  // shown under the new preview. The running request is aborted as soon as another image is taken.
+  let imageSeq = 0;
+  let inFlight = null;  // the AbortController of the running /predict request
   const savedKey = sessionStorage.getItem("dermalens-api-key");
   if (savedKey) { $("api-key").value = savedKey; $("key-row").hidden = false; }
   const COLOURS = { low: "#2e7d32", moderate: "#ef6c00", high: "#c62828", indeterminate: "#616161" };
   const MAX_BYTES = 10 * 1024 * 1024;
+  const MAX_AGE = 120;
 
   function setStatus(msg, isError) {
     statusEl.textContent = msg;
     statusEl.className = isError ? "error" : "";
   }
 
+  // Forget the loaded image, its result and any request for it: nothing about it may be shown or predicted
+  // once the user has picked another file (even one that is then refused).
+  function clearImage() {
+    imageSeq += 1;
+    if (inFlight) { inFlight.abort(); inFlight = null; }
+    dataUrl = null;
+    preview.hidden = true;
+    preview.removeAttribute("src");
+    btn.disabled = true;
+    $("result").hidden = true;
+    $("overlay").hidden = true;
+    $("overlay").removeAttribute("src");
+  }
+
   function takeFile(file) {
     if (!file) return;
+    clearImage();
+    const seq = imageSeq;
     if (file.type && !file.type.startsWith("image/")) {
       setStatus("“" + file.name + "” is not an image. Choose a JPEG, PNG, BMP, GIF, WEBP or TIFF file.", true);
       return;
     }
     if (file.size > MAX_BYTES) {
-      setStatus("“" + file.name + "” is larger than 10 MB.", true);
+      setStatus("“" + file.name + "” is larger than 10 MB (" + (file.size / 1048576).toFixed(1) +
+                " MB). Choose a smaller image.", true);
       return;
     }
+    setStatus("Reading " + file.name + "…");
     const reader = new FileReader();
     reader.onload = () => {
+      if (seq !== imageSeq) return;  // another file was taken while this one was read
       dataUrl = reader.result;
       preview.src = dataUrl;  // browsers that cannot show TIFF still send it
       preview.hidden = false;
       btn.disabled = false;
-      $("result").hidden = true;
       setStatus("Ready: " + file.name + ". Press Predict.");
     };
-    reader.onerror = () => setStatus("Could not read the file.", true);
+    reader.onerror = () => {
+      if (seq !== imageSeq) return;
+      setStatus("Could not read “" + file.name + "”. Choose it again or another file.", true);
+    };
     reader.readAsDataURL(file);
   }
 
@@ -45,6 +71,28 @@
       const o = document.createElement("option"); o.value = s; o.textContent = s; $("site").appendChild(o);
     });
   }).catch(() => { $("patient").hidden = true; });
+
+  // The age field's problem in words, or null. A number field holding text reads as "" (validity.badInput),
+  // so that case is caught here rather than silently sent without an age.
+  function ageProblem() {
+    const el = $("age");
+    const text = el.value.trim();
+    if (el.validity && el.validity.badInput) return "Age must be a number of years from 0 to " + MAX_AGE + ".";
+    if (text === "") return null;
+    const n = Number(text);
+    if (!Number.isFinite(n) || n < 0 || n > MAX_AGE) {
+      return "Age must be a number of years from 0 to " + MAX_AGE + ", not " + text + ".";
+    }
+    return null;
+  }
+
+  function showAgeProblem(msg) {
+    const err = $("age-error"), el = $("age");
+    err.textContent = msg || "";
+    err.hidden = !msg;
+    if (msg) el.setAttribute("aria-invalid", "true"); else el.removeAttribute("aria-invalid");
+  }
+  $("age").addEventListener("input", () => { if (!$("age-error").hidden) showAgeProblem(ageProblem()); });
 
   function patientDetails() {
     const m = {};
@@ -59,7 +107,10 @@
   drop.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); fileInput.click(); }
   });
-  fileInput.addEventListener("change", () => takeFile(fileInput.files[0]));
+  fileInput.addEventListener("change", () => {
+    takeFile(fileInput.files[0]);
+    fileInput.value = "";  // so that choosing the same file again (after another one) is seen as a change
+  });
   ["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => {
     e.preventDefault(); drop.classList.add("over");
   }));
@@ -70,39 +121,71 @@
 
   btn.addEventListener("click", async () => {
     if (!dataUrl) return;
+    const problem = $("patient").hidden ? null : ageProblem();
+    showAgeProblem(problem);
+    if (problem) {
+      $("patient").open = true;
+      $("age").focus();
+      setStatus("Nothing was sent: check the age under Patient details.", true);
+      return;
+    }
+    const seq = imageSeq;
+    const ctrl = new AbortController();
+    if (inFlight) inFlight.abort();
+    inFlight = ctrl;
+    // false once another image was taken or another request started: this answer is then not shown
+    const current = () => seq === imageSeq && inFlight === ctrl;
     btn.disabled = true;
     setStatus("Classifying…");
+    const headers = { "Content-Type": "application/json" };
+    const key = $("api-key").value.trim();
+    if (key) headers["X-API-Key"] = key;
+    let resp, body;
     try {
-      const headers = { "Content-Type": "application/json" };
-      const key = $("api-key").value.trim();
-      if (key) headers["X-API-Key"] = key;
-      const resp = await fetch("/predict", {
+      resp = await fetch("/predict", {
         method: "POST",
         headers: headers,
-        body: JSON.stringify({ image: dataUrl, tta: $("tta").checked, explain: true, metadata: patientDetails() }),
+        body: JSON.stringify({ image: dataUrl, tta: $("tta").checked, explain: true,
+                               metadata: $("patient").hidden ? null : patientDetails() }),
+        signal: ctrl.signal,
       });
-      const body = await resp.json().catch(() => null);
-      if (resp.status === 401) {
-        // The server has DERMALENS_API_KEY set: ask for the key here instead of failing for good.
-        $("key-row").hidden = false;
-        $("api-key").focus();
-        setStatus(key ? "That API key was not accepted. Check it and press Predict again."
-                      : "This server needs an API key: enter it above and press Predict again.", true);
-        return;
-      }
-      if (key) sessionStorage.setItem("dermalens-api-key", key);
-      if (!resp.ok || !body || !body.success) {
-        const msg = body && body.error ? body.error.message : "server error " + resp.status;
-        setStatus("Could not classify: " + msg, true);
-        return;
-      }
-      show(body);
-      setStatus("Done.");
+      body = await resp.json().catch(() => null);
     } catch (err) {
-      setStatus("Could not reach the dermalens server.", true);
-    } finally {
+      if (!current()) return;  // aborted because another image was taken
+      inFlight = null;
       btn.disabled = false;
+      console.error("dermalens: /predict failed", err);
+      setStatus("Could not reach the dermalens server.", true);
+      return;
     }
+    if (!current()) return;
+    inFlight = null;
+    btn.disabled = false;
+    if (resp.status === 401) {
+      // The server has DERMALENS_API_KEY set: ask for the key here instead of failing for good.
+      $("key-row").hidden = false;
+      $("api-key").focus();
+      setStatus(key ? "That API key was not accepted. Check it and press Predict again."
+                    : "This server needs an API key: enter it above and press Predict again.", true);
+      return;
+    }
+    if (key) sessionStorage.setItem("dermalens-api-key", key);
+    if (!resp.ok || !body || !body.success) {
+      const msg = body && body.error ? body.error.message
+        : resp.ok ? "the server's answer could not be read" : "server error " + resp.status;
+      setStatus("Could not classify: " + msg, true);
+      return;
+    }
+    try {
+      show(body);
+    } catch (err) {
+      // The server answered; the page could not display it. Say so, and show no half-filled result.
+      console.error("dermalens: could not show the answer", err, body);
+      $("result").hidden = true;
+      setStatus("Could not show the answer: " + (err && err.message ? err.message : String(err)), true);
+      return;
+    }
+    setStatus("Done.");
   });
 
   $("heat").addEventListener("change", () => {
