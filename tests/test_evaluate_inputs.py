@@ -81,3 +81,18 @@ def test_a_split_file_with_an_image_in_two_splits_is_refused_even_with_allow_mis
     err = capsys.readouterr().err
     assert "3 image(s) in more than one split" in err and twice[0]["image_id"] in err
     assert not (tmp_path / "r").exists()
+
+
+def test_external_check_names_the_folders_its_help_names(tmp_path, capsys):
+    """--help said isic_archive/ while the error named isic2017_sample/labels.csv: both now name both."""
+    from dermalens.cli import build_parser
+    ex = build_parser()._subparsers._group_actions[0].choices["external-check"]
+    assert "isic_archive/ and isic2017_sample/" in " ".join(ex.format_help().split())
+    (tmp_path / "isic_archive").mkdir()
+    (tmp_path / "isic_archive" / "labels.csv").write_text("image_id,dx,source,patient_id\n")
+    for data, missing in ((tmp_path / "none", "isic_archive/labels.csv and isic2017_sample/labels.csv"),
+                          (tmp_path, "isic2017_sample/labels.csv")):
+        assert main(["external-check", "--data", str(data), "--model", str(tmp_path / "no-bundle")]) == 2
+        err = capsys.readouterr().err
+        assert f"{data}: missing {missing} (--data is the folder holding isic_archive/ and isic2017_sample/" in err
+        assert "model bundle" not in err  # named before the bundle is loaded

@@ -87,3 +87,27 @@ def test_split_command_never_silently_replaces_a_different_split(tmp_path, capsy
         assert main(["split", "--data", str(HAM), "--out", str(notes)]) == 2
         assert "is not a split file" in capsys.readouterr().err
         assert notes.read_text() == text
+
+
+def test_split_out_that_is_no_split_file_is_refused_even_with_force(mini_copy, tmp_path, capsys):
+    """--force replaces one split with another, never the data set's metadata, an image or a folder."""
+    from conftest import FIXTURES
+    meta = mini_copy / "HAM10000_metadata.csv"
+    image = tmp_path / "lesion.jpg"
+    image.write_bytes((FIXTURES / "fullres" / "ISIC_0024311.jpg").read_bytes())
+    kept = {meta: meta.read_bytes(), image: image.read_bytes()}
+    for out, words in ((meta, "is the data set's own metadata file"), (image, "is not a split file"),
+                       (tmp_path, "is a folder; give a file name such as"), (image / "s.csv", "lies inside a file")):
+        for force in ([], ["--force"]):
+            assert main(["split", "--data", str(mini_copy), "--out", str(out), *force]) == 2, (out, force)
+            assert words in capsys.readouterr().err, (out, force)
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
+def test_a_broken_split_file_is_replaced_only_with_force(mini_copy, tmp_path, capsys):
+    out = tmp_path / "split.csv"
+    out.write_text("image_id,split\nISIC_1,train\nISIC_1,test\n")
+    assert main(["split", "--data", str(mini_copy), "--out", str(out)]) == 2
+    assert "broken split file" in capsys.readouterr().err and "ISIC_1,test" in out.read_text()
+    assert main(["split", "--data", str(mini_copy), "--out", str(out), "--force"]) == 0
+    assert set(read_split(out)) == {r.image_id for r in load_ham10000(mini_copy)}

@@ -15,7 +15,7 @@ from dermalens.classes import CODES  # noqa: E402
 from dermalens.train.config import TrainConfig  # noqa: E402
 from dermalens.train.loop import train, weights_digest  # noqa: E402
 from dermalens.train.models import BACKBONES, create_model  # noqa: E402
-from conftest import MINI, REPO, SPLIT_FILE  # noqa: E402
+from conftest import FIXTURES, MINI, REPO, SPLIT_FILE  # noqa: E402
 
 
 def tiny_config(out, **kw) -> TrainConfig:
@@ -243,8 +243,9 @@ def test_checkpoint_mistakes_are_named_before_any_work(tiny_run, tmp_path, capsy
     from dermalens.train.models import model_from_checkpoint
     (tmp_path / "notes.pt").write_text("# not a checkpoint")
     torch.save({"weights": 1}, tmp_path / "other.pt")
-    for path, words in ((tmp_path / "missing.pt", "no such checkpoint"), (tmp_path / "notes.pt", "not a readable"),
-                        (tmp_path / "other.pt", "not a dermalens training checkpoint")):
+    for path, words in ((tmp_path / "missing.pt", "no such checkpoint"),
+                        (tmp_path / "notes.pt", "notes.pt: not a dermalens checkpoint"),
+                        (tmp_path / "other.pt", "other.pt: not a dermalens checkpoint")):
         with pytest.raises(SystemExit):
             # the good checkpoint first: the bad one must be refused before minutes go into the good one
             compare_main([str(tiny_run / "best.pt"), str(path), "--data", str(MINI), "--split-file", str(SPLIT_FILE)])
@@ -367,3 +368,35 @@ def test_teacher_file_must_cover_every_training_image(tmp_path):
         train(tiny_config(tmp_path / "r2", distill_weight=0.5))
     with pytest.raises(FileNotFoundError, match="dermalens.train.teacher"):
         train(tiny_config(tmp_path / "r3", teacher=str(tmp_path / "none.npz"), distill_weight=0.5))
+
+
+@pytest.mark.parametrize("kind", ["pickle", "image"])
+def test_a_file_that_is_no_checkpoint_is_one_line_for_export_and_init_from(kind, tmp_path, capsys):
+    """A plain pickle or an image used to bring torch's page on weights_only (and advice to turn it off)."""
+    import pickle
+    from dermalens.cli import main
+    fake = tmp_path / "fake.pt"
+    if kind == "pickle":
+        fake.write_bytes(pickle.dumps({"a": 1}))
+    else:
+        fake.write_bytes((FIXTURES / "fullres" / "ISIC_0024311.jpg").read_bytes())
+    for argv in (["export", str(fake), "--out", str(tmp_path / "b")],
+                 ["train", "--init-from", str(fake), "--out", str(tmp_path / "run"), "--cache-dir", ""]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{fake}: not a dermalens checkpoint (best.pt from dermalens train)" in err, err
+        assert "weights_only" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cache-dir"])
+def test_train_output_folders_that_are_files_are_named(flag, tmp_path, capsys):
+    from dermalens.cli import main
+    fake = tmp_path / "fake.pt"
+    fake.write_text("not a folder")
+    other = ["--cache-dir", ""] if flag == "--out" else ["--out", str(tmp_path / "run")]
+    for path in (fake, fake / "sub"):
+        assert main(["train", flag, str(path), *other, "--max-images-per-split", "8", "--epochs", "1"]) == 2
+        err = capsys.readouterr().err
+        assert f"{path} is a file or lies inside one; give a folder" in err and "Errno" not in err, err
+    assert fake.read_text() == "not a folder"

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE, SHIPPED_BUNDLE
+from .defaults import DEFAULT_DATA, DEFAULT_GATE_CACHE, DEFAULT_MODEL, DEFAULT_SPLIT_FILE, SHIPPED_BUNDLE
 
 
 def _whole(text: str, least: int, most: int | None = None, what: str = "expected") -> int:
@@ -22,6 +22,15 @@ def _port(text: str) -> int:
 
 def _positive(text: str) -> int:
     return _whole(text, 1)
+
+
+def _version(text: str) -> str:
+    from .export.target import parse_version
+    try:
+        parse_version(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text.strip()
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -63,17 +72,19 @@ def cmd_split(a):
     from collections import Counter
 
     from .data import DatasetError, load_ham10000, make_split, read_split, split_sha256, write_split
+    from .data.splits import check_split_out
+    out = Path(a.out)
+    check_split_out(out, Path(a.data))  # before the data set is read
     records = load_ham10000(a.data)
     assignment = make_split(records, seed=a.seed)
-    out = Path(a.out)
-    if out.is_file() and not a.force:
+    if out.is_file() and out.stat().st_size and not a.force:
         # Models are trained and tested on this file: silently replacing it with another split would
         # put their training images into the test split and make every reported test figure a lie.
         try:
             old = read_split(out)
-        except DatasetError:
-            raise FileExistsError(f"{out} exists and is not a split file; choose another --out or pass "
-                                  "--force") from None
+        except DatasetError as e:
+            raise FileExistsError(f"{out} is a broken split file ({e}); pass --force to replace it, or choose "
+                                  "another --out") from None
         moved = sum(old.get(i) != part for i, part in assignment.items()) + len(set(old) - set(assignment))
         if moved:
             raise FileExistsError(
@@ -124,11 +135,15 @@ def cmd_export(a):
         return evaluate_gate(predictor, test_result, lesion_pixels=test_result["pixels"])
 
     runs = a.run + (a.member or [])
+    if a.max_images_per_split:
+        print(f"warning: --max-images-per-split {a.max_images_per_split}: a quick bundle for smoke tests, fitted and "
+              "tested on a few images; not a release", file=sys.stderr)
     card = export_bundle(runs if len(runs) > 1 else runs[0], a.out, a.data, a.split_file, name=a.name,
                          version=a.version, evaluate_test=not a.no_test,
                          max_images_per_split=a.max_images_per_split or 0, ood_extra=ood_extra,
                          input_size=a.input_size, center_fraction=a.center_fraction,
-                         use_metadata=not a.no_metadata, test_extras=not a.no_test_extras, changes=a.changes or "")
+                         use_metadata=not a.no_metadata, test_extras=not a.no_test_extras, changes=a.changes or "",
+                         force=a.force)
     _print_summary(card)
     print(f"bundle written to {a.out}")
 
@@ -136,9 +151,10 @@ def cmd_export(a):
 def cmd_external_check(a):
     import json
 
-    from .evaluate.external import external_check
+    from .evaluate.external import check_data, external_check
     from .export.model_card import write_model_card
     from .inference import Predictor
+    check_data(Path(a.data))  # before the bundle is loaded
     out = external_check(Predictor(a.model, share_cores=False), Path(a.data), a.part)
     for name, f in [("all", out["all"]), *out["by_source"].items()]:
         print(f"{name:16s} n {f['n']:5d}  macro AUROC {f['macro_auroc']:.3f}  malignant AUROC {f['malignant_auroc']:.3f}  "
@@ -373,11 +389,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-metadata", action="store_true", help="do not fit the patient-metadata model")
     e.add_argument("--no-test-extras", action="store_true",
                    help="skip the test split's TTA and Grad-CAM-vs-mask figures (they cost two more passes)")
-    e.add_argument("--out", default=DEFAULT_MODEL, help="bundle folder to write")
+    e.add_argument("--out", default=DEFAULT_MODEL, help="bundle folder to write: new or empty (default: the "
+                                                         "shipped bundle, which needs --force)")
+    e.add_argument("--force", action="store_true", help="replace the bundle already in --out (all its files), "
+                                                        "also with a --version not newer than its own")
     e.add_argument("--data", default=DEFAULT_DATA)
     e.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
     e.add_argument("--name", default=SHIPPED_BUNDLE)
-    e.add_argument("--version", default="1.0.0")
+    e.add_argument("--version", type=_version, default="1.0.0", help="MAJOR.MINOR.PATCH (default 1.0.0)")
     e.add_argument("--no-test", action="store_true", help="skip the test-split evaluation")
     e.add_argument("--input-size", type=parse_size, metavar="HxW",
                    help="serve at this size instead of the trained one (pick it on validation with "
@@ -386,14 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the central F (0.5-1) of each frame's width and height (pick it on validation "
                         "with experiments/decide_crop_pct.py)")
     e.add_argument("--changes", metavar="TEXT", help="what this version changes, for the card's changelog")
-    e.add_argument("--max-images-per-split", type=int, help="smoke tests only")
+    e.add_argument("--max-images-per-split", type=_positive, help="smoke tests only: a quick bundle, not a release")
     e.set_defaults(func=cmd_export)
 
     fg = sub.add_parser("fit-gate", help="fit the image-type (modality) check and write it into a bundle "
                                           "(needs the training install and ../shared/data's five collections)")
     _gate_data_arguments(fg, "bundle folder to add the check to")
-    fg.add_argument("--version", required=True, help="the bundle's new version (the check changes what it answers)")
-    fg.add_argument("--cache", default="cache/gate", help="feature cache folder ('' for none)")
+    fg.add_argument("--version", type=_version, required=True,
+                    help="the bundle's new version, MAJOR.MINOR.PATCH (the check changes what it answers)")
+    fg.add_argument("--cache", default=DEFAULT_GATE_CACHE, help="feature cache folder ('' for none; default "
+                                                                "%(default)s)")
     fg.add_argument("--changes", metavar="TEXT", help="what this version changes, for the card's changelog")
     fg.set_defaults(func=cmd_fit_gate)
 
@@ -407,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("external-check", help="a bundle on dermoscopy from other clinics (isic_archive: nv, mel, "
                                                "bkl), image only; --record-in-card writes it into the model card")
     ex.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder")
-    ex.add_argument("--data", default=str(Path(DEFAULT_DATA).parent), help="folder holding isic_archive/")
+    ex.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
+                    help="folder holding isic_archive/ and isic2017_sample/ (whose images are left out)")
     ex.add_argument("--part", default="heldout", choices=["heldout", "all"],
                     help="heldout: only the part the image-type check was not fitted on (default)")
     ex.add_argument("--record-in-card", action="store_true")

@@ -3,11 +3,13 @@
 Each is an absolute path found from this package's own location, never from the working directory, so
 `dermalens predict lesion.jpg` works from any folder. The rule, first match wins:
 
-1. the environment: DERMALENS_MODEL (bundle folder), DERMALENS_DATA (HAM10000 folder), DERMALENS_SPLIT;
+1. the environment: DERMALENS_MODEL (bundle folder), DERMALENS_DATA (HAM10000 folder), DERMALENS_SPLIT,
+   DERMALENS_CACHE (feature caches);
 2. a source checkout (this file at <repo>/src/dermalens/defaults.py): <repo>/models/dermalens,
-   <repo>/splits/ham10000_split.csv and the sibling data folder <repo>/../shared/data/ham10000;
+   <repo>/splits/ham10000_split.csv, the sibling data folder <repo>/../shared/data/ham10000 and <repo>/cache;
 3. an installed package (`pip install .`, not editable): the copies of the bundle and the split file that
-   the install puts under <prefix>/share/dermalens/ (pyproject.toml's data-files).
+   the install puts under <prefix>/share/dermalens/ (pyproject.toml's data-files), and the user's cache folder
+   ($XDG_CACHE_HOME or ~/.cache, then dermalens).
 
 This module imports nothing of dermalens, so any module may import it without a cycle.
 """
@@ -73,6 +75,16 @@ def default_data() -> Path:
     return shared_data() / "ham10000"
 
 
+def default_cache() -> Path:
+    """The folder for feature caches (`fit-gate --cache` uses its gate/ sub-folder)."""
+    if os.environ.get("DERMALENS_CACHE"):
+        return Path(os.environ["DERMALENS_CACHE"]).expanduser().resolve()
+    root = repo_root()
+    if root:
+        return root / "cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser().resolve() / "dermalens"
+
+
 def fixture_images() -> Path | None:
     """The checkout's three full-size test images (tests/fixtures/fullres), or None for an installed copy."""
     root = repo_root()
@@ -98,3 +110,4 @@ def bench_images() -> tuple[Path | None, str]:
 DEFAULT_MODEL = str(default_model())
 DEFAULT_SPLIT_FILE = default_split_file()
 DEFAULT_DATA = str(default_data())
+DEFAULT_GATE_CACHE = str(default_cache() / "gate")

@@ -58,6 +58,35 @@ def make_split(records: list[Record], seed: int = DEFAULT_SEED,
     return assignment
 
 
+def _is_split_file(path: Path) -> bool:
+    """UTF-8 text whose header names image_id and split (a broken split file is still one; its data is not)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return {"image_id", "split"} <= set(header)
+
+
+def check_split_out(out: Path, data_root: Path) -> None:
+    """Refuse, whatever --force says, an --out that `write_split` would fail on or that is not a split file
+    (the data set's metadata, an image, notes): --force may only replace one split with another."""
+    out = Path(out)
+    if out.is_dir():
+        raise FileExistsError(f"--out {out} is a folder; give a file name such as {out / 'ham10000_split.csv'}")
+    if any(p.exists() and not p.is_dir() for p in out.parents):
+        raise FileExistsError(f"--out {out} lies inside a file, not a folder")
+    if not out.is_file() or out.stat().st_size == 0:
+        return
+    from .datasets import HAM_METADATA
+    if out.resolve() == (Path(data_root) / HAM_METADATA).resolve():
+        raise FileExistsError(f"--out {out} is the data set's own metadata file; it is never replaced (not even "
+                              "with --force): give another --out")
+    if not _is_split_file(out):
+        raise FileExistsError(f"--out {out} exists and is not a split file (no image_id and split columns); "
+                              "--force replaces only a split file: give another --out")
+
+
 def write_split(records: list[Record], assignment: dict[str, str], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,14 +20,24 @@ from ..data.modality_sets import isic2017_sample, isic_archive
 from .metrics import classification_metrics
 from .run import evaluate_records
 
+NEEDED = ("isic_archive", "isic2017_sample")  # the second's images also sit in the first and are held out there
 ABOUT = ("isic_archive: dermoscopy from other clinics and devices than HAM10000, labelled nv, mel or bkl only "
          "(so per-class figures exist for 3 of the 7 classes); the ISIC 2016-2018 challenge copies were squashed to "
          "512x512, distorting their aspect ratio; ISIC 2020 images of one patient are resampled together")
 
 
+def check_data(shared: Path) -> None:
+    """The two label files external_records reads, named when missing (before a bundle is loaded)."""
+    missing = [f"{n}/labels.csv" for n in NEEDED if not (Path(shared) / n / "labels.csv").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{shared}: missing {' and '.join(missing)} (--data is the folder holding "
+                                "isic_archive/ and isic2017_sample/, whose images are left out of isic_archive's)")
+
+
 def external_records(shared: Path, part: str = "heldout") -> tuple[list[Record], dict[str, str]]:
     """Labelled isic_archive records of one gate part ('all': every labelled image), and each one's source."""
     root = Path(shared) / "isic_archive"
+    check_data(shared)
     exclude = {g.group for g in isic2017_sample(Path(shared) / "isic2017_sample")}
     parts = {g.path.stem: (g.part, g.stratum) for g in isic_archive(root, exclude=exclude)}
     records, source = [], {}

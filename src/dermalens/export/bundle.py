@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ from . import calibrate
 from .metadata_fit import MODEL_TEXT, fit_metadata_model, save_metadata_model, vocabulary
 from .model_card import write_model_card
 from .onnx_export import export_onnx, max_abs_difference
+from .target import check_target, swap_in
 from .upgrade_card import finish_export
 
 ONNX_TOLERANCE = 1e-4
@@ -67,7 +67,7 @@ def export_bundle(run_dir, out_dir: str | Path, data_root: str | Path,
                   split_file: str | Path, name: str = "dermalens", version: str = "1.0.0",
                   evaluate_test: bool = True, max_images_per_split: int = 0, ood_extra=None,
                   input_size: tuple[int, int] | None = None, center_fraction: float | None = None,
-                  use_metadata: bool = True, test_extras: bool = True, changes: str = "") -> dict:
+                  use_metadata: bool = True, test_extras: bool = True, changes: str = "", force: bool = False) -> dict:
     """`input_size` serves the network at another size than it was trained at (chosen on validation
     with `python -m dermalens.evaluate.compare --input-size`); `center_fraction` serves the central part
     of each frame (chosen on validation with experiments/decide_crop_pct.py); everything after step 1
@@ -76,15 +76,15 @@ def export_bundle(run_dir, out_dir: str | Path, data_root: str | Path,
     `use_metadata`: fit the patient-metadata model when the data set's metadata CSV gives age/sex/site.
     `test_extras`: also measure test-time augmentation and Grad-CAM against masks on the test split.
 
-    The bundle is built in a hidden sibling folder and moved into `out_dir` only when complete
-    (card.json last): an export that fails or is interrupted after minutes leaves the bundle already
-    there (often the one being served) as it was, never an ONNX file beside a card that does not
-    describe it."""
+    `out_dir` must be new or empty; a bundle already there is refused unless `force` (export.target).
+    The bundle is built in a hidden sibling folder that replaces `out_dir` whole only when complete:
+    an export that fails or is interrupted after minutes leaves the bundle already there (often the
+    one being served) as it was, and a finished one leaves no file of the old bundle behind."""
     final = Path(out_dir)
+    final = final.resolve() if final.is_symlink() else final  # replace the folder a link names, not the link
     runs = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
     ck_paths = [checkpoint_path(r) for r in runs]  # run folders (their best.pt) or checkpoint files
-    if final.exists() and not final.is_dir():
-        raise FileExistsError(f"--out {final} is a file, not a bundle folder")
+    check_target(final, version, force)
     staging = final.parent / f".{final.name}.export-partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by an export that was killed
     staging.mkdir(parents=True)
@@ -94,7 +94,7 @@ def export_bundle(run_dir, out_dir: str | Path, data_root: str | Path,
                             test_extras)
         # the card in its current form (timm terms, structured outputs, changelog carried from the bundle replaced)
         card = finish_export(card, staging, _previous_card(final), changes)
-        _move_into(staging, final)
+        swap_in(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return card
@@ -105,15 +105,6 @@ def _previous_card(final: Path) -> dict | None:
         return json.loads((final / "card.json").read_text())
     except (OSError, ValueError):
         return None
-
-
-def _move_into(staging: Path, final: Path):
-    """Move the finished bundle's files into `final`, card.json last (it is what says the bundle is
-    complete and what it holds); other files already in `final` (a report folder, say) are kept."""
-    final.mkdir(parents=True, exist_ok=True)
-    files = sorted(staging.iterdir(), key=lambda f: f.name == "card.json")
-    for f in files:
-        os.replace(f, final / f.name)
 
 
 def _load_member(ck_path: Path, split_file: Path):

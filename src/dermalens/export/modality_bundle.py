@@ -6,6 +6,7 @@ import csv
 import hashlib
 import inspect
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from ..train import modality_gate as fit
 from .gate_graph import BACKBONE, STAGES, export_gate_graph
 from .card_fields import with_changelog
 from .model_card import write_model_card
+from .target import parse_version
 
 GATE_INPUT = (192, 256)  # the classifier's 4:3 view at three quarters of 256x341: its texture at a cost of ~0.4 GFLOPs
 SCORES_FILE = "report/gate_scores.csv"
@@ -38,20 +40,49 @@ def _cache_name(card: dict, net_spec: PreprocessSpec, items: list) -> str:
 
 def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cache: Path | None = None,
                   changes: str = "") -> dict:
-    """Fit the check on the bundle's own view of each image and write it in; the bundle becomes `version`."""
+    """Fit the check on the bundle's own view of each image and write it in; the bundle becomes `version`.
+    Every input is checked before any work, and the bundle is written only once the fit is done."""
     bundle = Path(bundle)
+    parse_version(version)
     card = read_card(bundle)
+    items = gate_images(Path(data), Path(split_file))
+    missing = [str(it.path) for it in items if not it.path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{data}: {len(missing)} image(s) its labels name are missing, such as {missing[0]}")
     net_spec = PreprocessSpec.from_dict(card["preprocessing"])
+    if cache:
+        _check_folder(Path(cache), "--cache")
+        cache = Path(cache) / _cache_name(card, net_spec, items)
+        cache.mkdir(parents=True, exist_ok=True)
+    staging = bundle.parent / f".{bundle.name}.fit-gate-partial"
+    shutil.rmtree(staging, ignore_errors=True)  # left by a fit that was killed
+    staging.mkdir()
+    try:
+        card = _fit(card, staging, items, net_spec, cache, version, changes)
+        for f in (GATE_GRAPH, GATE_WEIGHTS, SCORES_FILE, "MODEL_CARD.md", "card.json"):  # card.json last
+            (bundle / f).parent.mkdir(exist_ok=True)
+            shutil.move(staging / f, bundle / f)  # a move, not a rename: the bundle may be a mounted volume
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return card
+
+
+def _check_folder(path: Path, what: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{what} {path} is a file; give a folder")
+    if any(p.exists() and not p.is_dir() for p in path.parents):
+        raise FileExistsError(f"{what} {path} lies inside a file; give a folder")
+
+
+def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Path | None, version: str,
+         changes: str) -> dict:
+    """Fit the check and write its files and the new card into the folder `out`."""
     gate_spec = PreprocessSpec(input_size=GATE_INPUT)  # EfficientNet-Lite's own normalisation (0.5, 0.5)
-    graph = bundle / GATE_GRAPH
+    graph = out / GATE_GRAPH
     n_features = export_gate_graph(graph, GATE_INPUT)
     # fp32 onnxruntime: the probabilities committed in report/gate_scores.csv are the portable runtime's
     gate = ModalityGate(compile_gate(graph, gate_spec, mode="throughput", runtime="onnxruntime", precision="fp32"),
                         gate_spec, {}, 0.5)
-    items = gate_images(Path(data), Path(split_file))
-    if cache:
-        cache = Path(cache) / _cache_name(card, net_spec, items)
-        cache.mkdir(parents=True, exist_ok=True)
 
     feats, owner = [], []
     for s in sorted({it.set for it in items}):
@@ -81,8 +112,8 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     table = fit.rates(p_item, items, threshold)
     fit.print_rates(table)
 
-    np.savez(bundle / GATE_WEIGHTS, **gate.weights)
-    _write_scores(bundle / SCORES_FILE, items, p_item)
+    np.savez(out / GATE_WEIGHTS, **gate.weights)
+    _write_scores(out / SCORES_FILE, items, p_item)
     card["modality"] = {
         "graph": GATE_GRAPH, "weights": GATE_WEIGHTS,
         "input": "the classifier's own preprocessed view of the image (its preprocessing above), resized to "
@@ -105,8 +136,8 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     card["version"] = version
     card["changelog"] = with_changelog(card, card.get("changelog"), changes or "image-type (modality) check: phone and "
                                        "clinical photos are not assessed (same network and figures)")
-    (bundle / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    write_model_card(card, bundle / "MODEL_CARD.md")
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_model_card(card, out / "MODEL_CARD.md")
     return card
 
 

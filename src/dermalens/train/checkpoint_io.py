@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,9 @@ class UnsafeCheckpointError(ValueError):
 def safe_load(path: str | Path, map_location="cpu") -> dict:
     """torch.load with weights_only=True, and an error that says why a file was refused."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's aside on a plain pickle: the error below says what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         named = [line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "global" in line.lower()]
         if not named:

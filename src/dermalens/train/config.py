@@ -98,6 +98,9 @@ class TrainConfig:
             if not isinstance(v, str) or (not v and empty is None):
                 allowed = f'; "" for {empty}' if empty else ""
                 out.append(f"{name} must be a {kind} path (text{allowed}), got {v!r}")
+            elif kind == "folder" and v and any(p.is_file() for p in (Path(v), *Path(v).parents)):
+                # mkdir would say only "[Errno 17] File exists", after the init_from checkpoint was read
+                out.append(f"{name} {v} is a file or lies inside one; give a folder")
 
         if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
             out.append(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")

@@ -174,6 +174,9 @@ def checkpoint_path(path: str | Path) -> Path:
     return path
 
 
+NOT_A_CHECKPOINT = "not a dermalens checkpoint (best.pt from dermalens train)"
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """A training checkpoint's contents, or a clear error when the file is not one."""
     path = checkpoint_path(path)
@@ -182,11 +185,11 @@ def load_checkpoint(path: str | Path) -> dict:
         ck = safe_load(path)
     except UnsafeCheckpointError:
         raise
-    except Exception as e:  # zip and EOF errors all mean the same thing here
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:  # zip, EOF and unpickling errors all mean the same; torch's own text is a page long
+        raise ValueError(f"{path}: {NOT_A_CHECKPOINT}; it cannot be read as a PyTorch file "
+                         f"({type(e).__name__})") from None
     if not (isinstance(ck, dict) and {"config", "classes", "model", "preprocess"} <= set(ck)):
-        raise ValueError(f"{path} is not a dermalens training checkpoint (best.pt or checkpoint_last.pt of "
-                         "`dermalens train`)")
+        raise ValueError(f"{path}: {NOT_A_CHECKPOINT}; it is a PyTorch file without a training run's contents")
     return ck
 
 

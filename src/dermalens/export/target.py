@@ -1,0 +1,69 @@
+"""Where `dermalens export` may write, checked before any work: a new or empty folder, or, with `force`,
+a bundle that it replaces whole (no file of the old bundle is left beside the new one)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+_VERSION = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """'3.0.0' -> (3, 0, 0); anything but MAJOR.MINOR.PATCH is a ValueError (versions are compared)."""
+    m = _VERSION.fullmatch(str(text).strip())
+    if not m:
+        raise ValueError(f"a bundle version is MAJOR.MINOR.PATCH such as 3.1.0, got {text!r}")
+    return tuple(int(g) for g in m.groups())
+
+
+def check_target(out: Path, version: str, force: bool) -> None:
+    """Refuse an `out` that export would harm: a file, a folder of other files (always), a bundle (unless
+    `force`), and say when `version` would not be newer than the bundle it replaces."""
+    new = parse_version(version)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a bundle folder")
+    if any(p.exists() and not p.is_dir() for p in out.parents):
+        raise FileExistsError(f"--out {out} lies inside a file, not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / "card.json").is_file():
+        # export replaces the folder whole: files it did not write would be deleted, so nothing unlocks this
+        raise FileExistsError(f"--out {out} holds files but no bundle (no card.json); give a new or empty folder")
+    if force:
+        return
+    try:
+        old = json.loads((out / "card.json").read_text())
+        what, old_version = f"{old['name']} {old['version']}", old["version"]
+    except (OSError, ValueError, TypeError, KeyError):
+        what, old_version = "a bundle with an unreadable card.json", None
+    older = ""
+    try:
+        if old_version is not None and new <= parse_version(old_version):
+            older = f", and --version {version} is not newer than the {old_version} it would replace"
+    except ValueError:
+        pass  # an old card's free-form version cannot be compared; --force is asked for anyway
+    raise FileExistsError(f"--out {out} already holds a bundle ({what}){older}. Export replaces a bundle whole "
+                          "(its networks, image-type check, report/): give another --out, or pass --force to replace it")
+
+
+def swap_in(staging: Path, final: Path) -> None:
+    """Make the finished bundle in `staging` the folder `final`, removing the bundle that was there."""
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    old = final.parent / f".{final.name}.export-old"
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(final, old)
+    except OSError:  # a mount point (a container's volume) cannot be renamed: replace what it holds instead
+        for f in final.iterdir():
+            shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
+        for f in sorted(staging.iterdir(), key=lambda f: f.name == "card.json"):  # card.json last: it says complete
+            shutil.move(f, final / f.name)  # across file systems too: the volume's parent is another one
+        return
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,75 @@
+"""`dermalens fit-gate`: every input is checked before the bundle is touched, and its cache default is absolute."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from dermalens.cli import build_parser, main
+from conftest import REPO, SHARED, SPLIT_FILE
+
+pytest.importorskip("torch")  # the fit side (export.gate_graph) needs the training install
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def bundle(tiny_bundle, tmp_path):
+    out = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    return out
+
+
+def _fit_gate(bundle, *flags):
+    return main(["fit-gate", "--model", str(bundle), "--split-file", str(SPLIT_FILE), "--version", "0.1.0", *flags])
+
+
+def test_a_missing_data_folder_leaves_the_bundle_untouched(bundle, tmp_path, capsys):
+    before = _files(bundle)
+    assert _fit_gate(bundle, "--data", str(tmp_path / "nowhere"), "--cache", "") == 2
+    assert "missing ham10000" in capsys.readouterr().err
+    assert _files(bundle) == before and sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+@pytest.mark.skipif(not (SHARED / "isic_archive").is_dir(), reason="needs ../shared/data's five collections")
+def test_a_cache_that_is_a_file_is_named_before_any_work(bundle, tmp_path, capsys):
+    fake = tmp_path / "fake.pt"
+    fake.write_text("not a folder")
+    before = _files(bundle)
+    for cache, words in ((fake, "is a file; give a folder"), (fake / "sub", "lies inside a file")):
+        assert _fit_gate(bundle, "--data", str(SHARED), "--cache", str(cache)) == 2
+        assert f"--cache {cache} {words}" in capsys.readouterr().err
+    assert _files(bundle) == before and fake.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(not (SHARED / "isic_archive").is_dir(), reason="needs ../shared/data's five collections")
+def test_a_fit_that_fails_half_way_leaves_the_bundle_as_it_was(bundle, tmp_path, monkeypatch):
+    from dermalens.export import modality_bundle as mb
+
+    def broken(*a, **k):
+        raise RuntimeError("feature extraction failed")
+    monkeypatch.setattr(mb.fit, "extract", broken)
+    before = _files(bundle)
+    with pytest.raises(RuntimeError, match="feature extraction failed"):
+        _fit_gate(bundle, "--data", str(SHARED), "--cache", "")
+    assert _files(bundle) == before, "the check's graph was written before the fit"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"], "the staging folder must be cleaned up"
+
+
+def test_fit_gate_version_must_be_major_minor_patch(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit-gate", "--version", "v4"])
+    assert "MAJOR.MINOR.PATCH" in capsys.readouterr().err
+
+
+def test_the_cache_default_does_not_depend_on_the_working_directory(tmp_path):
+    assert build_parser().parse_args(["fit-gate", "--version", "1.0.0"]).cache == str(REPO / "cache" / "gate")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DERMALENS_")},
+           "PYTHONPATH": str(REPO / "src"), "DERMALENS_CACHE": str(tmp_path / "c")}
+    r = subprocess.run([sys.executable, "-c", "from dermalens.cli import build_parser; "
+                        "print(build_parser().parse_args(['fit-gate', '--version', '1.0.0']).cache)"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == str(tmp_path / "c" / "gate"), r.stderr
