@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .defaults import DEFAULT_DATA, DEFAULT_GATE_CACHE, DEFAULT_MODEL, DEFAULT_SPLIT_FILE, SHIPPED_BUNDLE, default_cache
+from .defaults import DEFAULT_DATA, DEFAULT_GATE_CACHE, DEFAULT_MODEL, DEFAULT_SPLIT_FILE, SHIPPED_BUNDLE
 
 
 def _whole(text: str, least: int, most: int | None = None, what: str = "expected") -> int:
@@ -200,17 +200,6 @@ def cmd_fit_gate(a):
     (Path(a.model) / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     write_model_card(card, Path(a.model) / "MODEL_CARD.md")
     print(f"modality check written to {a.model} (threshold {card['modality']['threshold']:.4f})")
-
-
-def cmd_fit_colour_check(a):
-    from .export.colour_check import fit_colour_check_into
-    card, failures = fit_colour_check_into(Path(a.model), Path(a.data), Path(a.split_file), a.version,
-                                           Path(a.cache) if a.cache else None, a.changes or "")
-    if failures:
-        print("the ship rule of docs/decisions/colour-order-check.md does not hold; the bundle is unchanged:",
-              *failures, sep="\n  ")
-        return 1
-    print(f"colour-order check written to {a.model} (version {card['version']})")
 
 
 def _figure(v) -> str:
@@ -428,15 +417,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                                 "%(default)s)")
     fg.add_argument("--changes", metavar="TEXT", help="what this version changes, for the card's changelog")
     fg.set_defaults(func=cmd_fit_gate)
-
-    fc = sub.add_parser("fit-colour-check", help="fit the colour-order check (red and blue exchanged) on a bundle's "
-                                                 "image-type check and write it in if its ship rule holds")
-    _gate_data_arguments(fc, "bundle folder with an image-type check")
-    fc.add_argument("--version", type=_version, required=True, help="the bundle's new version, MAJOR.MINOR.PATCH")
-    fc.add_argument("--cache", default=str(default_cache() / "colour"),
-                    help="feature cache folder ('' for none; default %(default)s)")
-    fc.add_argument("--changes", metavar="TEXT", help="what this version changes, for the card's changelog")
-    fc.set_defaults(func=cmd_fit_colour_check)
 
     gc = sub.add_parser("gate-check", help="the image-type check's pass / flag rates at one inference precision "
                                            "(check and held-out parts); --record-in-card writes them beside the fitted ones")

@@ -73,15 +73,14 @@ def external_check(predictor, shared: Path, part: str = "heldout") -> dict:
     codes = predictor.bundle.codes
     src = np.array([source[r.image_id] for r in res["records"]])
     t, bias = predictor.bundle.operating_point(False)
-    refused = predictor.image_type(res["pixels"])
-    passed = None if refused is None else ~(refused[0] | refused[1])
+    derm = predictor.dermoscopic(res["pixels"])
     for s in sorted(set(src)):
         sel = src == s
         probs = res["probs"][sel]
         sm = classification_metrics(res["y"][sel], probs, codes, float(t["malignant"]),
                                     pred=(np.log(np.maximum(probs, 1e-12)) + bias).argmax(axis=1),
                                     groups=[r.lesion for r, k in zip(res["records"], sel) if k])
-        if passed is not None:
-            sm["modality_pass_rate"] = float(passed[sel].mean())
+        if derm is not None:
+            sm["modality_pass_rate"] = float((derm[sel] >= predictor.bundle.gate.threshold).mean())
         out["by_source"][s] = summary(sm)
     return out

@@ -48,10 +48,10 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
         # per diagnosis: a gate that passes 95 % overall can still turn most of a rare class away
         dx = np.array([r.dx for r in kept])
         metrics["ood_pass_rate_by_class"] = {c: float(passed[dx == c].mean()) for c in sorted(set(dx))}
-    refused = predictor.image_type(pixels)
-    if refused is not None:
+    derm = predictor.dermoscopic(pixels)
+    if derm is not None:
         # the image-type check: every image here is dermoscopy, so each one it turns away is a false refusal
-        ok = ~(refused[0] | refused[1])
+        ok = derm >= predictor.bundle.gate.threshold
         dx = np.array([r.dx for r in kept])
         metrics["modality_pass_rate"] = float(ok.mean())
         metrics["modality_pass_rate_by_class"] = {c: float(ok[dx == c].mean()) for c in sorted(set(dx))}

@@ -314,33 +314,7 @@ def _modality_section(g: dict | None) -> list[str]:
         lines += [f"The existing out-of-distribution set (everyday photos, synthetic and degraded images): "
                   f"{o['flagged']}/{o['total']} not assessed."]
     lines += ["", f"Per-image probabilities: `{g['scores']}`; reproduce with `{g['command']}`.", ""]
-    return lines + _colour_order_section(g.get("colour_order"))
-
-
-def _colour_order_section(c: dict | None) -> list[str]:
-    if not c:
-        return []
-    lines = ["### Colour-order check",
-             "A second logistic regression on the same features tells a dermoscopic image in its natural colours from "
-             "one with red and blue exchanged (an OpenCV array, BGR, sent as RGB). At or above "
-             f"{c['threshold']:.2f} the image is not assessed, with the reason `{c['reason']}`. Threshold: "
-             f"{c['threshold_rule']}. Ship rule ({c['decision']}): {c['ship_rule']}.", "",
-             "| collection | part | images as they are: passed | red and blue exchanged: flagged "
-             "(by this check / with the image-type check) |", "| --- | --- | --- | --- |"]
-    rows = {(r["set"], r["part"], r["colours"]): r for r in c["figures"] if not r["stratum"]}
-    both = {(r["set"], r["part"], r["colours"]): r for r in c["figures_with_image_type_check"] if not r["stratum"]}
-    alone = {(r["set"], r["part"], r["colours"]): r for r in c["image_type_check_alone"] if not r["stratum"]}
-    for (s, part, colours), r in rows.items():
-        if colours != "as they are":
-            continue
-        x = rows[(s, part, "exchanged")]
-        lines.append(f"| {s} | {part} | {100 * r['passed']:.1f} % of {r['n']} | {100 * x['flagged']:.1f} % / "
-                     f"{100 * both[(s, part, 'exchanged')]['flagged']:.1f} % |")
-    held = alone.get(("ham10000", "heldout", "exchanged"))
-    if held:
-        lines += ["", f"Without it, the image-type check alone passed {100 * held['passed']:.1f} % of the HAM10000 test "
-                  "images with red and blue exchanged."]
-    return lines + ["", f"Reproduce with `{c['command']}`.", ""]
+    return lines
 
 
 def _cannot_read(card: dict) -> list[str]:
@@ -350,12 +324,12 @@ def _cannot_read(card: dict) -> list[str]:
              "magnified patch. It gives no assessment (risk `indeterminate`, with the reason) for:",
              "- ordinary photos of skin taken with a phone or a clinic camera (clinical close-ups), photos of anything "
              "else, screenshots and documents" + (" (the image-type check above)" if g else "") + ";",
-             "- greyscale, badly exposed, blank and very small images (the input checks)"
-             + (";" if g and g.get("colour_order") else "."),
-             *(["- dermoscopic images whose red and blue are exchanged, as an OpenCV array (BGR) sent as RGB (the "
-                "colour-order check)."] if g and g.get("colour_order") else []),
+             "- greyscale, badly exposed, blank and very small images (the input checks).",
              "What passes the checks can still be wrong: lesion types outside HAM10000's 7 diagnoses are forced into one "
-             "of them, and the figures above were measured on HAM10000's own test split, not on other clinics' dermoscopy."]
+             "of them, and the figures above were measured on HAM10000's own test split, not on other clinics' dermoscopy. "
+             "A dermoscopic image with red and blue exchanged (an OpenCV array is BGR) is not recognised as such, and its "
+             "answer means nothing: send images in RGB order (a check for it would have refused real blue lesions; "
+             "docs/decisions/colour-order-check.md in the repository)."]
     if g:
         t = g["figures"]
         lines.append(f"Measured: held-out smartphone photos (PAD-UFES-20 patients never fitted on) not assessed "

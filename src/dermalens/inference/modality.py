@@ -4,8 +4,6 @@ A small ImageNet-only network (`gate.onnx`, EfficientNet-Lite0) turns the pixels
 would read into channel statistics; a linear classifier on them (`gate.npz`: standardisation and
 weights, plain arrays, no pickle; further layers W1, b1, ... would be read as a ReLU network) gives
 the probability that the image is dermoscopic. Below the card's threshold the image is not assessed.
-The colour-order check (`colour_order.npz`, optional) is a second such classifier on the same features: the
-probability that a dermoscopic image has its red and blue exchanged (an OpenCV array, BGR, sent as RGB).
 Numpy, Pillow and the serving runtime only (inference.runtime).
 """
 from __future__ import annotations
@@ -23,7 +21,6 @@ import dermalens.inference.runtime as rt
 
 GATE_GRAPH = "gate.onnx"
 GATE_WEIGHTS = "gate.npz"
-COLOUR_WEIGHTS = "colour_order.npz"
 
 
 @dataclass
@@ -32,8 +29,6 @@ class ModalityGate:
     spec: PreprocessSpec  # how the classifier's pixels are resized and normalised for gate.onnx
     weights: dict  # mean, scale, then W0, b0, W1, b1, ... (ReLU between layers, sigmoid at the end)
     threshold: float  # images whose probability of being dermoscopic is below this are not assessed
-    # the colour-order check on the same features: mean, scale, W0, b0 and its threshold (card modality.colour_order)
-    colour: dict | None = None
 
     def _input(self, pixels: np.ndarray) -> dict:
         # uint8: the graph is compiled to normalise its input itself (compile_gate)
@@ -52,52 +47,21 @@ class ModalityGate:
             return lambda: np.zeros(0)
         running = [self.model.submit(pixels[i:i + batch_size], prepare=self._input)
                    for i in range(0, len(pixels), batch_size)]
-        return lambda: self.scores_from_features(np.concatenate([f.result()["features"] for f in running]))
-
-    def scores_from_features(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probability that each image is dermoscopic, probability that its red and blue are exchanged, or
-        None for a bundle without the colour-order check)."""
-        swapped = None if self.colour is None else _network(self.colour, feats)
-        return self.probability_from_features(feats), swapped
-
-    def scores(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        return self.scores_from_features(self.features(pixels))
-
-    def refuses(self, dermoscopic: np.ndarray, swapped: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(not dermoscopic, dermoscopic but in exchanged colours): the two refusals of the image-type check."""
-        not_derm = np.asarray(dermoscopic) < self.threshold
-        if swapped is None:
-            return not_derm, np.zeros(len(not_derm), bool)
-        return not_derm, ~not_derm & (np.asarray(swapped) >= self.colour["threshold"])
+        return lambda: self.probability_from_features(np.concatenate([f.result()["features"] for f in running]))
 
     def probability_from_features(self, feats: np.ndarray) -> np.ndarray:
-        return _network(self.weights, feats)
+        w = self.weights
+        h = (feats.astype(np.float32) - w["mean"]) / w["scale"]
+        n_layers = sum(k.startswith("W") for k in w)
+        for k in range(n_layers):
+            h = h @ w[f"W{k}"] + w[f"b{k}"]
+            if k < n_layers - 1:
+                h = np.maximum(h, 0)
+        return 1.0 / (1.0 + np.exp(-h[:, 0].astype(np.float64)))
 
     def probability(self, pixels: np.ndarray) -> np.ndarray:
         """Probability that each image is dermoscopic."""
         return self.probability_from_features(self.features(pixels))
-
-
-def _network(w: dict, feats: np.ndarray) -> np.ndarray:
-    """Standardise, then the layers W0, b0, W1, b1, ... (ReLU between them), sigmoid of the first output."""
-    h = (feats.astype(np.float32) - w["mean"]) / w["scale"]
-    n_layers = sum(k.startswith("W") for k in w)
-    for k in range(n_layers):
-        h = h @ w[f"W{k}"] + w[f"b{k}"]
-        if k < n_layers - 1:
-            h = np.maximum(h, 0)
-    return 1.0 / (1.0 + np.exp(-h[:, 0].astype(np.float64)))
-
-
-def _read_weights(path: Path) -> dict:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            w = {k: z[k].astype(np.float32) for k in z.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: unreadable ({e or type(e).__name__})") from None
-    if not {"mean", "scale", "W0", "b0"} <= set(w):
-        raise ValueError(f"{path}: expected arrays mean, scale, W0, b0, ...; found {sorted(w)}")
-    return w
 
 
 def load_gate(bundle_dir: Path, section: dict, threads: int | None = None, **compile_options) -> ModalityGate:
@@ -112,24 +76,20 @@ def load_gate(bundle_dir: Path, section: dict, threads: int | None = None, **com
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
         raise ValueError(f"{bundle_dir / 'card.json'}: modality.threshold must be a number, got {threshold!r}")
     spec = PreprocessSpec.from_dict(section["preprocessing"])
-    w = _read_weights(weights)
-    colour = None
-    if "colour_order" in section:
-        c = section["colour_order"]
-        colour_file = bundle_dir / c.get("weights", COLOUR_WEIGHTS)
-        if not colour_file.is_file():
-            raise ValueError(f"{colour_file}: missing (the card's modality.colour_order names it)")
-        t = c.get("threshold")
-        if isinstance(t, bool) or not isinstance(t, (int, float)):
-            raise ValueError(f"{bundle_dir / 'card.json'}: modality.colour_order.threshold must be a number, got {t!r}")
-        colour = {**_read_weights(colour_file), "threshold": float(t)}
+    try:
+        with np.load(weights, allow_pickle=False) as z:
+            w = {k: z[k].astype(np.float32) for k in z.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{weights}: unreadable ({e or type(e).__name__})") from None
+    if not {"mean", "scale", "W0", "b0"} <= set(w):
+        raise ValueError(f"{weights}: expected arrays mean, scale, W0, b0, ...; found {sorted(w)}")
     try:
         model = compile_gate(graph, spec, threads=threads, **compile_options)
     except rt.RuntimeUnavailable:
         raise
     except Exception as e:  # each runtime raises its own exception types for a damaged graph
         raise ValueError(f"{graph}: cannot load ONNX model ({rt.short_reason(e)})") from None
-    return ModalityGate(model, spec, w, float(threshold), colour)
+    return ModalityGate(model, spec, w, float(threshold))
 
 
 def compile_gate(graph: Path, spec: PreprocessSpec, **compile_options) -> "rt.CompiledModel":

@@ -44,9 +44,6 @@ class Reason(str):
 
 NOT_DERMOSCOPIC = Reason("not_dermoscopic", "This looks like an ordinary photo, not a dermoscopic image. "
                                             "dermalens only reads dermoscopic images")
-COLOURS_SWAPPED = Reason("colours_swapped", "The colours look exchanged (red and blue swapped), as when an image read "
-                                            "with OpenCV is saved or sent in its BGR order. dermalens only reads "
-                                            "images in their natural colours: convert it to RGB and send it again")
 UNLIKE_TRAINING = Reason("unlike_training", "image features are unlike the dermoscopic training images")
 
 

@@ -17,8 +17,8 @@ from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, open_image
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
 from .metadata import PatientMetadata
-from .ood import (COLOURS_SWAPPED, EXPOSURE_RULES, NOT_DERMOSCOPIC, UNLIKE_TRAINING, Reason, exposure_reasons,
-                  mahalanobis_score, size_reasons)
+from .ood import EXPOSURE_RULES, NOT_DERMOSCOPIC, UNLIKE_TRAINING, Reason, exposure_reasons, mahalanobis_score, \
+    size_reasons
 from .risk import RECOMMENDATIONS, risk_level
 from .softmax import decide
 
@@ -215,20 +215,13 @@ class Predictor:
         """The modality check's probability that each image is dermoscopic (None without the check)."""
         return None if self.bundle.gate is None else self.bundle.gate.probability(pixels)
 
-    def image_type(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """(not dermoscopic, dermoscopic in exchanged colours): what the image-type check refuses (None without it)."""
-        gate = self.bundle.gate
-        return None if gate is None else gate.refuses(*gate.scores(pixels))
-
     def reasons(self, pixels: np.ndarray, pooled: np.ndarray, source_sizes=None,
-                type_scores: tuple | None = None, exposure: list | None = None) -> tuple[list[list[Reason]], dict]:
-        """Why each image is not assessed (an empty list: it is), and the scores behind it. `type_scores`,
-        `exposure`: the image-type check's (dermoscopic, colours exchanged) probabilities and each image's
-        exposure_reasons when already computed (predict_pixels works them out while the networks run)."""
-        gate = self.bundle.gate
+                dermoscopic: np.ndarray | None = None, exposure: list | None = None) -> tuple[list[list[Reason]], dict]:
+        """Why each image is not assessed (an empty list: it is), and the scores behind it. `dermoscopic`,
+        `exposure`: the image-type check's probabilities and each image's exposure_reasons when already
+        computed (predict_pixels works them out while the networks run)."""
         scores = self.ood_scores(pooled)
-        derm, swapped = (None, None) if gate is None else type_scores or gate.scores(pixels)
-        not_derm, exchanged = (None, None) if gate is None else gate.refuses(derm, swapped)
+        derm = self.dermoscopic(pixels) if dermoscopic is None else dermoscopic
         if exposure is None:
             exposure = [exposure_reasons(p, self.exposure_rules) for p in pixels]
         out = []
@@ -237,10 +230,8 @@ class Predictor:
             size = source_sizes[i] if source_sizes else None
             if size:
                 reasons += size_reasons(*size, self.min_short_side)
-            if gate is not None and not_derm[i]:
+            if derm is not None and derm[i] < self.bundle.gate.threshold:
                 reasons.append(NOT_DERMOSCOPIC)
-            elif gate is not None and exchanged[i]:
-                reasons.append(COLOURS_SWAPPED)  # the plainer reasons below would hide the fix: convert to RGB
             elif scores is not None and self.ood_threshold is not None and scores[i] > self.ood_threshold:
                 reasons.append(UNLIKE_TRAINING)  # said only of dermoscopy: an ordinary photo gets the plainer reason
             out.append(reasons)
