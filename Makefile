@@ -69,10 +69,12 @@ train: $(VENV)/.train
 	$(VENV)/bin/dermalens train --config configs/lite2_224x300_distill_cpu.json --init-from runs/lite2_224x300/best.pt
 
 # Bundle 3.0: 2.3.0's network (first: it sets the view, the OOD features and Grad-CAM) and Lite0 1.1.0's,
-# plus the patient-metadata model (docs/model-3.0.md). `make train` rebuilds the first into runs/.
-# --force: it replaces the bundle in $(MODEL), the shipped 3.0.0 by default, whole.
+# plus the patient-metadata model (docs/model-3.0.md), then its image-type check. `make train` rebuilds the first
+# into runs/. It writes into $(EXPORT_OUT), never over the shipped bundle: compare, then replace models/dermalens.
+EXPORT_OUT ?= build/dermalens
 export: $(VENV)/.train
-	$(VENV)/bin/dermalens export checkpoints/lite2_224x300_distill_cpu checkpoints/lite0_168x224_stage2 --out $(MODEL) --force --name dermalens --version 3.0.0 --input-size 256x341 --center-fraction 0.9 --no-test-extras
+	$(VENV)/bin/dermalens export checkpoints/lite2_224x300_distill_cpu checkpoints/lite0_168x224_stage2 --out $(EXPORT_OUT) --force --name dermalens --version 3.0.0 --input-size 256x341 --center-fraction 0.9 --no-test-extras
+	$(VENV)/bin/dermalens fit-gate --model $(EXPORT_OUT) --version 3.0.0
 
 evaluate: $(VENV)/.serve
 	$(VENV)/bin/dermalens evaluate --model $(MODEL) --split test

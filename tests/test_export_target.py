@@ -93,3 +93,31 @@ def test_a_folder_that_cannot_be_renamed_gets_its_contents_replaced(tiny_run, ti
     assert json.loads((served / "card.json").read_text())["version"] == "1.0.0"
     assert not (served / "gate.onnx").exists() and not (served / "report").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["served"]
+
+
+def test_a_volume_that_fills_up_keeps_its_old_bundle(tiny_run, tiny_bundle, tmp_path, monkeypatch):
+    """On a mounted volume the new bundle is copied in before anything old is removed: a copy that fails (a full
+    disk) leaves the served bundle as it was."""
+    from dermalens.export import target as target_mod
+    served = _served(tiny_bundle, tmp_path)
+    before = _files(served)
+    real = target_mod.os.replace
+    monkeypatch.setattr(target_mod.os, "replace",
+                        lambda src, dst: (_ for _ in ()).throw(OSError(16, "Device or resource busy"))
+                        if str(src) == str(served) else real(src, dst))
+
+    def full_disk(src, dst, **kw):
+        (dst / "half").mkdir(parents=True)
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(target_mod.shutil, "copytree", full_disk)
+    assert _export(tiny_run, served, "--version", "1.0.0", "--force") != 0
+    monkeypatch.undo()
+    assert _files(served) == before and sorted(p.name for p in tmp_path.iterdir()) == ["served"]
+
+
+def test_force_on_the_current_folder_replaces_the_bundle_there(tiny_run, tiny_bundle, tmp_path, monkeypatch):
+    served = _served(tiny_bundle, tmp_path)
+    monkeypatch.chdir(served)
+    assert _export(tiny_run, ".", "--version", "1.0.0", "--force") == 0
+    assert json.loads((served / "card.json").read_text())["version"] == "1.0.0"
+    assert not (served / "gate.onnx").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["served"]

@@ -512,8 +512,8 @@ def main(argv=None):
     a = parser.parse_args(argv)
     try:
         return a.func(a) or 0
-    except (DatasetError, BundleError, ImageError, MetadataError, FileNotFoundError, FileExistsError,
-            ValueError) as e:
+    except (DatasetError, BundleError, ImageError, MetadataError, ValueError,
+            OSError) as e:  # OSError: a full disk, a missing permission; FileNotFoundError and FileExistsError too
         print(f"dermalens {a.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

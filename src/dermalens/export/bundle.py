@@ -80,8 +80,7 @@ def export_bundle(run_dir, out_dir: str | Path, data_root: str | Path,
     The bundle is built in a hidden sibling folder that replaces `out_dir` whole only when complete:
     an export that fails or is interrupted after minutes leaves the bundle already there (often the
     one being served) as it was, and a finished one leaves no file of the old bundle behind."""
-    final = Path(out_dir)
-    final = final.resolve() if final.is_symlink() else final  # replace the folder a link names, not the link
+    final = Path(out_dir).resolve()  # a link: the folder it names; '.': a folder with a name, beside which to stage
     runs = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
     ck_paths = [checkpoint_path(r) for r in runs]  # run folders (their best.pt) or checkpoint files
     check_target(final, version, force)

@@ -2,6 +2,7 @@
 a bundle that it replaces whole (no file of the old bundle is left beside the new one)."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -59,11 +60,29 @@ def swap_in(staging: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     try:
         os.replace(final, old)
-    except OSError:  # a mount point (a container's volume) cannot be renamed: replace what it holds instead
-        for f in final.iterdir():
-            shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
-        for f in sorted(staging.iterdir(), key=lambda f: f.name == "card.json"):  # card.json last: it says complete
-            shutil.move(f, final / f.name)  # across file systems too: the volume's parent is another one
+    except OSError as e:
+        if e.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM, errno.EACCES):
+            raise
+        _replace_contents(staging, final)  # a mount point (a container's volume) cannot be renamed
         return
     os.replace(staging, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _replace_contents(staging: Path, final: Path) -> None:
+    """Copy the new bundle into a hidden folder inside `final` first (the step that may fail: a full disk leaves
+    the old bundle as it was), then remove the old files, card.json first, and rename the new ones in, card.json
+    last: renames within one folder cannot fail half-way through a file."""
+    incoming = final / ".export-incoming"
+    shutil.rmtree(incoming, ignore_errors=True)
+    try:
+        shutil.copytree(staging, incoming)
+    except OSError:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    old = sorted((f for f in final.iterdir() if f != incoming), key=lambda f: f.name != "card.json")
+    for f in old:
+        shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
+    for f in sorted(incoming.iterdir(), key=lambda f: f.name == "card.json"):
+        os.replace(f, final / f.name)
+    incoming.rmdir()
