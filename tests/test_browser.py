@@ -265,6 +265,91 @@ def test_two_answers_in_reverse_order_leave_the_last_images_result(browser, ui_u
     assert page.inner_text("#status") == "Done."
 
 
+# The two tests above abort A's request before its answer comes, so the page's catch path drops it; these two
+# let A's answer ARRIVE (fetch resolved) and only be read after B was taken: the check after `fetch` drops it.
+_HOLD_ANSWER_BODIES = """
+(() => {
+  const realFetch = window.fetch.bind(window);
+  // one entry per /predict answer that has arrived: `read` once the page asks for its body, `release()` lets
+  // that read finish (the body is already here: aborting the request no longer affects it)
+  window.__answers = [];
+  window.fetch = async (url, options) => {
+    if (!String(url).endsWith("/predict")) return realFetch(url, options);
+    const { signal, ...rest } = options || {};
+    const real = await realFetch(url, rest);
+    const answer = new Response(await real.text(), { status: real.status, headers: real.headers });
+    const entry = { read: false };
+    const held = new Promise((resolve) => { entry.release = resolve; });
+    const json = answer.json.bind(answer);
+    answer.json = () => { entry.read = true; return held.then(json); };
+    window.__answers.push(entry);
+    return answer;
+  };
+})();
+"""
+
+
+def _page_holding_answer_bodies(browser, ui_url):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.add_init_script(_HOLD_ANSWER_BODIES)
+    page.goto(ui_url)
+    return page
+
+
+def _wait_until_read(page, n):
+    """Wait until the page has the n-th /predict answer (fetch resolved) and is reading its body."""
+    page.wait_for_function(f"window.__answers.length >= {n} && window.__answers[{n - 1}].read", timeout=60000)
+
+
+def _let_the_page_read(page, n):
+    """Finish the n-th answer's body read; a timer after it runs only once the page has handled the body."""
+    page.evaluate(f"async () => {{ window.__answers[{n - 1}].release(); await new Promise(r => setTimeout(r, 50)); }}")
+
+
+def test_an_answer_that_arrived_for_the_previous_image_is_not_shown_under_the_new_one(browser, ui_url, tmp_path,
+                                                                                     in_distribution_lesion):
+    """A's answer has arrived, B is taken while the page reads it: A's result is not shown under B's preview."""
+    blank = _blank_png(tmp_path)
+    page = _page_holding_answer_bodies(browser, ui_url)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    _load(page, in_distribution_lesion)
+    page.click("#predict")
+    _wait_until_read(page, 1)
+    _load(page, blank)  # image B, while A's answer is being read
+    _let_the_page_read(page, 1)
+    assert not page.is_visible("#result"), "image A's result is shown under image B"
+    assert page.inner_text("#status") == "Ready: blank.png. Press Predict."
+    assert page.is_enabled("#predict")
+    page.click("#predict")
+    _wait_until_read(page, 2)
+    _let_the_page_read(page, 2)
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert page.is_visible("#ood") and "Not assessed" in page.inner_text("#ood")
+    assert not page.is_visible("#summary") and not page.is_visible("#bars")
+    assert not errors
+
+
+def test_an_answer_read_after_the_next_images_leaves_the_last_images_result(browser, ui_url, tmp_path,
+                                                                           in_distribution_lesion):
+    """A's answer has arrived, B is taken and sent, B's answer is read first, then A's: B's result stays."""
+    blank = _blank_png(tmp_path)
+    page = _page_holding_answer_bodies(browser, ui_url)
+    _load(page, in_distribution_lesion)
+    page.click("#predict")
+    _wait_until_read(page, 1)
+    _load(page, blank)
+    page.click("#predict")
+    _wait_until_read(page, 2)
+    _let_the_page_read(page, 2)
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert page.is_visible("#ood")
+    _let_the_page_read(page, 1)
+    assert page.is_visible("#ood") and "Not assessed" in page.inner_text("#ood"), "image A's diagnosis replaced B's"
+    assert not page.is_visible("#summary") and not page.is_visible("#bars"), "image A's diagnosis replaced B's"
+    assert page.inner_text("#status") == "Done."
+
+
 def test_a_refused_file_unloads_the_previous_image(browser, ui_url, tmp_path, in_distribution_lesion):
     """A file the page refuses (not an image, over 10 MB) must not leave the previous image ready to predict:
     the user would get the old image's result thinking it is the new one's."""
