@@ -48,8 +48,6 @@ def test_a_bad_out_is_refused_before_the_model_is_loaded(tmp_path, capsys):
     taken = tmp_path / "taken.txt"
     taken.write_text("keep me")
     cases = [(taken, "is a file"), (taken / "sub", f"{taken} is a file")]
-    if Path("/sys").is_dir():  # not writable even for root, unlike a chmod-ed folder
-        cases.append((Path("/sys/dermalens-report"), "cannot write"))
     for out, message in cases:
         assert main(["evaluate", "--model", str(tmp_path / "no-model"), "--labels", str(MINI / "HAM10000_metadata.csv"),
                      "--out", str(out)]) == 2, out
@@ -57,6 +55,31 @@ def test_a_bad_out_is_refused_before_the_model_is_loaded(tmp_path, capsys):
         assert message in err and "--out" in err and "model bundle folder not found" not in err, (out, err)
         assert "Traceback" not in err
     assert taken.read_text() == "keep me"
+
+
+def test_an_out_in_a_read_only_folder_is_one_line_before_the_model_is_loaded(tmp_path, capsys, monkeypatch):
+    """A read-only mount (where even root cannot write, so os.access would not tell) is found by a real write
+    into the folder --out would be made in; simulated here, as no folder is read-only on every host."""
+    import errno
+    import tempfile
+    read_only = tmp_path / "mounted"
+    read_only.mkdir()
+    real, tried = tempfile.TemporaryFile, []
+
+    def temporary_file(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == read_only:
+            tried.append(dir)
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)
+    out = read_only / "reports" / "run1"
+    assert main(["evaluate", "--model", str(tmp_path / "no-model"), "--labels", str(MINI / "HAM10000_metadata.csv"),
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert tried, "the folder was not tried with a real write"
+    assert f"--out {out}: cannot write in {read_only} (Read-only file system)" in err, err
+    assert len(err.strip().splitlines()) == 1 and "model bundle folder not found" not in err, err
+    assert not (read_only / "reports").exists()
 
 
 def test_split_and_labels_together_are_refused(tmp_path, capsys):

@@ -3,10 +3,11 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from dermalens.cli import build_parser, main
+from dermalens.cli import main
 from conftest import REPO, SHARED, SPLIT_FILE
 
 pytest.importorskip("torch")  # the fit side (export.gate_graph) needs the training install
@@ -65,11 +66,26 @@ def test_fit_gate_version_must_be_major_minor_patch(capsys):
     assert "MAJOR.MINOR.PATCH" in capsys.readouterr().err
 
 
-def test_the_cache_default_does_not_depend_on_the_working_directory(tmp_path):
-    assert build_parser().parse_args(["fit-gate", "--version", "1.0.0"]).cache == str(REPO / "cache" / "gate")
+def _cache_default_in(cwd, **env):
+    """fit-gate's --cache default as a fresh interpreter started in `cwd` sees it, with only the DERMALENS_*
+    variables given (the default is computed when dermalens.cli is imported: monkeypatching this process's
+    environment would not change it)."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("DERMALENS_")},
-           "PYTHONPATH": str(REPO / "src"), "DERMALENS_CACHE": str(tmp_path / "c")}
+           "PYTHONPATH": str(REPO / "src"), **env}
     r = subprocess.run([sys.executable, "-c", "from dermalens.cli import build_parser; "
                         "print(build_parser().parse_args(['fit-gate', '--version', '1.0.0']).cache)"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert r.stdout.strip() == str(tmp_path / "c" / "gate"), r.stderr
+                       cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    return Path(r.stdout.strip())
+
+
+def test_the_cache_default_does_not_depend_on_the_working_directory(tmp_path):
+    """In a fresh interpreter whose environment has no DERMALENS_* (a runner's DERMALENS_CACHE must not
+    decide the answer); paths compared resolved, as REPO and the package's repo_root() may be spelled apart."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    default = _cache_default_in(elsewhere)
+    assert default.is_absolute() and default.resolve() == (REPO / "cache" / "gate").resolve(), default
+    assert _cache_default_in(REPO).resolve() == default.resolve()
+    set_by_env = _cache_default_in(elsewhere, DERMALENS_CACHE=str(tmp_path / "c"))
+    assert set_by_env.resolve() == (tmp_path / "c" / "gate").resolve(), set_by_env
