@@ -281,6 +281,36 @@ def test_one_image_listed_twice(app_factory, shipped_bundle, tmp_path):
     assert "counted once" in app.metrics_box.get("1.0", "end") and "counted once" in app.status.cget("text")
 
 
+def test_one_image_id_on_two_rows(app_factory, shipped_bundle, tmp_path):
+    """The same image_id on two rows (docs/cli.md: counted once when the labels agree, refused naming both
+    lines when they differ); the data reader refuses any repeated image_id, so the GUI handles it first."""
+    from dermalens.gui.batch import batch_items
+    images = _labelled_set(tmp_path, n=2, layout="beside")
+    base = (tmp_path / "labels.csv").read_text()
+    dx = base.splitlines()[1].split(",")[1]  # images[0]'s label
+    other = "nv" if dx == "mel" else "mel"
+    (tmp_path / "conflict.csv").write_text(base + f"{images[0].stem},{other}\n")
+    app, errors = app_factory(model=str(shipped_bundle))
+    app.start_batch(str(tmp_path), str(tmp_path / "conflict.csv"))
+    assert errors and str(tmp_path / "conflict.csv") in errors[-1] and "different labels" in errors[-1]
+    assert f"line 2 ({images[0].stem}, {dx}) and line 4 ({images[0].stem}, {other})" in errors[-1], errors[-1]
+    # the same label (in capitals), then a row with a label the reader refuses: its line is still the file's
+    (tmp_path / "bad_after.csv").write_text(base + f"{images[0].stem},{dx.upper()}\nISIC_9999999,foo\n")
+    app.start_batch(str(tmp_path), str(tmp_path / "bad_after.csv"))
+    assert "line 5: 'foo'" in errors[-1] and str(tmp_path / "bad_after.csv") in errors[-1], errors[-1]
+    (tmp_path / "twice.csv").write_text(base + f"{images[0].stem},{dx.upper()}\n")
+    items = batch_items(tmp_path, tmp_path / "twice.csv")
+    assert [p.name for p, *_ in items] == [p.name for p in images] and not items.missing
+    assert items.notes == [f"line 2 ({images[0].stem}, {dx}) and line 4 ({images[0].stem}, {dx.upper()}) "
+                           "list the same image: it is classified and counted once"]
+    n = len(errors)
+    app.start_batch(str(tmp_path), str(tmp_path / "twice.csv"))
+    pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled")
+    assert len(errors) == n and len(app.tree.get_children()) == 2
+    assert app.batch_result.metrics["n"] == 2
+    assert "counted once" in app.metrics_box.get("1.0", "end") and "counted once" in app.status.cget("text")
+
+
 def test_a_folder_with_images_only_in_subfolders_says_they_are_not_searched(app_factory, tmp_path):
     (tmp_path / "part1").mkdir()
     shutil.copy(sorted((MINI / "images").iterdir())[0], tmp_path / "part1")

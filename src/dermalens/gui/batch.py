@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,13 +32,13 @@ class BatchItems(list):
     """The (path, true code, lesion id, patient details) items, with what was left out and why:
     `missing` are image ids the labels CSV lists that are not in the folder, `notes` warnings in words."""
 
-    def __init__(self, items=(), missing=(), notes=(), image_dir: Path | None = None):
+    def __init__(self, items=(), missing=(), notes=()):
         super().__init__(items)
-        self.missing, self.notes, self.image_dir = list(missing), list(notes), image_dir
+        self.missing, self.notes = list(missing), list(notes)
 
 
-def missing_text(missing: list[str], labels_csv="the labels CSV") -> str:
-    """'2 listed image(s) not found (ISIC_1, ISIC_2)', naming at most five."""
+def missing_text(missing: list[str], labels_csv: str) -> str:
+    """'2 image(s) listed in labels.csv not found (ISIC_1, ISIC_2)', naming at most five."""
     shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
     return f"{len(missing)} image(s) listed in {labels_csv} not found ({shown})"
 
@@ -75,7 +76,7 @@ def batch_items(folder: str | Path, labels_csv: str | Path | None) -> BatchItems
     paths = list_images(folder)
     if not paths:
         raise BackendError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}){_subfolder_hint(folder)}")
-    return BatchItems([(p, None, p.name, None) for p in paths], image_dir=folder)
+    return BatchItems([(p, None, p.name, None) for p in paths])
 
 
 def _unreadable(labels_csv: Path, e: Exception) -> BackendError:
@@ -98,6 +99,51 @@ def _listed_lines(labels_csv: Path) -> dict[str, int]:
     return lines
 
 
+def _without_repeated_rows(labels_csv: Path, scratch: Path) -> tuple[Path, dict[str, str]]:
+    """Rows listing an image_id an earlier row lists (ISIC_1 twice), which the data reader refuses outright:
+    with the same label the image is classified and counted once, with another label the rows are refused
+    naming their lines (which one is right cannot be guessed). Returns the CSV to read (a copy in `scratch`
+    whose repeated rows have no image_id, so that the reader skips them and still numbers every other line
+    as in the user's file; the file itself when nothing repeats) and, per repeated image_id, the note."""
+    if not labels_csv.is_file():
+        return labels_csv, {}  # the data reader says so
+    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    header = [h.strip() for h in rows[0]] if rows else []
+    if "image_id" not in header or "dx" not in header:
+        return labels_csv, {}  # the data reader names the missing column
+    id_col, dx_col = header.index("image_id"), header.index("dx")
+    listed: dict[str, list[tuple[int, str]]] = {}  # image_id -> (line, label) of each row listing it
+    repeats, line = [], 1
+    for i, row in enumerate(rows[1:], start=1):
+        if not row:
+            continue  # csv.DictReader (the data reader) skips empty rows without counting them
+        line += 1
+        image_id = row[id_col].strip() if id_col < len(row) else ""
+        if not image_id:
+            continue
+        if image_id in listed:
+            repeats.append(i)
+        listed.setdefault(image_id, []).append((line, row[dx_col].strip() if dx_col < len(row) else ""))
+    if not repeats:
+        return labels_csv, {}
+    notes = {}
+    for image_id, rows_of in listed.items():
+        if len(rows_of) == 1:
+            continue
+        named = " and ".join(f"line {n} ({image_id}, {dx})" for n, dx in rows_of)
+        if len({dx.lower() for _, dx in rows_of}) > 1:
+            raise BackendError(f"{labels_csv}: {named} list the same image with different labels; which one is "
+                               "right cannot be guessed: correct or remove one of the rows")
+        notes[image_id] = f"{named} list the same image: it is classified and counted once"
+    for i in repeats:
+        rows[i][id_col] = ""
+    copy = scratch / labels_csv.name
+    with open(copy, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    return copy, notes
+
+
 def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
     from ..data import DatasetError
     from ..inference.metadata import MetadataError, read_metadata_csv
@@ -107,18 +153,23 @@ def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
     # holding more of the listed images (the folder chosen, on a tie).
     candidates = [folder] + ([folder / "images"] if (folder / "images").is_dir() else [])
     found = []
-    for d in candidates:
+    with tempfile.TemporaryDirectory(prefix="dermalens-labels-") as scratch:
         try:
-            found.append((load_labelled_folder(labels_csv, d, missing="skip"), d))
-        except DatasetError as e:
-            raise BackendError(str(e)) from None
+            source, repeated = _without_repeated_rows(labels_csv, Path(scratch))
         except (UnicodeDecodeError, csv.Error, OSError) as e:
             raise _unreadable(labels_csv, e) from None
+        for d in candidates:
+            try:
+                found.append(load_labelled_folder(source, d, missing="skip"))
+            except DatasetError as e:  # naming the user's file, not the copy
+                raise BackendError(str(e).replace(str(source), str(labels_csv))) from None
+            except (UnicodeDecodeError, csv.Error, OSError) as e:
+                raise _unreadable(labels_csv, e) from None
     try:
         lines = _listed_lines(labels_csv)
     except (UnicodeDecodeError, csv.Error, OSError) as e:
         raise _unreadable(labels_csv, e) from None
-    recs, image_dir = max(found, key=lambda f: len(f[0]))  # max keeps the first of equals
+    recs = max(found, key=len)  # max keeps the first of equals
     if not recs:
         where = f"{folder} or {folder / 'images'}" if len(candidates) > 1 else \
             f"{folder} (which has no images/ folder either)"
@@ -128,6 +179,7 @@ def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
     present = {r.image_id for r in recs}
     missing = [i for i in lines if i and i not in present]
     recs, notes = _one_row_per_image(recs, lines, labels_csv)
+    notes = [note for image_id, note in repeated.items() if image_id in present] + notes  # not if missing
     try:
         metas = read_metadata_csv(labels_csv)
     except MetadataError as e:
@@ -135,7 +187,7 @@ def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
             raise BackendError(str(e)) from None
         metas = {}  # a labels CSV without patient columns
     return BatchItems([(r.path, r.dx, r.lesion, _as_dict(metas.get(r.image_id))) for r in recs],
-                      missing=missing, notes=notes, image_dir=image_dir)
+                      missing=missing, notes=notes)
 
 
 def _one_row_per_image(recs, lines: dict[str, int], labels_csv: Path):
