@@ -202,6 +202,17 @@ def test_partition_size_must_be_positive(capsys):
     assert "at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--repeat", "--batch-size", "--threads"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", ""])
+def test_bench_counts_must_be_whole_numbers_of_at_least_one(flag, value, tmp_path, capsys):
+    from dermalens.bench import main as bench_main
+    with pytest.raises(SystemExit) as e:  # refused by argparse, before the bundle (absent here) is loaded
+        bench_main(["--model", str(tmp_path / "no-model"), "--images", str(tmp_path), flag, value])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: expected a whole number of at least 1, got {value!r}" in err, err
+
+
 @pytest.mark.slow
 def test_bench_leaves_out_an_unreadable_image_and_runs_once_per_step(tiny_bundle, tmp_path, capsys):
     from dermalens.bench import main as bench_main

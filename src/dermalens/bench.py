@@ -56,8 +56,7 @@ def peak_rss_mb() -> float:
 def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads: int | None = None) -> dict:
     from .inference import Predictor
     from .inference.gradcam import gradcam, overlay, to_png
-    from .preprocess import load_rgb
-    from .preprocess import ImageError
+    from .preprocess import ImageError, load_rgb
     if not Path(images).is_dir():
         raise SystemExit(f"error: --images {images}: not a folder of JPEG/PNG images")
     paths = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -128,9 +127,8 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
 
 
 def _at_least_one(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"a whole number of at least 1 expected, got {text!r}")
-    return int(text)
+    from .cli import _whole  # imported here: dermalens.cli imports this module (`dermalens bench`)
+    return _whole(text, 1)
 
 
 def main(argv=None):
