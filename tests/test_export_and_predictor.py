@@ -328,6 +328,7 @@ BROKEN_BUNDLES = {  # what a failed copy or a hand edit leaves -> what the one l
     "no members": (lambda b: _edit(b, members=[]), "members must be a non-empty list"),
     "members not a list": (lambda b: _edit(b, members="x"), "members must be a non-empty list"),
     "decision_bias text": (lambda b: _edit(b, decision_bias=["a"] * 7), "decision_bias must be numbers"),
+    "decision_bias null": (lambda b: _edit(b, decision_bias=None), "decision_bias must be numbers"),
     "threshold text": (lambda b: _edit(b, thresholds={"malignant": "x"}), "thresholds must map names to numbers"),
     "check threshold missing": (lambda b: _edit(b, modality=lambda m: m.pop("threshold")), "modality.threshold must be a number"),
 }
@@ -352,3 +353,4 @@ def test_a_damaged_bundle_is_one_line_naming_what(shipped_bundle, tmp_path, case
     with pytest.raises(BundleError, match=re.escape(message)) as e:
         load_bundle(broken)
     assert "\n" not in str(e.value)
+

@@ -149,7 +149,8 @@ def read_card(path: Path) -> dict:
         raise BundleError(f"{card_path}: temperature must be a number > 0, got {card['temperature']!r}")
     if not isinstance(card["thresholds"], dict) or not all(_number(v) == _number(v) for v in card["thresholds"].values()):
         raise BundleError(f"{card_path}: thresholds must map names to numbers, got {card['thresholds']!r}")
-    if not all(_number(v) == _number(v) for v in card.get("decision_bias", [])):
+    bias = card.get("decision_bias", [])
+    if not isinstance(bias, list) or not all(_number(v) == _number(v) for v in bias):
         raise BundleError(f"{card_path}: decision_bias must be numbers, got {card['decision_bias']!r}")
     members = card.get("members", [{}])
     if not isinstance(members, list) or not members or not all(isinstance(m, dict) for m in members):
@@ -167,9 +168,6 @@ def read_card(path: Path) -> dict:
 def _number(v) -> float:
     """A card's number as a float; NaN (which fails every comparison) for anything else, booleans included."""
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
-
-
-_BACKGROUND = ThreadPoolExecutor(1, thread_name_prefix="dermalens-load")
 
 
 def _read_ood(file: Path) -> dict | None:
@@ -198,7 +196,10 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
     compile_options = {"mode": mode, "runtime": runtime, "precision": precision}
     if share_cores:
         threads = threads_per_graph(threads, len(member_entries(card)) + ("modality" in card))
-    ood_job = _BACKGROUND.submit(_read_ood, path / "ood.npz")  # its eigendecomposition overlaps the compiling
+    # its eigendecomposition overlaps the compiling; a pool per load, so a forked process has its own thread
+    background = ThreadPoolExecutor(1, thread_name_prefix="dermalens-load")
+    ood_job = background.submit(_read_ood, path / "ood.npz")
+    background.shutdown(wait=False)
     try:
         members = [open_member(path, e, threads, spec.interpolation, **compile_options) for e in member_entries(card)]
     except MemberError as e:
