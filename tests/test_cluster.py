@@ -87,7 +87,7 @@ def test_out_folder_refuses_another_model_and_writes_whole_files(tmp_path):
     assert not list((tmp_path / "o").glob(".part-*"))
     out.write_partition("abc", [{"file": "a", "p": 0.5, "error": None}, {"file": "b", "error": "bad"}])
     assert [p.name for p in (tmp_path / "o").iterdir() if p.name != "_run.json"] == ["part-abc.parquet"]
-    assert out.done_keys() == {"a", "b"}
+    assert out.keys() == ({"a"}, {"b"})
     assert rows_to_table([{"a": 1}, {"b": "x"}]).column_names == ["a", "b"]
 
 
@@ -144,9 +144,17 @@ def test_failed_rows_are_dropped_so_a_rerun_retries_them(tmp_path):
     out.prepare({"model": "m"})
     out.write_partition("p1", [{"file": "a", "error": None}, {"file": "b", "error": "bad"}])
     out.write_partition("p2", [{"file": "c", "error": "gone"}])
-    assert out.drop_failed_rows() == 2
-    assert out.done_keys() == {"a"} and len(out.partition_files()) == 1
-    assert out.drop_failed_rows() == 0
+    out.write_partition("p3", [{"file": "d", "error": "elsewhere"}])
+    assert out.drop_failed_rows({"b", "c", "a"}) == 2  # only the images this run tries again
+    assert out.keys() == ({"a"}, {"d"}) and len(out.partition_files()) == 2
+    assert out.drop_failed_rows({"b", "c"}) == 0
+
+
+def test_a_folder_of_an_older_dermalens_is_named_as_such(tmp_path):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "_run.json").write_text('{"model": "m", "version": "1", "tta": false}')
+    with pytest.raises(ValueError, match="older dermalens"):
+        OutFolder(str(tmp_path / "o")).prepare({"model": "m", "version": "1", "tta": False, "keys": "absolute"})
 
 
 # ---- a real cluster --------------------------------------------------------------------------
@@ -283,6 +291,8 @@ def test_reruns_know_images_by_absolute_path_and_retry_failures(shipped_bundle, 
     assert main(["predict", str(b), *common]) == 1  # same names, other images: predicted, not skipped
     expected = [str(f / n) for f in (a, b) for n in ("x.jpg", "y.jpg")]
     assert_each_once(table_rows(out), expected)
+    assert main(["predict", str(a), *common]) == 0  # another folder's run leaves b's error row alone
+    assert [r["file"] for r in table_rows(out) if r["error"]] == [str(b / "y.jpg")]
     (b / "y.jpg").write_bytes(IMAGES[3].read_bytes())
     assert main(["predict", str(b), *common]) == 0  # the failed image is tried again
     rows = table_rows(out)

@@ -85,17 +85,18 @@ def run_cluster_predict(a) -> int:
     out = OutFolder(a.out)
     out.prepare({"model": card["name"], "version": card["version"], "tta": bool(a.tta), "keys": "absolute",
                  "input_columns": columns})
-    retried = out.drop_failed_rows()  # an image that failed last time is tried again
-    if retried:
-        print(f"retrying {retried} image(s) that failed in an earlier run", file=sys.stderr)
     wanted = {it.key for it in items}
-    done = out.done_keys()
+    done, failed_before = out.keys()
+    retry = wanted & failed_before  # an image that failed last time is tried again
     skipped = len(wanted & done)
     size = DEFAULT_PARTITION_SIZE if a.partition_size is None else a.partition_size
     parts = plan_partitions(items, done, size)
     results, failed_parts = [], []
     if parts:
         with connect(a.cluster) as client:
+            if retry:  # only once the cluster answers: a run that never starts keeps the old error rows
+                out.drop_failed_rows(retry)
+                print(f"retrying {len(retry)} image(s) that failed in an earlier run", file=sys.stderr)
             results, failed_parts, wall = _run(client, parts, model, a, out, columns)
     else:
         wall = 0.0

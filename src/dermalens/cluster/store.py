@@ -42,6 +42,10 @@ class OutFolder:
                 old = json.loads(self.fs.cat_file(self.path(RUN_FILE)))
             except ValueError:
                 old = "an unreadable _run.json"
+            if old != run and isinstance(old, dict) and "keys" not in old and "keys" in run:
+                raise ValueError(f"{self.url} was written by an older dermalens, which named images by relative "
+                                 "path, so a rerun cannot tell which are done: choose another --out folder (or "
+                                 "empty this one)")
             if old != run:
                 raise ValueError(f"{self.url} holds results of {old}, not {run}: "
                                  "choose another --out folder (or empty this one)")
@@ -57,21 +61,27 @@ class OutFolder:
     def partition_files(self) -> list[str]:
         return sorted(self.fs.glob(self.path(PART_GLOB)))
 
-    def done_keys(self) -> set[str]:
-        done = set()
+    def keys(self) -> tuple[set[str], set[str]]:
+        """(images with a result row, images with only an error row): a rerun skips the first, retries the second."""
+        done, failed = set(), set()
         for p in self.partition_files():
-            done.update(self._read(p, columns=["file"]).column("file").to_pylist())
-        return done
+            t = self._read(p)
+            errors = t.column("error").to_pylist() if "error" in t.column_names else [None] * t.num_rows
+            for key, error in zip(t.column("file").to_pylist(), errors):
+                (failed if error else done).add(key)
+        return done, failed - done
 
-    def drop_failed_rows(self) -> int:
-        """Remove the rows with an error, so a rerun tries those images again (an image stays in one
-        row: it is either done or to do). Returns how many were removed."""
+    def drop_failed_rows(self, keys: set[str]) -> int:
+        """Remove the error rows of these images, just before they are tried again, so an image stays in one row
+        (error rows of images this run does not retry stay). Returns how many were removed."""
         dropped = 0
         for p in self.partition_files():
             table = self._read(p)
             if "error" not in table.column_names:
                 continue
-            kept = table.filter(pc.is_null(table.column("error")))
+            retried = pc.and_(pc.invert(pc.is_null(table.column("error"))),
+                              pc.is_in(table.column("file"), value_set=pa.array(sorted(keys), pa.string())))
+            kept = table.filter(pc.invert(retried))
             if kept.num_rows == table.num_rows:
                 continue
             dropped += table.num_rows - kept.num_rows
