@@ -57,7 +57,8 @@ def test_a_fit_that_fails_half_way_leaves_the_bundle_as_it_was(bundle, tmp_path,
     with pytest.raises(RuntimeError, match="feature extraction failed"):
         _fit_gate(bundle, "--data", str(SHARED), "--cache", "")
     assert _files(bundle) == before, "the check's graph was written before the fit"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"], "the staging folder must be cleaned up"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+    assert not (bundle / ".fit-gate-partial").exists(), "the staging folder must be cleaned up"
 
 
 def test_fit_gate_version_must_be_major_minor_patch(capsys):

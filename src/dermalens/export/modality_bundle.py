@@ -54,14 +54,16 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
         _check_folder(Path(cache), "--cache")
         cache = Path(cache) / _cache_name(card, net_spec, items)
         cache.mkdir(parents=True, exist_ok=True)
-    staging = bundle.parent / f".{bundle.name}.fit-gate-partial"
+    # inside the bundle: its parent may be read-only (a container's volume), and each file then moves in by a
+    # rename on one file system, never half-copied
+    staging = bundle / ".fit-gate-partial"
     shutil.rmtree(staging, ignore_errors=True)  # left by a fit that was killed
     staging.mkdir()
     try:
         card = _fit(card, staging, items, net_spec, cache, version, changes)
         for f in (GATE_GRAPH, GATE_WEIGHTS, SCORES_FILE, "MODEL_CARD.md", "card.json"):  # card.json last
             (bundle / f).parent.mkdir(exist_ok=True)
-            shutil.move(staging / f, bundle / f)  # a move, not a rename: the bundle may be a mounted volume
+            os.replace(staging / f, bundle / f)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return card
