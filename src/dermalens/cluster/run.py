@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .inputs import Item, collect_inputs, is_url, plan_partitions, rename_clashes
+from .inputs import Item, canonical_key, collect_inputs, is_url, plan_partitions, rename_clashes
 from .store import OutFolder
 from .tasks import predict_partition
 
@@ -81,10 +81,10 @@ def run_cluster_predict(a) -> int:
     items = with_patient_details(a, items, card)
     for msg in problems:
         print(f"warning: {msg}", file=sys.stderr)
-    columns = list(dict.fromkeys(k for it in items for k in it.extra))  # every partition gets all of them
+    columns = tuple(dict.fromkeys(k for it in items for k in it.extra))  # every partition gets all of them
     out = OutFolder(a.out)
     out.prepare({"model": card["name"], "version": card["version"], "tta": bool(a.tta), "keys": "absolute",
-                 "input_columns": columns})
+                 "input_columns": list(columns)})
     wanted = {it.key for it in items}
     done, failed_before = out.keys()
     retry = wanted & failed_before  # an image that failed last time is tried again
@@ -117,9 +117,10 @@ def check_csv(a, items) -> None:
     from ..predict import check_outputs
     if not a.csv or is_url(a.csv):
         return
-    local = [Path(it.key) for it in items if not is_url(it.key)]
-    local += [Path(t) for t in a.inputs if t.lower().endswith(".csv") and not is_url(t)]
-    check_outputs(a.inputs, local, a.csv, None, None)
+    manifests = [Path(t) for t in a.inputs if t.lower().endswith(".csv") and not is_url(t)]
+    check_outputs(a.inputs, manifests, a.csv, None, None)  # a folder, a missing folder, a manifest
+    if canonical_key(a.csv) in {it.key for it in items}:  # keys are absolute already: no stat per image
+        raise ValueError(f"--csv {a.csv}: is one of the input images; writing there would replace it")
 
 
 def with_patient_details(a, items, card) -> list:
@@ -140,7 +141,7 @@ def with_patient_details(a, items, card) -> list:
     return out
 
 
-def _run(client, parts, model: Path, a, out: OutFolder, columns: list[str]):
+def _run(client, parts, model: Path, a, out: OutFolder, columns: tuple[str, ...]):
     from distributed import as_completed
     workers = client.scheduler_info()["workers"].values()
     per_host = defaultdict(int)

@@ -80,7 +80,7 @@ def runtime_threads(per_host: dict[str, int]) -> int:
 
 
 def predict_partition(part: Partition, model: str, tta: bool, out_url: str,
-                      per_host: dict[str, int], columns: list[str] = ()) -> dict:
+                      per_host: dict[str, int], columns: tuple[str, ...] = ()) -> dict:
     from distributed import get_worker
     loads = _LOADS["seconds"]
     predictor = cached_predictor(model, runtime_threads(per_host))
@@ -94,5 +94,6 @@ def predict_partition(part: Partition, model: str, tta: bool, out_url: str,
     types["error"] = pa.string()
     OutFolder(out_url).write_partition(part.id, [{**r, "error": None} for r in rows] + errors, types)
     return {"part": part.id, "images": len(rows) + len(errors),
-            "failed": [{"file": e["file"], "error": e["error"]} for e in errors], "seconds": time.perf_counter() - t0, "load_seconds": _LOADS["seconds"] - loads,
+            "failed": [{"file": e["file"], "error": e["error"]} for e in errors],
+            "seconds": time.perf_counter() - t0, "load_seconds": _LOADS["seconds"] - loads,
             "worker": get_worker().address, "pid": os.getpid(), "loads": _LOADS["count"]}

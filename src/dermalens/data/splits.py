@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..defaults import DEFAULT_SPLIT_FILE  # re-exported as dermalens.data.DEFAULT_SPLIT_FILE
+from ..paths import file_in_the_way
 from .datasets import DatasetError, Record
 
 SPLITS = ("train", "val", "test")
@@ -74,7 +75,7 @@ def check_split_out(out: Path, data_root: Path) -> None:
     out = Path(out)
     if out.is_dir():
         raise FileExistsError(f"--out {out} is a folder; give a file name such as {out / 'ham10000_split.csv'}")
-    if any(p.exists() and not p.is_dir() for p in out.parents):
+    if file_in_the_way(out.parent):
         raise FileExistsError(f"--out {out} lies inside a file, not a folder")
     if not out.is_file() or out.stat().st_size == 0:
         return

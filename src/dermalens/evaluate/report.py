@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import DISCLAIMER
+from ..paths import file_in_the_way
 from .intervals import with_interval
 from .metrics import reliability_bins, roc_points, undefined_figures
 
@@ -120,11 +121,12 @@ def check_report_folder(out: str | Path, flag: str = "--out") -> None:
     """Refuse, before any image is predicted, a report folder that write_report could not write:
     ValueError saying which and why."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
+    blocker = file_in_the_way(out)
+    if blocker == out:
         raise ValueError(f"{flag} {out}: is a file; give a folder for metrics.json and report.html")
+    if blocker:
+        raise ValueError(f"{flag} {out}: {blocker} is a file, so no folder can be made inside it")
     existing = next(p for p in (out, *out.parents) if p.exists())  # the folder write_report would create from
-    if not existing.is_dir():
-        raise ValueError(f"{flag} {out}: {existing} is a file, so no folder can be made inside it")
     for name in ("metrics.json", "report.html"):
         if (out / name).is_dir():
             raise ValueError(f"{flag} {out}: {out / name} is a folder, so the report cannot be written there")

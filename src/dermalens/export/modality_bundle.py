@@ -13,6 +13,7 @@ import numpy as np
 
 from ..data.modality_sets import DERMOSCOPIC, gate_images
 from ..inference.bundle import read_card
+from ..paths import file_in_the_way
 from ..inference.modality import GATE_GRAPH, GATE_WEIGHTS, ModalityGate, compile_gate
 from ..preprocess import PreprocessSpec
 from ..train import modality_augment as augment
@@ -70,10 +71,9 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
 
 
 def _check_folder(path: Path, what: str) -> None:
-    if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{what} {path} is a file; give a folder")
-    if any(p.exists() and not p.is_dir() for p in path.parents):
-        raise FileExistsError(f"{what} {path} lies inside a file; give a folder")
+    blocker = file_in_the_way(path)
+    if blocker:
+        raise FileExistsError(f"{what} {path} {'is' if blocker == path else 'lies inside'} a file; give a folder")
 
 
 def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Path | None, version: str,

@@ -9,6 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
+from ..paths import file_in_the_way
+
 _VERSION = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 
 
@@ -25,10 +27,10 @@ def check_target(out: Path, version: str, force: bool) -> None:
     `force`), and say when `version` would not be newer than the bundle it replaces."""
     new = parse_version(version)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file, not a bundle folder")
-    if any(p.exists() and not p.is_dir() for p in out.parents):
-        raise FileExistsError(f"--out {out} lies inside a file, not a folder")
+    blocker = file_in_the_way(out)
+    if blocker:
+        raise FileExistsError(f"--out {out} is a file, not a bundle folder" if blocker == out else
+                              f"--out {out} lies inside a file, not a folder")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not (out / "card.json").is_file():

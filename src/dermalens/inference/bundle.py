@@ -10,6 +10,7 @@ that does not match its model is an error rather than silently wrong probabiliti
 from __future__ import annotations
 
 import json
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ import numpy as np
 from ..classes import CLASSES
 from ..preprocess import PreprocessSpec
 import dermalens.inference.runtime as rt
-from .members import NPZ_ERRORS, Member, MemberError, combine, features_member, member_entries, open_member
+from .members import (NPZ_ERRORS, Member, MemberError, card_number, combine, features_member, member_entries,
+                      open_member)
 from .metadata import MetadataError, MetadataModel
 from .modality import ModalityGate, load_gate
 from .ood import whiten
@@ -145,12 +147,12 @@ def read_card(path: Path) -> dict:
     for c in card["classes"]:
         if not isinstance(c, dict) or not {"code", "name", "malignant"} <= set(c):
             raise BundleError(f"{card_path}: each class needs code, name and malignant; got {c}")
-    if not _number(card["temperature"]) > 0:
+    if not card_number(card["temperature"]) > 0:
         raise BundleError(f"{card_path}: temperature must be a number > 0, got {card['temperature']!r}")
-    if not isinstance(card["thresholds"], dict) or not all(_number(v) == _number(v) for v in card["thresholds"].values()):
+    if not isinstance(card["thresholds"], dict) or any(math.isnan(card_number(v)) for v in card["thresholds"].values()):
         raise BundleError(f"{card_path}: thresholds must map names to numbers, got {card['thresholds']!r}")
     bias = card.get("decision_bias", [])
-    if not isinstance(bias, list) or not all(_number(v) == _number(v) for v in bias):
+    if not isinstance(bias, list) or any(math.isnan(card_number(v)) for v in bias):
         raise BundleError(f"{card_path}: decision_bias must be numbers, got {card['decision_bias']!r}")
     members = card.get("members", [{}])
     if not isinstance(members, list) or not members or not all(isinstance(m, dict) for m in members):
@@ -163,11 +165,6 @@ def read_card(path: Path) -> dict:
     if "malignant" not in card["thresholds"]:
         raise BundleError(f"{card_path}: thresholds.malignant missing")
     return card
-
-
-def _number(v) -> float:
-    """A card's number as a float; NaN (which fails every comparison) for anything else, booleans included."""
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
 
 
 def _read_ood(file: Path) -> dict | None:

@@ -28,6 +28,11 @@ from .softmax import softmax
 NPZ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile)
 
 
+def card_number(v) -> float:
+    """A card's number as a float; NaN (which fails every comparison) for anything else, booleans included."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+
+
 class MemberError(ValueError):
     """A member graph that cannot be opened or does not match its card entry."""
 
@@ -110,8 +115,7 @@ def open_member(folder: Path, entry: dict, threads: int | None = None, interpola
     graph = folder / entry["graph"]
     if not graph.is_file():
         raise MemberError(f"{graph}: missing")
-    t = entry["temperature"]
-    if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+    if not card_number(entry["temperature"]) > 0:
         raise MemberError(f"{folder / 'card.json'}: member {entry['name']!r}: temperature must be > 0")
     head_path = folder / entry.get("head", "head.npz")
     if not head_path.is_file():

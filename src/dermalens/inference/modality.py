@@ -8,7 +8,7 @@ Numpy, Pillow and the serving runtime only (inference.runtime).
 """
 from __future__ import annotations
 
-import zipfile
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..preprocess import PreprocessSpec
 import dermalens.inference.runtime as rt
+from .members import NPZ_ERRORS, card_number
 
 GATE_GRAPH = "gate.onnx"
 GATE_WEIGHTS = "gate.npz"
@@ -73,13 +74,13 @@ def load_gate(bundle_dir: Path, section: dict, threads: int | None = None, **com
         if not p.is_file():
             raise ValueError(f"{p}: missing (the card's modality section names it)")
     threshold = section.get("threshold")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+    if math.isnan(card_number(threshold)):
         raise ValueError(f"{bundle_dir / 'card.json'}: modality.threshold must be a number, got {threshold!r}")
     spec = PreprocessSpec.from_dict(section["preprocessing"])
     try:
         with np.load(weights, allow_pickle=False) as z:
             w = {k: z[k].astype(np.float32) for k in z.files}
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+    except NPZ_ERRORS as e:
         raise ValueError(f"{weights}: unreadable ({e or type(e).__name__})") from None
     if not {"mean", "scale", "W0", "b0"} <= set(w):
         raise ValueError(f"{weights}: expected arrays mean, scale, W0, b0, ...; found {sorted(w)}")

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..defaults import DEFAULT_DATA, DEFAULT_SPLIT_FILE
+from ..paths import file_in_the_way
 
 
 @dataclass
@@ -98,7 +99,7 @@ class TrainConfig:
             if not isinstance(v, str) or (not v and empty is None):
                 allowed = f'; "" for {empty}' if empty else ""
                 out.append(f"{name} must be a {kind} path (text{allowed}), got {v!r}")
-            elif kind == "folder" and v and any(p.is_file() for p in (Path(v), *Path(v).parents)):
+            elif kind == "folder" and v and file_in_the_way(v):
                 # mkdir would say only "[Errno 17] File exists", after the init_from checkpoint was read
                 out.append(f"{name} {v} is a file or lies inside one; give a folder")
 
