@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .argtypes import positive
 from .defaults import DEFAULT_MODEL, bench_images
 
 
@@ -126,18 +127,13 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
     return results
 
 
-def _at_least_one(text: str) -> int:
-    from .cli import _whole  # imported here: dermalens.cli imports this module (`dermalens bench`)
-    return _whole(text, 1)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--images", help="folder of JPEG/PNG images (default: dermalens.defaults.bench_images)")
-    ap.add_argument("--repeat", type=_at_least_one, default=200, help="timed runs of each step (200)")
-    ap.add_argument("--batch-size", type=_at_least_one, default=4)
-    ap.add_argument("--threads", type=_at_least_one, default=None, help="cores the graphs of an image share (default: all cores)")
+    ap.add_argument("--repeat", type=positive, default=200, help="timed runs of each step (200)")
+    ap.add_argument("--batch-size", type=positive, default=4)
+    ap.add_argument("--threads", type=positive, default=None, help="cores the graphs of an image share (default: all cores)")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args(argv)
     if not a.images:

@@ -6,22 +6,12 @@ import os
 import sys
 from pathlib import Path
 
+from .argtypes import positive, whole
 from .defaults import DEFAULT_DATA, DEFAULT_GATE_CACHE, DEFAULT_MODEL, DEFAULT_SPLIT_FILE, SHIPPED_BUNDLE
 
 
-def _whole(text: str, least: int, most: int | None = None, what: str = "expected") -> int:
-    if not text.strip().isdigit() or int(text) < least or (most is not None and int(text) > most):
-        bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
-        raise argparse.ArgumentTypeError(f"{what} a whole number {bounds}, got {text!r}")
-    return int(text)
-
-
 def _port(text: str) -> int:
-    return _whole(text, 1, 65535, "a port (--port or DERMALENS_PORT) is")
-
-
-def _positive(text: str) -> int:
-    return _whole(text, 1)
+    return whole(text, 1, 65535, "a port (--port or DERMALENS_PORT) is")
 
 
 def _version(text: str) -> str:
@@ -405,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the central F (0.5-1) of each frame's width and height (pick it on validation "
                         "with experiments/decide_crop_pct.py)")
     e.add_argument("--changes", metavar="TEXT", help="what this version changes, for the card's changelog")
-    e.add_argument("--max-images-per-split", type=_positive, help="smoke tests only: a quick bundle, not a release")
+    e.add_argument("--max-images-per-split", type=positive, help="smoke tests only: a quick bundle, not a release")
     e.set_defaults(func=cmd_export)
 
     fg = sub.add_parser("fit-gate", help="fit the image-type (modality) check and write it into a bundle "
@@ -471,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "(inputs may also be manifest CSVs with a path or image_id column, and fsspec URLs)")
     pr.add_argument("--out", metavar="FOLDER", help="with --cluster: folder or URL for the Parquet partitions; "
                                                     "rerunning into it skips the images already done")
-    pr.add_argument("--partition-size", type=_positive, metavar="N", help="with --cluster: images per task (256)")
+    pr.add_argument("--partition-size", type=positive, metavar="N", help="with --cluster: images per task (256)")
     pr.add_argument("--metadata", metavar="FILE.csv", help="patient details per image: image_id plus any of age, "
                                                            "sex, localization (or site); HAM10000_metadata.csv works")
     pr.add_argument("--age", help="patient's age in years (one image)")
@@ -484,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     # string defaults: argparse converts them with `type` only when serve runs, so a bad variable fails here alone
     sv.add_argument("--port", type=_port, default=os.environ.get("DERMALENS_PORT", "8000"),
                     help="default 8000 or DERMALENS_PORT")
-    sv.add_argument("--workers", type=_positive, default=os.environ.get("DERMALENS_WORKERS", "1"),
+    sv.add_argument("--workers", type=positive, default=os.environ.get("DERMALENS_WORKERS", "1"),
                     help="worker processes, each with its own copy of the model (default 1 or DERMALENS_WORKERS)")
     sv.add_argument("--model", default=DEFAULT_MODEL)
     sv.set_defaults(func=cmd_serve)
