@@ -273,13 +273,17 @@ def test_one_image_listed_twice(app_factory, shipped_bundle, tmp_path):
     assert errors and "line 2" in errors[-1] and "line 4" in errors[-1] and images[0].name in errors[-1]
     assert "different labels" in errors[-1]
     (tmp_path / "twice.csv").write_text(base + f"{images[0].name},{dx}\n")
+    _classified_once(app, errors, tmp_path, tmp_path / "twice.csv")
+
+
+def _classified_once(app, errors, folder, labels_csv):
+    """A batch whose labels list one of its two images twice: both classified, that one counted once, said so."""
     n = len(errors)
-    app.start_batch(str(tmp_path), str(tmp_path / "twice.csv"))
+    app.start_batch(str(folder), str(labels_csv))
     pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled")
     assert len(errors) == n and len(app.tree.get_children()) == 2
     assert app.batch_result.metrics["n"] == 2
     assert "counted once" in app.metrics_box.get("1.0", "end") and "counted once" in app.status.cget("text")
-
 
 def test_one_image_id_on_two_rows(app_factory, shipped_bundle, tmp_path):
     """The same image_id on two rows (docs/cli.md: counted once when the labels agree, refused naming both
@@ -303,12 +307,7 @@ def test_one_image_id_on_two_rows(app_factory, shipped_bundle, tmp_path):
     assert [p.name for p, *_ in items] == [p.name for p in images] and not items.missing
     assert items.notes == [f"line 2 ({images[0].stem}, {dx}) and line 4 ({images[0].stem}, {dx.upper()}) "
                            "list the same image: it is classified and counted once"]
-    n = len(errors)
-    app.start_batch(str(tmp_path), str(tmp_path / "twice.csv"))
-    pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled")
-    assert len(errors) == n and len(app.tree.get_children()) == 2
-    assert app.batch_result.metrics["n"] == 2
-    assert "counted once" in app.metrics_box.get("1.0", "end") and "counted once" in app.status.cget("text")
+    _classified_once(app, errors, tmp_path, tmp_path / "twice.csv")
 
 
 def test_a_folder_with_images_only_in_subfolders_says_they_are_not_searched(app_factory, tmp_path):
