@@ -89,3 +89,21 @@ def test_generic_labelled_folder(tmp_path):
         load_labelled_folder(tmp_path / "labels.csv")
     with pytest.raises(DatasetError, match="expected HAM10000_metadata.csv"):
         load_dataset(tmp_path / "images")
+
+
+def test_a_labels_csv_naming_one_image_twice(tmp_path):
+    """One image on two rows (by id, or by id and file name): counted once with a note when the labels agree,
+    refused naming both lines when they do not."""
+    from dermalens.data import DatasetError, load_labelled_folder
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "ISIC_1.jpg")
+    Image.new("RGB", (8, 8)).save(tmp_path / "ISIC_2.jpg")
+    (tmp_path / "same.csv").write_text("image_id,dx\nISIC_1,nv\nISIC_2,mel\nISIC_1.jpg,NV\n")
+    recs = load_labelled_folder(tmp_path / "same.csv", tmp_path)
+    assert [r.image_id for r in recs] == ["ISIC_1", "ISIC_2"]
+    assert recs.notes == ["line 2 (ISIC_1, nv) and line 4 (ISIC_1.jpg, NV) list the same image: it is classified "
+                          "and counted once"]
+    (tmp_path / "differ.csv").write_text("image_id,dx\nISIC_1,nv\nISIC_1,mel\n")
+    with pytest.raises(DatasetError, match=r"line 2 \(ISIC_1, nv\) and line 3 \(ISIC_1, mel\) list the same image "
+                                           "with different labels"):
+        load_labelled_folder(tmp_path / "differ.csv", tmp_path)

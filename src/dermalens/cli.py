@@ -253,6 +253,8 @@ def cmd_evaluate(a):
     print(f"runtime: {predictor.runtime_info['runtime']} {predictor.runtime_info['precision']}", file=sys.stderr)
     if a.labels:
         records = load_dataset(a.labels, missing="skip" if a.skip_missing else "error")
+        for note in getattr(records, "notes", []):
+            print(f"note: {note}", file=sys.stderr)
         title = f"dermalens evaluation on {a.labels}"
     else:
         records = select_split(load_ham10000(a.data), a.split, Path(a.split_file))

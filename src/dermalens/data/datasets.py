@@ -66,8 +66,18 @@ def _index_images(folders: list[Path]) -> dict[str, Path]:
     return index
 
 
-def _build(rows, index, csv_path: Path, missing: str) -> list[Record]:
-    records, absent, bad = [], [], []
+class Records(list):
+    """Records, with what the reader left out: `absent` (image ids listed but not found, with missing="skip")
+    and `notes` (rows naming an image an earlier row names, with the same label: counted once), in words."""
+
+    def __init__(self, records=(), absent=(), notes=()):
+        super().__init__(records)
+        self.absent, self.notes = list(absent), list(notes)
+
+
+def _build(rows, index, csv_path: Path, missing: str) -> Records:
+    records, absent, bad, repeats, conflicts = [], [], [], [], []
+    first: dict[Path, tuple[int, dict]] = {}  # image file -> the line and row that first name it
     for line, row in enumerate(rows, start=2):
         dx = row["dx"].lower()
         if dx not in CODES:
@@ -77,20 +87,26 @@ def _build(rows, index, csv_path: Path, missing: str) -> list[Record]:
         if path is None:
             absent.append(row["image_id"])
             continue
+        if path.resolve() in first:  # ISIC_1 twice, or ISIC_1 and ISIC_1.jpg
+            earlier, row0 = first[path.resolve()]
+            named = (f"line {earlier} ({row0['image_id']}, {row0['dx']}) and "
+                     f"line {line} ({row['image_id']}, {row['dx']})")
+            (conflicts if row0["dx"].lower() != dx else repeats).append(named)
+            continue
+        first[path.resolve()] = (line, row)
         records.append(Record(row["image_id"], dx, path, row.get("lesion_id", "")))
     if bad:
         raise DatasetError(
             f"{csv_path}: {len(bad)} unknown diagnosis label(s) ({'; '.join(bad[:5])}); "
             f"expected one of {', '.join(CODES)}")
+    if conflicts:  # which label is right cannot be guessed
+        raise DatasetError(f"{csv_path}: {'; '.join(conflicts[:5])} list the same image with different labels; "
+                           "correct or remove one of the rows")
     if absent and missing == "error":
         raise DatasetError(
             f"{csv_path}: {len(absent)} image(s) listed but not found ({', '.join(absent[:5])}"
             f"{', ...' if len(absent) > 5 else ''}); pass missing='skip' to evaluate the rest")
-    ids = [r.image_id for r in records]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise DatasetError(f"{csv_path}: image_id listed more than once: {dup}")
-    return records
+    return Records(records, absent, [f"{r} list the same image: it is classified and counted once" for r in repeats])
 
 
 def load_ham10000(root: str | Path, metadata: str | Path | None = None,

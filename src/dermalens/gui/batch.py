@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,62 +87,6 @@ def _unreadable(labels_csv: Path, e: Exception) -> BackendError:
     return BackendError(f"{labels_csv}: cannot be read ({getattr(e, 'strerror', None) or e})")
 
 
-def _listed_lines(labels_csv: Path) -> dict[str, int]:
-    """image_id -> the CSV line it is first listed on (line 1: the header)."""
-    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        key = next((k for k in reader.fieldnames or [] if (k or "").strip() == "image_id"), "image_id")
-        lines: dict[str, int] = {}
-        for line, row in enumerate(reader, start=2):
-            lines.setdefault((row.get(key) or "").strip(), line)
-    return lines
-
-
-def _without_repeated_rows(labels_csv: Path, scratch: Path) -> tuple[Path, dict[str, str]]:
-    """Rows listing an image_id an earlier row lists (ISIC_1 twice), which the data reader refuses outright:
-    with the same label the image is classified and counted once, with another label the rows are refused
-    naming their lines (which one is right cannot be guessed). Returns the CSV to read (a copy in `scratch`
-    whose repeated rows have no image_id, so that the reader skips them and still numbers every other line
-    as in the user's file; the file itself when nothing repeats) and, per repeated image_id, the note."""
-    if not labels_csv.is_file():
-        return labels_csv, {}  # the data reader says so
-    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    header = [h.strip() for h in rows[0]] if rows else []
-    if "image_id" not in header or "dx" not in header:
-        return labels_csv, {}  # the data reader names the missing column
-    id_col, dx_col = header.index("image_id"), header.index("dx")
-    listed: dict[str, list[tuple[int, str]]] = {}  # image_id -> (line, label) of each row listing it
-    repeats, line = [], 1
-    for i, row in enumerate(rows[1:], start=1):
-        if not row:
-            continue  # csv.DictReader (the data reader) skips empty rows without counting them
-        line += 1
-        image_id = row[id_col].strip() if id_col < len(row) else ""
-        if not image_id:
-            continue
-        if image_id in listed:
-            repeats.append(i)
-        listed.setdefault(image_id, []).append((line, row[dx_col].strip() if dx_col < len(row) else ""))
-    if not repeats:
-        return labels_csv, {}
-    notes = {}
-    for image_id, rows_of in listed.items():
-        if len(rows_of) == 1:
-            continue
-        named = " and ".join(f"line {n} ({image_id}, {dx})" for n, dx in rows_of)
-        if len({dx.lower() for _, dx in rows_of}) > 1:
-            raise BackendError(f"{labels_csv}: {named} list the same image with different labels; which one is "
-                               "right cannot be guessed: correct or remove one of the rows")
-        notes[image_id] = f"{named} list the same image: it is classified and counted once"
-    for i in repeats:
-        rows[i][id_col] = ""
-    copy = scratch / labels_csv.name
-    with open(copy, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows(rows)
-    return copy, notes
-
-
 def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
     from ..data import DatasetError
     from ..inference.metadata import MetadataError, read_metadata_csv
@@ -153,33 +96,21 @@ def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
     # holding more of the listed images (the folder chosen, on a tie).
     candidates = [folder] + ([folder / "images"] if (folder / "images").is_dir() else [])
     found = []
-    with tempfile.TemporaryDirectory(prefix="dermalens-labels-") as scratch:
+    for d in candidates:
         try:
-            source, repeated = _without_repeated_rows(labels_csv, Path(scratch))
+            found.append(load_labelled_folder(labels_csv, d, missing="skip"))
+        except DatasetError as e:
+            raise BackendError(str(e)) from None
         except (UnicodeDecodeError, csv.Error, OSError) as e:
             raise _unreadable(labels_csv, e) from None
-        for d in candidates:
-            try:
-                found.append(load_labelled_folder(source, d, missing="skip"))
-            except DatasetError as e:  # naming the user's file, not the copy
-                raise BackendError(str(e).replace(str(source), str(labels_csv))) from None
-            except (UnicodeDecodeError, csv.Error, OSError) as e:
-                raise _unreadable(labels_csv, e) from None
-    try:
-        lines = _listed_lines(labels_csv)
-    except (UnicodeDecodeError, csv.Error, OSError) as e:
-        raise _unreadable(labels_csv, e) from None
     recs = max(found, key=len)  # max keeps the first of equals
     if not recs:
+        listed = recs.absent
         where = f"{folder} or {folder / 'images'}" if len(candidates) > 1 else \
             f"{folder} (which has no images/ folder either)"
-        first = ", ".join(list(lines)[:3]) + (", ..." if len(lines) > 3 else "")
-        raise BackendError(f"none of the {len(lines)} images listed in {labels_csv} ({first}) is in {where}"
+        first = ", ".join(listed[:3]) + (", ..." if len(listed) > 3 else "")
+        raise BackendError(f"none of the {len(listed)} images listed in {labels_csv} ({first}) is in {where}"
                            + _subfolder_hint(folder, searched=("images",)))
-    present = {r.image_id for r in recs}
-    missing = [i for i in lines if i and i not in present]
-    recs, notes = _one_row_per_image(recs, lines, labels_csv)
-    notes = [note for image_id, note in repeated.items() if image_id in present] + notes  # not if missing
     try:
         metas = read_metadata_csv(labels_csv)
     except MetadataError as e:
@@ -187,29 +118,7 @@ def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
             raise BackendError(str(e)) from None
         metas = {}  # a labels CSV without patient columns
     return BatchItems([(r.path, r.dx, r.lesion, _as_dict(metas.get(r.image_id))) for r in recs],
-                      missing=missing, notes=notes)
-
-
-def _one_row_per_image(recs, lines: dict[str, int], labels_csv: Path):
-    """Rows naming one image file twice (ISIC_1 and ISIC_1.jpg): kept once when they agree, refused when
-    their labels differ (which one is right cannot be guessed)."""
-    by_path: dict[Path, list] = {}
-    for r in recs:
-        by_path.setdefault(Path(r.path).resolve(), []).append(r)
-    kept, notes = [], []
-    for r in recs:
-        same = by_path[Path(r.path).resolve()]
-        if same[0] is not r:
-            continue
-        kept.append(r)
-        if len(same) == 1:
-            continue
-        rows = " and ".join(f"line {lines.get(x.image_id, '?')} ({x.image_id}, {x.dx})" for x in same)
-        if len({x.dx for x in same}) > 1:
-            raise BackendError(f"{labels_csv}: {rows} are the same image {Path(r.path).name} with different "
-                               "labels; which one is right cannot be guessed: correct or remove one of the rows")
-        notes.append(f"{rows} are the same image {Path(r.path).name}: it is classified and counted once")
-    return kept, notes
+                      missing=recs.absent, notes=recs.notes)
 
 
 def _as_dict(meta) -> dict | None:
