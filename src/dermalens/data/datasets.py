@@ -87,13 +87,13 @@ def _build(rows, index, csv_path: Path, missing: str) -> Records:
         if path is None:
             absent.append(row["image_id"])
             continue
-        if path.resolve() in first:  # ISIC_1 twice, or ISIC_1 and ISIC_1.jpg
-            earlier, row0 = first[path.resolve()]
+        if path in first:  # ISIC_1 twice, or ISIC_1 and ISIC_1.jpg (the index gives both one Path)
+            earlier, row0 = first[path]
             named = (f"line {earlier} ({row0['image_id']}, {row0['dx']}) and "
                      f"line {line} ({row['image_id']}, {row['dx']})")
             (conflicts if row0["dx"].lower() != dx else repeats).append(named)
             continue
-        first[path.resolve()] = (line, row)
+        first[path] = (line, row)
         records.append(Record(row["image_id"], dx, path, row.get("lesion_id", "")))
     if bad:
         raise DatasetError(
