@@ -72,8 +72,10 @@ train: $(VENV)/.train
 # plus the patient-metadata model (docs/model-3.0.md), then its image-type check. `make train` rebuilds the first
 # into runs/. It writes into $(EXPORT_OUT), never over the shipped bundle: compare, then replace models/dermalens.
 EXPORT_OUT ?= build/dermalens
+# the Lite2 run `make train` writes when there is one, else the committed checkpoint of the shipped bundle
+LITE2_RUN ?= $(if $(wildcard runs/lite2_224x300_distill_cpu/best.pt),runs/lite2_224x300_distill_cpu,checkpoints/lite2_224x300_distill_cpu)
 export: $(VENV)/.train
-	$(VENV)/bin/dermalens export checkpoints/lite2_224x300_distill_cpu checkpoints/lite0_168x224_stage2 --out $(EXPORT_OUT) --force --name dermalens --version 3.0.0 --input-size 256x341 --center-fraction 0.9 --no-test-extras
+	$(VENV)/bin/dermalens export $(LITE2_RUN) checkpoints/lite0_168x224_stage2 --out $(EXPORT_OUT) --force --name dermalens --version 3.0.0 --input-size 256x341 --center-fraction 0.9 --no-test-extras
 	$(VENV)/bin/dermalens fit-gate --model $(EXPORT_OUT) --version 3.0.0
 
 evaluate: $(VENV)/.serve

@@ -42,7 +42,9 @@ def test_predict_skips_a_bad_file_and_predicts_the_rest(tiny_bundle, tmp_path, c
     assert "greyscale" in grey["not_assessed_because"] and f"grey.png: {grey['not_assessed_because']}" in captured.out
     data = json.loads(out_json.read_text())
     assert len(data["results"]) == 8 and len(data["errors"]) == 2
-    assert len(list(explain.iterdir())) == 8
+    assessed = [r for r in rows if r["in_distribution"] == "True"]
+    assert sorted(map(str, explain.iterdir())) == sorted(r["gradcam"] for r in assessed)  # none of the grey image
+    assert grey["gradcam"] == "" and len(assessed) < len(rows)
     assert "not a medical device" in captured.out
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import MINI
+from conftest import FIXTURES, MINI
 from serverutil import running_server
 
 pytestmark = pytest.mark.slow
@@ -351,3 +351,14 @@ def test_a_damaged_bundle_is_a_message_in_the_window(app_factory, tmp_path, monk
     assert "cannot load the model" in errors2[-1] and "gate.onnx" in errors2[-1] and app2.root.winfo_exists()
     app2.start_batch(str(MINI / "images"))
     assert "no model loaded" in app2.status.cget("text")
+
+
+def test_remote_mode_sends_the_api_key_from_the_environment(app_factory, shipped_bundle, monkeypatch):
+    from dermalens.gui.backend import BackendError, RemoteBackend
+    image = sorted((FIXTURES / "fullres").glob("*.jpg"))[0]
+    with running_server(shipped_bundle, env_extra={"DERMALENS_API_KEY": "s3cret"}) as url:
+        with pytest.raises(BackendError, match="DERMALENS_API_KEY"):
+            RemoteBackend(url).predict(image)
+        monkeypatch.setenv("DERMALENS_API_KEY", "s3cret")
+        app, errors = app_factory(api=url)
+        assert not errors and app.backend.predict(image)["success"]

@@ -434,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", help=f"HAM10000 folder (with --split; default {DEFAULT_DATA})")
     ev.add_argument("--split-file", help=f"split file (with --split; default {DEFAULT_SPLIT_FILE})")
     ev.add_argument("--labels", help="labelled set instead of a split: CSV image_id,dx (images beside it or in "
-                                     "images/) or a folder holding labels.csv; not with --split, --data, --split-file")
+                                     "images/) or a folder holding labels.csv; not with --split, --data, "
+                                     "--split-file, --allow-split-mismatch or --record-in-card")
     ev.add_argument("--skip-missing", action="store_true", help="evaluate the images that exist")
     ev.add_argument("--tta", action="store_true", help="test-time augmentation (flips, rotations)")
     ev.add_argument("--allow-split-mismatch", action="store_true",
@@ -490,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default=DEFAULT_MODEL)
     b.add_argument("--images", help="folder of JPEG/PNG images (default: the full-size HAM10000 sample "
                                         "beside the data folder, else the repository's fixtures)")
-    b.add_argument("--repeat", type=int, default=200)
+    b.add_argument("--repeat", type=positive, default=200)
     b.set_defaults(func=cmd_bench)
     return p
 

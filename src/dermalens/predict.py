@@ -101,10 +101,11 @@ def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None 
                 tqdm.write(f"skipped {msg}", file=sys.stderr)
             continue
         row = prediction_row(path, p)
-        if explain_dir is not None:
-            overlay = explain_dir / overlays[path]
-            overlay.write_bytes(p.overlay_png())
-            row["gradcam"] = str(overlay)
+        if explain_dir is not None:  # no heat-map of an image that is not assessed, as in the API and web page
+            overlay = explain_dir / overlays[path] if p.in_distribution else None
+            if overlay is not None:
+                overlay.write_bytes(p.overlay_png())
+            row["gradcam"] = None if overlay is None else str(overlay)
         rows.append(_with_extra(row, extra))
     return rows, errors
 

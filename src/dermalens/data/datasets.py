@@ -105,7 +105,7 @@ def _build(rows, index, csv_path: Path, missing: str) -> Records:
     if absent and missing == "error":
         raise DatasetError(
             f"{csv_path}: {len(absent)} image(s) listed but not found ({', '.join(absent[:5])}"
-            f"{', ...' if len(absent) > 5 else ''}); pass missing='skip' to evaluate the rest")
+            f"{', ...' if len(absent) > 5 else ''}); give --skip-missing (missing='skip' in Python) to evaluate the rest")
     return Records(records, absent, [f"{r} list the same image: it is classified and counted once" for r in repeats])
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import queue
 import threading
 import tkinter as tk
@@ -170,7 +171,9 @@ class App:
     def _connect(self, model, api):
         try:
             # `--api ''` is a URL the user got wrong, not a request for local mode
-            self.backend = RemoteBackend(api) if api is not None else LocalBackend(model)
+            # the key from the environment, as the server reads it: a key on a command line is seen by every user
+            key = os.environ.get("DERMALENS_API_KEY") or None
+            self.backend = RemoteBackend(api, api_key=key) if api is not None else LocalBackend(model)
             self.source_label.config(text=self.backend.description)
         except Exception as e:  # BackendError, or anything else: shown in the window, never a crash
             msg = str(e) if isinstance(e, BackendError) else f"cannot start: {e} ({type(e).__name__})"

@@ -91,7 +91,10 @@ class RemoteBackend:
             if e.code in answers and answer:
                 return answer
             err = answer.get("error")
-            raise BackendError(err["message"] if isinstance(err, dict) and "message" in err else f"HTTP {e.code}") from None
+            msg = err["message"] if isinstance(err, dict) and "message" in err else f"HTTP {e.code}"
+            if e.code == 401:  # the desktop app sends the key it finds where the server reads it
+                msg += "; start dermalens gui with DERMALENS_API_KEY set to the server's key"
+            raise BackendError(msg) from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise BackendError(str(getattr(e, "reason", e))) from None
 

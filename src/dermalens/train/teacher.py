@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..defaults import DEFAULT_DATA
+from ..defaults import DEFAULT_DATA, DEFAULT_SPLIT_FILE
 from ..data import load_ham10000, select_split
 
 
@@ -94,7 +94,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m dermalens.train.teacher", description=__doc__.split("\n\n")[0])
     ap.add_argument("--bundle", action="append", required=True, help="a model bundle folder (repeat to average)")
     ap.add_argument("--data", default=DEFAULT_DATA)
-    ap.add_argument("--split-file", default="splits/ham10000_split.csv")
+    ap.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
     ap.add_argument("--out", help="teacher file to write")
     ap.add_argument("--check", action="store_true",
                     help="print each bundle's and the mean's validation AUROCs instead of writing a file")
