@@ -75,6 +75,7 @@ EXPORT_OUT ?= build/dermalens
 # the Lite2 run `make train` writes when there is one, else the committed checkpoint of the shipped bundle
 LITE2_RUN ?= $(if $(wildcard runs/lite2_224x300_distill_cpu/best.pt),runs/lite2_224x300_distill_cpu,checkpoints/lite2_224x300_distill_cpu)
 export: $(VENV)/.train
+	@echo "export: the Lite2 member from $(LITE2_RUN) (LITE2_RUN=... to choose)"
 	$(VENV)/bin/dermalens export $(LITE2_RUN) checkpoints/lite0_168x224_stage2 --out $(EXPORT_OUT) --force --name dermalens --version 3.0.0 --input-size 256x341 --center-fraction 0.9 --no-test-extras
 	$(VENV)/bin/dermalens fit-gate --model $(EXPORT_OUT) --version 3.0.0
 

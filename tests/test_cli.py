@@ -227,3 +227,17 @@ def test_bench_leaves_out_an_unreadable_image_and_runs_once_per_step(tiny_bundle
     assert "left out" in out.err and "000_broken.jpg" in out.err and "end to end" in out.out
     with pytest.raises(SystemExit, match="not a folder"):
         bench_main(["--model", str(tiny_bundle), "--images", str(images / "000_broken.jpg")])
+
+
+def test_evaluate_labels_notes_a_repeated_row_and_names_skip_missing(tiny_bundle, tmp_path, capsys):
+    rows = (MINI / "HAM10000_metadata.csv").read_text().splitlines()
+    header, first = rows[0], rows[1]
+    (tmp_path / "images").symlink_to(MINI / "images")
+    (tmp_path / "twice.csv").write_text("\n".join([header, *rows[1:6], first]) + "\n")
+    assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(tmp_path / "twice.csv"),
+                 "--out", str(tmp_path / "r1")]) == 0
+    assert "note: line 2 (" in capsys.readouterr().err
+    (tmp_path / "gone.csv").write_text("\n".join([header, *rows[1:6], first.replace("ISIC_", "ISIC_9")]) + "\n")
+    assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(tmp_path / "gone.csv"),
+                 "--out", str(tmp_path / "r2")]) == 2
+    assert "--skip-missing evaluates the images that are there" in capsys.readouterr().err

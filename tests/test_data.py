@@ -107,3 +107,19 @@ def test_a_labels_csv_naming_one_image_twice(tmp_path):
     with pytest.raises(DatasetError, match=r"line 2 \(ISIC_1, nv\) and line 3 \(ISIC_1, mel\) list the same image "
                                            "with different labels"):
         load_labelled_folder(tmp_path / "differ.csv", tmp_path)
+
+
+def test_labels_csv_lines_are_the_files_and_a_missing_image_counts_once(tmp_path):
+    from dermalens.data import ImagesMissing
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "ISIC_1.jpg")
+    (tmp_path / "blank.csv").write_text("image_id,dx\nISIC_1,nv\n\nISIC_1,mel\n")  # a blank line: line 4 in an editor
+    with pytest.raises(DatasetError, match=r"line 2 \(ISIC_1, nv\) and line 4 \(ISIC_1, mel\)"):
+        load_labelled_folder(tmp_path / "blank.csv", tmp_path)
+    (tmp_path / "gone.csv").write_text("image_id,dx\nISIC_1,nv\nISIC_9,mel\nISIC_9,mel\n,nv\n")
+    with pytest.raises(DatasetError, match="line 5: no image_id"):
+        load_labelled_folder(tmp_path / "gone.csv", tmp_path, missing="skip")
+    (tmp_path / "gone.csv").write_text("image_id,dx\nISIC_1,nv\nISIC_9,mel\nISIC_9,mel\n")
+    assert load_labelled_folder(tmp_path / "gone.csv", tmp_path, missing="skip").absent == ["ISIC_9"]
+    with pytest.raises(ImagesMissing, match=r"1 image\(s\) listed but not found \(ISIC_9\)"):
+        load_labelled_folder(tmp_path / "gone.csv", tmp_path)

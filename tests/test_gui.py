@@ -287,7 +287,7 @@ def _classified_once(app, errors, folder, labels_csv):
 
 def test_one_image_id_on_two_rows(app_factory, shipped_bundle, tmp_path):
     """The same image_id on two rows (docs/cli.md: counted once when the labels agree, refused naming both
-    lines when they differ); the data reader refuses any repeated image_id, so the GUI handles it first."""
+    lines when they differ), as the data reader reads it."""
     from dermalens.gui.batch import batch_items
     images = _labelled_set(tmp_path, n=2, layout="beside")
     base = (tmp_path / "labels.csv").read_text()

@@ -232,7 +232,7 @@ def _print_subgroups(m):
 
 
 def cmd_evaluate(a):
-    from .data import load_dataset, load_ham10000, select_split, split_sha256
+    from .data import ImagesMissing, load_dataset, load_ham10000, select_split, split_sha256
     from .evaluate.metrics import undefined_figures
     from .evaluate.report import check_report_folder, write_report
     from .evaluate.run import evaluate_records
@@ -252,8 +252,11 @@ def cmd_evaluate(a):
     predictor = Predictor(a.model, runtime=a.runtime, precision=a.precision, share_cores=False)
     print(f"runtime: {predictor.runtime_info['runtime']} {predictor.runtime_info['precision']}", file=sys.stderr)
     if a.labels:
-        records = load_dataset(a.labels, missing="skip" if a.skip_missing else "error")
-        for note in getattr(records, "notes", []):
+        try:
+            records = load_dataset(a.labels, missing="skip" if a.skip_missing else "error")
+        except ImagesMissing as e:
+            raise ImagesMissing(f"{e}; --skip-missing evaluates the images that are there") from None
+        for note in records.notes:
             print(f"note: {note}", file=sys.stderr)
         title = f"dermalens evaluation on {a.labels}"
     else:

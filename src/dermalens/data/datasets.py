@@ -40,7 +40,9 @@ class Record:
         return self.lesion_id or self.image_id
 
 
-def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict]:
+def _read_csv(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict]]:
+    """(the file's line number, the row) of every row: blank lines and quoted line breaks counted as the user
+    sees them in an editor."""
     if not path.is_file():
         raise DatasetError(f"{path}: metadata file not found")
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -49,7 +51,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict]:
         missing = [c for c in required if c not in header]
         if missing:
             raise DatasetError(f"{path}: missing column(s) {missing}; found {header}")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+        rows = [(reader.line_num, {(k or "").strip(): (v or "").strip() for k, v in row.items()}) for row in reader]
     if not rows:
         raise DatasetError(f"{path}: no rows")
     return rows
@@ -66,6 +68,10 @@ def _index_images(folders: list[Path]) -> dict[str, Path]:
     return index
 
 
+class ImagesMissing(DatasetError):
+    """Images a labels file lists that are not there (missing="error")."""
+
+
 class Records(list):
     """Records, with what the reader left out: `absent` (image ids listed but not found, with missing="skip")
     and `notes` (rows naming an image an earlier row names, with the same label: counted once), in words."""
@@ -78,10 +84,10 @@ class Records(list):
 def _build(rows, index, csv_path: Path, missing: str) -> Records:
     records, absent, bad, repeats, conflicts = [], [], [], [], []
     first: dict[Path, tuple[int, dict]] = {}  # image file -> the line and row that first name it
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         dx = row["dx"].lower()
-        if dx not in CODES:
-            bad.append(f"line {line}: {row['dx']!r}")
+        if dx not in CODES or not row["image_id"]:
+            bad.append(f"line {line}: {row['dx']!r}" if row["image_id"] else f"line {line}: no image_id")
             continue
         path = index.get(row["image_id"])
         if path is None:
@@ -91,26 +97,28 @@ def _build(rows, index, csv_path: Path, missing: str) -> Records:
             earlier, row0 = first[path]
             named = (f"line {earlier} ({row0['image_id']}, {row0['dx']}) and "
                      f"line {line} ({row['image_id']}, {row['dx']})")
-            (conflicts if row0["dx"].lower() != dx else repeats).append(named)
+            same = row0["dx"].lower() == dx and row0.get("lesion_id", "") == row.get("lesion_id", "")
+            (repeats if same else conflicts).append(named)
             continue
         first[path] = (line, row)
         records.append(Record(row["image_id"], dx, path, row.get("lesion_id", "")))
     if bad:
         raise DatasetError(
-            f"{csv_path}: {len(bad)} unknown diagnosis label(s) ({'; '.join(bad[:5])}); "
+            f"{csv_path}: {len(bad)} unknown diagnosis label(s) or empty image_id(s) ({'; '.join(bad[:5])}); "
             f"expected one of {', '.join(CODES)}")
     if conflicts:  # which label is right cannot be guessed
-        raise DatasetError(f"{csv_path}: {'; '.join(conflicts[:5])} list the same image with different labels; "
-                           "correct or remove one of the rows")
+        raise DatasetError(f"{csv_path}: {'; '.join(conflicts[:5])} list the same image with different labels (or "
+                           "lesions); correct or remove one of the rows")
+    absent = list(dict.fromkeys(absent))  # an image listed twice is one image missing
     if absent and missing == "error":
-        raise DatasetError(
+        raise ImagesMissing(
             f"{csv_path}: {len(absent)} image(s) listed but not found ({', '.join(absent[:5])}"
-            f"{', ...' if len(absent) > 5 else ''}); give --skip-missing (missing='skip' in Python) to evaluate the rest")
+            f"{', ...' if len(absent) > 5 else ''})")
     return Records(records, absent, [f"{r} list the same image: it is classified and counted once" for r in repeats])
 
 
 def load_ham10000(root: str | Path, metadata: str | Path | None = None,
-                  image_dirs: list[str | Path] | None = None, missing: str = "error") -> list[Record]:
+                  image_dirs: list[str | Path] | None = None, missing: str = "error") -> Records:
     """All labelled images of a HAM10000-style folder, in metadata order."""
     root = Path(root)
     if not root.is_dir():
@@ -128,7 +136,7 @@ def load_ham10000(root: str | Path, metadata: str | Path | None = None,
 
 
 def load_labelled_folder(csv_path: str | Path, image_dir: str | Path | None = None,
-                         missing: str = "error") -> list[Record]:
+                         missing: str = "error") -> Records:
     """A CSV `image_id,dx` and its images (default: the CSV's own folder, or `images/` in it)."""
     csv_path = Path(csv_path)
     rows = _read_csv(csv_path, ("image_id", "dx"))
@@ -140,7 +148,7 @@ def load_labelled_folder(csv_path: str | Path, image_dir: str | Path | None = No
     return _build(rows, _index_images([image_dir]), csv_path, missing)
 
 
-def load_dataset(path: str | Path, missing: str = "error") -> list[Record]:
+def load_dataset(path: str | Path, missing: str = "error") -> Records:
     """HAM10000 folder, labelled folder (containing labels.csv) or a labels CSV, by what is there."""
     path = Path(path)
     if path.is_file():
