@@ -180,8 +180,7 @@ def patient_metadata(a, paths: list[Path]):
         m = lookup(table, str(p)) if table else None
         listed += m is not None
         if single is not None:  # the command line wins over the file, field by field
-            m = PatientMetadata(*(s if s is not None else (getattr(m, f) if m else None)
-                                  for s, f in zip((single.age, single.sex, single.site), ("age", "sex", "site"))))
+            m = single.over(m)
         out[p] = m if m is not None and m.present else None
     if table and listed < len(paths):
         print(f"warning: {a.metadata} lists {listed} of the {len(paths)} images (by file name or name without "

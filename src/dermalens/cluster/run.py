@@ -126,16 +126,12 @@ def check_csv(a, items) -> None:
 def with_patient_details(a, items, card) -> list:
     """Each image's patient details: --age/--sex/--site (one image), else --metadata FILE.csv, else the
     manifest's own age/sex/site columns, field by field, as in-process predict reads them."""
-    from ..inference.metadata import PatientMetadata
     from ..predict import patient_metadata
     given = patient_metadata(a, [it.key for it in items])
     out = []
     for it in items:
-        first, then = given.get(it.key), it.patient
-        if first is not None and then is not None:
-            first = PatientMetadata(*(getattr(first, f) if getattr(first, f) is not None else getattr(then, f)
-                                      for f in ("age", "sex", "site")))
-        out.append(Item(it.key, it.extra, first or then))
+        first = given.get(it.key)
+        out.append(Item(it.key, it.extra, first.over(it.patient) if first is not None else it.patient))
     if any(it.patient for it in out) and "metadata" not in card:
         print("warning: this model has no metadata model; the patient details are not used", file=sys.stderr)
     return out

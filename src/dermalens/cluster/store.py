@@ -65,9 +65,8 @@ class OutFolder:
         """(images with a result row, images with only an error row): a rerun skips the first, retries the second."""
         done, failed = set(), set()
         for p in self.partition_files():
-            t = self._read(p)
-            errors = t.column("error").to_pylist() if "error" in t.column_names else [None] * t.num_rows
-            for key, error in zip(t.column("file").to_pylist(), errors):
+            t = self._read(p, columns=["file", "error"])  # every partition has both (tasks.predict_partition)
+            for key, error in zip(t.column("file").to_pylist(), t.column("error").to_pylist()):
                 (failed if error else done).add(key)
         return done, failed - done
 

@@ -170,9 +170,9 @@ class App:
     # ---- plumbing ------------------------------------------------------------------------
     def _connect(self, model, api):
         try:
-            # `--api ''` is a URL the user got wrong, not a request for local mode
             # the key from the environment, as the server reads it: a key on a command line is seen by every user
             key = os.environ.get("DERMALENS_API_KEY") or None
+            # `--api ''` is a URL the user got wrong, not a request for local mode
             self.backend = RemoteBackend(api, api_key=key) if api is not None else LocalBackend(model)
             self.source_label.config(text=self.backend.description)
         except Exception as e:  # BackendError, or anything else: shown in the window, never a crash

@@ -47,6 +47,13 @@ class PatientMetadata:
     def to_dict(self) -> dict:
         return {f: getattr(self, f) for f in FIELDS}
 
+    def over(self, other: "PatientMetadata | None") -> "PatientMetadata":
+        """These details, each field not given taken from `other`: a source that wins field by field."""
+        if other is None:
+            return self
+        return PatientMetadata(*(getattr(self, f) if getattr(self, f) is not None else getattr(other, f)
+                                 for f in FIELDS))
+
     @classmethod
     def parse(cls, age=None, sex=None, site=None) -> "PatientMetadata":
         """Checked values: empty / None / "unknown" mean not given; anything else must be valid."""
