@@ -110,6 +110,9 @@ def test_manifest_problems_name_the_file_and_line(tmp_path):
     bad_age.write_text("path,age\nx.jpg,40\ny.jpg,forty\n")
     with pytest.raises(MetadataError, match="age.csv line 3: age must be"):
         read_manifest(str(bad_age))
+    bad_age.write_text("path,age\nx.jpg,40\n\ny.jpg,forty\n")  # a blank line: the file's line 4
+    with pytest.raises(MetadataError, match="age.csv line 4: age must be"):
+        read_manifest(str(bad_age))
 
 
 def test_manifest_columns_named_like_results_are_renamed():

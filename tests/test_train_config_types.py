@@ -1,6 +1,7 @@
 """A train config value of the wrong type is named (key and value), not read by Python truthiness or
 left to fail as a TypeError later."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +42,9 @@ def test_train_names_the_key_on_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data_root must be" in err and "pretrained must be true or false" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_pixel_cache_default_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    from dermalens.defaults import default_cache
+    monkeypatch.chdir(tmp_path)
+    assert Path(TrainConfig().cache_dir).is_absolute() and Path(TrainConfig().cache_dir) == default_cache()

@@ -80,19 +80,20 @@ def read_manifest(text: str) -> list[Item]:
     except (OSError, ValueError) as e:
         raise FileNotFoundError(f"{text}: cannot read manifest ({e})") from None
     try:
-        rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"))))
+        reader = csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
+        rows = [(reader.line_num, row) for row in reader]  # the file's own line numbers: blank lines count
     except UnicodeDecodeError:
         raise ValueError(f"{text}: a manifest must be a text CSV file (this one is not UTF-8)") from None
     except csv.Error as e:
         raise ValueError(f"{text}: not a readable CSV file ({e})") from None
-    header = list(rows[0]) if rows else []
+    header = list(reader.fieldnames or [])
     column = "path" if "path" in header else "image_id" if "image_id" in header else None
     if column is None:
         raise ValueError(f"{text}: a manifest needs a 'path' or 'image_id' column; found {header}")
     base = text.rsplit("/", 1)[0] if is_url(text) else str(Path(text).parent)
     index = _local_index(Path(base)) if column == "image_id" and not is_url(text) else {}
     items = []
-    for line, row in enumerate(rows, start=2):
+    for line, row in rows:
         name = (row[column] or "").strip()
         if not name:
             continue

@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..defaults import DEFAULT_DATA, DEFAULT_SPLIT_FILE
+from ..defaults import DEFAULT_DATA, DEFAULT_SPLIT_FILE, default_cache
 from ..paths import file_in_the_way
 
 
@@ -33,7 +33,7 @@ class TrainConfig:
     data_root: str = DEFAULT_DATA
     split_file: str = str(DEFAULT_SPLIT_FILE)
     out_dir: str = "runs/default"
-    cache_dir: str = "cache"
+    cache_dir: str = str(default_cache())  # the same folder from any working directory
     max_images_per_split: int = 0  # >0 only for smoke tests
     stop_after_epochs: int = 0  # >0: end the run after this many epochs (the LR schedule still spans `epochs`)
     ema_decay: float = 0.0  # >0: validate and ship an exponential moving average of the weights
