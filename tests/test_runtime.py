@@ -167,3 +167,33 @@ def test_the_graphs_of_an_image_share_the_cores(shipped_bundle, monkeypatch):
     assert [m.model.threads for m in bundle.members] + [bundle.gate.model.threads] == [2, 2, 2]
     alone = load_bundle(shipped_bundle, threads=6, share_cores=False)  # evaluation: one graph at a time
     assert [m.model.threads for m in alone.members] + [alone.gate.model.threads] == [6, 6, 6]
+
+
+def _predict_in_child(predictor, image, answers):
+    try:
+        predictor.predict(image)
+        answers.put("answered")
+    except Exception as e:  # noqa: BLE001 - the child reports whatever it met
+        answers.put(f"{type(e).__name__}: {e}")
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_a_process_forked_after_loading_gets_an_error_not_a_hang(runtime, tiny_bundle):
+    """The runtime's threads are not copied into a forked child: its first inference used to wait for ever."""
+    import multiprocessing
+    import queue
+    predictor = Predictor(tiny_bundle, runtime=runtime)
+    predictor.predict(IMAGES[0])  # the parent's threads are running
+    ctx = multiprocessing.get_context("fork")
+    answers = ctx.Queue()
+    child = ctx.Process(target=_predict_in_child, args=(predictor, IMAGES[0], answers))
+    child.start()
+    try:
+        answer = answers.get(timeout=60)
+    except queue.Empty:
+        answer = "no answer within 60 s"
+    child.join(10)
+    if child.is_alive():
+        child.kill()
+    assert answer.startswith("CompiledInAnotherProcess") and "spawn" in answer, answer
+    assert predictor.predict(IMAGES[0]).probabilities.sum() > 0.99  # the parent still predicts

@@ -40,6 +40,11 @@ class RuntimeUnavailable(RuntimeError):
     """The runtime or precision asked for cannot be used here; the message says why."""
 
 
+class CompiledInAnotherProcess(RuntimeError):
+    """A compiled graph used in a process forked from the one that compiled it: the runtime's threads do not
+    survive a fork, so the call would wait for ever."""
+
+
 def _openvino_core():
     global _CORE
     if _CORE is None:
@@ -116,14 +121,24 @@ class CompiledModel:
     outputs: dict[str, list]
     takes_views: bool = False  # "image" is uint8 NHWC, normalised by the runtime (compile's `views`)
     _impl: object = field(repr=False, default=None)
+    _pid: int = field(repr=False, default_factory=os.getpid)
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._same_process()
         return self._impl.run(inputs)
 
     def submit(self, inputs, prepare: Callable | None = None) -> Future:
         """`prepare`: inputs -> the dict to run, called on the runtime's thread (a resize there overlaps the
         caller's work and the other graphs')."""
+        self._same_process()
         return self._impl.pool.submit(lambda: self._impl.run(prepare(inputs) if prepare else inputs))
+
+    def _same_process(self):
+        if os.getpid() != self._pid:
+            raise CompiledInAnotherProcess(
+                f"{self.path.name} was loaded in process {self._pid}, and this process ({os.getpid()}) was forked "
+                "from it: a model's threads do not survive a fork. Load the model (the Predictor) in this process, "
+                "or start processes with multiprocessing.get_context('spawn')")
 
     @property
     def in_flight(self) -> int:
