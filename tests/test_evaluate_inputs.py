@@ -119,3 +119,20 @@ def test_external_check_names_the_folders_its_help_names(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{data}: missing {missing} (--data is the folder holding isic_archive/ and isic2017_sample/" in err
         assert "model bundle" not in err  # named before the bundle is loaded
+
+
+def test_the_assessed_share_is_what_a_user_gets(shipped_bundle):
+    """metrics["assessed_rate"] (the external check's 'assessed (every check)') counts the images that
+    predict_pixels answers: every check passed, as the API decides it."""
+    from dermalens.data.datasets import Record
+    from dermalens.evaluate.run import evaluate_records
+    from dermalens.inference import Predictor
+    from conftest import FIXTURES
+    rows = list(csv.DictReader(open(MINI / "HAM10000_metadata.csv")))[:12]
+    records = [Record(r["image_id"], r["dx"], MINI / "images" / f"{r['image_id']}.jpg", r["lesion_id"]) for r in rows]
+    records += [Record(p.stem, "nv", p, p.stem) for p in sorted((FIXTURES / "modality").rglob("*.jpg"))]
+    predictor = Predictor(shipped_bundle, share_cores=False)
+    res = evaluate_records(predictor, records, progress=False, subgroups=False)
+    answered = [p.in_distribution for p in predictor.predict_pixels(res["pixels"])]
+    assert list(res["assessed"]) == answered and 0 < sum(answered) < len(answered)
+    assert res["metrics"]["assessed_rate"] == pytest.approx(sum(answered) / len(answered))

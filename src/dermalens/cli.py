@@ -138,6 +138,10 @@ def cmd_export(a):
     print(f"bundle written to {a.out}")
 
 
+def _share(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def cmd_external_check(a):
     import json
 
@@ -145,15 +149,21 @@ def cmd_external_check(a):
     from .export.model_card import write_model_card
     from .inference import Predictor
     check_data(Path(a.data))  # before the bundle is loaded
-    out = external_check(Predictor(a.model, share_cores=False), Path(a.data), a.part)
+    predictor = Predictor(a.model, share_cores=False, runtime=a.runtime, precision=a.precision)
+    out = external_check(predictor, Path(a.data), a.part)
+    run = predictor.runtime_info
+    out["runtime"] = {"runtime": run["runtime"], "precision": run["precision"]}
+    print(f"external check, {run['runtime']} {run['precision']}, isic_archive part {a.part}:")
     for name, f in [("all", out["all"]), *out["by_source"].items()]:
         print(f"{name:16s} n {f['n']:5d}  macro AUROC {f['macro_auroc']:.3f}  malignant AUROC {f['malignant_auroc']:.3f}  "
               f"sens {f['sensitivity']:.3f} spec {f['specificity']:.3f}  bal.acc {f['balanced_accuracy']:.3f}  "
-              f"image-type check passes {f['modality_pass_rate'] if f['modality_pass_rate'] is None else round(f['modality_pass_rate'], 3)}")
+              f"image-type check passes {_share(f['modality_pass_rate'])}  assessed (every check) "
+              f"{_share(f.get('assessed_rate'))}")
     if a.record_in_card:
         card_path = Path(a.model) / "card.json"
         card = json.loads(card_path.read_text())
-        card["external"] = {**out, "command": f"dermalens external-check --model <bundle> --part {a.part} --record-in-card"}
+        card["external"] = {**out, "command": f"dermalens external-check --model <bundle> --part {a.part} --runtime "
+                                              f"{run['runtime']} --precision {run['precision']} --record-in-card"}
         card_path.write_text(json.dumps(card, indent=2) + "\n")
         write_model_card(card, Path(a.model) / "MODEL_CARD.md")
         print(f"recorded in {card_path} under external")
@@ -427,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder holding isic_archive/ and isic2017_sample/ (whose images are left out)")
     ex.add_argument("--part", default="heldout", choices=["heldout", "all"],
                     help="heldout: only the part the image-type check was not fitted on (default)")
+    _runtime_arguments(ex)
     ex.add_argument("--record-in-card", action="store_true")
     ex.set_defaults(func=cmd_external_check)
 

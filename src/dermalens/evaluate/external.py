@@ -59,7 +59,8 @@ def summary(m: dict) -> dict:
             "balanced_accuracy": m["balanced_accuracy"], "ece": m["ece"], "malignant_auroc": mal.get("auroc"),
             "malignant_auroc_ci": ci.get("malignant_auroc"), "sensitivity": mal.get("sensitivity"),
             "sensitivity_ci": ci.get("malignant_sensitivity"), "specificity": mal.get("specificity"),
-            "specificity_ci": ci.get("malignant_specificity"), "modality_pass_rate": m.get("modality_pass_rate")}
+            "specificity_ci": ci.get("malignant_specificity"), "modality_pass_rate": m.get("modality_pass_rate"),
+            "assessed_rate": m.get("assessed_rate")}
 
 
 def external_check(predictor, shared: Path, part: str = "heldout") -> dict:
@@ -82,5 +83,6 @@ def external_check(predictor, shared: Path, part: str = "heldout") -> dict:
                                     groups=[r.lesion for r, k in zip(res["records"], sel) if k])
         if derm is not None:
             sm["modality_pass_rate"] = float((derm[sel] >= predictor.bundle.gate.threshold).mean())
+        sm["assessed_rate"] = float(res["assessed"][sel].mean())
         out["by_source"][s] = summary(sm)
     return out

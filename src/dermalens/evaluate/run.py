@@ -55,10 +55,14 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
         dx = np.array([r.dx for r in kept])
         metrics["modality_pass_rate"] = float(ok.mean())
         metrics["modality_pass_rate_by_class"] = {c: float(ok[dx == c].mean()) for c in sorted(set(dx))}
+    # what a user gets: an answer only when every check passes (exposure, image type, feature distance; the
+    # size as sent is not known once decoded)
+    assessed = np.array([not r for r in predictor.reasons(pixels, pooled, dermoscopic=derm)[0]])
+    metrics["assessed_rate"] = float(assessed.mean())
     metrics["tta"] = tta
     metrics["metadata_used"] = False
     metrics["skipped"] = failed
-    result = {"metrics": metrics, "y": y, "probs": probs, "records": kept, "pixels": pixels}
+    result = {"metrics": metrics, "y": y, "probs": probs, "records": kept, "pixels": pixels, "assessed": assessed}
     if metadata is None:
         return result
     metas = [metadata.get(r.image_id) for r in kept]
