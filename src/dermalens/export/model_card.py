@@ -340,7 +340,7 @@ def _cannot_read(card: dict) -> list[str]:
     assessed = ((card.get("external") or {}).get("all") or {}).get("assessed_rate")
     if assessed is not None:
         lines.append(f"Dermoscopy from other clinics is refused more often than HAM10000's own: of the external check's "
-                     f"images below, {100 * assessed:.1f} % got an answer once every check had passed. Most of the others "
+                     f"images above, {100 * assessed:.1f} % got an answer once every check had passed. Most of the others "
                      "were refused as 'image features are unlike the dermoscopic training images' (the feature distance), "
                      "mostly images the networks read badly (docs/decisions/ood-threshold.md). It also refuses some "
                      "full-size originals whose 200x150 copies it passes: the networks learnt from 200x150 images "
