@@ -35,7 +35,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
                 problems.append(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})"
                                 + ("; its sub-folders do: add --recursive" if deeper else ""))
             paths += found
-        elif any(ch in item for ch in "*?["):
+        elif any(ch in item for ch in "*?[") and not p.is_file():  # scan[1].jpg that exists is that file
             found = sorted(Path(f) for f in glob.glob(item, recursive=True) if Path(f).is_file())
             if not found:
                 problems.append(f"{item}: pattern matched no file")
@@ -44,8 +44,9 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
             paths.append(p)  # a missing file is reported when it is read
     seen, unique = set(), []
     for p in paths:
-        if p not in seen:
-            seen.add(p)
+        key = p.resolve()  # in/a.jpg, /abs/in/a.jpg and a folder + a glob over it are one image
+        if key not in seen:
+            seen.add(key)
             unique.append(p)
     return unique, problems
 
