@@ -30,3 +30,51 @@ def test_one_image_named_two_ways_is_predicted_once(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     paths, _ = expand_inputs(["in/a.jpg", str(img), "in", "in/../in/*.jpg"])
     assert paths == [Path("in/a.jpg")]
+
+
+def _refused(args, capsys) -> str:
+    """Run predict, expect a refusal before any image is read, return its message."""
+    assert main(["predict", *map(str, args)]) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err and "predicted" not in err and "not a medical device" not in out, (out, err)
+    return err
+
+
+def test_an_output_file_named_like_the_overlay_folder_is_refused_first(shipped_bundle, tmp_path, capsys):
+    img = _lesion(tmp_path / "in")
+    for flag in ("--csv", "--json"):
+        err = _refused([img, "--model", shipped_bundle, flag, tmp_path / "out", "--explain", tmp_path / "out"], capsys)
+        assert f"{flag} {tmp_path / 'out'}" in err and "--explain" in err
+
+
+def test_an_output_file_that_is_the_metadata_file_is_refused_first(shipped_bundle, tmp_path, capsys):
+    img = _lesion(tmp_path / "in")
+    meta = tmp_path / "meta.csv"
+    meta.write_text("image_id,age\na,50\n")
+    for flag in ("--csv", "--json"):
+        err = _refused([img, "--model", shipped_bundle, "--metadata", meta, flag, meta], capsys)
+        assert "--metadata" in err
+    assert meta.read_text() == "image_id,age\na,50\n"
+
+
+def _unwritable_folder(tmp_path) -> Path:
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+    else:  # root writes through permission bits; sysfs refuses new files even to root
+        folder = Path("/sys")
+    try:
+        (folder / "dermalens-probe").touch()
+    except OSError:
+        return folder
+    pytest.skip(f"{folder} can be written here")
+
+
+def test_outputs_in_a_folder_that_cannot_be_written_are_refused_first(shipped_bundle, tmp_path, capsys):
+    img = _lesion(tmp_path / "in")
+    ro = _unwritable_folder(tmp_path)
+    for extra in (["--csv", ro / "r.csv"], ["--json", ro / "r.json"], ["--explain", ro],
+                  ["--explain", ro / "cams" / "deeper"]):
+        err = _refused([img, "--model", shipped_bundle, *extra], capsys)
+        assert "cannot be written" in err, (extra, err)

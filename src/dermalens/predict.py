@@ -9,6 +9,7 @@ import csv
 import glob
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,7 +23,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
     paths, problems = [], []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
+        if _is_dir(p):
             it = p.rglob("*") if recursive else p.iterdir()
             found = sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
             overlays = [f for f in found if f.name.endswith(OVERLAY_SUFFIX)]
@@ -49,6 +50,13 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
             seen.add(key)
             unique.append(p)
     return unique, problems
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except OSError:  # a name too long for the system: reported as that file's error when it is read
+        return False
 
 
 def prediction_row(path: Path, p) -> dict:
@@ -131,7 +139,7 @@ def overlay_names(paths: list[Path]) -> dict:
 
 
 def check_outputs(inputs: list[str], paths: list[Path], csv_path: str | None, json_path: str | None,
-                  explain: str | None, recursive: bool = False) -> None:
+                  explain: str | None, recursive: bool = False, metadata: str | None = None) -> None:
     """Refuse, before any image is read, output paths that would fail after the work or destroy an input:
     ValueError saying which and why."""
     def same(a: Path, b: Path) -> bool:
@@ -146,17 +154,33 @@ def check_outputs(inputs: list[str], paths: list[Path], csv_path: str | None, js
             raise ValueError(f"{flag} {out}: folder {out.parent} does not exist")
         if out.resolve() in resolved_inputs:
             raise ValueError(f"{flag} {out}: is one of the input images; writing there would replace it")
+        if metadata and same(out, Path(metadata)):
+            raise ValueError(f"{flag} {out}: is the --metadata file; writing there would replace it")
+        if explain and same(out, Path(explain)):
+            raise ValueError(f"{flag} {out}: is also the --explain folder; give them different names")
+        _check_writable(flag, out, out.parent)
     if len(outs) == 2 and same(outs[0][1], outs[1][1]):
         raise ValueError(f"--csv and --json name the same file ({csv_path}); one would replace the other")
     if explain:
         folder = Path(explain)
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"--explain {folder}: is a file; give a folder for the overlays")
+        existing = next(f for f in (folder, *folder.absolute().parents) if f.exists())  # mkdir starts there
+        if not existing.is_dir():
+            raise ValueError(f"--explain {folder}: {existing} is a file, so the folder cannot be made")
+        _check_writable("--explain", folder, existing)
         for item in inputs:
             src = Path(item)
             if src.is_dir() and (same(folder, src) or (recursive and folder.resolve().is_relative_to(src.resolve()))):
                 raise ValueError(f"--explain {folder}: is among the input folders, so its overlays would be read as "
                                  "images next time; give another folder")
+
+
+def _check_writable(flag: str, given: Path, folder: Path) -> None:
+    try:  # a real file, as root ignores permission bits but not a read-only mount
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise ValueError(f"{flag} {given}: folder {folder} cannot be written ({e.strerror or e})") from None
 
 
 def _with_extra(row: dict, extra: dict) -> dict:
@@ -197,7 +221,8 @@ def run_predict(a) -> int:
     from .inference import Predictor
     from .inference.pipeline import predict_stream
     paths, problems = expand_inputs(a.inputs, getattr(a, "recursive", False))
-    check_outputs(a.inputs, paths, a.csv, a.json, a.explain, getattr(a, "recursive", False))
+    check_outputs(a.inputs, paths, a.csv, a.json, a.explain, getattr(a, "recursive", False),
+                  getattr(a, "metadata", None))
     predictor = Predictor(a.model, mode="throughput")  # several images in flight: see inference.pipeline
     metas = patient_metadata(a, paths)
     if any(metas.values()) and not predictor.accepts_metadata:
