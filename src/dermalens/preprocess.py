@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Union
@@ -29,6 +30,9 @@ ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
 
 
 SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+# What Pillow's readers raise on damaged data besides OSError (a short PNG header: ValueError; a TIFF page
+# without dimensions: TypeError): each is this file's fault, never a reason to stop the other images.
+DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, EOFError, IndexError, KeyError, struct.error)
 
 
 class ImageError(ValueError):
@@ -194,12 +198,15 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             fp, name = io.BytesIO(bytes(source)), "the image sent"
         else:
             path = Path(source)
-            if not path.exists():
-                raise ImageError(f"{path}: no such file")
-            if path.is_dir():
-                raise ImageError(f"{path}: is a folder, not an image")
-            if path.stat().st_size == 0:
-                raise ImageError(f"{path}: the file is empty (0 bytes)")
+            try:
+                if not path.exists():
+                    raise ImageError(f"{path}: no such file")
+                if path.is_dir():
+                    raise ImageError(f"{path}: is a folder, not an image")
+                if path.stat().st_size == 0:
+                    raise ImageError(f"{path}: the file is empty (0 bytes)")
+            except OSError as e:  # a name too long for the system, a folder it may not look into
+                raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
             fp, name = path, str(path)
         try:
             img = Image.open(fp)
@@ -207,7 +214,7 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             raise ImageError(f"{name}: not a recognised image (JPEG, PNG, BMP, GIF, WEBP or TIFF)") from None
         except Image.DecompressionBombError:
             raise ImageTooLarge(f"{name}: image too large (far over the limit of {max_pixels:,} pixels)") from None
-        except OSError as e:
+        except DECODE_ERRORS as e:
             raise ImageError(f"{name}: cannot read image ({e})") from None
         if img.format not in SUPPORTED_FORMATS:
             raise UnsupportedImageType(
@@ -246,11 +253,11 @@ def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
     both). HAM10000's 200x150 frames are never reduced, so the training pixels do not change.
     """
     img = open_image(source, max_pixels=max_pixels)
-    if at_least:
-        # A no-op for other formats, small images and images already decoded; a lazily opened
-        # JPEG passed in (the API's upload) is decoded reduced, so read its size before.
-        img.draft(None, (at_least, at_least))
     try:
+        if at_least:
+            # A no-op for other formats, small images and images already decoded; a lazily opened
+            # JPEG passed in (the API's upload) is decoded reduced, so read its size before.
+            img.draft(None, (at_least, at_least))
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)
         img.load()
@@ -259,7 +266,7 @@ def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
         return _to_rgb(img, background)
     except ImageError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
+    except DECODE_ERRORS as e:
         # Truncated or corrupt data only shows when the pixels are decoded.
         raise ImageError(f"cannot decode image ({e})") from None
 

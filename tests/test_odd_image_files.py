@@ -1,0 +1,99 @@
+"""Image files a user can get wrong, or that are unusual, through every surface that reads images:
+the shared loader, `dermalens predict` and the REST API. Each must give one clear error for that file
+(or a sensible answer), and never cost the other images of the same run or batch."""
+import base64
+import io
+import struct
+
+import pytest
+from PIL import Image
+
+from conftest import FIXTURES
+from dermalens.preprocess import ImageError, PreprocessSpec, open_image
+
+LESION = FIXTURES / "fullres" / "ISIC_0024311.jpg"
+
+
+def encode(img: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def png_with_short_header() -> bytes:
+    """A PNG whose IHDR chunk is 4 bytes instead of 13: Pillow's PNG reader raises ValueError on it."""
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 4) + b"IHDR" + b"\0\0\0\x10" + b"\0\0\0\0"
+
+
+def tiff_with_a_broken_second_page() -> bytes:
+    """A two-page TIFF whose second page lost its width and height tags: Pillow raises TypeError when
+    it counts the pages."""
+    pages = [Image.new("RGB", (40, 30), (200, 100, 90)), Image.new("RGB", (40, 30), (0, 255, 0))]
+    b = bytearray(encode(pages[0], "TIFF", save_all=True, append_images=pages[1:]))
+    first = struct.unpack("<I", b[4:8])[0]
+    n = struct.unpack("<H", b[first:first + 2])[0]
+    second = struct.unpack("<I", b[first + 2 + 12 * n:first + 6 + 12 * n])[0]
+    for k in range(struct.unpack("<H", b[second:second + 2])[0]):
+        entry = second + 2 + 12 * k
+        if struct.unpack("<H", b[entry:entry + 2])[0] in (256, 257):  # ImageWidth, ImageLength
+            b[entry:entry + 2] = struct.pack("<H", 0xFFF0 + k)
+    return bytes(b)
+
+
+CORRUPT = {"png with a short header": png_with_short_header, "tiff with a broken page": tiff_with_a_broken_second_page}
+
+
+@pytest.mark.parametrize("name", list(CORRUPT))
+def test_a_damaged_file_is_an_image_error_not_a_crash(name, tmp_path):
+    data = CORRUPT[name]()
+    for source in (data, tmp_path / "damaged.img"):
+        (tmp_path / "damaged.img").write_bytes(data)
+        with pytest.raises(ImageError) as e:
+            PreprocessSpec().to_uint8(source)
+        assert "\n" not in str(e.value)
+
+
+def test_a_file_name_too_long_for_the_system_is_an_image_error(tmp_path):
+    with pytest.raises(ImageError, match="name too long"):
+        open_image(tmp_path / ("a" * 300 + ".jpg"))
+
+
+def test_predict_reports_damaged_files_and_still_predicts_the_others(shipped_bundle, tmp_path, capsys):
+    from dermalens.cli import main
+    (tmp_path / "bad.png").write_bytes(png_with_short_header())
+    (tmp_path / "bad.tif").write_bytes(tiff_with_a_broken_second_page())
+    too_long = str(tmp_path / ("b" * 300 + ".jpg"))
+    out = tmp_path / "out.json"
+    rc = main(["predict", str(LESION), str(tmp_path / "bad.png"), str(tmp_path / "bad.tif"), too_long,
+               "--model", str(shipped_bundle), "--json", str(out)])
+    import json
+    body = json.loads(out.read_text())
+    assert rc == 1
+    assert [r["file"] for r in body["results"]] == [str(LESION)]
+    assert sorted(e["file"] for e in body["errors"]) == sorted([str(tmp_path / "bad.png"), str(tmp_path / "bad.tif"),
+                                                                too_long])
+
+
+@pytest.fixture(scope="module")
+def client(shipped_bundle):
+    from fastapi.testclient import TestClient
+    from dermalens.serve.app import create_app
+    from dermalens.serve.settings import Settings
+    with TestClient(create_app(Settings(model=str(shipped_bundle)))) as c:
+        yield c
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.mark.parametrize("name", list(CORRUPT))
+def test_the_api_answers_a_damaged_file_with_400_and_keeps_the_rest_of_a_batch(client, name):
+    bad = b64(CORRUPT[name]())
+    r = client.post("/predict", json={"image": bad})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image", r.text
+    r = client.post("/predict/batch", json={"images": [b64(LESION.read_bytes()), bad]})
+    assert r.status_code == 200, r.text
+    first, second = r.json()["results"]
+    assert first["success"] is True and first["prediction"]["code"]
+    assert second == {"success": False, "index": 1, "error": second["error"]} and second["error"]["code"] == "invalid_image"
