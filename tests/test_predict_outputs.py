@@ -78,3 +78,15 @@ def test_outputs_in_a_folder_that_cannot_be_written_are_refused_first(shipped_bu
                   ["--explain", ro / "cams" / "deeper"]):
         err = _refused([img, "--model", shipped_bundle, *extra], capsys)
         assert "cannot be written" in err, (extra, err)
+
+
+def test_an_overlay_never_replaces_an_input_image_in_the_overlay_folder(shipped_bundle, tmp_path):
+    cams = tmp_path / "cams"
+    a, b = _lesion(cams, "a.jpg"), _lesion(cams, "a_gradcam.png")  # b: what a's overlay would be called
+    before = b.read_bytes()
+    out = tmp_path / "r.csv"
+    assert main(["predict", str(a), str(b), "--model", str(shipped_bundle), "--explain", str(cams),
+                 "--csv", str(out)]) == 0
+    assert b.read_bytes() == before
+    rows = list(csv.DictReader(open(out)))
+    assert len({r["gradcam"] for r in rows} | {str(a), str(b)}) == 4  # two overlays, neither an input

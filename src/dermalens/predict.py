@@ -98,7 +98,7 @@ def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None 
     `patient`: one PatientMetadata (or None) per path, for a bundle with a metadata model."""
     from .inference.pipeline import predict_stream
     rows, errors = [], []
-    overlays = overlay_names(paths) if explain_dir is not None else {}
+    overlays = overlay_names(paths, explain_dir) if explain_dir is not None else {}
     stream = predict_stream(predictor, paths, tta=tta, explain=explain_dir is not None,
                             progress=progress and len(paths) >= 5, read=read, patient=patient)
     for i, (path, p) in enumerate(stream):  # decoding in parallel with inference, results in input order
@@ -122,10 +122,11 @@ def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None 
 OVERLAY_SUFFIX = "_gradcam.png"
 
 
-def overlay_names(paths: list[Path]) -> dict:
+def overlay_names(paths: list[Path], explain_dir: Path | None = None) -> dict:
     """path -> its Grad-CAM overlay's file name: `<stem>_gradcam.png`, numbered where inputs share a stem
-    (x.jpg, x.png, other/x.jpg), so no overlay replaces another."""
-    taken: set[str] = set()
+    (x.jpg, x.png, other/x.jpg), so no overlay replaces another, nor an input image in `explain_dir`."""
+    here = explain_dir.resolve() if explain_dir is not None else None
+    taken = {Path(p).name for p in paths if here is not None and Path(p).resolve().parent == here}
     names = {}
     for p in paths:
         stem, n = Path(p).stem, 1
