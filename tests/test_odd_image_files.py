@@ -97,3 +97,15 @@ def test_the_api_answers_a_damaged_file_with_400_and_keeps_the_rest_of_a_batch(c
     first, second = r.json()["results"]
     assert first["success"] is True and first["prediction"]["code"]
     assert second == {"success": False, "index": 1, "error": second["error"]} and second["error"]["code"] == "invalid_image"
+
+
+def test_a_file_name_that_is_not_utf8_keeps_its_row_in_the_table_and_the_csv(shipped_bundle, tmp_path, capsys):
+    import os
+    from dermalens.cli import main
+    odd = tmp_path / os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name, as old archives unpack them
+    odd.write_bytes(LESION.read_bytes())
+    out = tmp_path / "out.csv"
+    rc = main(["predict", str(odd), "--model", str(shipped_bundle), "--csv", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert b"caf\xe9.jpg" in out.read_bytes()  # the name as it is on disk, so the row finds its file
+    assert "caf\ufffd.jpg" in capsys.readouterr().out

@@ -238,7 +238,9 @@ def run_predict(a) -> int:
     _print_table(rows)
     print(f"\n{DISCLAIMER}")
     if a.csv:
-        with open(a.csv, "w", newline="") as f:  # written even when empty: an older CSV there is not this run's
+        # written even when empty: an older CSV there is not this run's; a file name that is not UTF-8
+        # (a Latin-1 archive) is written back as its own bytes, so the row still names its file
+        with open(a.csv, "w", newline="", errors="surrogateescape") as f:
             if rows:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
                 w.writeheader()
@@ -260,7 +262,7 @@ def _print_table(rows: list[dict]) -> None:
     width = min(48, max(len(r["file"]) for r in rows))
     print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  {'meta':4s}  risk")
     for r in rows:
-        name = r["file"] if len(r["file"]) <= width else "..." + r["file"][-(width - 3):]
+        name = _shown(r["file"]) if len(r["file"]) <= width else "..." + _shown(r["file"])[-(width - 3):]
         risk = r["risk"] + ("" if r["in_distribution"] else " (see below)")
         meta = "yes" if r.get("metadata_used") else "no"
         if r["in_distribution"]:
@@ -272,4 +274,9 @@ def _print_table(rows: list[dict]) -> None:
     if flagged:
         print("\nnot assessed:")
         for r in flagged:
-            print(f"  {r['file']}: {r['not_assessed_because']}")
+            print(f"  {_shown(r['file'])}: {r['not_assessed_because']}")
+
+
+def _shown(name: str) -> str:
+    """A file name for the terminal: bytes that are not UTF-8 as U+FFFD, which any UTF-8 stdout can print."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
