@@ -1,4 +1,5 @@
-"""The package's import graph: no cycles, and PyTorch only in the training wing (train/, export/).
+"""The package's import graph: no cycles, and PyTorch only in the training wing (train/, export/); and no
+module uses a name it never defines or imports.
 
 Walks every module of src/dermalens with `ast` (nothing is imported to build the graph), counting
 imports inside functions too: a lazy import that closes a loop is still a loop, it only fails later.
@@ -127,3 +128,26 @@ def test_importing_the_serving_side_loads_no_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_no_undefined_names():
+    """A name used but never imported or defined (a module that lost its `import os`) fails only when that line
+    runs, which for `fit-gate` is after minutes of fitting; pyflakes finds it without running anything."""
+    import pyflakes.api as pyflakes
+    from pyflakes import messages
+    from pyflakes.reporter import Reporter
+
+    class Collect(Reporter):
+        def __init__(self):
+            super().__init__(None, None)
+            self.found = []
+
+        def flake(self, message):
+            if isinstance(message, (messages.UndefinedName, messages.UndefinedLocal, messages.UndefinedExport)):
+                self.found.append(str(message))
+
+        def syntaxError(self, filename, msg, lineno, offset, text):
+            self.found.append(f"{filename}:{lineno}: {msg}")
+    reporter = Collect()
+    pyflakes.checkRecursive([str(SRC)], reporter)
+    assert not reporter.found, reporter.found

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import inspect
 import json
+import os
 import shutil
 from pathlib import Path
 
