@@ -109,3 +109,21 @@ def test_a_file_name_that_is_not_utf8_keeps_its_row_in_the_table_and_the_csv(shi
     assert rc == 0, capsys.readouterr().err
     assert b"caf\xe9.jpg" in out.read_bytes()  # the name as it is on disk, so the row finds its file
     assert "caf\ufffd.jpg" in capsys.readouterr().out
+
+
+OTHER_KINDS = {  # what people send by mistake that Pillow cannot read: the message names it
+    "HEIC": struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0" + b"mif1heic" + b"\0" * 64,  # an iPhone photo
+    "PDF": b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n",
+    "SVG": b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>\n',
+}
+
+
+@pytest.mark.parametrize("kind", list(OTHER_KINDS))
+def test_a_heic_pdf_or_svg_is_named_as_unsupported_with_the_types_that_are(kind, client, tmp_path):
+    from dermalens.preprocess import UnsupportedImageType
+    f = tmp_path / "photo.jpg"  # renamed: the name says nothing
+    f.write_bytes(OTHER_KINDS[kind])
+    with pytest.raises(UnsupportedImageType, match=f"{kind}.*JPEG, PNG"):
+        open_image(f)
+    r = client.post("/predict", json={"image": b64(OTHER_KINDS[kind])})
+    assert r.status_code == 415 and kind in r.json()["error"]["message"], r.text

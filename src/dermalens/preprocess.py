@@ -211,6 +211,10 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         try:
             img = Image.open(fp)
         except UnidentifiedImageError:
+            kind = _other_kind(fp)
+            if kind:
+                raise UnsupportedImageType(
+                    f"{name}: {kind} files are not supported; use JPEG, PNG, BMP, GIF, WEBP or TIFF") from None
             raise ImageError(f"{name}: not a recognised image (JPEG, PNG, BMP, GIF, WEBP or TIFF)") from None
         except Image.DecompressionBombError:
             raise ImageTooLarge(f"{name}: image too large (far over the limit of {max_pixels:,} pixels)") from None
@@ -227,6 +231,24 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     if img.width < 1 or img.height < 1:
         raise ImageError("image has no pixels")
     return img
+
+
+def _other_kind(fp) -> str | None:
+    """The formats people send by mistake that Pillow cannot read at all, named so the refusal says what
+    the file is: an iPhone's HEIC photo, a PDF, an SVG drawing. None for anything else."""
+    try:
+        if isinstance(fp, io.BytesIO):
+            head = fp.getvalue()[:512]
+        else:
+            with open(fp, "rb") as f:
+                head = f.read(512)
+    except OSError:
+        return None
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
+        return "HEIC/HEIF"
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    return "SVG" if b"<svg" in head.lower() else None
 
 
 def upright_size(img: Image.Image) -> tuple[int, int]:
