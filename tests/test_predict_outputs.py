@@ -90,3 +90,21 @@ def test_an_overlay_never_replaces_an_input_image_in_the_overlay_folder(shipped_
     assert b.read_bytes() == before
     rows = list(csv.DictReader(open(out)))
     assert len({r["gradcam"] for r in rows} | {str(a), str(b)}) == 4  # two overlays, neither an input
+
+
+def test_an_interrupted_write_leaves_no_half_written_csv(shipped_bundle, tmp_path, monkeypatch):
+    old = tmp_path / "results.csv"
+    old.write_text("file,prediction\nlast_week.jpg,mel\n")
+    real = csv.DictWriter.writerow
+
+    def interrupted(self, row):  # Ctrl-C after the first row has gone out
+        if getattr(self, "_rows", 0):
+            raise KeyboardInterrupt
+        self._rows = 1
+        return real(self, row)
+    monkeypatch.setattr(csv.DictWriter, "writerow", interrupted)
+    monkeypatch.setattr(csv.DictWriter, "writerows", lambda self, rows: [self.writerow(r) for r in rows])
+    imgs = [_lesion(tmp_path / "in", n) for n in ("a.jpg", "b.jpg", "c.jpg")]
+    assert main(["predict", *map(str, imgs), "--model", str(shipped_bundle), "--csv", str(old)]) == 130
+    assert old.read_text() == "file,prediction\nlast_week.jpg,mel\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "results.csv"]  # no temporary file left

@@ -8,8 +8,10 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -177,6 +179,19 @@ def check_outputs(inputs: list[str], paths: list[Path], csv_path: str | None, js
                                  "images next time; give another folder")
 
 
+@contextmanager
+def _replaced_whole(path: str):
+    """A text file that replaces `path` only once written in full: Ctrl-C or a full disk midway leaves the old one."""
+    target = Path(path).resolve()  # through a symlink, so the link stays
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="", errors="surrogateescape") as f:
+            yield f
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _check_writable(flag: str, given: Path, folder: Path) -> None:
     try:  # a real file, as root ignores permission bits but not a read-only mount
         tempfile.TemporaryFile(dir=folder).close()
@@ -240,14 +255,15 @@ def run_predict(a) -> int:
     if a.csv:
         # written even when empty: an older CSV there is not this run's; a file name that is not UTF-8
         # (a Latin-1 archive) is written back as its own bytes, so the row still names its file
-        with open(a.csv, "w", newline="", errors="surrogateescape") as f:
+        with _replaced_whole(a.csv) as f:
             if rows:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
                 w.writeheader()
                 w.writerows(rows)
     if a.json:
-        Path(a.json).write_text(json.dumps({"model": predictor.model_info, "results": rows, "errors": errors,
-                                            "disclaimer": DISCLAIMER}, indent=2))
+        with _replaced_whole(a.json) as f:
+            f.write(json.dumps({"model": predictor.model_info, "results": rows, "errors": errors,
+                                "disclaimer": DISCLAIMER}, indent=2))
     print(f"{len(rows)} predicted, {len(errors)} skipped", file=sys.stderr)
     if not rows:
         return 2
