@@ -108,3 +108,9 @@ def test_an_interrupted_write_leaves_no_half_written_csv(shipped_bundle, tmp_pat
     assert main(["predict", *map(str, imgs), "--model", str(shipped_bundle), "--csv", str(old)]) == 130
     assert old.read_text() == "file,prediction\nlast_week.jpg,mel\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "results.csv"]  # no temporary file left
+
+
+def test_a_pattern_too_long_for_the_system_matches_nothing_and_is_no_crash(tmp_path):
+    from dermalens.predict import expand_inputs
+    pattern = str(tmp_path / ("b" * 300 + "*.jpg"))
+    assert expand_inputs([pattern]) == ([], [f"{pattern}: pattern matched no file"])

@@ -38,7 +38,7 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
                 problems.append(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})"
                                 + ("; its sub-folders do: add --recursive" if deeper else ""))
             paths += found
-        elif any(ch in item for ch in "*?[") and not p.is_file():  # scan[1].jpg that exists is that file
+        elif any(ch in item for ch in "*?[") and not _is_file(p):  # scan[1].jpg that exists is that file
             found = sorted(Path(f) for f in glob.glob(item, recursive=True) if Path(f).is_file())
             if not found:
                 problems.append(f"{item}: pattern matched no file")
@@ -58,6 +58,13 @@ def _is_dir(p: Path) -> bool:
     try:
         return p.is_dir()
     except OSError:  # a name too long for the system: reported as that file's error when it is read
+        return False
+
+
+def _is_file(p: Path) -> bool:
+    try:
+        return p.is_file()
+    except OSError:  # too long a name, as for _is_dir
         return False
 
 
