@@ -40,7 +40,13 @@ def tiff_with_a_broken_second_page() -> bytes:
     return bytes(b)
 
 
-CORRUPT = {"png with a short header": png_with_short_header, "tiff with a broken page": tiff_with_a_broken_second_page}
+CORRUPT = {"png with a short header": png_with_short_header}
+
+
+def test_a_tiff_whose_second_page_is_damaged_is_read_from_its_first_page(tmp_path):
+    (tmp_path / "two_pages.tif").write_bytes(tiff_with_a_broken_second_page())
+    for source in (tiff_with_a_broken_second_page(), tmp_path / "two_pages.tif"):
+        assert (PreprocessSpec(input_size=(30, 40)).to_uint8(source)[0, 0] == (200, 100, 90)).all()
 
 
 @pytest.mark.parametrize("name", list(CORRUPT))
@@ -61,17 +67,15 @@ def test_a_file_name_too_long_for_the_system_is_an_image_error(tmp_path):
 def test_predict_reports_damaged_files_and_still_predicts_the_others(shipped_bundle, tmp_path, capsys):
     from dermalens.cli import main
     (tmp_path / "bad.png").write_bytes(png_with_short_header())
-    (tmp_path / "bad.tif").write_bytes(tiff_with_a_broken_second_page())
     too_long = str(tmp_path / ("b" * 300 + ".jpg"))
     out = tmp_path / "out.json"
-    rc = main(["predict", str(LESION), str(tmp_path / "bad.png"), str(tmp_path / "bad.tif"), too_long,
+    rc = main(["predict", str(LESION), str(tmp_path / "bad.png"), too_long,
                "--model", str(shipped_bundle), "--json", str(out)])
     import json
     body = json.loads(out.read_text())
     assert rc == 1
     assert [r["file"] for r in body["results"]] == [str(LESION)]
-    assert sorted(e["file"] for e in body["errors"]) == sorted([str(tmp_path / "bad.png"), str(tmp_path / "bad.tif"),
-                                                                too_long])
+    assert sorted(e["file"] for e in body["errors"]) == sorted([str(tmp_path / "bad.png"), too_long])
 
 
 @pytest.fixture(scope="module")

@@ -280,7 +280,7 @@ def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
             # A no-op for other formats, small images and images already decoded; a lazily opened
             # JPEG passed in (the API's upload) is decoded reduced, so read its size before.
             img.draft(None, (at_least, at_least))
-        if getattr(img, "n_frames", 1) > 1:
+        if img.tell() != 0:  # not n_frames: it walks every page, and a damaged later page would cost the first
             img.seek(0)
         img.load()
         if img.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies every upright image too
