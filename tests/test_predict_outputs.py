@@ -114,3 +114,10 @@ def test_a_pattern_too_long_for_the_system_matches_nothing_and_is_no_crash(tmp_p
     from dermalens.predict import expand_inputs
     pattern = str(tmp_path / ("b" * 300 + "*.jpg"))
     assert expand_inputs([pattern]) == ([], [f"{pattern}: pattern matched no file"])
+
+
+@pytest.mark.parametrize("flag", ["--csv", "--json", "--explain", "--metadata"])
+def test_a_file_flag_given_twice_is_refused_not_half_ignored(flag, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:  # the first would be silently dropped, leaving an older file there
+        main(["predict", str(LESION), flag, str(tmp_path / "a"), flag, str(tmp_path / "b")])
+    assert e.value.code == 2 and f"{flag}: given twice" in capsys.readouterr().err

@@ -58,6 +58,15 @@ class _SizeAction(argparse.Action):
             raise argparse.ArgumentError(self, str(e))
 
 
+class _Once(argparse.Action):
+    """A file or folder flag that may be given once: argparse would keep the last and drop the first unsaid."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            raise argparse.ArgumentError(self, f"given twice ({getattr(namespace, self.dest)!r} and {values!r}); give it once")
+        setattr(namespace, self.dest, values)
+
+
 def cmd_split(a):
     from collections import Counter
 
@@ -469,9 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     pr.add_argument("--model", default=DEFAULT_MODEL)
     pr.add_argument("--tta", action="store_true", help="test-time augmentation")
-    pr.add_argument("--csv", help="also write the results as CSV")
-    pr.add_argument("--json", help="also write the results as JSON")
-    pr.add_argument("--explain", metavar="DIR", help="write Grad-CAM overlays (PNG) into DIR")
+    pr.add_argument("--csv", action=_Once, help="also write the results as CSV")
+    pr.add_argument("--json", action=_Once, help="also write the results as JSON")
+    pr.add_argument("--explain", action=_Once, metavar="DIR", help="write Grad-CAM overlays (PNG) into DIR")
     pr.add_argument("--recursive", action="store_true", help="look into sub-folders too")
     pr.add_argument("--cluster", metavar="ADDRESS|local:N",
                     help="run on a Dask cluster (tcp://host:8786) or N local worker processes; needs --out "
@@ -479,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", metavar="FOLDER", help="with --cluster: folder or URL for the Parquet partitions; "
                                                     "rerunning into it skips the images already done")
     pr.add_argument("--partition-size", type=positive, metavar="N", help="with --cluster: images per task (256)")
-    pr.add_argument("--metadata", metavar="FILE.csv", help="patient details per image: image_id plus any of age, "
-                                                           "sex, localization (or site); HAM10000_metadata.csv works")
+    pr.add_argument("--metadata", action=_Once, metavar="FILE.csv",
+                    help="patient details per image: image_id plus any of age, sex, localization (or site); "
+                         "HAM10000_metadata.csv works")
     pr.add_argument("--age", help="patient's age in years (one image)")
     pr.add_argument("--sex", help="male, female or unknown (one image)")
     pr.add_argument("--site", help="body site, HAM10000 localization vocabulary such as back or face (one image)")
