@@ -131,3 +131,19 @@ def test_a_heic_pdf_or_svg_is_named_as_unsupported_with_the_types_that_are(kind,
         open_image(f)
     r = client.post("/predict", json={"image": b64(OTHER_KINDS[kind])})
     assert r.status_code == 415 and kind in r.json()["error"]["message"], r.text
+
+
+@pytest.mark.parametrize("declared", ["image/x-png", "image/x-citrix-png"])
+def test_a_png_declared_under_another_image_type_name_is_read_by_its_bytes(client, declared):
+    # old browsers say image/x-png, Citrix desktops (common in clinics) image/x-citrix-png: the bytes decide
+    png = encode(Image.open(LESION).convert("RGB"), "PNG")
+    r = client.post("/predict", json={"image": f"data:{declared};base64," + b64(png)})
+    assert r.status_code == 200 and r.json()["image"]["format"] == "PNG", r.text
+    r = client.post("/predict/upload", files={"file": ("lesion.png", png, declared)})
+    assert r.status_code == 200, r.text
+
+
+def test_a_declared_type_that_is_no_image_is_still_refused_with_415(client):
+    png = encode(Image.new("RGB", (8, 8)), "PNG")
+    assert client.post("/predict", json={"image": "data:text/plain;base64," + b64(png)}).status_code == 415
+    assert client.post("/predict/upload", files={"file": ("a.txt", png, "text/plain")}).status_code == 415

@@ -29,7 +29,7 @@ from ..inference import BundleError, Predictor
 from ..inference import runtime as rt
 from ..inference.metadata import MAX_AGE, SEXES, SITES, UNKNOWN, MetadataError, PatientMetadata, normalise_word
 from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, open_image, upright_size
-from .decode import SUPPORTED_MIME, ApiError, decode_image_string
+from .decode import ApiError, accepted_type, decode_image_string
 from .settings import Settings
 
 log = logging.getLogger("dermalens.serve")
@@ -326,7 +326,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if unknown:  # a misspelt field ("Age", "location") would otherwise be dropped without a word
             raise ApiError(422, "invalid_request", f"unknown form field(s) {unknown}; accepted: {sorted(UPLOAD_FIELDS)}")
         ctype = (file.content_type or "").split(";")[0].strip().lower()
-        if ctype and ctype not in SUPPORTED_MIME:
+        if not accepted_type(ctype):
             raise ApiError(415, "unsupported_media_type",
                            f"file type {ctype!r} is not supported; send JPEG, PNG, BMP, GIF, WEBP or TIFF")
         data = await file.read()

@@ -12,6 +12,13 @@ SUPPORTED_MIME = {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/
                   "image/gif", "image/webp", "image/tiff", "image/x-tiff", "application/octet-stream"}
 
 
+def accepted_type(mime: str) -> bool:
+    """Whether a declared media type may be sent on to the decoder. Any image/* may: the bytes say which format
+    it is (image/x-png from old browsers, image/x-citrix-jpeg from Citrix desktops), and one dermalens does not
+    read (HEIC, SVG...) is refused by name there."""
+    return not mime or mime in SUPPORTED_MIME or mime.startswith("image/")
+
+
 class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str):
         super().__init__(message)
@@ -26,7 +33,7 @@ def decode_image_string(s: str, max_bytes: int) -> bytes:
     m = _DATA_URL.match(s)
     if m:
         mime = (m.group(1) or "").lower()
-        if mime and mime not in SUPPORTED_MIME:
+        if not accepted_type(mime):
             raise ApiError(415, "unsupported_media_type",
                            f"data URL type {mime!r} is not supported; send JPEG, PNG, BMP, GIF, WEBP or TIFF")
         if not m.group(3):
@@ -56,4 +63,4 @@ def _lenient_b64decode(s: str) -> bytes:
         raise ApiError(400, "invalid_base64", "the 'image' field is not valid base64") from None
 
 
-__all__ = ["ApiError", "decode_image_string", "SUPPORTED_FORMATS", "SUPPORTED_MIME"]
+__all__ = ["ApiError", "accepted_type", "decode_image_string", "SUPPORTED_FORMATS", "SUPPORTED_MIME"]
