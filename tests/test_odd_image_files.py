@@ -147,3 +147,14 @@ def test_a_declared_type_that_is_no_image_is_still_refused_with_415(client):
     png = encode(Image.new("RGB", (8, 8)), "PNG")
     assert client.post("/predict", json={"image": "data:text/plain;base64," + b64(png)}).status_code == 415
     assert client.post("/predict/upload", files={"file": ("a.txt", png, "text/plain")}).status_code == 415
+
+
+def test_a_folder_says_which_image_files_it_left_out_by_type(tmp_path):
+    from dermalens.predict import expand_inputs
+    (tmp_path / "lesion.jpg").write_bytes(LESION.read_bytes())
+    (tmp_path / "IMG_0001.HEIC").write_bytes(OTHER_KINDS["HEIC"])  # an iPhone's photos
+    (tmp_path / "saved.jfif").write_bytes(LESION.read_bytes())  # a JPEG as some browsers save it
+    (tmp_path / "notes.txt").write_text("not an image, not worth a word")
+    paths, problems = expand_inputs([str(tmp_path)])
+    assert paths == [tmp_path / "lesion.jpg"]
+    assert len(problems) == 1 and ".heic" in problems[0] and ".jfif" in problems[0] and ".txt" not in problems[0]

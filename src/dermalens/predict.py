@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,14 +21,23 @@ from .data.datasets import IMAGE_EXTENSIONS
 from .preprocess import ImageError
 
 
+# Image files a folder holds that dermalens does not pick up, said rather than passed over in silence.
+OTHER_IMAGE_SUFFIXES = (".heic", ".heif", ".avif", ".jfif", ".jpe", ".jp2", ".svg", ".dng", ".psd")
+
+
 def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
     """(image paths in a stable order, problems such as patterns that matched nothing)."""
     paths, problems = [], []
     for item in inputs:
         p = Path(item)
         if _is_dir(p):
-            it = p.rglob("*") if recursive else p.iterdir()
-            found = sorted(f for f in it if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            files = [f for f in (p.rglob("*") if recursive else p.iterdir()) if f.is_file()]
+            found = sorted(f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS)
+            other = Counter(f.suffix.lower() for f in files if f.suffix.lower() in OTHER_IMAGE_SUFFIXES)
+            if other:  # an iPhone's .heic photos must not vanish from a folder's results without a word
+                problems.append(f"{item}: left out {sum(other.values())} image file(s) of a type not read from a folder ("
+                                + ", ".join(f"{k}: {n}" for k, n in sorted(other.items()))
+                                + "); save them as JPEG or PNG, or name one on its own to try it")
             overlays = [f for f in found if f.name.endswith(OVERLAY_SUFFIX)]
             if overlays:  # a heat-map over a lesion still looks like dermoscopy to the image-type check
                 problems.append(f"{item}: left out {len(overlays)} Grad-CAM overlay(s) written by --explain "
