@@ -1,6 +1,5 @@
 """`dermalens predict` in-process: its inputs, its output paths and what it leaves on disk."""
 import csv
-import json
 import os
 import shutil
 from pathlib import Path
