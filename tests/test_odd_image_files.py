@@ -158,3 +158,10 @@ def test_a_folder_says_which_image_files_it_left_out_by_type(tmp_path):
     paths, problems = expand_inputs([str(tmp_path)])
     assert paths == [tmp_path / "lesion.jpg"]
     assert len(problems) == 1 and ".heic" in problems[0] and ".jfif" in problems[0] and ".txt" not in problems[0]
+
+
+@pytest.mark.parametrize("image", ["https://example.org/lesion.jpg", "C:\\photos\\lesion.JPG", "lesion 1.jpeg", "a.png"])
+def test_a_url_or_file_name_in_the_image_field_is_told_to_send_the_bytes(client, image):
+    r = client.post("/predict", json={"image": image})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_base64"
+    assert "base64" in r.json()["error"]["message"] and "not the" in r.json()["error"]["message"], r.text

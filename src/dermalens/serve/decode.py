@@ -54,13 +54,19 @@ def decode_image_string(s: str, max_bytes: int) -> bytes:
 
 def _lenient_b64decode(s: str) -> bytes:
     """Base64 with line breaks, URL-safe letters or missing padding."""
-    s = re.sub(r"\s+", "", s)
+    given, s = s, re.sub(r"\s+", "", s)
     s = s.replace("-", "+").replace("_", "/")
     s += "=" * (-len(s) % 4)
     try:
         return base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError):
+        if _LOOKS_LIKE_A_NAME.search(given.strip()):  # the server neither fetches URLs nor reads the client's files
+            raise ApiError(400, "invalid_base64", "the 'image' field holds a URL or file name, not the image: "
+                                                  "send the file's bytes as base64 or a data URL") from None
         raise ApiError(400, "invalid_base64", "the 'image' field is not valid base64") from None
+
+
+_LOOKS_LIKE_A_NAME = re.compile(r"^[a-z][\w+.-]*://|\.(jpe?g|png|bmp|gif|webp|tiff?|heic|avif)$", re.IGNORECASE)
 
 
 __all__ = ["ApiError", "accepted_type", "decode_image_string", "SUPPORTED_FORMATS", "SUPPORTED_MIME"]
