@@ -62,13 +62,21 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     shutil.rmtree(staging, ignore_errors=True)  # left by a fit that was killed
     staging.mkdir()
     try:
-        card = _fit(card, staging, items, net_spec, cache, version, changes)
+        card = _fit(card, staging, items, net_spec, cache, version, changes, _previous_gate(bundle, card))
         for f in (GATE_GRAPH, GATE_WEIGHTS, SCORES_FILE, "MODEL_CARD.md", "card.json"):  # card.json last
             (bundle / f).parent.mkdir(exist_ok=True)
             os.replace(staging / f, bundle / f)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return card
+
+
+def _previous_gate(bundle: Path, card: dict) -> tuple[dict, float] | None:
+    """The bundle's check before this fit (weights, threshold), to print its figures beside the new one's."""
+    if "modality" not in card or not (bundle / GATE_WEIGHTS).is_file():
+        return None
+    with np.load(bundle / GATE_WEIGHTS) as z:
+        return {k: z[k] for k in z.files}, float(card["modality"]["threshold"])
 
 
 def _check_folder(path: Path, what: str) -> None:
@@ -78,7 +86,7 @@ def _check_folder(path: Path, what: str) -> None:
 
 
 def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Path | None, version: str,
-         changes: str) -> dict:
+         changes: str, previous: tuple[dict, float] | None = None) -> dict:
     """Fit the check and write its files and the new card into the folder `out`."""
     gate_spec = PreprocessSpec(input_size=GATE_INPUT)  # EfficientNet-Lite's own normalisation (0.5, 0.5)
     graph = out / GATE_GRAPH
@@ -99,11 +107,14 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
             owner.append(np.asarray(idx)[local])
     X, owner = np.concatenate(feats), np.concatenate(owner)
     photos = fit.photo_negatives(net_spec, gate)
+    composites = {part: fit.composite_features(items, part, net_spec, gate, cache / f"composites_{part}.npz"
+                                               if cache else None) for part in ("fit", "check")}
 
     is_fit = np.array([items[i].part == "fit" for i in owner])
-    Xfit = np.concatenate([X[is_fit], photos])
-    yfit = np.concatenate([[items[i].label for i in owner[is_fit]], np.zeros(len(photos), int)])
-    sets = [items[i].set for i in owner[is_fit]] + ["photos"] * len(photos)
+    Xfit = np.concatenate([X[is_fit], photos, composites["fit"]])
+    negatives = len(photos) + len(composites["fit"])
+    yfit = np.concatenate([[items[i].label for i in owner[is_fit]], np.zeros(negatives, int)])
+    sets = [items[i].set for i in owner[is_fit]] + ["photos"] * len(photos) + ["composites"] * len(composites["fit"])
     gate.weights = fit.fit_classifier(Xfit, yfit, fit.set_weights(sets))
 
     # One probability per item (the image as it is, not its augmented views) for the threshold and figures.
@@ -114,6 +125,12 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
     gate.threshold = threshold
     table = fit.rates(p_item, items, threshold)
     fit.print_rates(table)
+    flagged = {"candidate": float((gate.probability_from_features(composites["check"]) < threshold).mean())}
+    if previous:
+        flagged["before"] = float((ModalityGate(gate.model, gate_spec, previous[0], previous[1])
+                                   .probability_from_features(composites["check"]) < previous[1]).mean())
+    print("check composites (screen captures, document figures, collages of check-part dermoscopy) flagged: "
+          + ", ".join(f"{k} {v:.1%}" for k, v in flagged.items()))
 
     np.savez(out / GATE_WEIGHTS, **gate.weights)
     _write_scores(out / SCORES_FILE, items, p_item)
@@ -133,6 +150,10 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
                            f"{fit.CLASS_PASS_TARGET:.0%}"),
         "data": _data_description(items),
         "figures": table,
+        "composites": {"n": len(composites["check"]), "flagged": round(flagged["candidate"], 4),
+                       "what": "screen captures, document figures and collages built from the check parts' dermoscopy "
+                               "(HAM10000 validation, isic_archive check), as the fit's composite negatives are from "
+                               "the fit parts"},
         "scores": SCORES_FILE,
         "command": "dermalens fit-gate --model <bundle>",
     }
@@ -174,5 +195,6 @@ def _data_description(items) -> dict:
                   "patient), pad_ufes_20 by patient, sd198_clinical by condition (held-out conditions are never seen); "
                   "isic2017_sample held out whole. Augmented views (crops, zooms, turns, JPEG quality, 200-1200 px, "
                   "synthetic dark rim, colour shifts) only for the fit part; everyday photos and synthetic images "
-                  "(scikit-image, evaluate.ood_set) as further negatives",
+                  "(scikit-image, evaluate.ood_set) and composites of the fit parts' dermoscopy (screen captures, "
+                  "document figures, collages) as further negatives",
     }

@@ -83,3 +83,91 @@ def augment_clinical(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     if rng.random() < 0.7:
         img = _colour(img, rng, 0.2)
     return _recompress(img, rng, 200, 1200)
+
+
+# ---- composites: dermoscopy inside something else (fit-only negatives) ------------------------------------
+SCREENS = [(1280, 800), (1920, 1080), (1366, 768), (1024, 768), (1440, 900), (720, 1280), (1080, 1920)]
+WORDS = "lesion image patient view zoom file edit report figure dermoscopy case notes 100% export share".split()
+
+
+def _flat_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    """A UI or page colour: white, light or dark grey, now and then tinted."""
+    base = int(rng.choice([255, rng.integers(215, 250), rng.integers(18, 70)]))
+    tint = rng.integers(-12, 13, 3) if rng.random() < 0.3 else np.zeros(3, int)
+    return tuple(int(v) for v in np.clip(base + tint, 0, 255))
+
+
+def _text(draw, rng: np.random.Generator, xy: tuple[int, int], colour, words: int = 6) -> None:
+    draw.text(xy, " ".join(rng.choice(WORDS, words)), fill=colour)
+
+
+def _fit_into(img: Image.Image, width: int, height: int) -> Image.Image:
+    scale = min(width / img.width, height / img.height)
+    return img.resize((max(16, round(img.width * scale)), max(16, round(img.height * scale))),
+                      Image.Resampling.BILINEAR)
+
+
+def _screen(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A screen capture: a flat window with a title bar, tool bars and a line of text around the image."""
+    from PIL import ImageDraw
+    w, h = SCREENS[int(rng.integers(len(SCREENS)))]
+    back, bar = _flat_colour(rng), _flat_colour(rng)
+    out = Image.new("RGB", (w, h), back)
+    draw = ImageDraw.Draw(out)
+    top = 0
+    for _ in range(int(rng.integers(1, 4))):
+        height = int(rng.integers(24, 64))
+        draw.rectangle([0, top, w, top + height], fill=bar)
+        _text(draw, rng, (10, top + height // 3), back)
+        top += height
+    shown = _fit_into(img, int(w * rng.uniform(0.4, 0.85)), int((h - top) * 0.95))
+    left = int(rng.integers(0, max(1, w - shown.width)))
+    y = top + int(rng.integers(0, max(1, h - top - shown.height)))
+    out.paste(shown, (left, y))
+    _text(draw, rng, (left, min(h - 16, y + shown.height + 4)), bar)
+    return out
+
+
+def _document(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A figure of a document: caption bars on the image, or the image on a page among lines of text."""
+    from PIL import ImageDraw
+    if rng.random() < 0.5:
+        out = img.copy()
+        draw = ImageDraw.Draw(out)
+        for at_top in (True, False):
+            if rng.random() < 0.6:
+                height = int(img.height * rng.uniform(0.08, 0.2))
+                y0 = 0 if at_top else img.height - height
+                fill = _flat_colour(rng)
+                draw.rectangle([0, y0, img.width, y0 + height], fill=fill)
+                _text(draw, rng, (5, y0 + height // 4), (0, 0, 0) if sum(fill) > 380 else (255, 255, 255))
+        return out
+    page = Image.new("RGB", (int(img.width * rng.uniform(1.3, 2.0)), int(img.height * rng.uniform(1.4, 2.2))), "white")
+    shown = _fit_into(img, int(page.width * rng.uniform(0.5, 0.8)), int(page.height * 0.6))
+    y = int(rng.integers(0, page.height - shown.height))
+    page.paste(shown, ((page.width - shown.width) // 2, y))
+    draw = ImageDraw.Draw(page)
+    for line_y in range(8, page.height - 12, 18):
+        if not y - 14 < line_y < y + shown.height:
+            _text(draw, rng, (10, line_y), (30, 30, 30), 10)
+    return page
+
+
+def _collage(images: list[Image.Image], rng: np.random.Generator) -> Image.Image:
+    """Several lesions tiled in one picture, with or without gutters."""
+    rows, cols = [(1, 2), (2, 1), (2, 2), (2, 3), (3, 3)][int(rng.integers(5))]
+    w, h = 320, 240
+    gutter = 0 if rng.random() < 0.5 else int(rng.integers(3, 20))
+    out = Image.new("RGB", (cols * w + (cols - 1) * gutter, rows * h + (rows - 1) * gutter), _flat_colour(rng))
+    for k in range(rows * cols):
+        out.paste(images[k % len(images)].resize((w, h), Image.Resampling.BILINEAR),
+                  ((k % cols) * (w + gutter), (k // cols) * (h + gutter)))
+    return out
+
+
+def composite(first: Image.Image, others, rng: np.random.Generator) -> Image.Image:
+    """`first` (dermoscopy) as a screen capture, a document figure or, tiled with `others()` (called only then:
+    loading them costs), a collage."""
+    kind = int(rng.integers(3))
+    img = [_screen, _document][kind](first, rng) if kind < 2 else _collage([first, *others()], rng)
+    return _recompress(img, rng, 200, 1200)

@@ -24,10 +24,11 @@ from ..evaluate.gate_figures import print_rates, rates  # noqa: F401 (the fit pr
 from ..evaluate.ood_set import skimage_photos, synthetic_images
 from ..inference.modality import ModalityGate
 from ..preprocess import PreprocessSpec, load_rgb
-from .modality_augment import augment_clinical, augment_dermoscopic
+from .modality_augment import augment_clinical, augment_dermoscopic, composite
 
 # How many augmented views of each fit image: the clinical sets are small and the hard side.
 FIT_VIEWS = {"ham10000": 1, "isic_archive": 2, "pad_ufes_20": 4, "sd198_clinical": 4, "photos": 12}
+COMPOSITES = {"fit": 2000, "check": 600}  # screen captures, document figures and collages built from each part
 PASS_TARGET = 0.985  # share of each dermoscopic check set that must pass (per HAM10000 class: CLASS_PASS_TARGET)
 CLASS_PASS_TARGET = 0.95
 C = 0.1  # inverse L2 strength of the logistic regression
@@ -67,6 +68,31 @@ def extract(items: list[GateImage], net_spec: PreprocessSpec, gate: ModalityGate
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, features=out[0], index=out[1])
+    return out
+
+
+def composite_features(items: list[GateImage], part: str, net_spec: PreprocessSpec, gate: ModalityGate,
+                       cache: Path | None = None, threads: int = 2) -> np.ndarray:
+    """Features of COMPOSITES[part] composites (train.modality_augment.composite) of the part's dermoscopy:
+    fit-part ones are negatives of the fit, check-part ones measure it."""
+    if cache and cache.is_file():
+        return np.load(cache)["features"]
+    base = [it for it in items if it.part == part and it.label == DERMOSCOPIC]
+    order = np.random.default_rng([SEED, PARTS.index(part)]).permutation(len(base))
+
+    def prepare(i):
+        rng = np.random.default_rng([SEED, PARTS.index(part), i])
+        picked = [base[order[(i * 9 + k) % len(base)]] for k in range(9)]  # the first, and a collage's others
+        return net_spec.to_uint8(composite(load_rgb(picked[0].path), lambda: [load_rgb(it.path) for it in picked[1:]],
+                                           rng))
+
+    with ThreadPoolExecutor(threads) as pool:
+        views = list(tqdm(pool.map(prepare, range(COMPOSITES[part])), total=COMPOSITES[part],
+                          desc=f"composites ({part})", mininterval=5))
+    out = gate.features(np.stack(views)).astype(np.float32)
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, features=out)
     return out
 
 
