@@ -186,15 +186,17 @@ def test_external_check_reads_only_the_labelled_part_the_gate_never_saw(card):
 
 def test_bf16_figures_sit_beside_the_fitted_ones(card):
     """`dermalens gate-check --precision bf16 --record-in-card` rescored the same images: same collections, parts
-    and counts as the fitted figures, every collection's rate within a point of them."""
+    and counts as the fitted figures, every collection's rate within a point of them (one image on isic2017_sample's
+    93)."""
     fitted = {(r["set"], r["part"], r["stratum"]): r for r in card["modality"]["figures"] if r["part"] != "fit"}
     bf16 = {(r["set"], r["part"], r["stratum"]): r
             for r in card["modality"]["figures_by_precision"]["bf16"]["figures"]}
     assert set(bf16) == set(fitted)
     for key, r in bf16.items():
         assert r["n"] == fitted[key]["n"], key
-        if key[2] == "":
-            assert abs(r["passed"] - fitted[key]["passed"]) <= 0.01, key
+        if key[2] == "":  # within a point, or one image on a set where an image is more than a point
+            images_apart = abs(round(r["passed"] * r["n"]) - round(fitted[key]["passed"] * r["n"]))
+            assert images_apart <= max(1, int(0.01 * r["n"])), key
 
 
 def test_cached_gate_features_are_named_by_the_fit_recipe(monkeypatch):
@@ -212,3 +214,40 @@ def test_cached_gate_features_are_named_by_the_fit_recipe(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(mb, "GATE_INPUT", (168, 224))
     assert mb._cache_name(card, spec, items) != name
+
+
+def test_the_composite_check_and_the_check_are_one_network_of_their_minimum():
+    """gate.npz of both checks gives L + min(check logit - L, composite logit - L2): the check's own probability
+    where the composite check passes by more, below the threshold wherever either refuses."""
+    from dermalens.inference.modality import ModalityGate
+    from dermalens.train.modality_gate import both_checks
+    rng = np.random.default_rng(0)
+    d = 12
+    check = {"mean": rng.normal(size=d).astype(np.float32), "scale": rng.uniform(0.5, 2, d).astype(np.float32),
+             "W0": rng.normal(size=(d, 1)).astype(np.float32), "b0": rng.normal(size=1).astype(np.float32)}
+    head = {"W": rng.normal(size=(d, 1)).astype(np.float32), "b": rng.normal(size=1).astype(np.float32)}
+    t, t2 = 0.52, 0.3
+    X = rng.normal(size=(500, d)).astype(np.float32)
+    h = (X - check["mean"]) / check["scale"]
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    u = (h @ check["W0"] + check["b0"])[:, 0] - logit(t)
+    v = (h @ head["W"] + head["b"])[:, 0] - logit(t2)
+    both = ModalityGate(None, None, both_checks(check, head, t, t2), t).probability_from_features(X)
+    assert np.allclose(both, 1 / (1 + np.exp(-(logit(t) + np.minimum(u, v)))), atol=1e-5)
+    assert ((both >= t) == ((u >= 0) & (v >= 0)))[np.minimum(np.abs(u), np.abs(v)) > 1e-4].all()
+    assert 0 < (v < 0).sum() and 0 < ((u >= 0) & (v >= 0)).sum()  # both cases occur
+
+
+@pytest.mark.parametrize("dressing", ["screen capture", "document figure", "collage"])
+def test_dermoscopy_dressed_as_a_screenshot_a_figure_or_a_collage_is_not_assessed(predictor, dressing):
+    from dermalens.train.modality_augment import _collage, _document, _screen
+    images = [Image.open(p).convert("RGB") for p in sorted((FIXTURES / "fullres").glob("*.jpg"))]
+    rng = np.random.default_rng(3)
+    made = {"screen capture": lambda: _screen(images[0], rng), "document figure": lambda: _document(images[0], rng),
+            "collage": lambda: _collage(images + images[:1], rng)}[dressing]
+    refused = 0
+    for _ in range(4):
+        p = predictor.predict_pixels(predictor.load(made())[None])[0]
+        refused += not p.in_distribution and [r.code for r in p.ood_reasons] == ["not_dermoscopic"]
+    assert refused >= 3, dressing
+    assert all(predictor.predict(f).in_distribution for f in sorted((FIXTURES / "fullres").glob("*.jpg"))[:1])

@@ -82,8 +82,9 @@ def test_summary(metrics: dict) -> dict | None:
             "malignant_specificity": None if mal.get("specificity") is None else round(mal["specificity"], 3)}
 
 
-def changelog_entry(card: dict, summary: str) -> dict:
-    entry = {"version": card["version"], "date": (card.get("created") or dt.date.today().isoformat())[:10],
+def changelog_entry(card: dict, summary: str, date: str | None = None) -> dict:
+    """`date`: of this version (default: when the bundle was exported; a later step such as fit-gate gives today)."""
+    entry = {"version": card["version"], "date": (date or card.get("created") or dt.date.today().isoformat())[:10],
              "summary": summary}
     test = test_summary(card.get("metrics", {}))
     if test:
@@ -91,7 +92,7 @@ def changelog_entry(card: dict, summary: str) -> dict:
     return entry
 
 
-def with_changelog(card: dict, previous: list[dict] | None, summary: str) -> list[dict]:
+def with_changelog(card: dict, previous: list[dict] | None, summary: str, date: str | None = None) -> list[dict]:
     """The previous bundle's changelog (same name) with this version's entry replacing or appended."""
     log = [e for e in (previous or []) if e.get("version") != card["version"]]
-    return log + [changelog_entry(card, summary)]
+    return log + [changelog_entry(card, summary, date)]

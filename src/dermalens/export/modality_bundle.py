@@ -3,6 +3,7 @@ card["modality"], report/gate_scores.csv, MODEL_CARD.md)."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hashlib
 import inspect
 import json
@@ -111,10 +112,9 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
                                                if cache else None) for part in ("fit", "check")}
 
     is_fit = np.array([items[i].part == "fit" for i in owner])
-    Xfit = np.concatenate([X[is_fit], photos, composites["fit"]])
-    negatives = len(photos) + len(composites["fit"])
-    yfit = np.concatenate([[items[i].label for i in owner[is_fit]], np.zeros(negatives, int)])
-    sets = [items[i].set for i in owner[is_fit]] + ["photos"] * len(photos) + ["composites"] * len(composites["fit"])
+    Xfit = np.concatenate([X[is_fit], photos])
+    yfit = np.concatenate([[items[i].label for i in owner[is_fit]], np.zeros(len(photos), int)])
+    sets = [items[i].set for i in owner[is_fit]] + ["photos"] * len(photos)
     gate.weights = fit.fit_classifier(Xfit, yfit, fit.set_weights(sets))
 
     # One probability per item (the image as it is, not its augmented views) for the threshold and figures.
@@ -122,6 +122,15 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
     p_item = np.full(len(items), np.nan)
     p_item[owner[plain]] = gate.probability_from_features(X[plain])
     threshold = fit.choose_threshold(p_item, items)
+
+    # the composite check: fit-part dermoscopy against fit composites, its own threshold, then one network of both
+    derm_fit = X[is_fit & np.array([items[i].label == DERMOSCOPIC for i in owner])]
+    head = fit.fit_composite_check(gate.weights, derm_fit, composites["fit"])
+    p_head = np.full(len(items), np.nan)
+    p_head[owner[plain]] = fit.head_probability(gate.weights, head, X[plain])
+    head_threshold = fit.choose_threshold(p_head, items, fit.HEAD_PASS_TARGET, fit.HEAD_CLASS_PASS_TARGET)
+    gate.weights = fit.both_checks(gate.weights, head, threshold, head_threshold)
+    p_item[owner[plain]] = gate.probability_from_features(X[plain])
     gate.threshold = threshold
     table = fit.rates(p_item, items, threshold)
     fit.print_rates(table)
@@ -144,6 +153,16 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
                                  f"{n_features} numbers"},
         "classifier": {"kind": "logistic regression (scikit-learn, L2)", "C": fit.C,
                        "inputs": "standardised features", "weighting": "each collection weighs the same"},
+        "composite_check": {
+            "kind": "a second logistic regression on the same standardised features, fit-part dermoscopy against "
+                    "composites (screen captures, document figures, collages) of it, each side weighing the same",
+            "threshold": round(head_threshold, 6),
+            "threshold_rule": f"the highest at which it alone passes {fit.HEAD_PASS_TARGET:.1%} of HAM10000 validation "
+                              f"and of the isic_archive check part and {fit.HEAD_CLASS_PASS_TARGET:.0%} of each HAM10000 "
+                              "validation class",
+            "combined": "gate.npz is one ReLU network: threshold_logit + min(check_logit - threshold_logit, "
+                        "composite_logit - composite_threshold_logit); an image the composite check passes keeps "
+                        "the check's probability, one it refuses falls below the threshold"},
         "threshold": round(threshold, 6),
         "threshold_rule": (f"the highest threshold at which every dermoscopic check set passes at {fit.PASS_TARGET:.1%} "
                            f"(HAM10000 validation overall and isic_archive check) and every HAM10000 validation class at "
@@ -155,11 +174,12 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
                                "(HAM10000 validation, isic_archive check), as the fit's composite negatives are from "
                                "the fit parts"},
         "scores": SCORES_FILE,
-        "command": "dermalens fit-gate --model <bundle>",
+        "command": "dermalens fit-gate --model <bundle> --version <new version>",
     }
     card["version"] = version
     card["changelog"] = with_changelog(card, card.get("changelog"), changes or "image-type (modality) check: phone and "
-                                       "clinical photos are not assessed (same network and figures)")
+                                       "clinical photos are not assessed (same network and figures)",
+                                       date=dt.date.today().isoformat())
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     write_model_card(card, out / "MODEL_CARD.md")
     return card

@@ -297,8 +297,13 @@ def _modality_section(g: dict | None) -> list[str]:
              f"Before any class is shown, a separate ImageNet-only {g['backbone']['name']} (not fine-tuned) describes how "
              f"the picture was taken ({g['backbone']['features']}) and a {g['classifier']['kind']} gives the "
              f"probability that it is dermoscopic. Below {g['threshold']:.4f} the image is not assessed, with the reason "
-             "`not_dermoscopic`. Threshold rule: " + g["threshold_rule"] + ".", "",
-             "| collection | part | kind | passed (dermoscopic) / flagged (not) |", "| --- | --- | --- | --- |"]
+             "`not_dermoscopic`. Threshold rule: " + g["threshold_rule"] + "."]
+    if g.get("composite_check"):
+        h = g["composite_check"]
+        lines.append(f"Beside it, a composite check ({h['kind']}) refuses screen captures, figures of documents and "
+                     f"collages with the same reason; its threshold {h['threshold']:.4f} is {h['threshold_rule']}. "
+                     f"Both are one small network in the bundle ({h['combined']}). The figures below are of both.")
+    lines += ["", "| collection | part | kind | passed (dermoscopic) / flagged (not) |", "| --- | --- | --- | --- |"]
     for r in t:
         if r["stratum"]:
             continue
@@ -309,6 +314,9 @@ def _modality_section(g: dict | None) -> list[str]:
     if by_class:
         lines += ["", "HAM10000 test split passed per class: "
                   + ", ".join(f"{r['stratum']} {100 * r['passed']:.1f} %" for r in by_class) + "."]
+    if g.get("composites"):
+        c = g["composites"]
+        lines += [f"Composites ({c['what']}): {100 * c['flagged']:.1f} % of {c['n']} not assessed."]
     if g.get("ood_set"):
         o = g["ood_set"]
         lines += [f"The existing out-of-distribution set (everyday photos, synthetic and degraded images): "
@@ -324,6 +332,9 @@ def _cannot_read(card: dict) -> list[str]:
              "magnified patch. It gives no assessment (risk `indeterminate`, with the reason) for:",
              "- ordinary photos of skin taken with a phone or a clinic camera (clinical close-ups), photos of anything "
              "else, screenshots and documents" + (" (the image-type check above)" if g else "") + ";",
+             "- several lesions in one picture (a collage), and a dermoscopic image inside a screenshot or a figure"
+             + (" (the composite check above): send the image itself" if g and g.get("composite_check") else
+                ": they are not recognised, so send the image itself") + ";",
              "- greyscale, badly exposed, blank and very small images (the input checks).",
              "What passes the checks can still be wrong: lesion types outside HAM10000's 7 diagnoses are forced into one "
              "of them, and the figures above were measured on HAM10000's own test split, not on other clinics' dermoscopy. "

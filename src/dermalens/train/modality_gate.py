@@ -33,6 +33,7 @@ PASS_TARGET = 0.985  # share of each dermoscopic check set that must pass (per H
 CLASS_PASS_TARGET = 0.95
 C = 0.1  # inverse L2 strength of the logistic regression
 SEED = 0
+HEAD_PASS_TARGET, HEAD_CLASS_PASS_TARGET = 0.995, 0.98  # the composite check may cost half a point of dermoscopy
 
 
 def _views(item: GateImage, index: int) -> list[Image.Image]:
@@ -125,9 +126,40 @@ def set_weights(sets: list[str]) -> np.ndarray:
     return w / w.mean()
 
 
-def choose_threshold(p: np.ndarray, items: list[GateImage]) -> float:
-    """Highest threshold at which every dermoscopic check set passes at PASS_TARGET (each HAM10000 class at
-    CLASS_PASS_TARGET): the strictest gate that still reads the dermoscopy it was checked on."""
+def fit_composite_check(weights: dict, dermoscopic: np.ndarray, composites: np.ndarray) -> dict:
+    """A logistic regression on the check's standardised features: dermoscopy (1) against composites (0),
+    each side weighing the same. Returns {"W": D x 1, "b": 1} on the standardised features."""
+    from sklearn.linear_model import LogisticRegression
+    X = (np.concatenate([dermoscopic, composites]) - weights["mean"]) / weights["scale"]
+    y = np.r_[np.ones(len(dermoscopic), int), np.zeros(len(composites), int)]
+    w = np.where(y == 1, 0.5 / len(dermoscopic), 0.5 / len(composites)) * len(y)
+    clf = LogisticRegression(C=C, max_iter=2000).fit(X, y, sample_weight=w)
+    return {"W": clf.coef_.T.astype(np.float32), "b": clf.intercept_.astype(np.float32)}
+
+
+def head_probability(weights: dict, head: dict, feats: np.ndarray) -> np.ndarray:
+    h = (feats.astype(np.float32) - weights["mean"]) / weights["scale"]
+    return 1.0 / (1.0 + np.exp(-(h @ head["W"] + head["b"])[:, 0].astype(np.float64)))
+
+
+def both_checks(weights: dict, head: dict, threshold: float, head_threshold: float) -> dict:
+    """One ReLU network for inference.modality: z = L + min(u, v), u = check logit - L, v = composite logit - L2
+    (L, L2: the thresholds' logits), written min(u, v) = relu(u) - relu(-u) - relu(u - v). Where the composite
+    check passes by more than the check does, z is the check's own logit."""
+    logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
+    L, L2 = logit(threshold), logit(head_threshold)
+    w1, c1 = weights["W0"][:, :1], float(weights["b0"][0]) - L
+    w2, c2 = head["W"], float(head["b"][0]) - L2
+    return {"mean": weights["mean"], "scale": weights["scale"],
+            "W0": np.concatenate([w1, -w1, w1 - w2], axis=1).astype(np.float32),
+            "b0": np.array([c1, -c1, c1 - c2], np.float32),
+            "W1": np.array([[1.0], [-1.0], [-1.0]], np.float32), "b1": np.array([L], np.float32)}
+
+
+def choose_threshold(p: np.ndarray, items: list[GateImage], target_all: float = PASS_TARGET,
+                     target_class: float = CLASS_PASS_TARGET) -> float:
+    """Highest threshold at which every dermoscopic check set passes at `target_all` (each HAM10000 class at
+    `target_class`): the strictest gate that still reads the dermoscopy it was checked on."""
     limits = []
     groups: dict[str, list[int]] = {}
     for i, it in enumerate(items):
@@ -136,7 +168,7 @@ def choose_threshold(p: np.ndarray, items: list[GateImage]) -> float:
             if it.set == "ham10000":
                 groups.setdefault(f"ham10000/{it.stratum}", []).append(i)
     for name, idx in groups.items():
-        target = CLASS_PASS_TARGET if "/" in name else PASS_TARGET
+        target = target_class if "/" in name else target_all
         # the largest t with mean(p >= t) >= target: at most k = floor((1 - target) n) images may fall below it
         scores = np.sort(p[idx])
         k = int(np.floor((1 - target) * len(scores) + 1e-9))
