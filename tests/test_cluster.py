@@ -324,3 +324,13 @@ def test_manifest_patient_details_and_clashing_columns(shipped_bundle, cluster, 
     one = tmp_path / "one"
     assert main(["predict", str(tmp_path / IMAGES[1].name), *common, "--out", str(one), "--age", "60"]) == 0
     assert table_rows(one)[0]["metadata_used"] is True
+
+
+def test_csv_naming_the_metadata_file_is_refused_before_the_cluster_is_asked(tmp_path, capsys):
+    (tmp_path / IMAGES[0].name).write_bytes(IMAGES[0].read_bytes())
+    meta = tmp_path / "meta.csv"
+    meta.write_text(f"image_id,age\n{IMAGES[0].stem},50\n")
+    code = main(["predict", str(tmp_path / IMAGES[0].name), "--cluster", "tcp://127.0.0.1:9", "--out",
+                 str(tmp_path / "out"), "--metadata", str(meta), "--csv", str(meta)])
+    assert code == 2 and "metadata" in capsys.readouterr().err
+    assert meta.read_text() == f"image_id,age\n{IMAGES[0].stem},50\n"

@@ -118,7 +118,7 @@ def check_csv(a, items) -> None:
     if not a.csv or is_url(a.csv):
         return
     manifests = [Path(t) for t in a.inputs if t.lower().endswith(".csv") and not is_url(t)]
-    check_outputs(a.inputs, manifests, a.csv, None, None)  # a folder, a missing folder, a manifest
+    check_outputs(a.inputs, manifests, a.csv, None, None, metadata=a.metadata)  # a folder, a missing one, a manifest, --metadata
     if canonical_key(a.csv) in {it.key for it in items}:  # keys are absolute already: no stat per image
         raise ValueError(f"--csv {a.csv}: is one of the input images; writing there would replace it")
 
