@@ -165,3 +165,20 @@ def test_a_url_or_file_name_in_the_image_field_is_told_to_send_the_bytes(client,
     r = client.post("/predict", json={"image": image})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_base64"
     assert "base64" in r.json()["error"]["message"] and "not the" in r.json()["error"]["message"], r.text
+
+
+def test_an_unexpected_failure_on_one_batch_image_keeps_the_others(client, monkeypatch):
+    """Anything but the API's own errors used to turn the whole batch into a 500."""
+    engine = client.app.state.engine
+    infer = engine.infer
+    odd = encode(Image.open(LESION).convert("RGB"), "PNG")
+
+    def failing_on_the_png(data, *args, **kwargs):
+        if data == odd:
+            raise RuntimeError("a bug met by this image only")
+        return infer(data, *args, **kwargs)
+    monkeypatch.setattr(engine, "infer", failing_on_the_png)
+    r = client.post("/predict/batch", json={"images": [b64(LESION.read_bytes()), b64(odd)]})
+    assert r.status_code == 200, r.text
+    first, second = r.json()["results"]
+    assert first["success"] is True and second["error"]["code"] == "internal_error" and second["index"] == 1

@@ -351,6 +351,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 if e.status in (503, 504):
                     raise
                 return {"success": False, "index": i, "error": {"code": e.code, "message": e.message}}
+            except Exception:  # one image's unexpected failure must not cost the others their answers
+                log.exception("unexpected error on image %d of a batch", i)
+                return {"success": False, "index": i, "error": {
+                    "code": "internal_error", "message": "unexpected server error; this image was not processed"}}
         # gathered, so the images are decoded and predicted in parallel
         results = await asyncio.gather(*(one(i, s) for i, s in enumerate(body.images)))
         return {"success": all(r["success"] for r in results), "results": results, "disclaimer": DISCLAIMER}
