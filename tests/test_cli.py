@@ -241,3 +241,17 @@ def test_evaluate_labels_notes_a_repeated_row_and_names_skip_missing(tiny_bundle
     assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(tmp_path / "gone.csv"),
                  "--out", str(tmp_path / "r2")]) == 2
     assert "--skip-missing evaluates the images that are there" in capsys.readouterr().err
+
+
+def test_a_metadata_file_naming_one_image_with_and_without_its_extension_must_agree(tmp_path):
+    from dermalens.inference.metadata import MetadataError, read_metadata_csv
+    meta = tmp_path / "meta.csv"
+    meta.write_text("image_id,age\nlesion.jpg,50\n\nlesion,60\n")  # the blank line is the file's line 3
+    with pytest.raises(MetadataError, match="line 4: image_id 'lesion' is also on line 2 as 'lesion.jpg'"):
+        read_metadata_csv(meta)
+    meta.write_text("image_id,age\nlesion,60\nlesion.jpg,50\n")
+    with pytest.raises(MetadataError, match="line 3: image_id 'lesion.jpg' is also on line 2 as 'lesion'"):
+        read_metadata_csv(meta)
+    meta.write_text("image_id,age\nx.jpg,50\nx.png,60\nlesion,40\nlesion.jpg,40\n")  # two files; one image twice alike
+    table = read_metadata_csv(meta)
+    assert (table["x.jpg"].age, table["x.png"].age, table["lesion.jpg"].age) == (50, 60, 40)

@@ -191,20 +191,28 @@ def _read_metadata_rows(path: Path, reader: csv.DictReader) -> dict[str, Patient
     if "image_id" not in header or not {"age", "sex", "localization", "site"} & set(header):
         raise MetadataError(f"{path}: needs an image_id column and at least one of age, sex, localization "
                             f"or site; found {header}")
-    out, first_line = {}, {}
-    for line, row in enumerate(reader, start=2):
+    out, first_line, named = {}, {}, {}  # named: stem -> the rows' image_ids that carry an extension
+    for row in reader:
+        line = reader.line_num  # the file's own line: a blank line counts
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
         try:
             meta = PatientMetadata.from_mapping(row)
         except MetadataError as e:
             raise MetadataError(f"{path} line {line}: {e}") from None
         image_id = row["image_id"]
-        if image_id in first_line and out[image_id] != meta:
-            raise MetadataError(f"{path} line {line}: image_id {image_id!r} is also on line {first_line[image_id]} "
-                                "with other details; which one is right cannot be guessed")
+        stem = Path(image_id).stem
+        # the same image: this id again, its stem's own row ("x" for "x.jpg"), or named rows of this stem
+        same = {image_id, *([stem] if stem != image_id else []), *named.get(image_id, ())}
+        for other in sorted(same & set(first_line)):
+            if out[other] != meta:
+                raise MetadataError(f"{path} line {line}: image_id {image_id!r} is also on line {first_line[other]}"
+                                    f"{'' if other == image_id else f' as {other!r}'} with other details; which one "
+                                    "is right cannot be guessed")
         first_line.setdefault(image_id, line)
+        if stem != image_id:
+            named.setdefault(stem, []).append(image_id)
         out[image_id] = meta
-        out.setdefault(Path(image_id).stem, meta)
+        out.setdefault(stem, meta)
     return out
 
 
