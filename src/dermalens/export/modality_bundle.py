@@ -32,8 +32,10 @@ SCORES_FILE = "report/gate_scores.csv"
 def _cache_name(card: dict, net_spec: PreprocessSpec, items: list) -> str:
     """Cached features are only reused for the same bundle view, backbone and stages, check input size, fit
     recipe (augmentation, which views, how many, seed) and images in the same order (the cache stores positions):
-    a cache named by the bundle alone once fed a refit the features of another recipe."""
+    a cache named by the bundle alone once fed a refit the features of another recipe. The composites' files
+    (composites_fit.npz, composites_check.npz) share the folder, so how they are picked and how many count too."""
     recipe = "|".join([inspect.getsource(augment), inspect.getsource(fit._views), repr(fit.FIT_VIEWS),
+                       inspect.getsource(fit.composite_features), repr(fit.COMPOSITES),
                        repr(fit.SEED), repr(GATE_INPUT), BACKBONE, repr(STAGES),
                        json.dumps(net_spec.to_dict(), sort_keys=True),
                        *(f"{it.path}:{it.label}:{it.part}" for it in items)])
