@@ -115,6 +115,14 @@ def test_a_pattern_too_long_for_the_system_matches_nothing_and_is_no_crash(tmp_p
     assert expand_inputs([pattern]) == ([], [f"{pattern}: pattern matched no file"])
 
 
+def test_an_input_name_too_long_for_the_system_does_not_stop_an_explain_run_before_it_starts(tmp_path):
+    from dermalens.predict import check_outputs, expand_inputs
+    too_long = str(tmp_path / ("b" * 300 + ".jpg"))  # without --explain it is that file's error, the rest predicted
+    inputs = [str(_lesion(tmp_path / "in")), too_long]
+    paths, _ = expand_inputs(inputs)
+    check_outputs(inputs, paths, None, None, str(tmp_path / "overlays"))
+
+
 @pytest.mark.parametrize("flag", ["--csv", "--json", "--explain", "--metadata"])
 def test_a_file_flag_given_twice_is_refused_not_half_ignored(flag, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # the first would be silently dropped, leaving an older file there

@@ -191,7 +191,7 @@ def check_outputs(inputs: list[str], paths: list[Path], csv_path: str | None, js
         _check_writable("--explain", folder, existing)
         for item in inputs:
             src = Path(item)
-            if src.is_dir() and (same(folder, src) or (recursive and folder.resolve().is_relative_to(src.resolve()))):
+            if _is_dir(src) and (same(folder, src) or (recursive and folder.resolve().is_relative_to(src.resolve()))):
                 raise ValueError(f"--explain {folder}: is among the input folders, so its overlays would be read as "
                                  "images next time; give another folder")
 
