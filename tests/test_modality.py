@@ -257,3 +257,20 @@ def test_dermoscopy_dressed_as_a_screenshot_a_figure_or_a_collage_is_not_assesse
         refused += not p.in_distribution and [r.code for r in p.ood_reasons] == ["not_dermoscopic"]
     assert refused >= 3, dressing
     assert all(predictor.predict(f).in_distribution for f in sorted((FIXTURES / "fullres").glob("*.jpg"))[:1])
+
+
+def test_the_previous_check_is_compared_only_when_it_read_the_same_features(tmp_path):
+    """fit-gate prints the bundle's earlier check beside the new one; an earlier check of another input size,
+    backbone or stages cannot score the new features, and once stopped every refit after the whole fit."""
+    pytest.importorskip("torch")  # the fit side (export.gate_graph) needs the training install
+    from dermalens.export import modality_bundle as mb
+    from dermalens.preprocess import PreprocessSpec
+    spec = PreprocessSpec(input_size=mb.GATE_INPUT).to_dict()
+    card = {"modality": {"threshold": 0.5, "preprocessing": spec, "backbone": {"name": mb.BACKBONE}}}
+    np.savez(tmp_path / "gate.npz", mean=np.zeros(8), scale=np.ones(8), W0=np.ones((8, 1)), b0=np.zeros(1))
+    assert mb._previous_gate(tmp_path, card, 8)[1] == 0.5
+    assert mb._previous_gate(tmp_path, card, 12) is None  # other stages: other feature count
+    other_size = {"modality": {**card["modality"], "preprocessing": {**spec, "input_size": [168, 224]}}}
+    assert mb._previous_gate(tmp_path, other_size, 8) is None
+    (tmp_path / "gate.npz").write_bytes(b"damaged")
+    assert mb._previous_gate(tmp_path, card, 8) is None

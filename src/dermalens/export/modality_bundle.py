@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data.modality_sets import DERMOSCOPIC, gate_images
 from ..inference.bundle import read_card
+from ..inference.members import NPZ_ERRORS
 from ..paths import file_in_the_way
 from ..inference.modality import GATE_GRAPH, GATE_WEIGHTS, ModalityGate, compile_gate
 from ..preprocess import PreprocessSpec
@@ -65,7 +66,7 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     shutil.rmtree(staging, ignore_errors=True)  # left by a fit that was killed
     staging.mkdir()
     try:
-        card = _fit(card, staging, items, net_spec, cache, version, changes, _previous_gate(bundle, card))
+        card = _fit(card, staging, items, net_spec, cache, version, changes, bundle)
         for f in (GATE_GRAPH, GATE_WEIGHTS, SCORES_FILE, "MODEL_CARD.md", "card.json"):  # card.json last
             (bundle / f).parent.mkdir(exist_ok=True)
             os.replace(staging / f, bundle / f)
@@ -74,12 +75,21 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     return card
 
 
-def _previous_gate(bundle: Path, card: dict) -> tuple[dict, float] | None:
-    """The bundle's check before this fit (weights, threshold), to print its figures beside the new one's."""
-    if "modality" not in card or not (bundle / GATE_WEIGHTS).is_file():
+def _previous_gate(bundle: Path, card: dict, n_features: int) -> tuple[dict, float] | None:
+    """The bundle's check before this fit (weights, threshold), to print its figures beside the new one's; None
+    when it read other features (another input size, backbone or stages): its weights cannot score these, and
+    trying stopped the refit after the whole fit."""
+    section = card.get("modality")
+    if (not section or not (bundle / GATE_WEIGHTS).is_file()
+            or section.get("preprocessing") != PreprocessSpec(input_size=GATE_INPUT).to_dict()
+            or (section.get("backbone") or {}).get("name") != BACKBONE):
         return None
-    with np.load(bundle / GATE_WEIGHTS) as z:
-        return {k: z[k] for k in z.files}, float(card["modality"]["threshold"])
+    try:
+        with np.load(bundle / GATE_WEIGHTS, allow_pickle=False) as z:
+            weights = {k: z[k] for k in z.files}
+    except NPZ_ERRORS:
+        return None
+    return (weights, float(section["threshold"])) if np.shape(weights.get("mean")) == (n_features,) else None
 
 
 def _check_folder(path: Path, what: str) -> None:
@@ -89,8 +99,9 @@ def _check_folder(path: Path, what: str) -> None:
 
 
 def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Path | None, version: str,
-         changes: str, previous: tuple[dict, float] | None = None) -> dict:
-    """Fit the check and write its files and the new card into the folder `out`."""
+         changes: str, bundle: Path | None = None) -> dict:
+    """Fit the check and write its files and the new card into the folder `out`; `bundle`: where the check
+    before this fit is, to print its figures beside the new one's."""
     gate_spec = PreprocessSpec(input_size=GATE_INPUT)  # EfficientNet-Lite's own normalisation (0.5, 0.5)
     graph = out / GATE_GRAPH
     n_features = export_gate_graph(graph, GATE_INPUT)
@@ -137,6 +148,7 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
     table = fit.rates(p_item, items, threshold)
     fit.print_rates(table)
     flagged = {"candidate": float((gate.probability_from_features(composites["check"]) < threshold).mean())}
+    previous = _previous_gate(bundle, card, n_features) if bundle else None
     if previous:
         flagged["before"] = float((ModalityGate(gate.model, gate_spec, previous[0], previous[1])
                                    .probability_from_features(composites["check"]) < previous[1]).mean())
