@@ -175,8 +175,8 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
                               f"and of the isic_archive check part and {fit.HEAD_CLASS_PASS_TARGET:.0%} of each HAM10000 "
                               "validation class",
             "combined": "gate.npz is one ReLU network: threshold_logit + min(check_logit - threshold_logit, "
-                        "composite_logit - composite_threshold_logit); an image the composite check passes keeps "
-                        "the check's probability, one it refuses falls below the threshold"},
+                        "composite_logit - composite_threshold_logit); an image passes only if both checks pass, "
+                        "and keeps the check's probability where the composite check passes by a wider margin"},
         "threshold": round(threshold, 6),
         "threshold_rule": (f"the highest threshold at which every dermoscopic check set passes at {fit.PASS_TARGET:.1%} "
                            f"(HAM10000 validation overall and isic_archive check) and every HAM10000 validation class at "
