@@ -153,11 +153,11 @@ def test_a_folder_says_which_image_files_it_left_out_by_type(tmp_path):
     from dermalens.predict import expand_inputs
     (tmp_path / "lesion.jpg").write_bytes(LESION.read_bytes())
     (tmp_path / "IMG_0001.HEIC").write_bytes(OTHER_KINDS["HEIC"])  # an iPhone's photos
-    (tmp_path / "saved.jfif").write_bytes(LESION.read_bytes())  # a JPEG as some browsers save it
+    (tmp_path / "saved.jfif").write_bytes(LESION.read_bytes())  # a JPEG as some browsers save it: read
     (tmp_path / "notes.txt").write_text("not an image, not worth a word")
     paths, problems = expand_inputs([str(tmp_path)])
-    assert paths == [tmp_path / "lesion.jpg"]
-    assert len(problems) == 1 and ".heic" in problems[0] and ".jfif" in problems[0] and ".txt" not in problems[0]
+    assert paths == [tmp_path / "lesion.jpg", tmp_path / "saved.jfif"]
+    assert len(problems) == 1 and ".heic" in problems[0] and ".jfif" not in problems[0] and ".txt" not in problems[0]
 
 
 @pytest.mark.parametrize("image", ["https://example.org/lesion.jpg", "C:\\photos\\lesion.JPG", "lesion 1.jpeg", "a.png"])

@@ -128,3 +128,13 @@ def test_a_file_flag_given_twice_is_refused_not_half_ignored(flag, tmp_path, cap
     with pytest.raises(SystemExit) as e:  # the first would be silently dropped, leaving an older file there
         main(["predict", str(LESION), flag, str(tmp_path / "a"), flag, str(tmp_path / "b")])
     assert e.value.code == 2 and f"{flag}: given twice" in capsys.readouterr().err
+
+
+def test_a_replaced_csv_keeps_its_permissions(shipped_bundle, tmp_path):
+    """The CSV is written to a temporary file and renamed over the old one; the old one's mode stays."""
+    img = _lesion(tmp_path)
+    out = tmp_path / "results.csv"
+    out.write_text("old\n")
+    out.chmod(0o640)
+    assert main(["predict", str(img), "--model", str(shipped_bundle), "--csv", str(out)]) == 0
+    assert out.read_text() != "old\n" and (out.stat().st_mode & 0o777) == 0o640

@@ -9,6 +9,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections import Counter
@@ -22,7 +23,7 @@ from .preprocess import ImageError
 
 
 # Image files a folder holds that dermalens does not pick up, said rather than passed over in silence.
-OTHER_IMAGE_SUFFIXES = (".heic", ".heif", ".avif", ".jfif", ".jpe", ".jp2", ".svg", ".dng", ".psd")
+OTHER_IMAGE_SUFFIXES = (".heic", ".heif", ".avif", ".jp2", ".svg", ".dng", ".psd")
 
 
 def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
@@ -204,6 +205,8 @@ def _replaced_whole(path: str):
     try:
         with open(tmp, "w", newline="", errors="surrogateescape") as f:
             yield f
+        if target.exists():
+            shutil.copymode(target, tmp)  # the replaced file's permissions, not the temporary file's
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
