@@ -133,6 +133,10 @@ def test_the_assessed_share_is_what_a_user_gets(shipped_bundle):
     records += [Record(p.stem, "nv", p, p.stem) for p in sorted((FIXTURES / "modality").rglob("*.jpg"))]
     predictor = Predictor(shipped_bundle, share_cores=False)
     res = evaluate_records(predictor, records, progress=False, subgroups=False)
-    answered = [p.in_distribution for p in predictor.predict_pixels(res["pixels"])]
+    preds = predictor.predict_pixels(res["pixels"])
+    answered = [p.in_distribution for p in preds]
     assert list(res["assessed"]) == answered and 0 < sum(answered) < len(answered)
     assert res["metrics"]["assessed_rate"] == pytest.approx(sum(answered) / len(answered))
+    codes = [{r.code for r in p.ood_reasons} for p in preds]
+    assert res["metrics"]["refused_by"] == pytest.approx(
+        {c: sum(c in cs for cs in codes) / len(codes) for c in set().union(*codes)})

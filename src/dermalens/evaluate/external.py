@@ -60,7 +60,7 @@ def summary(m: dict) -> dict:
             "malignant_auroc_ci": ci.get("malignant_auroc"), "sensitivity": mal.get("sensitivity"),
             "sensitivity_ci": ci.get("malignant_sensitivity"), "specificity": mal.get("specificity"),
             "specificity_ci": ci.get("malignant_specificity"), "modality_pass_rate": m.get("modality_pass_rate"),
-            "assessed_rate": m.get("assessed_rate")}
+            "assessed_rate": m.get("assessed_rate"), "refused_by": m.get("refused_by")}
 
 
 def external_check(predictor, shared: Path, part: str = "heldout") -> dict:
@@ -74,7 +74,7 @@ def external_check(predictor, shared: Path, part: str = "heldout") -> dict:
     codes = predictor.bundle.codes
     src = np.array([source[r.image_id] for r in res["records"]])
     t, bias = predictor.bundle.operating_point(False)
-    derm = predictor.dermoscopic(res["pixels"])
+    derm = res["dermoscopic"]
     for s in sorted(set(src)):
         sel = src == s
         probs = res["probs"][sel]

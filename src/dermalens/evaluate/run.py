@@ -57,12 +57,16 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
         metrics["modality_pass_rate_by_class"] = {c: float(ok[dx == c].mean()) for c in sorted(set(dx))}
     # what a user gets: an answer only when every check passes (exposure, image type, feature distance; the
     # size as sent is not known once decoded)
-    assessed = np.array([not r for r in predictor.reasons(pixels, pooled, dermoscopic=derm)[0]])
+    reasons = predictor.reasons(pixels, pooled, dermoscopic=derm)[0]
+    assessed = np.array([not r for r in reasons])
     metrics["assessed_rate"] = float(assessed.mean())
+    codes_seen = sorted({r.code for rs in reasons for r in rs})
+    metrics["refused_by"] = {c: float(np.mean([any(r.code == c for r in rs) for rs in reasons])) for c in codes_seen}
     metrics["tta"] = tta
     metrics["metadata_used"] = False
     metrics["skipped"] = failed
-    result = {"metrics": metrics, "y": y, "probs": probs, "records": kept, "pixels": pixels, "assessed": assessed}
+    result = {"metrics": metrics, "y": y, "probs": probs, "records": kept, "pixels": pixels, "assessed": assessed,
+              "dermoscopic": derm}
     if metadata is None:
         return result
     metas = [metadata.get(r.image_id) for r in kept]

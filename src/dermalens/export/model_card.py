@@ -348,12 +348,16 @@ def _cannot_read(card: dict) -> list[str]:
                      f"{_rate(t, 'sd198_clinical', 'heldout')}; dermoscopy from other sources passed the image-type "
                      f"check: isic_archive held out {_rate(t, 'isic_archive', 'heldout')}, isic2017_sample "
                      f"{_rate(t, 'isic2017_sample', 'heldout')}.")
-    assessed = ((card.get("external") or {}).get("all") or {}).get("assessed_rate")
-    if assessed is not None:
+    ext = (card.get("external") or {}).get("all") or {}
+    if ext.get("assessed_rate") is not None:
+        why = {"not_dermoscopic": "by the image-type check", "unlike_training": "as 'image features are unlike the "
+               "dermoscopic training images' (the feature distance)"}
+        refused = ", ".join(f"{100 * v:.1f} % {why.get(c, f'as {c}')}" for c, v in sorted(
+            (ext.get("refused_by") or {}).items(), key=lambda kv: -kv[1]))
         lines.append(f"Dermoscopy from other clinics is refused more often than HAM10000's own: of the external check's "
-                     f"images above, {100 * assessed:.1f} % got an answer once every check had passed. Most of the others "
-                     "were refused as 'image features are unlike the dermoscopic training images' (the feature distance), "
-                     "mostly images the networks read badly (docs/decisions/ood-threshold.md). It also refuses some "
+                     f"images above, {100 * ext['assessed_rate']:.1f} % got an answer once every check had passed"
+                     + (f"; refused: {refused}" if refused else "") + ". The feature distance's refusals of such images "
+                     "are mostly ones the networks read badly (docs/decisions/ood-threshold.md); it also refuses some "
                      "full-size originals whose 200x150 copies it passes: the networks learnt from 200x150 images "
                      "(docs/decisions/source-resolution.md).")
     return lines + [""]
