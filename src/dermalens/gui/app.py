@@ -226,6 +226,7 @@ class App:
             messagebox.showerror("dermalens", str(e), parent=self.root)
             return
         self.result = None
+        self._clear_result(f"classifying {Path(path).name}…")  # the last image's answer must not sit beside this one
         self.meta_label.config(text=f"{Path(path).name}: {size[0]}x{size[1]} {fmt}")
         self._show_image()
         self.busy = True
@@ -252,7 +253,16 @@ class App:
         self.show_result(r)
         self.set_status("done" + (" (4 views averaged)" if r.get("tta") else ""))
 
+    def _clear_result(self, text: str):
+        self.top_label.config(text=text)
+        self.risk_label.config(text="", bg="#999")
+        self.recommendation.config(text="")
+        self.ood_label.pack_forget()
+        self.assessment.pack_forget()
+
     def _on_error(self, msg: str):
+        if self.busy:  # a single image failed: its panel says so rather than staying at "classifying"
+            self._clear_result("No result (see the message below)")
         self.busy = False
         self.spinner.stop()
         self.open_button.config(state="normal")
