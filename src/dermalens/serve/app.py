@@ -228,14 +228,17 @@ class Engine:
                                           metadata=None if metadata is None else [metadata])[0]
         return {"success": True, **p.to_dict(), "image": info}  # to_dict here: the overlay PNG is work too
 
-    async def predict(self, data: bytes, tta: bool, explain: bool, metadata: PatientMetadata | None = None) -> dict:
+    async def predict(self, data: bytes, tta: bool, explain: bool, metadata: PatientMetadata | None = None,
+                      admitted: bool = False) -> dict:
         self.require()
-        self.admit()
+        if not admitted:
+            self.admit()
         try:
             return await asyncio.get_running_loop().run_in_executor(self.workers, self.infer, data, tta, explain,
                                                                     metadata)
         finally:
-            self.release()
+            if not admitted:
+                self.release()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -281,9 +284,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unexpected error")
         return error_response(500, "internal_error", "unexpected server error; the request was not processed")
 
-    async def run(data: bytes, tta: bool, explain: bool, metadata: PatientMetadata | None = None):
+    async def run(data: bytes, tta: bool, explain: bool, metadata: PatientMetadata | None = None,
+                  admitted: bool = False):
         try:
-            return await asyncio.wait_for(engine.predict(data, tta, explain, metadata), timeout=settings.timeout_s)
+            return await asyncio.wait_for(engine.predict(data, tta, explain, metadata, admitted),
+                                          timeout=settings.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"prediction took longer than {settings.timeout_s} s") from None
 
@@ -346,7 +351,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def one(i: int, image: str) -> dict:
             try:
                 return await run(decode_image_string(image, settings.max_body_bytes), body.tta, body.explain,
-                                 metas[i])
+                                 metas[i], admitted=True)
             except ApiError as e:
                 if e.status in (503, 504):
                     raise
@@ -355,8 +360,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.exception("unexpected error on image %d of a batch", i)
                 return {"success": False, "index": i, "error": {
                     "code": "internal_error", "message": "unexpected server error; this image was not processed"}}
-        # gathered, so the images are decoded and predicted in parallel
-        results = await asyncio.gather(*(one(i, s) for i, s in enumerate(body.images)))
+        engine.require()
+        engine.admit()  # a batch is one request: counted per image, one larger than MAX_QUEUE could never pass
+        try:  # gathered, so the images are decoded and predicted in parallel
+            results = await asyncio.gather(*(one(i, s) for i, s in enumerate(body.images)))
+        finally:
+            engine.release()
         return {"success": all(r["success"] for r in results), "results": results, "disclaimer": DISCLAIMER}
 
     @app.get("/", include_in_schema=False)

@@ -1,0 +1,23 @@
+"""Running the server as an operator would: settings at their limits, odd methods, what the answers say."""
+import base64
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import FIXTURES
+from dermalens.serve.app import create_app
+from dermalens.serve.settings import Settings
+
+IMAGE = base64.b64encode((FIXTURES / "fullres" / "ISIC_0024311.jpg").read_bytes()).decode()
+
+
+@pytest.fixture(scope="module")
+def client(shipped_bundle):
+    with TestClient(create_app(Settings(model=str(shipped_bundle), max_queue=2))) as c:
+        yield c
+
+
+def test_a_batch_larger_than_max_queue_is_one_request_not_overloaded(client):
+    r = client.post("/predict/batch", json={"images": [IMAGE] * 3})
+    assert r.status_code == 200, r.text
+    assert [x["success"] for x in r.json()["results"]] == [True] * 3
