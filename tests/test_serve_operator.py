@@ -21,3 +21,17 @@ def test_a_batch_larger_than_max_queue_is_one_request_not_overloaded(client):
     r = client.post("/predict/batch", json={"images": [IMAGE] * 3})
     assert r.status_code == 200, r.text
     assert [x["success"] for x in r.json()["results"]] == [True] * 3
+
+
+def test_api_key_from_a_secret_file_with_a_newline_still_matches(shipped_bundle, monkeypatch):
+    monkeypatch.setenv("DERMALENS_API_KEY", "s3cret\n")  # as `kubectl create secret --from-file` leaves it
+    with TestClient(create_app(Settings.from_env(model=str(shipped_bundle)))) as c:
+        r = c.post("/predict", json={"image": IMAGE}, headers={"X-API-Key": "s3cret"})
+        assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("key", ["clé", "   ", "two\nlines"])
+def test_an_api_key_no_client_can_send_stops_start_up(monkeypatch, key):
+    monkeypatch.setenv("DERMALENS_API_KEY", key)
+    with pytest.raises(SystemExit, match="DERMALENS_API_KEY"):
+        Settings.from_env()

@@ -40,7 +40,7 @@ class Settings:
             max_side=_int("DERMALENS_MAX_SIDE", cls.max_side),
             max_batch=_int("DERMALENS_MAX_BATCH", cls.max_batch),
             timeout_s=_int("DERMALENS_TIMEOUT_S", cls.timeout_s),
-            api_key=os.environ.get("DERMALENS_API_KEY") or None,
+            api_key=_api_key(os.environ.get("DERMALENS_API_KEY")),
             upload_dir=os.environ.get("DERMALENS_UPLOAD_DIR") or None,
             threads=_int("DERMALENS_THREADS", cls.threads),
             max_queue=_int("DERMALENS_MAX_QUEUE", cls.max_queue),
@@ -57,6 +57,17 @@ class Settings:
         if s.upload_dir:
             _check_writable(s.upload_dir)
         return cls(**{**s.__dict__, **overrides})
+
+
+def _api_key(raw: str | None) -> str | None:
+    """HTTP drops whitespace around a header value and browsers send only Latin-1: such a key would match nothing."""
+    if not raw:
+        return None
+    key = raw.strip()  # a secret file's trailing newline
+    if not key or not all(" " <= ch <= "~" for ch in key):
+        raise SystemExit("DERMALENS_API_KEY must be printable ASCII (letters, digits, punctuation), "
+                         f"got {len(raw)} character(s) that are not")
+    return key
 
 
 def _check_writable(folder: str) -> None:
