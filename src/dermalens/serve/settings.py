@@ -65,8 +65,8 @@ def _api_key(raw: str | None) -> str | None:
         return None
     key = raw.strip()  # a secret file's trailing newline
     if not key or not all(" " <= ch <= "~" for ch in key):
-        raise SystemExit("DERMALENS_API_KEY must be printable ASCII (letters, digits, punctuation), "
-                         f"got {len(raw)} character(s) that are not")
+        raise SystemExit("DERMALENS_API_KEY must be printable ASCII (letters, digits, punctuation, inner spaces) "
+                         "to travel in the X-API-Key header; the key set is not (not shown here)")
     return key
 
 
