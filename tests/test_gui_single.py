@@ -56,3 +56,85 @@ def test_the_last_images_answer_is_not_shown_beside_the_next(app_factory):
     pump(app.root, lambda: not app.busy)
     assert errors == ["image too large"]
     assert "class mel" not in app.top_label.cget("text") and not app.assessment.winfo_ismapped()
+
+
+def test_an_answer_the_window_cannot_read_is_one_message_and_the_window_keeps_working(app_factory):
+    """A server of another version (a risk level this app has no colour for) raised in the polling loop
+    before, which then stopped: the window froze at "classifying"."""
+    odd = _answer()
+    odd["risk"]["level"] = "elevated"
+    app, errors = app_factory(backend=Scripted(odd, _answer("bcc")))
+    app.open_image(IMAGES[0])
+    pump(app.root, lambda: errors, timeout=30)
+    assert len(errors) == 1 and "could not be shown" in errors[0] and "Traceback" not in errors[0]
+    assert not app.assessment.winfo_ismapped() and app.result is None
+    app.open_image(IMAGES[1])
+    pump(app.root, lambda: app.result is not None, timeout=30)
+    assert app.top_label.cget("text").startswith("class bcc") and len(errors) == 1
+
+
+@pytest.fixture()
+def foreign_server(tmp_path):
+    """A program on a loopback port that is not dermalens: `mode` picks what it answers."""
+    import http.server
+    import json
+
+    def start(mode):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code, body, ctype="application/json"):
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def do_GET(self):
+                if mode == "html":
+                    return self._send(200, "<html>router login</html>", "text/html")
+                if mode == "404":
+                    return self._send(404, "not found", "text/plain")
+                self._send(200, json.dumps({"model_loaded": True, "model": {"name": "m", "version": "1"}}))
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self._send(200, json.dumps({"hello": "world"}))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+    servers = []
+    yield start
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+@pytest.mark.parametrize("mode, says", [("html", "its answer is not JSON"), ("404", "HTTP 404")])
+def test_a_server_that_is_not_dermalens_is_named_as_such(app_factory, foreign_server, mode, says):
+    url = foreign_server(mode)
+    app, errors = app_factory(api=url)
+    assert len(errors) == 1 and "not as a dermalens server does" in errors[0] and says in errors[0]
+    assert "cannot reach" not in errors[0] and app.backend is None
+
+
+def test_a_foreign_predict_answer_is_a_message_not_a_frozen_window(app_factory, foreign_server):
+    app, errors = app_factory(api=foreign_server("json"))
+    assert not errors
+    app.open_image(IMAGES[0])
+    pump(app.root, lambda: not app.busy, timeout=30)
+    assert len(errors) == 1 and "not as a dermalens server does" in errors[0] and "KeyError" not in errors[0]
+    assert "classifying" not in app.status.cget("text") and not app.assessment.winfo_ismapped()
+
+
+def test_a_server_that_does_not_answer_in_time_says_so():
+    import socket
+
+    from dermalens.gui.backend import BackendError, RemoteBackend
+    with socket.socket() as s:  # listens, never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(BackendError, match=r"did not answer within 0\.5 s"):
+            RemoteBackend(f"http://127.0.0.1:{s.getsockname()[1]}", timeout=0.5)

@@ -250,7 +250,13 @@ class App:
         self.spinner.config(value=0)
         self.open_button.config(state="normal")
         self.result = r
-        self.show_result(r)
+        try:
+            self.show_result(r)
+        except Exception as e:  # an answer the window cannot read: a message, not a dead polling loop
+            self.result = None
+            self._clear_result("No result (see the message below)")
+            self._on_error(f"the answer could not be shown ({type(e).__name__}: {e})")
+            return
         self.set_status("done" + (" (4 views averaged)" if r.get("tta") else ""))
 
     def _clear_result(self, text: str):

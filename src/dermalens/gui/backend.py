@@ -16,6 +16,10 @@ class BackendError(Exception):
     """A prediction that could not be made; the message is shown to the user."""
 
 
+class NotDermalens(BackendError):
+    """Something answered at the URL, but not a dermalens server (another program on that port, a proxy's page)."""
+
+
 URL_EXAMPLE = "--api needs a URL such as http://127.0.0.1:8000"
 
 
@@ -65,13 +69,21 @@ class RemoteBackend:
         self.api_key, self.timeout = api_key, timeout
         try:
             health = self._request("GET", "/health", answers=(503,))  # 503: up, without a model
+        except NotDermalens:
+            raise
         except BackendError as e:
             raise BackendError(f"cannot reach the dermalens server at {self.url}: {e}") from None
+        if not isinstance(health, dict) or "model_loaded" not in health:
+            raise self._not_dermalens("/health", "no model_loaded in its answer")
         if not health.get("model_loaded"):
             why = f" ({health['error']})" if health.get("error") else ""
             raise BackendError(f"the server at {self.url} has no model loaded{why}")
         m = health.get("model") or {}
         self.description = f"server {self.url} ({m.get('name')} {m.get('version')})"
+
+    def _not_dermalens(self, path: str, detail: str) -> "NotDermalens":
+        return NotDermalens(f"{self.url} answered {path}, but not as a dermalens server does ({detail}); "
+                            "is --api the address of `dermalens serve`?")
 
     def _request(self, method: str, path: str, body: dict | None = None, answers: tuple = ()) -> dict:
         """The JSON answer; BackendError with the server's message for an error status not in `answers`."""
@@ -82,21 +94,31 @@ class RemoteBackend:
             if self.api_key:
                 req.add_header("X-API-Key", self.api_key)
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read())
+                raw = resp.read()
         except urllib.error.HTTPError as e:
             try:
                 answer = json.loads(e.read())
             except Exception:
                 answer = {}
-            if e.code in answers and answer:
+            err = answer.get("error") if isinstance(answer, dict) else None
+            if e.code in answers and isinstance(answer, dict) and answer:
                 return answer
-            err = answer.get("error")
-            msg = err["message"] if isinstance(err, dict) and "message" in err else f"HTTP {e.code}"
+            if not (isinstance(err, dict) and "message" in err):  # every dermalens error carries one; a proxy's may not
+                status = f"HTTP {e.code} {e.reason}"
+                raise (self._not_dermalens(path, status) if path == "/health" else BackendError(status)) from None
+            msg = err["message"]
             if e.code == 401:  # the desktop app sends the key it finds where the server reads it
                 msg += "; start dermalens gui with DERMALENS_API_KEY set to the server's key"
             raise BackendError(msg) from None
         except (urllib.error.URLError, OSError, ValueError) as e:
-            raise BackendError(str(getattr(e, "reason", e))) from None
+            reason = getattr(e, "reason", e)
+            if isinstance(reason, TimeoutError):  # "timed out" alone does not say what waited for what
+                raise BackendError(f"{self.url} did not answer within {self.timeout:g} s") from None
+            raise BackendError(str(reason)) from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise self._not_dermalens(path, "its answer is not JSON") from None
 
     def predict(self, path: str | Path, explain: bool = True, tta: bool = False, metadata: dict | None = None) -> dict:
         try:
@@ -106,4 +128,8 @@ class RemoteBackend:
         body = {"image": base64.b64encode(raw).decode(), "explain": explain, "tta": tta}
         if metadata:
             body["metadata"] = {k: v for k, v in metadata.items() if v not in (None, "")}
-        return self._request("POST", "/predict", body)
+        answer = self._request("POST", "/predict", body)
+        if not (isinstance(answer, dict) and isinstance(answer.get("quality"), dict)
+                and isinstance(answer.get("risk"), dict)):  # the window reads these from every answer
+            raise self._not_dermalens("/predict", "no quality or risk in its answer")
+        return answer
