@@ -35,3 +35,15 @@ def test_an_api_key_no_client_can_send_stops_start_up(monkeypatch, key):
     monkeypatch.setenv("DERMALENS_API_KEY", key)
     with pytest.raises(SystemExit, match="DERMALENS_API_KEY"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize("path", ["/health", "/model", "/"])
+def test_head_answers_as_get_does(client, path):
+    r = client.head(path)
+    assert r.status_code == 200 and r.headers["content-type"] == client.get(path).headers["content-type"]
+
+
+def test_a_wrong_method_says_which_are_allowed(client):
+    r = client.request("OPTIONS", "/predict")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"

@@ -277,7 +277,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+                              getattr(exc, "headers", None))  # a 405 keeps its Allow header
 
     @app.exception_handler(Exception)
     async def _unexpected(request, exc: Exception):
@@ -372,6 +373,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def index():
         return FileResponse(STATIC / "index.html")
 
+    for path, endpoint in (("/health", health), ("/model", model_card), ("/", index)):
+        # HEAD as GET (RFC 9110 requires it): uptime checks and `curl -I` use it
+        app.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequireKey, key=settings.api_key)  # added last: runs first
