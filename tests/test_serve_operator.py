@@ -47,3 +47,11 @@ def test_a_wrong_method_says_which_are_allowed(client):
     r = client.request("OPTIONS", "/predict")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     assert r.headers["allow"] == "POST"
+
+
+def test_a_bad_workers_variable_is_named(monkeypatch, capsys):
+    from dermalens.cli import main
+    monkeypatch.setenv("DERMALENS_WORKERS", "0")
+    with pytest.raises(SystemExit):
+        main(["serve"])
+    assert "DERMALENS_WORKERS" in capsys.readouterr().err

@@ -14,6 +14,10 @@ def _port(text: str) -> int:
     return whole(text, 1, 65535, "a port (--port or DERMALENS_PORT) is")
 
 
+def _workers(text: str) -> int:
+    return whole(text, 1, None, "workers (--workers or DERMALENS_WORKERS) is")  # the variable may be the culprit
+
+
 def _version(text: str) -> str:
     from .export.target import parse_version
     try:
@@ -501,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     # string defaults: argparse converts them with `type` only when serve runs, so a bad variable fails here alone
     sv.add_argument("--port", type=_port, default=os.environ.get("DERMALENS_PORT", "8000"),
                     help="default 8000 or DERMALENS_PORT")
-    sv.add_argument("--workers", type=positive, default=os.environ.get("DERMALENS_WORKERS", "1"),
+    sv.add_argument("--workers", type=_workers, default=os.environ.get("DERMALENS_WORKERS", "1"),
                     help="worker processes, each with its own copy of the model (default 1 or DERMALENS_WORKERS)")
     sv.add_argument("--model", default=DEFAULT_MODEL)
     sv.set_defaults(func=cmd_serve)
