@@ -55,3 +55,17 @@ def test_a_bad_workers_variable_is_named(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         main(["serve"])
     assert "DERMALENS_WORKERS" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env", [{"DERMALENS_RUNTIME": "openvno"}, {"DERMALENS_PRECISION": "fp16"},
+                                 {"DERMALENS_RUNTIME": "onnxruntime", "DERMALENS_PRECISION": "bf16"}])
+def test_a_runtime_it_cannot_use_stops_start_up(monkeypatch, env):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit, match="DERMALENS_"):
+        Settings.from_env()
+
+
+def test_infer_mode_is_read_as_the_runtime_is(monkeypatch):
+    monkeypatch.setenv("DERMALENS_INFER_MODE", " Throughput ")
+    assert Settings.from_env().infer_mode == "throughput"

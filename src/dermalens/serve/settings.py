@@ -44,7 +44,7 @@ class Settings:
             upload_dir=os.environ.get("DERMALENS_UPLOAD_DIR") or None,
             threads=_int("DERMALENS_THREADS", cls.threads),
             max_queue=_int("DERMALENS_MAX_QUEUE", cls.max_queue),
-            infer_mode=os.environ.get("DERMALENS_INFER_MODE") or cls.infer_mode,
+            infer_mode=os.environ.get("DERMALENS_INFER_MODE", "").strip().lower() or cls.infer_mode,  # as RUNTIME
         )
         if s.infer_mode not in ("latency", "throughput"):
             raise SystemExit(f"DERMALENS_INFER_MODE must be latency or throughput, got {s.infer_mode!r}")
@@ -54,9 +54,22 @@ class Settings:
                                    ("THREADS", s.threads, 0)):
             if value < least:
                 raise SystemExit(f"DERMALENS_{name} must be at least {least}, got {value}")
+        _check_runtime()
         if s.upload_dir:
             _check_writable(s.upload_dir)
         return cls(**{**s.__dict__, **overrides})
+
+
+def _check_runtime() -> None:
+    """A misspelt DERMALENS_RUNTIME or _PRECISION stops start-up, as DERMALENS_INFER_MODE does, not every request."""
+    from ..inference import runtime as rt
+    try:
+        if os.environ.get("DERMALENS_RUNTIME", "").strip():
+            rt.choose_runtime()
+        if os.environ.get("DERMALENS_PRECISION", "").strip():
+            rt.choose_precision(rt.choose_runtime())
+    except rt.RuntimeUnavailable as e:
+        raise SystemExit(str(e)) from None
 
 
 def _api_key(raw: str | None) -> str | None:
