@@ -138,3 +138,27 @@ def test_a_server_that_does_not_answer_in_time_says_so():
         s.listen()
         with pytest.raises(BackendError, match=r"did not answer within 0\.5 s"):
             RemoteBackend(f"http://127.0.0.1:{s.getsockname()[1]}", timeout=0.5)
+
+
+def _not_assessed():
+    return {"success": True, "predictions": [], "prediction": None, "malignancy": None,
+            "risk": {"level": "indeterminate", "recommendation": "This image was not assessed. Send a dermoscopic "
+                                                                 "image of the lesion itself; see a dermatologist."},
+            "quality": {"in_distribution": False, "reasons": [{"code": "not_dermoscopic", "message": (
+                "This looks like an ordinary photo, not a dermoscopic image. dermalens only reads dermoscopic "
+                "images taken with a dermatoscope")}]}, "tta": False, "metadata": {"used": False}}
+
+
+def test_the_smallest_window_shows_the_disclaimer_the_reason_and_the_status_whole(app_factory):
+    app, errors = app_factory(backend=Scripted(_not_assessed()))
+    root = app.root
+    root.geometry("900x600")  # as small as the user can drag it
+    app.open_image(IMAGES[0])
+    pump(root, lambda: not app.busy, timeout=30)
+    bottom = root.winfo_rooty() + root.winfo_height()
+    assert app.warn.winfo_reqwidth() <= root.winfo_width()  # not cut off at both ends
+    right = app.ood_label.master
+    assert app.ood_label.winfo_ismapped() and app.ood_label.winfo_reqwidth() <= right.winfo_width()
+    assert app.recommendation.winfo_reqwidth() <= right.winfo_width()
+    for w in (app.status, app.age_entry, app.site_box):  # errors are shown in the status line
+        assert w.winfo_ismapped() and w.winfo_rooty() + w.winfo_height() <= bottom, w

@@ -33,7 +33,7 @@ class App:
         self.root = root
         root.title("dermalens: skin-lesion classifier (research and education only)")
         root.geometry("1280x800")
-        root.minsize(900, 600)
+        root.minsize(900, 680)  # the image, patient details and status line all fit (the window asks ~650)
         self.queue: queue.Queue = queue.Queue()
         self.backend = backend
         self.result: dict | None = None
@@ -53,9 +53,13 @@ class App:
         top.pack(fill="x")
         self.source_label = ttk.Label(top, text="connecting…")
         self.source_label.pack(side="left")
-        warn = tk.Label(self.root, text=DISCLAIMER, bg="#fff3cd", fg="#333", wraplength=1200, justify="left",
-                        padx=8, pady=4)
-        warn.pack(fill="x")
+        self.warn = tk.Label(self.root, text=DISCLAIMER, bg="#fff3cd", fg="#333", wraplength=1200, justify="left",
+                             padx=8, pady=4)
+        self.warn.pack(fill="x")
+        _wrap_to_width(self.warn, self.warn)  # a narrow window must still show the whole disclaimer
+        # packed before the notebook: pack squeezes out the last-packed widget first, and errors show here
+        self.status = ttk.Label(self.root, text="", anchor="w", relief="sunken", padding=3)
+        self.status.pack(fill="x", side="bottom")
         self.notebook = ttk.Notebook(self.root)
         self.notebook.pack(fill="both", expand=True, padx=6, pady=6)
         self.single = ttk.Frame(self.notebook, padding=8)
@@ -64,8 +68,6 @@ class App:
         self.notebook.add(self.batch, text="Batch (folder)")
         self._build_single()
         self._build_batch()
-        self.status = ttk.Label(self.root, text="", anchor="w", relief="sunken", padding=3)
-        self.status.pack(fill="x", side="bottom")
 
     def _build_single(self):
         left = ttk.Frame(self.single)
@@ -114,6 +116,7 @@ class App:
         self.risk_label.pack(anchor="w", pady=(8, 2))
         self.recommendation = ttk.Label(right, text="", wraplength=640, justify="left")
         self.recommendation.pack(anchor="w")
+        _wrap_to_width(right, self.ood_label, self.recommendation)  # the reason not to assess must be read whole
         # Scores and bars: hidden for an image that is not assessed (no diagnosis is shown for it).
         self.assessment = ttk.Frame(right)
         self.assessment.pack(anchor="w", fill="x")
@@ -440,6 +443,11 @@ def run_gui(model: str | None = None, api: str | None = None) -> None:
         app.canvas.dnd_bind("<<Drop>>", dropped)
         app.set_status("Tip: drop an image onto the picture area")
     root.mainloop()
+
+
+def _wrap_to_width(frame, *labels):
+    """Keep the labels' wraplength at the frame's current width, so their text wraps instead of being cut off."""
+    frame.bind("<Configure>", lambda e: [w.config(wraplength=max(200, e.width - 48)) for w in labels], add="+")
 
 
 def _num(value) -> str:
