@@ -162,3 +162,30 @@ def test_the_smallest_window_shows_the_disclaimer_the_reason_and_the_status_whol
     assert app.recommendation.winfo_reqwidth() <= right.winfo_width()
     for w in (app.status, app.age_entry, app.site_box):  # errors are shown in the status line
         assert w.winfo_ismapped() and w.winfo_rooty() + w.winfo_height() <= bottom, w
+
+
+def test_a_single_image_failing_during_a_batch_leaves_the_batch_cancellable(app_factory, tmp_path):
+    """Before, any error re-enabled Start and disabled Cancel, though the batch still ran."""
+    import shutil
+
+    from dermalens.gui.backend import BackendError
+    go = threading.Event()
+
+    class Backend:
+        description = "test backend"
+
+        def predict(self, path, **kw):
+            if str(path) == str(IMAGES[1]):
+                raise BackendError("the single image failed")
+            go.wait(30)
+            return _answer()
+    shutil.copy(IMAGES[0], tmp_path / IMAGES[0].name)
+    app, errors = app_factory(backend=Backend())
+    app.start_batch(str(tmp_path))
+    app.open_image(IMAGES[1])
+    pump(app.root, lambda: errors, timeout=30)
+    assert errors == ["the single image failed"]
+    assert str(app.start_button.cget("state")) == "disabled" and str(app.cancel_button.cget("state")) == "normal"
+    go.set()
+    pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled", timeout=30)
+    assert len(app.tree.get_children()) == 1 and len(errors) == 1

@@ -198,13 +198,15 @@ class App:
         self.root.after(50, self._poll)
 
     def _worker(self, fn, kind):
+        error = "batch_error" if kind == "batch_done" else "error"  # each failure resets only its own controls
+
         def run():
             try:
                 self.queue.put((kind, fn()))
             except BackendError as e:
-                self.queue.put(("error", str(e)))
+                self.queue.put((error, str(e)))
             except Exception as e:  # keep the window alive whatever happens
-                self.queue.put(("error", f"unexpected error: {e}"))
+                self.queue.put((error, f"unexpected error: {e}"))
         threading.Thread(target=run, daemon=True).start()
 
     # ---- single image ------------------------------------------------------------------
@@ -275,8 +277,14 @@ class App:
         self.busy = False
         self.spinner.stop()
         self.open_button.config(state="normal")
+        self._show_error(msg)
+
+    def _on_batch_error(self, msg: str):
         self.start_button.config(state="normal")
         self.cancel_button.config(state="disabled")
+        self._show_error(msg)
+
+    def _show_error(self, msg: str):
         self.set_status(msg, error=True)
         messagebox.showerror("dermalens", msg, parent=self.root)
 
@@ -344,10 +352,10 @@ class App:
         try:
             items = batch_items(folder, labels)
         except BackendError as e:
-            self._on_error(str(e))
+            self._show_error(str(e))
             return
         except Exception as e:  # on the Tk thread: an escaped error would show nothing at all
-            self._on_error(f"cannot read {labels or folder}: {e} ({type(e).__name__})")
+            self._show_error(f"cannot read {labels or folder}: {e} ({type(e).__name__})")
             return
         self.batch_labels = labels
         self.cancel.clear()
