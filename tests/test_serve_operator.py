@@ -69,3 +69,10 @@ def test_a_runtime_it_cannot_use_stops_start_up(monkeypatch, env):
 def test_infer_mode_is_read_as_the_runtime_is(monkeypatch):
     monkeypatch.setenv("DERMALENS_INFER_MODE", " Throughput ")
     assert Settings.from_env().infer_mode == "throughput"
+
+
+@pytest.mark.parametrize("name", ["DERMALENS_TIMEOUT_S", "DERMALENS_THREADS"])
+def test_a_huge_number_stops_start_up(monkeypatch, name):
+    monkeypatch.setenv(name, "9" * 400)
+    with pytest.raises(SystemExit, match=f"{name} must be at most"):
+        Settings.from_env()

@@ -12,9 +12,12 @@ def _int(name: str, default: int) -> int:
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+    if value > 2**31 - 1:  # larger ones overflow the timer or the runtime's thread count on every request
+        raise SystemExit(f"{name} must be at most {2**31 - 1}, got {raw.strip()}")
+    return value
 
 
 @dataclass(frozen=True)
