@@ -359,6 +359,6 @@ def test_remote_mode_sends_the_api_key_from_the_environment(app_factory, shipped
     with running_server(shipped_bundle, env_extra={"DERMALENS_API_KEY": "s3cret"}) as url:
         with pytest.raises(BackendError, match="DERMALENS_API_KEY"):
             RemoteBackend(url).predict(image)
-        monkeypatch.setenv("DERMALENS_API_KEY", "s3cret")
+        monkeypatch.setenv("DERMALENS_API_KEY", "s3cret\n")  # read from a secret file, as the server strips it
         app, errors = app_factory(api=url)
         assert not errors and app.backend.predict(image)["success"]

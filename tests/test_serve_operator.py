@@ -76,3 +76,10 @@ def test_a_huge_number_stops_start_up(monkeypatch, name):
     monkeypatch.setenv(name, "9" * 400)
     with pytest.raises(SystemExit, match=f"{name} must be at most"):
         Settings.from_env()
+
+
+def test_an_upload_dir_under_the_home_folder_is_expanded(tmp_path, monkeypatch):
+    from dermalens.serve.settings import Settings
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DERMALENS_UPLOAD_DIR", "~/uploads")
+    assert Settings.from_env().upload_dir == str(tmp_path / "uploads")

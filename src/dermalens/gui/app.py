@@ -174,7 +174,7 @@ class App:
     def _connect(self, model, api):
         try:
             # the key from the environment, as the server reads it: a key on a command line is seen by every user
-            key = os.environ.get("DERMALENS_API_KEY") or None
+            key = (os.environ.get("DERMALENS_API_KEY") or "").strip() or None  # a secret file's newline, as the server
             # `--api ''` is a URL the user got wrong, not a request for local mode
             self.backend = RemoteBackend(api, api_key=key) if api is not None else LocalBackend(model)
             self.source_label.config(text=self.backend.description)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..defaults import DEFAULT_MODEL
 
@@ -44,7 +45,8 @@ class Settings:
             max_batch=_int("DERMALENS_MAX_BATCH", cls.max_batch),
             timeout_s=_int("DERMALENS_TIMEOUT_S", cls.timeout_s),
             api_key=_api_key(os.environ.get("DERMALENS_API_KEY")),
-            upload_dir=os.environ.get("DERMALENS_UPLOAD_DIR") or None,
+            upload_dir=str(Path(os.environ["DERMALENS_UPLOAD_DIR"]).expanduser()) if os.environ.get(
+                "DERMALENS_UPLOAD_DIR", "").strip() else None,  # ~/uploads is the home folder's, as in a shell
             threads=_int("DERMALENS_THREADS", cls.threads),
             max_queue=_int("DERMALENS_MAX_QUEUE", cls.max_queue),
             infer_mode=os.environ.get("DERMALENS_INFER_MODE", "").strip().lower() or cls.infer_mode,  # as RUNTIME
