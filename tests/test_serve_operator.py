@@ -83,3 +83,31 @@ def test_an_upload_dir_under_the_home_folder_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("DERMALENS_UPLOAD_DIR", "~/uploads")
     assert Settings.from_env().upload_dir == str(tmp_path / "uploads")
+
+
+@pytest.mark.parametrize("endpoint", ["/predict", "/predict/batch"])
+def test_a_request_that_timed_out_holds_its_place_until_its_work_ends(shipped_bundle, monkeypatch, endpoint):
+    """After a 504 the worker still runs the job; MAX_QUEUE must count it, or timeouts pile up unbounded work."""
+    import threading
+    from dermalens.serve.app import Engine
+    release_job = threading.Event()
+    slow = {"first": True}
+    infer = Engine.infer
+
+    def first_call_hangs(self, *args, **kwargs):
+        if slow.pop("first", False):
+            release_job.wait(30)  # the job outlives its request until the test lets it go
+        return infer(self, *args, **kwargs)
+    monkeypatch.setattr(Engine, "infer", first_call_hangs)
+    body = {"image": IMAGE} if endpoint == "/predict" else {"images": [IMAGE]}
+    with TestClient(create_app(Settings(model=str(shipped_bundle), max_queue=1, timeout_s=1))) as c:
+        assert c.post(endpoint, json=body).status_code == 504
+        busy = c.post("/predict", json={"image": IMAGE})
+        assert busy.status_code == 503 and busy.json()["error"]["code"] == "overloaded"
+        release_job.set()
+        for _ in range(100):  # the slot comes back once the job has ended
+            r = c.post("/predict", json={"image": IMAGE})
+            if r.status_code != 503:
+                break
+            threading.Event().wait(0.05)
+        assert r.status_code == 200, r.text

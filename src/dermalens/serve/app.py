@@ -147,7 +147,8 @@ class Engine:
     numpy work overlap another's networks; the event loop only moves bytes.
     No dynamic batching: on a CPU a batch costs as much per image as single runs, and it made every
     request wait for the slowest of its batch.
-    At most `max_queue` requests are admitted at once; more get a 503 at once instead of waiting."""
+    At most `max_queue` requests are admitted at once, each until its work ends (a 504 does not stop a running
+    job); more get a 503 at once instead of waiting."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -183,6 +184,23 @@ class Engine:
     def release(self):
         with self.lock:
             self.admitted -= 1
+
+    def release_when_done(self, jobs: list) -> None:
+        """Free a request's admission once every job it started has ended: a job outliving its request (a 504)
+        still holds a worker, so MAX_QUEUE counts it."""
+        remaining = [len(jobs)]
+        lock = threading.Lock()
+
+        def one_done(_):
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                self.release()
+        if not jobs:
+            self.release()
+        for job in jobs:
+            job.add_done_callback(one_done)  # at once for a job already done (or cancelled before it started)
 
     def require(self) -> Predictor:
         if self.predictor is None:
@@ -229,16 +247,19 @@ class Engine:
         return {"success": True, **p.to_dict(), "image": info}  # to_dict here: the overlay PNG is work too
 
     async def predict(self, data: bytes, tta: bool, explain: bool, metadata: PatientMetadata | None = None,
-                      admitted: bool = False) -> dict:
+                      jobs: list | None = None) -> dict:
+        """`jobs`: the admitted request's list of worker jobs (a batch shares one); None admits this one alone."""
         self.require()
-        if not admitted:
+        own = jobs is None
+        if own:
             self.admit()
+            jobs = []
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.workers, self.infer, data, tta, explain,
-                                                                    metadata)
+            jobs.append(self.workers.submit(self.infer, data, tta, explain, metadata))
+            return await asyncio.wrap_future(jobs[-1])  # cancelled by a timeout: a job not yet started never runs
         finally:
-            if not admitted:
-                self.release()
+            if own:
+                self.release_when_done(jobs)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -286,9 +307,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(500, "internal_error", "unexpected server error; the request was not processed")
 
     async def run(data: bytes, tta: bool, explain: bool, metadata: PatientMetadata | None = None,
-                  admitted: bool = False):
+                  jobs: list | None = None):
         try:
-            return await asyncio.wait_for(engine.predict(data, tta, explain, metadata, admitted),
+            return await asyncio.wait_for(engine.predict(data, tta, explain, metadata, jobs),
                                           timeout=settings.timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(504, "timeout", f"prediction took longer than {settings.timeout_s} s") from None
@@ -352,7 +373,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def one(i: int, image: str) -> dict:
             try:
                 return await run(decode_image_string(image, settings.max_body_bytes), body.tta, body.explain,
-                                 metas[i], admitted=True)
+                                 metas[i], jobs)
             except ApiError as e:
                 if e.status in (503, 504):
                     raise
@@ -363,10 +384,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     "code": "internal_error", "message": "unexpected server error; this image was not processed"}}
         engine.require()
         engine.admit()  # a batch is one request: counted per image, one larger than MAX_QUEUE could never pass
+        jobs: list = []
+        tasks = [asyncio.ensure_future(one(i, s)) for i, s in enumerate(body.images)]
         try:  # gathered, so the images are decoded and predicted in parallel
-            results = await asyncio.gather(*(one(i, s) for i, s in enumerate(body.images)))
+            results = await asyncio.gather(*tasks)
         finally:
-            engine.release()
+            for t in tasks:  # after a 503/504 the others stop: those not yet handed to a worker never are
+                t.cancel()
+            engine.release_when_done(jobs)
         return {"success": all(r["success"] for r in results), "results": results, "disclaimer": DISCLAIMER}
 
     @app.get("/", include_in_schema=False)
