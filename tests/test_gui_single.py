@@ -189,3 +189,23 @@ def test_a_single_image_failing_during_a_batch_leaves_the_batch_cancellable(app_
     go.set()
     pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled", timeout=30)
     assert len(app.tree.get_children()) == 1 and len(errors) == 1
+
+
+def test_an_image_opened_while_one_is_classified_is_told_not_dropped(app_factory):
+    backend = Scripted(_answer())
+    app, errors = app_factory(backend=backend)
+    backend.go.clear()
+    app.open_image(IMAGES[0])
+    app.open_image(IMAGES[1])  # a second drop while the first is classified
+    assert "still classifying" in app.status.cget("text") and IMAGES[1].name in app.status.cget("text")
+    backend.go.set()
+    pump(app.root, lambda: not app.busy)
+    assert not errors
+
+
+def test_an_unreadable_image_is_named_in_its_message(app_factory, tmp_path):
+    broken = tmp_path / "broken lesion.jpg"
+    broken.write_bytes(IMAGES[0].read_bytes()[:200])
+    app, errors = app_factory(backend=Scripted())
+    app.open_image(broken)
+    assert errors and errors[-1].startswith("broken lesion.jpg: ") and not app.busy

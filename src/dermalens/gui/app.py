@@ -219,16 +219,18 @@ class App:
         if self.backend is None:
             self.set_status("no model loaded", error=True)
             return
-        if self.busy:
+        if self.busy:  # a dropped file while one is classified: said, not lost without a word
+            self.set_status(f"still classifying; open {Path(path).name} again once the result is shown", error=True)
             return
         from ..preprocess import ImageError, load_rgb, open_image, upright_size
         try:
-            meta = open_image(path)
-            fmt, size = meta.format, upright_size(meta)
+            with open_image(path) as meta:  # only its size and format: the file is closed at once
+                fmt, size = meta.format, upright_size(meta)
             self.image = load_rgb(path, at_least=max(VIEW))  # only shown, at most VIEW
         except ImageError as e:
-            self.set_status(str(e), error=True)
-            messagebox.showerror("dermalens", str(e), parent=self.root)
+            message = f"{Path(path).name}: {e}"  # which file, when several were tried
+            self.set_status(message, error=True)
+            messagebox.showerror("dermalens", message, parent=self.root)
             return
         self.result = None
         self._clear_result(f"classifying {Path(path).name}…")  # the last image's answer must not sit beside this one
