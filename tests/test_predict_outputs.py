@@ -138,3 +138,14 @@ def test_a_replaced_csv_keeps_its_permissions(shipped_bundle, tmp_path):
     out.chmod(0o640)
     assert main(["predict", str(img), "--model", str(shipped_bundle), "--csv", str(out)]) == 0
     assert out.read_text() != "old\n" and (out.stat().st_mode & 0o777) == 0o640
+
+
+def test_images_after_a_flag_are_inputs_too(tmp_path, capsys):
+    """argparse ended the list of inputs at the first flag and refused the rest as unrecognized arguments."""
+    a, b = _lesion(tmp_path, "a.jpg"), _lesion(tmp_path, "b.jpg")
+    assert main(["predict", str(a), "--tta", str(b), "--json", str(tmp_path / "r.json")]) == 0
+    import json
+    assert [Path(r["file"]).name for r in json.loads((tmp_path / "r.json").read_text())["results"]] == ["a.jpg", "b.jpg"]
+    with pytest.raises(SystemExit):
+        main(["predict", str(a), "--no-such-flag"])
+    assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err

@@ -530,7 +530,11 @@ def main(argv=None):
     from .inference.metadata import MetadataError
     from .preprocess import ImageError
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a, extra = parser.parse_known_args(argv)
+    if extra and a.command == "predict" and not any(x.startswith("-") for x in extra):
+        a.inputs += extra  # `predict a.jpg --tta b.jpg`: argparse stops the inputs at the first flag
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return a.func(a) or 0
     except (DatasetError, BundleError, ImageError, MetadataError, ValueError,
