@@ -66,8 +66,12 @@ class TrainConfig:
     def resume_conflicts(self, saved: dict) -> list[str]:
         """Differences from the config a run was started with (checkpoint_last.pt's) that --resume cannot honour."""
         now = self.to_dict()
+        def same(k):  # a split file named relative by a run from before absolute paths were recorded
+            if k == "split_file" and isinstance(saved[k], str) and isinstance(now[k], str):
+                return Path(saved[k]).resolve() == Path(now[k]).resolve()
+            return _same(saved[k]) == _same(now[k])
         return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
-                if k not in self.RESUMABLE_CHANGES and k in saved and _same(saved[k]) != _same(now[k])]
+                if k not in self.RESUMABLE_CHANGES and k in saved and not same(k)]
 
     def problems(self) -> list[str]:
         """Every setting that cannot work, in words; empty when the config is usable. Checked before

@@ -152,6 +152,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     problems = cfg.problems()
     if problems:
         raise ValueError("; ".join(problems))
+    for key in ("data_root", "split_file", "cache_dir"):  # config.json is read again by --resume from any folder
+        if getattr(cfg, key):
+            setattr(cfg, key, str(Path(getattr(cfg, key)).resolve()))
     out = Path(cfg.out_dir)
     earlier = [f.name for f in (out / "checkpoint_last.pt", out / "best.pt") if f.is_file()]
     if earlier and not resume:
@@ -162,7 +165,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     # a missing split file is reported by select_split below, in the data layer's words
     split_hash = split_sha256(split_file) if split_file.is_file() else None
     init = None
-    if cfg.init_from:  # checked before minutes go into decoding the data
+    if cfg.init_from and not resume:  # checked before minutes go into decoding the data; a resume has its weights
         if not Path(cfg.init_from).is_file():
             raise FileNotFoundError(f"init_from: {cfg.init_from} not found (train the earlier stage first, or pass "
                                     "--init-from with its best.pt)")

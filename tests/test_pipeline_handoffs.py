@@ -1,0 +1,33 @@
+"""The handoffs of data -> train -> evaluate -> export -> serve, as a user following docs/training.md meets them."""
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("torch")
+
+from conftest import MINI, SPLIT_FILE  # noqa: E402
+from dermalens.cli import main  # noqa: E402
+from dermalens.train.config import TrainConfig  # noqa: E402
+from dermalens.train.loop import train  # noqa: E402
+
+
+def test_a_run_started_with_relative_paths_resumes_from_another_folder(tmp_path, monkeypatch):
+    """`train --resume --out RUN` reads RUN/config.json: its split file, data and init_from must not depend on
+    the folder the run was started from."""
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(SPLIT_FILE, work / "split.csv")
+    shutil.copytree(MINI, work / "mini")
+    base = {"backbone": "custom_cnn", "pretrained": False, "input_size": [48, 64], "batch_size": 8,
+            "data_root": "mini", "split_file": "split.csv", "cache_dir": "", "threads": 2}
+    (work / "one.json").write_text(json.dumps({**base, "epochs": 1, "out_dir": "runs/one"}))
+    (work / "two.json").write_text(json.dumps({**base, "epochs": 2, "out_dir": "runs/two",
+                                               "init_from": "runs/one/best.pt"}))
+    monkeypatch.chdir(work)
+    assert main(["train", "--config", "one.json"]) == 0
+    train(TrainConfig.load("two.json"), stop_after=1)  # a second stage, stopped after its first epoch
+    run = work / "runs" / "two"
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--resume", "--out", str(run)]) == 0
+    assert json.loads((run / "history.json").read_text())[-1]["epoch"] == 2
