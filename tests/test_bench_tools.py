@@ -1,0 +1,138 @@
+"""The benchmark tools as a user runs them: wrong inputs give a message, and no started server is left running.
+No timing is asserted (figures belong to the benchmarks themselves)."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import REPO
+from serverutil import free_port, running_server
+
+from dermalens.serve import loadbench
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")  # a zombie has stopped too
+
+
+def _wait_for(path, timeout=30):
+    deadline = time.time() + timeout
+    while not (path.exists() and path.read_text()):
+        assert time.time() < deadline, f"{path} never written"
+        time.sleep(0.1)
+    return int(path.read_text())
+
+
+def test_loadbench_default_image_is_found_from_any_folder(tmp_path):
+    r = subprocess.run([sys.executable, "-c", "from pathlib import Path; from dermalens.serve.loadbench import "
+                        "DEFAULT_IMAGE; print(Path(DEFAULT_IMAGE).is_file())"], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert r.stdout.strip() == "True", r.stderr
+
+
+@pytest.mark.parametrize("flag", ["--requests", "--concurrency", "--workers"])
+def test_loadbench_refuses_zero(flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        loadbench.main([flag, "0"])
+    assert e.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+def test_loadbench_missing_image_is_a_message(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        loadbench.main(["--url", f"http://127.0.0.1:{free_port()}", "--image", str(tmp_path / "no.jpg")])
+    assert "--image" in str(e.value.code)
+
+
+def test_loadbench_server_down_is_a_message():
+    with pytest.raises(SystemExit) as e:
+        loadbench.main(["--url", f"http://127.0.0.1:{free_port()}", "--requests", "2"])
+    assert "is a dermalens server running there" in str(e.value.code)
+
+
+def test_start_server_refuses_a_port_in_use():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit) as e:
+            loadbench.start_server([sys.executable, "-c", "pass"], f"http://127.0.0.1:{port}", timeout_s=3)
+    assert "already in use" in str(e.value.code)
+
+
+def test_start_server_says_at_once_why_dermalens_did_not_start(tmp_path):
+    port = free_port()
+    cmd = [sys.executable, "-m", "dermalens.cli", "serve", "--port", str(port), "--model", str(tmp_path / "nope")]
+    t = time.time()
+    with pytest.raises(SystemExit) as e:
+        loadbench.start_server(cmd, f"http://127.0.0.1:{port}", timeout_s=40)
+    assert "model bundle folder not found" in str(e.value.code)
+    assert time.time() - t < 40  # it did not wait for the deadline
+
+
+FAKE_SERVER = """
+import http.server, os, sys, time
+open(sys.argv[2], "w").write(str(os.getpid()))
+if sys.argv[3] == "down":  # a server still starting: nothing answers yet
+    time.sleep(120)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers()
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+CALLER = """
+import sys, time
+from dermalens.serve.loadbench import start_server
+port, pidfile, health, ready = sys.argv[1:5]
+proc = start_server([sys.executable, "-c", {fake!r}, port, pidfile, health], "http://127.0.0.1:" + port, 60)
+try:
+    open(ready, "w").write("1")
+    time.sleep(60)
+finally:
+    proc.terminate(); proc.wait()
+"""
+
+
+@pytest.mark.parametrize("when, sig", [("starting", signal.SIGINT), ("running", signal.SIGTERM)])
+def test_interrupted_benchmark_leaves_no_server_running(tmp_path, when, sig):
+    pidfile, ready = tmp_path / "server.pid", tmp_path / "ready"
+    health = "down" if when == "starting" else "up"  # "down": the caller is still waiting for /health
+    caller = subprocess.Popen([sys.executable, "-c", CALLER.format(fake=FAKE_SERVER), str(free_port()), str(pidfile),
+                               health, str(ready)], cwd=REPO, stderr=subprocess.DEVNULL)
+    try:
+        server = _wait_for(pidfile)
+        if when == "running":
+            _wait_for(ready)
+        time.sleep(0.5)
+        caller.send_signal(sig)  # to the benchmark only, as `kill` or a job runner sends it
+        caller.wait(30)
+        deadline = time.time() + 10
+        while not _gone(server) and time.time() < deadline:
+            time.sleep(0.1)
+        alive = not _gone(server)
+        if alive:
+            os.kill(server, signal.SIGKILL)
+        assert not alive, "the started server was left running"
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+
+
+def test_loadbench_sends_the_api_key(shipped_bundle, monkeypatch, capsys):
+    with running_server(shipped_bundle, {"DERMALENS_API_KEY": "s3cret-key"}) as url:
+        monkeypatch.setenv("DERMALENS_API_KEY", "s3cret-key")  # as a user who set it for `dermalens serve`
+        loadbench.main(["--url", url, "--requests", "2", "--concurrency", "1"])
+        assert "'errors': 0" in capsys.readouterr().out
+        with pytest.raises(SystemExit) as e:
+            loadbench.main(["--url", url, "--requests", "2", "--concurrency", "1", "--api-key", "wrong"])
+        assert "401" in str(e.value.code)
