@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from dermalens import DEFAULT_MODEL
+from dermalens.argtypes import positive
 from dermalens.serve.loadbench import DEFAULT_IMAGE, measure, request_body, start_server
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +52,7 @@ def forward_only(model: str, seconds: float = 5.0) -> dict:
             for f in window:
                 f.result()
             out["throughput_images_per_s"] = round(n / (time.perf_counter() - t), 1)
-        out.update(runtime=b.runtime, precision=b.precision)
+        out.update(runtime=b.runtime, precision=b.precision, network=member.name)
     return out
 
 
@@ -61,9 +62,17 @@ def main(argv=None):
     ap.add_argument("--checkpoint", default="checkpoints/lite2_224x300_distill_cpu",
                     help="the same network as a training checkpoint, for the reference server")
     ap.add_argument("--image", default=DEFAULT_IMAGE)
-    ap.add_argument("--requests", type=int, default=2000, help="per server at concurrency 16 (a quarter at 1)")
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--requests", type=positive, default=2000,
+                    help="per server at concurrency 16 (a quarter, at least 50, at 1)")
+    ap.add_argument("--concurrency", type=positive, default=16)
     a = ap.parse_args(argv)
+    from PIL import Image
+    try:  # checked before any server starts, so a wrong path does not cost a dermalens run first
+        size = "x".join(map(str, Image.open(a.image).size))
+    except OSError as e:
+        raise SystemExit(f"error: --image {a.image}: {e}") from None
+    if not Path(a.checkpoint).exists():
+        raise SystemExit(f"error: --checkpoint {a.checkpoint}: not found (the reference server loads it)")
     from dermalens.inference.bundle import read_card
     from dermalens.preprocess import PreprocessSpec
     h, w = PreprocessSpec.from_dict(read_card(Path(a.model))["preprocessing"]).input_size
@@ -73,27 +82,28 @@ def main(argv=None):
                       "--checkpoint", a.checkpoint, "--input-size", f"{h}x{w}"],
     }
     body, res = request_body(Path(a.image)), {}
+    counts = {1: max(50, a.requests // 4), a.concurrency: a.requests}
     for name, cmd in servers.items():
         url = f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}"
         proc = start_server(cmd, url)
         try:
             measure(url, body, 20, 1)  # warm-up
-            res[name] = {c: measure(url, body, n, c) for c, n in
-                         ((1, max(50, a.requests // 4)), (a.concurrency, a.requests))}
+            res[name] = {c: measure(url, body, n, c) for c, n in counts.items()}
         finally:
             proc.terminate()
             proc.wait()
     fwd = forward_only(a.model)
-    print(f"image {a.image}; dermalens runtime {fwd['runtime']} {fwd['precision']}")
-    print(f"{'':24s} {'dermalens':>12s} {'reference':>12s} {'ratio':>8s}")
-    for c in (1, a.concurrency):
+    print(f"image {a.image} ({size}); dermalens runtime {fwd['runtime']} {fwd['precision']}; requests per server: "
+          + ", ".join(f"{n} at c={c}" for c, n in counts.items()))
+    print(f"{'':24s} {'dermalens':>12s} {'reference':>12s} {'ratio':>8s}  (ratio > 1: dermalens better)")
+    for c in counts:
         d, r = res["dermalens"][c], res["reference"][c]
         print(f"p50 ms, c={c:<2d}             {d['p50_ms']:12.1f} {r['p50_ms']:12.1f} {r['p50_ms'] / d['p50_ms']:7.1f}x")
         print(f"p99 ms, c={c:<2d}             {d['p99_ms']:12.1f} {r['p99_ms']:12.1f} {r['p99_ms'] / d['p99_ms']:7.1f}x")
         print(f"requests/s, c={c:<2d}         {d['requests_per_s']:12.1f} {r['requests_per_s']:12.1f} "
               f"{d['requests_per_s'] / r['requests_per_s']:7.1f}x")
         print(f"errors, c={c:<2d}             {d['errors']:12d} {r['errors']:12d}")
-    print(f"forward only (no HTTP, decode or resize): batch 1 p50 {fwd['latency_p50_ms']} ms, "
+    print(f"forward only, {fwd['network']} alone on every core (no HTTP, decode or resize): batch 1 p50 {fwd['latency_p50_ms']} ms, "
           f"{fwd['throughput_images_per_s']} images/s with requests in flight")
 
 

@@ -136,3 +136,11 @@ def test_loadbench_sends_the_api_key(shipped_bundle, monkeypatch, capsys):
         with pytest.raises(SystemExit) as e:
             loadbench.main(["--url", url, "--requests", "2", "--concurrency", "1", "--api-key", "wrong"])
         assert "401" in str(e.value.code)
+
+
+@pytest.mark.parametrize("args, says", [(["--concurrency", "0"], "at least 1"), (["--image", "no.jpg"], "--image no.jpg"),
+                                        (["--checkpoint", "no-such-run"], "--checkpoint no-such-run")])
+def test_bench_compare_checks_its_inputs_before_starting_servers(args, says):
+    r = subprocess.run([sys.executable, "benchmarks/compare.py", *args], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr
