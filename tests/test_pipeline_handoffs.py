@@ -31,3 +31,14 @@ def test_a_run_started_with_relative_paths_resumes_from_another_folder(tmp_path,
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--resume", "--out", str(run)]) == 0
     assert json.loads((run / "history.json").read_text())[-1]["epoch"] == 2
+
+
+def test_a_split_of_another_data_set_says_which_flag_to_fix(tmp_path):
+    """A user's own split with export's or evaluate's default --data (the full HAM10000) must say what to do."""
+    from dermalens.data import DatasetError, load_ham10000, select_split
+    from dermalens.data.splits import make_split, write_split
+    records = load_ham10000(MINI)
+    small = records[:20]
+    write_split(small, make_split(small), tmp_path / "split.csv")
+    with pytest.raises(DatasetError, match=r"not in split file .*--data.*dermalens split"):
+        select_split(records, "val", tmp_path / "split.csv")

@@ -130,7 +130,9 @@ def select_split(records: list[Record], split: str, path: Path = DEFAULT_SPLIT_F
     assignment = read_split(path)
     unknown = [r.image_id for r in records if r.image_id not in assignment]
     if unknown:
-        raise DatasetError(f"{len(unknown)} image(s) not in split file {path}: {unknown[:5]}")
+        raise DatasetError(f"{len(unknown)} image(s) not in split file {path}: {unknown[:5]}; the split was made from "
+                           "another data set: pass the data folder it was made from (--data), or make a split of "
+                           "this one with `dermalens split --data DATA --out FILE`")
     return [r for r in records if assignment[r.image_id] == split]
 
 
