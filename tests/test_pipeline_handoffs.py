@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from conftest import MINI, SPLIT_FILE  # noqa: E402
+from conftest import FIXTURES, MINI, SPLIT_FILE  # noqa: E402
 from dermalens.cli import main  # noqa: E402
 from dermalens.train.config import TrainConfig  # noqa: E402
 from dermalens.train.loop import train  # noqa: E402
@@ -42,3 +42,13 @@ def test_a_split_of_another_data_set_says_which_flag_to_fix(tmp_path):
     write_split(small, make_split(small), tmp_path / "split.csv")
     with pytest.raises(DatasetError, match=r"not in split file .*--data.*dermalens split"):
         select_split(records, "val", tmp_path / "split.csv")
+
+
+def test_a_training_run_given_as_model_says_to_export_it(tmp_path, capsys):
+    from dermalens.cli import main
+    run = tmp_path / "runs" / "tiny"
+    run.mkdir(parents=True)
+    (run / "best.pt").write_bytes(b"weights")  # what `dermalens train` leaves, without a card
+    assert main(["predict", str(FIXTURES / "fullres" / "ISIC_0024311.jpg"), "--model", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "a training run, not a model bundle" in err and f"dermalens export {run}" in err

@@ -132,6 +132,9 @@ class Bundle:
 def read_card(path: Path) -> dict:
     card_path = Path(path) / "card.json"
     if not card_path.is_file():
+        if (Path(path) / "best.pt").is_file() or (Path(path) / "last.pt").is_file():  # what `train` writes
+            raise BundleError(f"{path}: a training run, not a model bundle; export it first: "
+                              f"dermalens export {path} --out BUNDLE_FOLDER (docs/training.md)")
         raise BundleError(f"{card_path}: missing (a bundle needs model.onnx and card.json)")
     try:
         card = json.loads(card_path.read_text())
