@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from dermalens import DEFAULT_MODEL
+from dermalens.argtypes import positive
 from dermalens.bench import _time
 from dermalens.serve.loadbench import DEFAULT_IMAGE, measure, request_body, start_server
 
@@ -117,9 +118,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--image", default=DEFAULT_IMAGE)
-    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--requests", type=positive, default=2000)
     a = ap.parse_args(argv)
     image = Path(a.image)
+    if not image.is_file():  # else a traceback, or a server started for nothing
+        raise SystemExit(f"error: --image {a.image}: not found")
     print(f"1. one prediction's steps, {image.name} ({len(image.read_bytes()) // 1000} kB), p50 ms:")
     costs = steps(a.model, image)
     for k, v in costs.items():

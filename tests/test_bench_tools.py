@@ -144,3 +144,27 @@ def test_bench_compare_checks_its_inputs_before_starting_servers(args, says):
     r = subprocess.run([sys.executable, "benchmarks/compare.py", *args], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode != 0 and says in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_json_into_a_missing_folder_is_refused_before_the_run(tmp_path, capsys):
+    from dermalens import bench
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--images", str(REPO / "tests" / "fixtures" / "fullres"), "--repeat", "1",
+                    "--json", str(tmp_path / "no" / "bench.json")])
+    assert "--json" in str(e.value.code) and "bundle load" not in capsys.readouterr().out
+
+
+def test_bench_names_the_format_and_count_of_the_images_it_timed(tmp_path, capsys):
+    from PIL import Image
+    from dermalens import bench
+    Image.open(REPO / "tests" / "fixtures" / "fullres" / "ISIC_0024311.jpg").save(tmp_path / "lesion.png")
+    bench.main(["--images", str(tmp_path), "--repeat", "1"])
+    assert "images:  1, the first 600x450 PNG" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script, args", [("budget.py", ["--requests", "0"]), ("budget.py", ["--image", "no.jpg"]),
+                                          ("preprocess_options.py", ["--image", "no.jpg"])])
+def test_benchmark_scripts_refuse_wrong_inputs_with_a_message(script, args):
+    r = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-500:]

@@ -86,6 +86,8 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
         "model": f"{b.card['name']} {b.card['version']} ({b.card['backbone']['name']}, input "
                  f"{b.spec.input_size[0]}x{b.spec.input_size[1]})",
         "image_size": list(map(int, __import__("PIL.Image", fromlist=["Image"]).open(paths[0]).size)),
+        "image_format": __import__("PIL.Image", fromlist=["Image"]).open(paths[0]).format,
+        "images_timed": len(paths),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, {b.model.runtime} {b.model.precision} "
                    f"({b.model.mode}-tuned; {len(b.members) + (b.gate is not None)} graphs per image side by side, "
                    f"{b.model.threads} thread(s) each)",
@@ -136,6 +138,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=positive, default=None, help="cores the graphs of an image share (default: all cores)")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args(argv)
+    if a.json and not Path(a.json).resolve().parent.is_dir():  # found before the run, not after it
+        raise SystemExit(f"error: --json {a.json}: its folder does not exist")
     if not a.images:
         found, where = bench_images()
         print(where)
@@ -147,7 +151,7 @@ def main(argv=None):
         res = run(a.model, a.images, a.repeat, a.batch_size, a.threads)
     except BundleError as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"model:   {res['model']}\nmachine: {res['machine']}\nimages:  {res['image_size'][0]}x{res['image_size'][1]} JPEG")
+    print(f"model:   {res['model']}\nmachine: {res['machine']}\nimages:  {res['images_timed']}, the first {res['image_size'][0]}x{res['image_size'][1]} {res['image_format']}")
     print(f"  bundle load (every graph compiled, first in this process) {res['bundle_load_s']:.2f} s")
     for k, v in res["single_image"].items():
         print(f"  {k:46s} p50 {v['p50_ms']:7.2f} ms   p95 {v['p95_ms']:7.2f} ms")
