@@ -90,3 +90,16 @@ def test_the_cache_default_does_not_depend_on_the_working_directory(tmp_path):
     assert _cache_default_in(REPO).resolve() == default.resolve()
     set_by_env = _cache_default_in(elsewhere, DERMALENS_CACHE=str(tmp_path / "c"))
     assert set_by_env.resolve() == (tmp_path / "c" / "gate").resolve(), set_by_env
+
+
+def test_a_split_file_other_than_the_bundles_is_refused_first(bundle, tmp_path, capsys):
+    """The check's HAM10000 fit and check parts come from the split: another split would fit it on the model's
+    own test images and measure it on its training images."""
+    other = tmp_path / "other_split.csv"
+    lines = SPLIT_FILE.read_text().splitlines()
+    other.write_text("\n".join(lines[:1] + lines[2:] + lines[1:2]) + "\n")  # same images, another file
+    before = _files(bundle)
+    assert main(["fit-gate", "--model", str(bundle), "--split-file", str(other), "--version", "0.1.0",
+                 "--data", str(tmp_path / "nowhere"), "--cache", ""]) == 2
+    assert "not the split the bundle was trained with" in capsys.readouterr().err
+    assert _files(bundle) == before

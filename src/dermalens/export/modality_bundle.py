@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import split_sha256
 from ..data.modality_sets import DERMOSCOPIC, gate_images
 from ..inference.bundle import read_card
 from ..inference.members import NPZ_ERRORS
@@ -51,6 +52,10 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     bundle = Path(bundle)
     parse_version(version)
     card = read_card(bundle)
+    recorded = card.get("data", {}).get("split_sha256")
+    if recorded and split_sha256(Path(split_file)) != recorded:  # its HAM10000 parts would hold training images
+        raise ValueError(f"--split-file {split_file} is not the split the bundle was trained with (card data.split_sha256 "
+                         f"{recorded[:16]}...); pass that split file ({card['data'].get('split_file', 'see card.json')})")
     items = gate_images(Path(data), Path(split_file))
     missing = [str(it.path) for it in items if not it.path.is_file()]
     if missing:
