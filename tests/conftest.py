@@ -1,6 +1,8 @@
 import csv
 import os
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,24 @@ def in_distribution_lesion(shipped_bundle) -> Path:
         if pred.predict(path).in_distribution:
             return path
     pytest.fail("no fixture image passes the OOD gate")
+
+
+@pytest.fixture(scope="session")
+def display():
+    """One Xvfb for every window test: a Tk connection left open by one test module dies with its X server
+    and Xlib then ends the whole pytest process without a word."""
+    if not shutil.which("Xvfb"):
+        pytest.fail("Xvfb is not installed (make test installs Debian's xvfb)")
+    num = 90 + os.getpid() % 50
+    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1280x860x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    old = os.environ.get("DISPLAY")
+    os.environ["DISPLAY"] = f":{num}"
+    time.sleep(1.0)
+    yield f":{num}"
+    proc.terminate()
+    proc.wait()
+    if old is None:
+        os.environ.pop("DISPLAY", None)
+    else:
+        os.environ["DISPLAY"] = old

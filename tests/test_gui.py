@@ -1,7 +1,5 @@
 """The Tkinter app in a real window under Xvfb: single image, batch with labels, remote mode."""
-import os
 import shutil
-import subprocess
 import time
 
 import pytest
@@ -10,25 +8,6 @@ from conftest import FIXTURES, MINI
 from serverutil import running_server
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def display():
-    if not shutil.which("Xvfb"):
-        pytest.fail("Xvfb is not installed (make test installs Debian's xvfb)")
-    num = 90 + os.getpid() % 50
-    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1280x860x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    old = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{num}"
-    time.sleep(1.0)
-    yield f":{num}"
-    proc.terminate()
-    proc.wait()
-    if old is None:
-        os.environ.pop("DISPLAY", None)
-    else:
-        os.environ["DISPLAY"] = old
 
 
 def pump(root, until, timeout=120):

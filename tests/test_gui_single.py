@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from conftest import FIXTURES
-from test_gui import app_factory, display, pump  # noqa: F401 (fixtures shared with the main GUI tests)
+from test_gui import app_factory, pump  # noqa: F401 (fixtures shared with the main GUI tests)
 
 pytestmark = pytest.mark.slow
 
