@@ -91,7 +91,8 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
 
 CALLER = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal: a background job inherits it ignored
 from dermalens.serve.loadbench import start_server
 port, pidfile, health, ready = sys.argv[1:5]
 proc = start_server([sys.executable, "-c", {fake!r}, port, pidfile, health], "http://127.0.0.1:" + port, 60)
