@@ -1,6 +1,8 @@
-"""The check every command makes of a folder a user names, before any work: is a file in the way?"""
+"""The checks every command makes of a folder a user names, before any work: is a file in the way, can it be
+written?"""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 
@@ -9,3 +11,19 @@ def file_in_the_way(path: str | Path) -> Path | None:
     that is a file; None when there is none."""
     path = Path(path)
     return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
+def nearest_existing(path: str | Path) -> Path:
+    """`path` or the nearest of its parents that exists: where making the folder would start."""
+    path = Path(path)
+    return next(p for p in (path, *path.absolute().parents) if p.exists())
+
+
+def cannot_write_in(folder: str | Path) -> str | None:
+    """Why no file can be written in the existing `folder`, or None. A real write, not os.access: root passes
+    access checks yet still cannot write a read-only mount."""
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .data.datasets import IMAGE_EXTENSIONS
+from .paths import cannot_write_in, nearest_existing
 from .preprocess import ImageError
 
 
@@ -186,7 +186,7 @@ def check_outputs(inputs: list[str], paths: list[Path], csv_path: str | None, js
         folder = Path(explain)
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"--explain {folder}: is a file; give a folder for the overlays")
-        existing = next(f for f in (folder, *folder.absolute().parents) if f.exists())  # mkdir starts there
+        existing = nearest_existing(folder)  # mkdir starts there
         if not existing.is_dir():
             raise ValueError(f"--explain {folder}: {existing} is a file, so the folder cannot be made")
         _check_writable("--explain", folder, existing)
@@ -213,10 +213,9 @@ def _replaced_whole(path: str):
 
 
 def _check_writable(flag: str, given: Path, folder: Path) -> None:
-    try:  # a real file, as root ignores permission bits but not a read-only mount
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as e:
-        raise ValueError(f"{flag} {given}: folder {folder} cannot be written ({e.strerror or e})") from None
+    why = cannot_write_in(folder)
+    if why:
+        raise ValueError(f"{flag} {given}: folder {folder} cannot be written ({why})")
 
 
 def _with_extra(row: dict, extra: dict) -> dict:
@@ -255,7 +254,6 @@ def run_predict(a) -> int:
             raise ValueError(f"--{flag.replace('_', '-')} goes with --cluster; without it, use --csv or --json")
     from . import DISCLAIMER
     from .inference import Predictor
-    from .inference.pipeline import predict_stream
     paths, problems = expand_inputs(a.inputs, getattr(a, "recursive", False))
     check_outputs(a.inputs, paths, a.csv, a.json, a.explain, getattr(a, "recursive", False),
                   getattr(a, "metadata", None))

@@ -5,13 +5,12 @@ import base64
 import html
 import io
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .. import DISCLAIMER
-from ..paths import file_in_the_way
+from ..paths import cannot_write_in, file_in_the_way, nearest_existing
 from .intervals import with_interval
 from .metrics import reliability_bins, roc_points, undefined_figures
 
@@ -126,14 +125,13 @@ def check_report_folder(out: str | Path, flag: str = "--out") -> None:
         raise ValueError(f"{flag} {out}: is a file; give a folder for metrics.json and report.html")
     if blocker:
         raise ValueError(f"{flag} {out}: {blocker} is a file, so no folder can be made inside it")
-    existing = next(p for p in (out, *out.parents) if p.exists())  # the folder write_report would create from
+    existing = nearest_existing(out)  # the folder write_report would create from
     for name in ("metrics.json", "report.html"):
         if (out / name).is_dir():
             raise ValueError(f"{flag} {out}: {out / name} is a folder, so the report cannot be written there")
-    try:  # a real write, not os.access: root passes access checks yet still cannot write a read-only mount
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as e:
-        raise ValueError(f"{flag} {out}: cannot write in {existing} ({e.strerror or e})") from None
+    why = cannot_write_in(existing)
+    if why:
+        raise ValueError(f"{flag} {out}: cannot write in {existing} ({why})")
 
 
 def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_examples: int = 6) -> dict:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..defaults import DEFAULT_MODEL
+from ..paths import cannot_write_in
 
 
 def _int(name: str, default: int) -> int:
@@ -90,10 +91,10 @@ def _api_key(raw: str | None) -> str | None:
 
 def _check_writable(folder: str) -> None:
     """Fail at start-up, not on every request, when uploads cannot be kept where DERMALENS_UPLOAD_DIR says."""
-    import tempfile
     try:
         os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
+        why = cannot_write_in(folder)
     except OSError as e:
-        raise SystemExit(f"DERMALENS_UPLOAD_DIR={folder}: uploads cannot be written there ({e.strerror or e})") from None
+        why = e.strerror or str(e)
+    if why:
+        raise SystemExit(f"DERMALENS_UPLOAD_DIR={folder}: uploads cannot be written there ({why})")
