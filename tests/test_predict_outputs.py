@@ -149,3 +149,37 @@ def test_images_after_a_flag_are_inputs_too(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["predict", str(a), "--no-such-flag"])
     assert "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_an_input_that_matches_nothing_is_reported_in_the_exit_status_and_the_rest_predicted(shipped_bundle, tmp_path,
+                                                                                             capsys):
+    """A shell pattern that matched nothing, or a mistyped folder, used to be a warning only (exit 0)."""
+    img = _lesion(tmp_path / "in")
+    (tmp_path / "empty").mkdir()
+    pattern = str(tmp_path / "in" / "*.jpeg")
+    out_csv, out_json = tmp_path / "r.csv", tmp_path / "r.json"
+    rc = main(["predict", str(img), pattern, str(tmp_path / "empty"), "--model", str(shipped_bundle),
+               "--csv", str(out_csv), "--json", str(out_json)])
+    err = capsys.readouterr().err
+    assert rc == 1, err  # as for an unreadable file: some inputs gave nothing
+    assert f"{pattern}: pattern matched no file" in err and f"{tmp_path / 'empty'}: folder holds no images" in err
+    assert [r["file"] for r in csv.DictReader(open(out_csv))] == [str(img)]  # the image that exists is predicted
+    import json
+    data = json.loads(out_json.read_text())
+    assert [r["file"] for r in data["results"]] == [str(img)]
+    assert [e["file"] for e in data["errors"]] == [pattern, str(tmp_path / "empty")]
+    assert "1 predicted, 2 skipped" in err
+
+
+def test_when_no_input_exists_predict_fails_before_loading_the_model(tmp_path, capsys, monkeypatch):
+    import dermalens.inference
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded although there was nothing to predict")
+    monkeypatch.setattr(dermalens.inference, "Predictor", no_load)
+    pattern, missing = str(tmp_path / "nothing-*.jpg"), str(tmp_path / "mistyped-folder")
+    assert main(["predict", pattern, missing, "--csv", str(tmp_path / "r.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "nothing to predict" in err
+    assert f"{pattern}: pattern matched no file" in err and f"{missing}: no such file or folder" in err
+    assert not (tmp_path / "r.csv").exists()

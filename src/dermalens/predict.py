@@ -1,7 +1,9 @@
 """`dermalens predict`: files, folders or globs -> a table, CSV/JSON, Grad-CAM overlays.
 
-An unreadable file is reported and skipped; the others are still predicted. Exit status:
-0 when every input was predicted, 1 when some were skipped, 2 when none could be.
+An unreadable file is reported and skipped; the others are still predicted. So is an input that gives no
+file at all (a pattern that matched nothing, a folder without images, a name that does not exist); when no
+input gives a file that exists, predict stops before the model is loaded. Exit status: 0 when every input was
+predicted, 1 when some were skipped, 2 when none could be.
 """
 from __future__ import annotations
 
@@ -28,7 +30,14 @@ OTHER_IMAGE_SUFFIXES = (".heic", ".heif", ".avif", ".jp2", ".svg", ".dng", ".psd
 
 def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
     """(image paths in a stable order, problems such as patterns that matched nothing)."""
-    paths, problems = [], []
+    paths, problems, _ = gather_inputs(inputs, recursive)
+    return paths, problems
+
+
+def gather_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path], list[str], list[dict]]:
+    """expand_inputs' (paths, problems) and, among the problems, the inputs that gave no file at all (a pattern
+    that matched nothing, a folder without images) as error entries {file: the input as given, error}."""
+    paths, problems, unmatched = [], [], []
     for item in inputs:
         p = Path(item)
         if _is_dir(p):
@@ -48,11 +57,13 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
                 deeper = not recursive and any(f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS for f in p.rglob("*"))
                 problems.append(f"{item}: folder holds no images ({', '.join(IMAGE_EXTENSIONS)})"
                                 + ("; its sub-folders do: add --recursive" if deeper else ""))
+                unmatched.append({"file": item, "error": problems[-1]})
             paths += found
         elif any(ch in item for ch in "*?[") and not _is_file(p):  # scan[1].jpg that exists is that file
             found = sorted(Path(f) for f in glob.glob(item, recursive=True) if Path(f).is_file())
             if not found:
                 problems.append(f"{item}: pattern matched no file")
+                unmatched.append({"file": item, "error": problems[-1]})
             paths += found
         else:
             paths.append(p)  # a missing file is reported when it is read
@@ -62,7 +73,24 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
         if key not in seen:
             seen.add(key)
             unique.append(p)
-    return unique, problems
+    return unique, problems, unmatched
+
+
+def _exists(p: Path) -> bool:
+    try:
+        return p.exists()
+    except OSError:  # too long a name, as for _is_dir
+        return False
+
+
+def nothing_to_predict(paths: list[Path], unmatched: list[dict]) -> str | None:
+    """Why there is nothing to predict, when no input names a file that exists (said before the model is
+    loaded, as a ValueError's message); None when some do."""
+    if any(_exists(p) for p in paths):
+        return None
+    why = [e["error"] for e in unmatched] + [f"{p}: no such file or folder" for p in paths]
+    return ("nothing to predict: " + "; ".join(why)
+            + " (check the names; a shell passes a pattern that matched nothing on as it is)")
 
 
 def _is_dir(p: Path) -> bool:
@@ -254,20 +282,25 @@ def run_predict(a) -> int:
             raise ValueError(f"--{flag.replace('_', '-')} goes with --cluster; without it, use --csv or --json")
     from . import DISCLAIMER
     from .inference import Predictor
-    paths, problems = expand_inputs(a.inputs, getattr(a, "recursive", False))
+    paths, problems, unmatched = gather_inputs(a.inputs, getattr(a, "recursive", False))
+    why = nothing_to_predict(paths, unmatched)
+    if why:
+        raise ValueError(why)
     check_outputs(a.inputs, paths, a.csv, a.json, a.explain, getattr(a, "recursive", False),
                   getattr(a, "metadata", None))
     predictor = Predictor(a.model, mode="throughput")  # several images in flight: see inference.pipeline
     metas = patient_metadata(a, paths)
     if any(metas.values()) and not predictor.accepts_metadata:
         print("warning: this model has no metadata model; the patient details are not used", file=sys.stderr)
+    skipped = {e["error"] for e in unmatched}
     for msg in problems:
-        print(f"warning: {msg}", file=sys.stderr)
+        print(f"{'skipped' if msg in skipped else 'warning:'} {msg}", file=sys.stderr)
     explain_dir = Path(a.explain) if a.explain else None
     if explain_dir:
         explain_dir.mkdir(parents=True, exist_ok=True)
     rows, errors = predict_files(predictor, paths, tta=a.tta, explain_dir=explain_dir, progress=True,
                                  patient=[metas.get(p) for p in paths])
+    errors = unmatched + errors  # an input that gave no file is skipped as an unreadable one is: exit 1, not 0
     _print_table(rows)
     print(f"\n{DISCLAIMER}")
     if a.csv:
