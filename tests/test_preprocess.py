@@ -55,6 +55,54 @@ def test_16bit_png_uses_the_full_range():
     assert arr.min() == 0 and arr.max() == 255
 
 
+
+def _tiff32(values: np.ndarray, unsigned: bool, **kw) -> bytes:
+    """A 32-bit greyscale TIFF: Pillow writes mode I as signed (SampleFormat 2); the unsigned kind (as cameras and
+    scientific software write it) is the same file with SampleFormat 1."""
+    data = _bytes(Image.fromarray(values.view(np.int32)), "TIFF", **kw)
+    if unsigned:
+        signed_tag = b"\x53\x01\x03\x00\x01\x00\x00\x00\x02\x00"  # tag 339, SHORT, 1 value: 2
+        assert data.count(signed_tag) == 1
+        data = data.replace(signed_tag, signed_tag[:-2] + b"\x01\x00")
+    return data
+
+
+_RAMP = np.linspace(0, 1, 256)
+
+
+@pytest.mark.parametrize("kind", ["png16", "tiff16", "tiff32_signed", "tiff32_unsigned", "tiff32_unsigned_turned"])
+def test_a_grey_gradient_of_any_integer_depth_becomes_the_same_8bit_gradient(kind):
+    """A 32-bit TIFF (mode I) was read as 0..65535 like a 16-bit one: clipped white, or wrapped when unsigned."""
+    if kind in ("png16", "tiff16"):
+        data = _bytes(Image.fromarray(np.tile(np.round(_RAMP * 65535).astype(np.uint16), (8, 1))),
+                      "PNG" if kind == "png16" else "TIFF")
+    elif kind == "tiff32_signed":
+        data = _tiff32(np.tile(np.round(_RAMP * (2**31 - 1)).astype(np.int32), (8, 1)), unsigned=False)
+    else:
+        exif = Image.Exif()
+        if kind.endswith("turned"):
+            exif[0x0112] = 6  # the depth must be known after the EXIF turn too
+        data = _tiff32(np.tile(np.round(_RAMP * (2**32 - 1)).astype(np.uint32), (8, 1)), unsigned=True, exif=exif)
+    img = load_rgb(data)
+    arr = np.asarray(img)
+    if kind.endswith("turned"):
+        assert img.size == (8, 256)
+        arr = np.asarray(img.transpose(Image.Transpose.ROTATE_90))
+    assert arr.shape == (8, 256, 3) and (arr == arr[..., :1]).all()
+    assert np.abs(arr[0, :, 0].astype(int) - np.round(_RAMP * 255)).max() <= 1, arr[0, :, 0]
+
+
+def test_a_32bit_image_of_unknown_depth_is_scaled_by_its_own_range_and_a_16bit_one_as_before():
+    wide = Image.fromarray(np.tile(np.round(_RAMP * 3_000_000 - 1_000_000).astype(np.int32), (8, 1)))  # no file
+    assert wide.mode == "I"
+    arr = np.asarray(load_rgb(wide))[0, :, 0].astype(int)
+    assert np.abs(arr - np.round(_RAMP * 255)).max() <= 1
+    narrow = Image.fromarray(np.tile(np.round(_RAMP * 65535).astype(np.int32), (8, 1)))  # 16-bit levels in mode I
+    arr = np.asarray(load_rgb(narrow))[0, :, 0].astype(int)
+    assert np.abs(arr - np.round(_RAMP * 255)).max() <= 1
+    dim = Image.fromarray(np.tile(np.arange(256, dtype=np.int32) * 100, (8, 1)))  # 0..25500: dim, as it always was
+    assert np.asarray(load_rgb(dim)).max() == round(25500 / 257)
+
 def test_transparency_is_composited_not_dropped():
     img = Image.new("RGBA", (20, 10), (255, 0, 0, 0))
     img.paste((0, 255, 0, 255), (0, 0, 10, 10))

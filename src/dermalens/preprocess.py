@@ -266,8 +266,8 @@ def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
              background: tuple[int, int, int] = (0, 0, 0), at_least: int | None = None) -> Image.Image:
     """Decode to an 8-bit RGB PIL image.
 
-    First frame of animations; EXIF orientation applied; 16-bit and float images scaled to
-    8 bits; CMYK, palette and grayscale converted; transparency composited over `background`.
+    First frame of animations; EXIF orientation applied; 16-bit, 32-bit and float images scaled to
+    8 bits (each integer depth from its own range, see _to_rgb); CMYK, palette and grayscale converted; transparency composited over `background`.
 
     `at_least`: the caller only needs both sides >= this many pixels, so a JPEG file may be
     decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) as long as both sides stay at least
@@ -283,9 +283,10 @@ def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
         if img.tell() != 0:  # not n_frames: it walks every page, and a damaged later page would cost the first
             img.seek(0)
         img.load()
+        depth = _integer_depth(img)  # from the file's header, which the turned copy below no longer has
         if img.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies every upright image too
             img = ImageOps.exif_transpose(img)
-        return _to_rgb(img, background)
+        return _to_rgb(img, background, depth)
     except ImageError:
         raise
     except DECODE_ERRORS as e:
@@ -293,13 +294,44 @@ def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise ImageError(f"cannot decode image ({e})") from None
 
 
-def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+def _integer_depth(img: Image.Image) -> tuple[int, bool] | None:
+    """(bits per sample, signed) of a greyscale integer image (mode I) as its file states them; None when the
+    image is not mode I or nothing says (an image made in memory)."""
+    if img.mode != "I":
+        return None
+    if img.format == "TIFF":
+        tags = getattr(img, "tag_v2", {})
+
+        def first(v):
+            return v[0] if isinstance(v, tuple) and v else v
+        bits, sample_format = first(tags.get(258)), first(tags.get(339, 1))  # BitsPerSample, SampleFormat
+        if isinstance(bits, int) and 0 < bits <= 32:
+            return bits, sample_format == 2
+    if img.format == "PNG":  # PNG samples have at most 16 bits; older Pillow opened 16-bit grey PNGs as mode I
+        return 16, False
+    return None
+
+
+def _to_rgb(img: Image.Image, background: tuple[int, int, int], depth: tuple[int, bool] | None = None) -> Image.Image:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16-bit grayscale (PNG/TIFF). Pillow reports 'I' for 16-bit PNGs too, so 'I' is
-        # read as 0..65535 like the others.
-        a = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray(np.clip(a / 257.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        # Integer grayscale (PNG/TIFF). 16-bit files (and a mode I image of unknown depth whose values fit
+        # 16 bits) are read as 0..65535, as always. A 32-bit TIFF (mode I; `depth` from its header) is
+        # read over its own bit depth, 0..2**32-1 unsigned or 0..2**31-1 signed (Pillow hands an unsigned
+        # one over as signed, wrapped); a mode I image of unknown depth with values beyond 16 bits, over
+        # its own lowest to highest value.
+        a = np.asarray(img)
+        bits, signed = depth if mode == "I" and depth else (None, False)
+        if bits is not None and bits > 16:
+            if bits == 32 and not signed:
+                a = a.view(np.uint32)
+            a = a.astype(np.float64) * (255.0 / (2 ** (bits - 1 if signed else bits) - 1))
+        elif bits is None and a.size and (a.min() < 0 or a.max() > 65535) and a.max() > a.min():
+            lo, hi = float(a.min()), float(a.max())
+            a = (a.astype(np.float64) - lo) * (255.0 / (hi - lo))
+        else:
+            a = a.astype(np.float64) / 257.0
+        img = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L")
     elif mode == "F":
         a = np.asarray(img, dtype=np.float64)
         if np.nanmax(a) <= 1.0:
