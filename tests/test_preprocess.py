@@ -103,6 +103,41 @@ def test_a_32bit_image_of_unknown_depth_is_scaled_by_its_own_range_and_a_16bit_o
     dim = Image.fromarray(np.tile(np.arange(256, dtype=np.int32) * 100, (8, 1)))  # 0..25500: dim, as it always was
     assert np.asarray(load_rgb(dim)).max() == round(25500 / 257)
 
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that says it is width x height (1-bit grey) and holds almost no data: opening it costs nothing."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("limit, size, accepted", [
+    (40_000_000, (10_000, 10_000), False),  # over the limit, under Pillow's error (with its warning)
+    (40_000_000, (20_000, 10_000), False),  # over Pillow's error too: said "far over the limit", no size
+    (300_000_000, (15_000, 13_000), True),  # under the configured limit but over Pillow's: was refused
+    (300_000_000, (20_000, 20_000), False),  # over both
+])
+def test_the_configured_pixel_limit_applies_and_a_refusal_says_the_size_and_the_limit(limit, size, accepted,
+                                                                                     monkeypatch):
+    import warnings
+    from dermalens.preprocess import open_image
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored afterwards
+    w, h = size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # no warning for an image under the limit
+        if accepted:
+            assert open_image(png_header(w, h), max_pixels=limit).size == size
+            return
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # Pillow's own, before the refusal
+        with pytest.raises(ImageTooLarge) as e:
+            open_image(png_header(w, h), max_pixels=limit)
+    assert f"{w * h:,} pixels" in str(e.value) and f"limit {limit:,}" in str(e.value), str(e.value)
+    assert "far over" not in str(e.value)
+
 def test_transparency_is_composited_not_dropped():
     img = Image.new("RGBA", (20, 10), (255, 0, 0, 0))
     img.paste((0, 255, 0, 255), (0, 0, 10, 10))

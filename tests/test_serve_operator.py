@@ -111,3 +111,29 @@ def test_a_request_that_timed_out_holds_its_place_until_its_work_ends(shipped_bu
                 break
             threading.Event().wait(0.05)
         assert r.status_code == 200, r.text
+
+
+def test_a_pixel_limit_set_above_pillows_own_is_the_one_that_applies(shipped_bundle, monkeypatch):
+    """DERMALENS_MAX_PIXELS above Pillow's decompression-bomb limit (~179 M for its error): an image under the
+    operator's limit was refused as "far over the limit of" the operator's own figure."""
+    import io
+
+    from PIL import Image
+    from test_preprocess import png_header
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored afterwards
+    monkeypatch.setenv("DERMALENS_MAX_PIXELS", "300000000")
+    monkeypatch.setenv("DERMALENS_MAX_SIDE", "30000")
+    small = io.BytesIO()
+    Image.new("RGB", (50, 50), (180, 120, 100)).save(small, "PNG")
+    with TestClient(create_app(Settings.from_env(model=str(shipped_bundle)))) as c:
+        def send(data: bytes):
+            return c.post("/predict", json={"image": base64.b64encode(data).decode()})
+        r = send(png_header(15_000, 13_000))  # 195 M pixels: header only, so it fails when its pixels are read
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image", r.text
+        r = send(png_header(20_000, 20_000))
+        assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_large", r.text
+        message = r.json()["error"]["message"]
+        assert "400,000,000 pixels" in message and "limit 300,000,000" in message, message
+    with TestClient(create_app(Settings(model=str(shipped_bundle), max_pixels=1_000))) as c:  # a low limit
+        r = c.post("/predict", json={"image": base64.b64encode(small.getvalue()).decode()})
+        assert r.status_code == 413 and "50x50 = 2,500 pixels (limit 1,000)" in r.json()["error"]["message"], r.text

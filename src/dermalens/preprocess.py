@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -187,11 +188,28 @@ _RESAMPLE = {
 }
 
 
+def _pillow_allows(max_pixels: int) -> None:
+    """Raise Pillow's own decompression-bomb limit (Image.MAX_IMAGE_PIXELS, process-wide; it warns above it and
+    refuses above twice it, when opening and again when loading, cropping...) to `max_pixels` where that is
+    higher, so the limit the caller chose (DERMALENS_MAX_PIXELS) is the one that applies. Never lowered: Pillow
+    stays the backstop for anything that does not go through open_image."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _too_large(name: str | None, size: str, max_pixels: int) -> ImageTooLarge:
+    return ImageTooLarge(f"{name + ': ' if name else ''}image too large: {size} pixels (limit {max_pixels:,}); "
+                         "use a smaller copy of the image")
+
+
 def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open (lazily) a path, bytes or PIL image, refusing what is not an image or too large."""
+    """Open (lazily) a path, bytes or PIL image, refusing what is not an image or too large (over
+    `max_pixels`, which may be above Pillow's own limit: see _pillow_allows)."""
+    name = None
     if isinstance(source, Image.Image):
         img = source
     else:
+        _pillow_allows(max_pixels)
         if isinstance(source, (bytes, bytearray, memoryview)):
             if len(source) == 0:
                 raise ImageError("the image is empty (0 bytes)")
@@ -216,18 +234,17 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
                 raise UnsupportedImageType(
                     f"{name}: {kind} files are not supported; use JPEG, PNG, BMP, GIF, WEBP or TIFF") from None
             raise ImageError(f"{name}: not a recognised image (JPEG, PNG, BMP, GIF, WEBP or TIFF)") from None
-        except Image.DecompressionBombError:
-            raise ImageTooLarge(f"{name}: image too large (far over the limit of {max_pixels:,} pixels)") from None
+        except Image.DecompressionBombError as e:  # over twice Pillow's limit, itself at least max_pixels
+            found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow says how many; the sides are not known here
+            raise _too_large(name, f"{int(found.group(1)):,}" if found else f"over {2 * Image.MAX_IMAGE_PIXELS:,}",
+                             max_pixels) from None
         except DECODE_ERRORS as e:
             raise ImageError(f"{name}: cannot read image ({e})") from None
         if img.format not in SUPPORTED_FORMATS:
             raise UnsupportedImageType(
                 f"{name}: {img.format} images are not supported; use JPEG, PNG, BMP, GIF, WEBP or TIFF")
     if img.width * img.height > max_pixels:
-        raise ImageTooLarge(
-            f"image too large: {img.width}x{img.height} = {img.width * img.height:,} pixels "
-            f"(limit {max_pixels:,})"
-        )
+        raise _too_large(name, f"{img.width}x{img.height} = {img.width * img.height:,}", max_pixels)
     if img.width < 1 or img.height < 1:
         raise ImageError("image has no pixels")
     return img
