@@ -206,10 +206,10 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
     """Open (lazily) a path, bytes or PIL image, refusing what is not an image or too large (over
     `max_pixels`, which may be above Pillow's own limit: see _pillow_allows)."""
     name = None
+    _pillow_allows(max_pixels)  # also for an image opened elsewhere: Pillow checks again when it loads (TIFF)
     if isinstance(source, Image.Image):
         img = source
     else:
-        _pillow_allows(max_pixels)
         if isinstance(source, (bytes, bytearray, memoryview)):
             if len(source) == 0:
                 raise ImageError("the image is empty (0 bytes)")
