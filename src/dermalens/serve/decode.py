@@ -7,7 +7,10 @@ import re
 
 from ..preprocess import SUPPORTED_FORMATS
 
-_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w-]+=[\w.-]+)*)(;base64)?,", re.IGNORECASE)
+# data:[type][;name=value]...[;base64], with optional whitespace around each ';', '=' and ',', as some tools
+# write it ("data:image/jpeg; base64,...")
+_DATA_URL = re.compile(r"^data:\s*([\w.+-]+/[\w.+-]+)?\s*((?:;\s*[\w-]+\s*=\s*[\w.-]+\s*)*)(;\s*base64\s*)?,",
+                       re.IGNORECASE)
 SUPPORTED_MIME = {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/bmp", "image/x-ms-bmp",
                   "image/gif", "image/webp", "image/tiff", "image/x-tiff", "application/octet-stream"}
 
@@ -39,7 +42,7 @@ def decode_image_string(s: str, max_bytes: int) -> bytes:
         if not m.group(3):
             raise ApiError(400, "invalid_base64", "data URL must be base64-encoded (';base64,')")
         s = s[m.end():]
-    elif s.startswith("data:"):
+    elif s[:5].lower() == "data:":
         raise ApiError(400, "invalid_data_url", "malformed data URL; expected data:image/...;base64,...")
     try:  # plain base64, as browsers and most clients send it: no copy, no scan in Python
         data = base64.b64decode(s, validate=True)
