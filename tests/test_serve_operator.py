@@ -137,3 +137,44 @@ def test_a_pixel_limit_set_above_pillows_own_is_the_one_that_applies(shipped_bun
     with TestClient(create_app(Settings(model=str(shipped_bundle), max_pixels=1_000))) as c:  # a low limit
         r = c.post("/predict", json={"image": base64.b64encode(small.getvalue()).decode()})
         assert r.status_code == 413 and "50x50 = 2,500 pixels (limit 1,000)" in r.json()["error"]["message"], r.text
+
+
+@pytest.fixture()
+def no_uvicorn(monkeypatch, shipped_bundle):
+    """uvicorn.run recorded, not run: what `dermalens serve` would have started, and whether it got that far."""
+    import uvicorn
+    started = []
+    monkeypatch.setenv("DERMALENS_MODEL", str(shipped_bundle))  # run_server sets it; restored afterwards
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: started.append(k))
+    return started
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_host_that_cannot_be_served_on_is_named_before_the_model_is_loaded(no_uvicorn, capsys):
+    """`--host no-such-host.invalid` was reported by uvicorn ("[Errno -2] Name or service not known", not naming
+    the host) only after the model had been loaded."""
+    import socket
+
+    from dermalens.cli import main
+    port = _free_port()
+    assert main(["serve", "--host", "no-such-host.invalid", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert "--host no-such-host.invalid" in err and "cannot be resolved" in err and "Traceback" not in err, err
+    assert main(["serve", "--host", "192.0.2.1", "--port", str(port)]) == 2  # TEST-NET-1: no machine's own address
+    err = capsys.readouterr().err
+    assert "--host 192.0.2.1" in err and "not an address of this machine" in err, err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        assert main(["serve", "--host", "127.0.0.1", "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert f"port {port}" in err and "in use" in err and "--port" in err, err
+    assert no_uvicorn == []  # none of them got to uvicorn, which loads the model before it binds
+    assert main(["serve", "--host", "127.0.0.1", "--port", str(port)]) == 0
+    assert [(k["host"], k["port"]) for k in no_uvicorn] == [("127.0.0.1", port)]
