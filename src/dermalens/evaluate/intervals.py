@@ -74,6 +74,12 @@ def bootstrap_intervals(y, probs, pred, groups, codes=CODES, threshold: float | 
         # A figure defined in fewer than 90 % of the resamples (a class that often drops out) gets no interval.
         out[f] = ([float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))]
                   if len(values) >= 0.9 * resamples and resamples else None)
+    if len(members) < 2:
+        # every resample of one lesion is that lesion again: the "interval" would be the figure itself, as if
+        # it were certain
+        out.update({f: None for f in FIGURES})
+        out["why_none"] = (f"no intervals: the set holds {'one lesion' if members else 'no lesion'}, and a bootstrap "
+                           "needs at least two")
     return out
 
 

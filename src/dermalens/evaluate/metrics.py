@@ -1,6 +1,8 @@
 """Classification metrics for the 7 classes and for malignant-vs-benign (scikit-learn)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix,
                              precision_recall_fscore_support, roc_auc_score, roc_curve)
@@ -56,16 +58,28 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, codes=CODES,
     `pred` are the model's decisions (its decision rule); by default the most probable class.
     AUROC, ECE and the malignancy figures use the probabilities. With `groups` (each image's
     lesion), the headline figures also get 95 % intervals from a lesion bootstrap."""
+    with warnings.catch_warnings():
+        # a set may hold only some classes (or one): sklearn's warnings about that ("y_pred contains classes not
+        # in y_true", "a single label was found") would reach the user with a site-packages path; the figures
+        # that such a set cannot define are None here and explained by undefined_figures
+        warnings.filterwarnings("ignore", category=UserWarning, module="sklearn")
+        return _classification_metrics(y, probs, codes, malignant_threshold, pred, groups)
+
+
+def _classification_metrics(y, probs, codes, malignant_threshold, pred, groups) -> dict:
     y = np.asarray(y)
     pred = probs.argmax(axis=1) if pred is None else np.asarray(pred)
     labels = list(range(len(codes)))
     present = sorted(set(y.tolist()))
     p, r, f, s = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    predicted = np.bincount(pred.astype(int), minlength=len(codes))
     per_class = {}
     aurocs = {}
     for i, c in enumerate(codes):
+        # "precision" stays a number (0.0 when no image was predicted as the class: 0 of 0) for the readers
+        # that format it; "predicted" says when it is 0 of 0, which the report shows as n/a
         entry = {"precision": float(p[i]), "recall": float(r[i]) if s[i] else None,
-                 "f1": float(f[i]) if s[i] else None, "support": int(s[i])}
+                 "f1": float(f[i]) if s[i] else None, "support": int(s[i]), "predicted": int(predicted[i])}
         if 0 < s[i] < len(y):
             aurocs[c] = float(roc_auc_score(y == i, probs[:, i]))
             entry["auroc"] = aurocs[c]

@@ -13,6 +13,7 @@ from .. import DISCLAIMER
 from ..paths import cannot_write_in, file_in_the_way, nearest_existing
 from .intervals import with_interval
 from .metrics import reliability_bins, roc_points, undefined_figures
+from .run import metadata_missing_text
 
 
 def _png(fig) -> str:
@@ -116,6 +117,64 @@ def metadata_section(m: dict) -> str:
     return "".join(parts)
 
 
+PER_CLASS_NA = {
+    "recall": "recall and F1: the set holds no image of the class",
+    "precision": "precision: the model predicted the class for no image (0 of 0)",
+    "auroc": "AUROC: needs images of the class and of others",
+}
+
+
+def per_class_table(m: dict) -> str:
+    """The per-class table: a figure the set cannot define is n/a, with the reasons under the table (never a 0 or
+    a blank that reads as a result)."""
+    gate_pass = m.get("ood_pass_rate_by_class", {})  # share of the class's images the OOD gate lets through
+    used: set[str] = set()
+
+    def cell(value, why):
+        if value is None:
+            used.add(why)
+            return "n/a"
+        return f"{value:.3f}"
+    rows = []
+    for c, e in m["per_class"].items():
+        precision = None if e.get("predicted", 1) == 0 else e["precision"]
+        rows.append(f"<tr><td>{html.escape(c)}</td><td>{cell(precision, 'precision')}</td>"
+                    f"<td>{cell(e['recall'], 'recall')}</td><td>{cell(e['f1'], 'recall')}</td>"
+                    f"<td>{cell(e.get('auroc'), 'auroc')}</td><td>{e['support']}</td>"
+                    f"<td>{format(gate_pass[c], '.3f') if c in gate_pass else 'n/a'}</td></tr>")
+    notes = [PER_CLASS_NA[k] for k in PER_CLASS_NA if k in used]
+    if gate_pass and len(gate_pass) < len(m["per_class"]):
+        notes.append("passes OOD gate: the set holds no image of the class")
+    return ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>AUROC</th><th>support</th>"
+            "<th>passes OOD gate</th></tr>" + "".join(rows) + "</table>"
+            + (f"<p>n/a, not computable for this set: {html.escape('; '.join(notes))}.</p>" if notes else ""))
+
+
+def left_out_section(m: dict) -> str:
+    """The images the figures leave out and why (listed but not found, unreadable): each one named."""
+    skipped = m.get("skipped") or []
+    if not skipped:
+        return ""
+    items = "".join(f"<li>{html.escape(str(s.get('image_id', s.get('path', ''))))}: {html.escape(s['error'])}</li>"
+                    for s in skipped)
+    return (f'<h2>Left out of the figures</h2><p class="warn">{len(skipped)} listed image(s) are not in any figure '
+            f"above:</p><ul>{items}</ul>")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """UTF-8 whatever the locale (report.html says charset utf-8; a path or image id that is not ASCII must not
+    fail after every prediction), and whole or not at all: a write that fails leaves the earlier file as it was.
+    A name the file system gave as undecodable bytes (surrogates) is written as those bytes when they are UTF-8,
+    else as U+FFFD."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def check_report_folder(out: str | Path, flag: str = "--out") -> None:
     """Refuse, before any image is predicted, a report folder that write_report could not write:
     ValueError saying which and why."""
@@ -140,7 +199,7 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
     out.mkdir(parents=True, exist_ok=True)
     m, y, probs = result["metrics"], result["y"], result["probs"]
     codes = predictor.bundle.codes
-    (out / "metrics.json").write_text(json.dumps(m, indent=2))
+    _write_text(out / "metrics.json", json.dumps(m, indent=2))
     plots = {"Confusion matrix": confusion_plot(m["confusion_matrix"], codes),
              "ROC curves": roc_plot(y, probs, codes), "Reliability": reliability_plot(y, probs)}
     curves = predictor.bundle.path / "curves.png"
@@ -152,14 +211,8 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
         r = result["records"][i]
         examples.append((r.image_id, r.dx, p.codes[p.top], float(p.probabilities[p.top]),
                          "data:image/png;base64," + base64.b64encode(p.overlay_png()).decode()))
-    gate_pass = m.get("ood_pass_rate_by_class", {})  # share of the class's images the OOD gate lets through
-    rows = "".join(
-        f"<tr><td>{c}</td><td>{e['precision']:.3f}</td><td>{'' if e['recall'] is None else format(e['recall'], '.3f')}</td>"
-        f"<td>{'' if e['f1'] is None else format(e['f1'], '.3f')}</td>"
-        f"<td>{format(e['auroc'], '.3f') if 'auroc' in e else ''}</td><td>{e['support']}</td>"
-        f"<td>{format(gate_pass[c], '.3f') if c in gate_pass else ''}</td></tr>"
-        for c, e in m["per_class"].items())
     mal = m.get("malignant", {})
+    skipped = m.get("skipped") or []
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.3f}"
@@ -172,7 +225,9 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
                ("malignant specificity", with_interval(m, "malignant_specificity")),
                ("malignant threshold", fmt(mal.get("threshold"))), ("test-time augmentation", m.get("tta")),
                ("passes the OOD gate", fmt(m.get("ood_pass_rate"))),
-               ("skipped (unreadable)", len(m.get("skipped", [])))]
+               ("skipped (listed but not found)", sum(x.get("reason") == "not found" for x in skipped)),
+               ("skipped (unreadable)", sum(x.get("reason") != "not found" for x in skipped))]
+    missing_meta = metadata_missing_text(m)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
@@ -182,11 +237,14 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 <p>Model: {html.escape(predictor.bundle.card['name'])} {html.escape(predictor.bundle.card['version'])}</p>
 <h2>Summary (image only)</h2><p>Intervals: 95 % percentile bootstrap over lesions (images of one lesion are resampled together).</p><table>{''.join(f'<tr><th>{k}</th><td>{v}</td></tr>' for k, v in summary)}</table>
 {''.join(f'<p>n/a: {html.escape(reason)}.</p>' for reason in undefined_figures(m))}
+{f'<p>n/a: {html.escape(m["intervals"]["why_none"])}.</p>' if (m.get("intervals") or {}).get("why_none") else ''}
+{left_out_section(m)}
+{f'<p class="warn">Warning: {html.escape(missing_meta)}.</p>' if missing_meta else ''}
 {metadata_section(m)}
-<h2>Per class (image only)</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>AUROC</th><th>support</th><th>passes OOD gate</th></tr>{rows}</table>
+<h2>Per class (image only)</h2>{per_class_table(m)}
 <h2>Plots</h2><div class="plots">{''.join(f'<img alt="{k}" title="{k}" src="{v}">' for k, v in plots.items())}</div>
 <h2>Example heat-maps (Grad-CAM, predicted class)</h2>
 {''.join(f'<div class="ex"><img src="{src}" width="256"><br>{html.escape(i)}: true {t}, predicted {p} ({c:.2f})</div>' for i, t, p, c, src in examples)}
 </body></html>"""
-    (out / "report.html").write_text(page)
+    _write_text(out / "report.html", page)
     return {"metrics": str(out / "metrics.json"), "report": str(out / "report.html")}

@@ -1,11 +1,14 @@
 """Evaluate a model bundle (ONNX, no PyTorch) on a labelled set of records."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from tqdm import tqdm
 
 from ..data import Record
 from ..preprocess import ImageError
+from ..inference.metadata import lookup
 from ..inference.softmax import decide
 from .metrics import classification_metrics
 from .subgroups import subgroup_metrics
@@ -31,8 +34,21 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
     patient subgroup and, for a bundle with a metadata model, `metrics["with_metadata"]`: the same set
     with the metadata fused (one forward pass serves both)."""
     pixels, kept, failed = decode_records(predictor, records, progress)
+    absent = list(getattr(records, "absent", ()))
     if not kept:
-        raise ValueError("no readable images to evaluate")
+        named = "; ".join(f["error"] for f in failed[:3]) + ("; ..." if len(failed) > 3 else "")
+        why = [f"none of the {len(records)} images could be read ({named})" if records else "no images"]
+        if absent:
+            why.append(f"{len(absent)} listed image(s) were not found ({', '.join(absent[:5])}"
+                       f"{', ...' if len(absent) > 5 else ''})")
+        raise ValueError(f"{'; '.join(why)}: nothing to evaluate")
+    for f in failed:
+        f["reason"] = "unreadable"
+    # listed in the labels CSV but not there (--skip-missing): left out of every figure, and said so (the
+    # command prints each entry of "skipped"; the report lists them)
+    failed += [{"image_id": i, "path": i, "reason": "not found",
+                "error": "listed in the labels CSV but not found, so left out (--skip-missing)"}
+               for i in absent]
     codes = predictor.bundle.codes
     y = np.array([codes.index(r.dx) for r in kept])
     lesions = [r.lesion for r in kept]
@@ -69,7 +85,13 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
               "dermoscopic": derm}
     if metadata is None:
         return result
-    metas = [metadata.get(r.image_id) for r in kept]
+    metas = [_metadata_of(metadata, r) for r in kept]
+    without = [r.image_id for r, m in zip(kept, metas) if m is None]
+    if without:
+        # a metadata file for other images, or naming them otherwise: those images fall back to image-only
+        # figures and the subgroup "not given", which would otherwise look like a finding
+        metrics["metadata_missing"] = {"count": len(without), "image_ids": without[:20]}
+        print(f"warning: {metadata_missing_text(metrics)}", file=sys.stderr)
     if subgroups:
         metrics["subgroups"] = subgroup_metrics(y, probs, pred, lesions, metas, codes,
                                                 float(thresholds["malignant"]))
@@ -90,3 +112,22 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
         metrics["with_metadata"] = m
         result["probs_with_metadata"] = fused
     return result
+
+
+def _metadata_of(metadata: dict, record: Record):
+    """The row for a record's image: by the id the labels CSV gives ('ISIC_1' or 'ISIC_1.jpg'), else by the
+    image file's name or stem, so a labels CSV and a metadata file that write the id differently still match."""
+    m = metadata.get(record.image_id)
+    return m if m is not None else lookup(metadata, str(record.path))
+
+
+def metadata_missing_text(metrics: dict) -> str:
+    """One sentence on the images the metadata gives nothing for ('' when it covers them all)."""
+    miss = metrics.get("metadata_missing")
+    if not miss:
+        return ""
+    ids = miss["image_ids"][:5]
+    return (f"the metadata gives no details for {miss['count']} of the {metrics['n']} images "
+            f"({', '.join(ids)}{', ...' if miss['count'] > len(ids) else ''}): they are evaluated image-only and "
+            "counted as 'not given' in the subgroups; check that the metadata file's image_id column names the "
+            "same images as the labels")
