@@ -77,7 +77,7 @@ LITE2_RUN ?= $(if $(wildcard runs/lite2_224x300_distill_cpu/best.pt),runs/lite2_
 export: $(VENV)/.train
 	@echo "export: the Lite2 member from $(LITE2_RUN) (LITE2_RUN=... to choose)"
 	$(VENV)/bin/dermalens export $(LITE2_RUN) checkpoints/lite0_168x224_stage2 --out $(EXPORT_OUT) --force --name dermalens --version 3.0.0 --input-size 256x341 --center-fraction 0.9 --no-test-extras
-	$(VENV)/bin/dermalens fit-gate --model $(EXPORT_OUT) --version 3.1.0 --changes "a composite check beside the image-type check: screen captures, document figures and collages of dermoscopy are not assessed (same networks, same check threshold)"
+	$(VENV)/bin/dermalens fit-gate --model $(EXPORT_OUT) --version 3.1.1 --changes "a composite check beside the image-type check: screen captures, document figures and collages of dermoscopy are not assessed, with the reason composite_image (same networks, same check threshold)"
 
 evaluate: $(VENV)/.serve
 	$(VENV)/bin/dermalens evaluate --model $(MODEL) --split test

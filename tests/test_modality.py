@@ -17,6 +17,7 @@ MODALITY = FIXTURES / "modality"
 PHONE = sorted((MODALITY / "pad_ufes_20").glob("*.jpg"))
 CLINICAL = sorted((MODALITY / "sd198_clinical").glob("*.jpg"))
 OTHER_DERMOSCOPY = sorted((MODALITY / "isic2017_sample").glob("*.jpg"))
+IMAGE_TYPE_CODES = {"not_dermoscopic", "composite_image"}  # the two reasons the image-type checks give
 
 
 def _ham_test_fixtures() -> list[Path]:
@@ -50,7 +51,7 @@ def test_phone_and_clinical_photos_are_not_assessed(predictor):
 def test_dermoscopy_from_ham10000_and_another_source_passes_the_check(predictor):
     images = _ham_test_fixtures() + OTHER_DERMOSCOPY
     assert len(images) >= 17
-    refused = [p.name for p in images if "not_dermoscopic" in [r.code for r in predictor.predict(p).ood_reasons]]
+    refused = [p.name for p in images if IMAGE_TYPE_CODES & {r.code for r in predictor.predict(p).ood_reasons}]
     assert refused == []
 
 
@@ -63,7 +64,7 @@ def test_the_same_decisions_at_bf16(shipped_bundle):
     for path in PHONE + CLINICAL:
         assert "not_dermoscopic" in [r.code for r in pred.predict(path).ood_reasons], path.name
     for path in _ham_test_fixtures() + OTHER_DERMOSCOPY:
-        assert "not_dermoscopic" not in [r.code for r in pred.predict(path).ood_reasons], path.name
+        assert not IMAGE_TYPE_CODES & {r.code for r in pred.predict(path).ood_reasons}, path.name
 
 
 def test_api_answers_a_phone_photo_with_the_reason_and_no_diagnosis(shipped_bundle):
@@ -112,6 +113,34 @@ def test_committed_scores_are_the_gates_own(predictor, shipped_bundle, card):
 def test_gate_weights_are_plain_arrays(shipped_bundle, card):
     with np.load(shipped_bundle / card["modality"]["weights"], allow_pickle=False) as z:
         assert {"mean", "scale", "W0", "b0"} <= set(z.files)
+
+
+def test_shipped_margins_are_the_two_checks_of_its_network(predictor, card):
+    """gate.npz's margins (which check refused) are the same two checks its network combines: the network's logit
+    is the check threshold's logit plus the lower margin, on real images of every kind."""
+    gate = predictor.bundle.gate
+    assert {"margins_W", "margins_b"} <= set(gate.weights)
+    paths = PHONE + CLINICAL + OTHER_DERMOSCOPY + sorted((FIXTURES / "fullres").glob("*.jpg"))
+    feats = gate.features(np.stack([predictor.load(p) for p in paths]))
+    w = gate.weights
+    m = ((feats - w["mean"]) / w["scale"]) @ w["margins_W"] + w["margins_b"]
+    t = card["modality"]["threshold"]
+    logit = np.log(gate.probability_from_features(feats) / (1 - gate.probability_from_features(feats)))
+    assert np.allclose(logit, np.log(t / (1 - t)) + m.min(axis=1), atol=1e-3)
+
+
+def test_a_gate_with_damaged_margins_is_refused_by_name(tmp_path, shipped_bundle):
+    import shutil
+
+    from dermalens.inference.bundle import BundleError, load_bundle
+    copy = tmp_path / "b"
+    shutil.copytree(shipped_bundle, copy, ignore=shutil.ignore_patterns("report"))
+    with np.load(copy / "gate.npz") as z:
+        w = {k: z[k] for k in z.files}
+    w["margins_W"] = w["margins_W"][:, :1]
+    np.savez(copy / "gate.npz", **w)
+    with pytest.raises(BundleError, match="gate.npz.*margins_W"):
+        load_bundle(copy)
 
 
 def test_bundle_without_its_gate_file_is_refused(tmp_path, shipped_bundle):
@@ -238,8 +267,13 @@ def test_the_composite_check_and_the_check_are_one_network_of_their_minimum():
     logit = lambda p: np.log(p / (1 - p))  # noqa: E731
     u = (h @ check["W0"] + check["b0"])[:, 0] - logit(t)
     v = (h @ head["W"] + head["b"])[:, 0] - logit(t2)
-    both = ModalityGate(None, None, both_checks(check, head, t, t2), t).probability_from_features(X)
+    gate = ModalityGate(None, None, both_checks(check, head, t, t2), t)
+    both = gate.probability_from_features(X)
     assert np.allclose(both, 1 / (1 + np.exp(-(logit(t) + np.minimum(u, v)))), atol=1e-5)
+    # the margins say which check refused: the composite check where its margin is the lower one
+    told = gate.scores_from_features(X).composite
+    clear = np.abs(u - v) > 1e-4
+    assert (told == ((v < 0) & (v < u)))[clear].all() and told.any() and (~told & (u < 0)).any()
     assert ((both >= t) == ((u >= 0) & (v >= 0)))[np.minimum(np.abs(u), np.abs(v)) > 1e-4].all()
     assert 0 < (v < 0).sum() and 0 < ((u >= 0) & (v >= 0)).sum()  # both cases occur
 
@@ -254,9 +288,27 @@ def test_dermoscopy_dressed_as_a_screenshot_a_figure_or_a_collage_is_not_assesse
     refused = 0
     for _ in range(4):
         p = predictor.predict_pixels(predictor.load(made())[None])[0]
-        refused += not p.in_distribution and [r.code for r in p.ood_reasons] == ["not_dermoscopic"]
+        refused += not p.in_distribution and [r.code for r in p.ood_reasons] in (["composite_image"], ["not_dermoscopic"])
     assert refused >= 3, dressing
     assert all(predictor.predict(f).in_distribution for f in sorted((FIXTURES / "fullres").glob("*.jpg"))[:1])
+
+
+def test_a_collage_is_told_it_is_one_and_a_phone_photo_that_it_is_a_photo(shipped_bundle):
+    """Through the API: dermoscopy tiled into a collage gets `composite_image` and no diagnosis, a phone photo keeps
+    `not_dermoscopic` (the reason says which check refused)."""
+    import io
+
+    from dermalens.train.modality_augment import _collage
+    images = [Image.open(p).convert("RGB") for p in sorted((FIXTURES / "fullres").glob("*.jpg"))]
+    buf = io.BytesIO()
+    _collage(images, np.random.default_rng(1)).save(buf, "JPEG", quality=90)
+    with running_server(shipped_bundle) as url, httpx.Client(base_url=url, timeout=60) as client:
+        collage = client.post("/predict/upload", files={"file": ("figure.jpg", buf.getvalue(), "image/jpeg")}).json()
+        phone = client.post("/predict/upload", files={"file": (PHONE[0].name, PHONE[0].read_bytes(), "image/jpeg")}).json()
+    assert [r["code"] for r in collage["quality"]["reasons"]] == ["composite_image"]
+    assert "screenshot" in collage["quality"]["reasons"][0]["message"]
+    assert collage["prediction"] is None and collage["risk"]["level"] == "indeterminate"
+    assert [r["code"] for r in phone["quality"]["reasons"]] == ["not_dermoscopic"]
 
 
 def test_the_previous_check_is_compared_only_when_it_read_the_same_features(tmp_path):

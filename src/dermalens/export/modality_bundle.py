@@ -159,6 +159,9 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
                                    .probability_from_features(composites["check"]) < previous[1]).mean())
     print("check composites (screen captures, document figures, collages of check-part dermoscopy) flagged: "
           + ", ".join(f"{k} {v:.1%}" for k, v in flagged.items()))
+    told = _told_composite(gate, X[plain], owner[plain], items, composites["check"])
+    print("of the images refused, told they look like a screenshot, a page or a collage (composite_image): "
+          + ", ".join(f"{k} {v:.1%}" for k, v in told.items()))
 
     np.savez(out / GATE_WEIGHTS, **gate.weights)
     _write_scores(out / SCORES_FILE, items, p_item)
@@ -181,7 +184,13 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
                               "validation class",
             "combined": "gate.npz is one ReLU network: threshold_logit + min(check_logit - threshold_logit, "
                         "composite_logit - composite_threshold_logit); an image passes only if both checks pass, "
-                        "and keeps the check's probability where the composite check passes by a wider margin"},
+                        "and keeps the check's probability where the composite check passes by a wider margin",
+            "reason": {"code": "composite_image",
+                       "rule": "a refused image is told it looks like a screenshot, a page or a collage "
+                               "(composite_image) where the composite check's margin is the lower of the two "
+                               "(gate.npz margins_W, margins_b), otherwise that it looks like an ordinary photo "
+                               "(not_dermoscopic)",
+                       "told_composite_image": {k: round(v, 4) for k, v in told.items()}}},
         "threshold": round(threshold, 6),
         "threshold_rule": (f"the highest threshold at which every dermoscopic check set passes at {fit.PASS_TARGET:.1%} "
                            f"(HAM10000 validation overall and isic_archive check) and every HAM10000 validation class at "
@@ -202,6 +211,23 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     write_model_card(card, out / "MODEL_CARD.md")
     return card
+
+
+def _told_composite(gate: ModalityGate, X: np.ndarray, owner: np.ndarray, items: list,
+                    composites: np.ndarray) -> dict[str, float]:
+    """Of the images the checks refuse, the share told `composite_image` rather than `not_dermoscopic`: the check
+    composites, and the phone and clinical photos of the check and held-out parts (X: one row per item, `owner`)."""
+    def share(feats):
+        s = gate.scores_from_features(feats)
+        refused = s.dermoscopic < gate.threshold
+        return float(s.composite[refused].mean()) if refused.any() else 0.0
+    out = {"check composites": share(composites)}
+    for name in ("pad_ufes_20", "sd198_clinical"):
+        for part in ("check", "heldout"):
+            sel = np.array([items[i].set == name and items[i].part == part for i in owner])
+            if sel.any():
+                out[f"{name} {part}"] = share(X[sel])
+    return out
 
 
 def _first_view(owner: np.ndarray) -> np.ndarray:

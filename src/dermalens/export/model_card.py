@@ -300,9 +300,14 @@ def _modality_section(g: dict | None) -> list[str]:
              "`not_dermoscopic`. Threshold rule: " + g["threshold_rule"] + "."]
     if g.get("composite_check"):
         h = g["composite_check"]
+        reason = h.get("reason")
+        said = "with the same reason" if not reason else f"with the reason `{reason['code']}` ({reason['rule']})"
         lines.append(f"Beside it, a composite check ({h['kind']}) refuses screen captures, figures of documents and "
-                     f"collages with the same reason; its threshold {h['threshold']:.4f} is {h['threshold_rule']}. "
+                     f"collages {said}; its threshold {h['threshold']:.4f} is {h['threshold_rule']}. "
                      f"Both are one small network in the bundle ({h['combined']}). The figures below are of both.")
+        if reason and reason.get("told_composite_image"):
+            lines.append("Of the images refused, the share told `composite_image`: " + ", ".join(
+                f"{k} {100 * v:.1f} %" for k, v in reason["told_composite_image"].items()) + ".")
     lines += ["", "| collection | part | kind | passed (dermoscopic) / flagged (not) |", "| --- | --- | --- | --- |"]
     for r in t:
         if r["stratum"]:

@@ -4,6 +4,8 @@ A small ImageNet-only network (`gate.onnx`, EfficientNet-Lite0) turns the pixels
 would read into channel statistics; a linear classifier on them (`gate.npz`: standardisation and
 weights, plain arrays, no pickle; further layers W1, b1, ... would be read as a ReLU network) gives
 the probability that the image is dermoscopic. Below the card's threshold the image is not assessed.
+Since bundle 3.1.1 `gate.npz` also holds `margins_W`, `margins_b`: each check's own logit less its threshold's
+logit (column 0 the image-type check, column 1 the composite check), which say which check refused an image.
 Numpy, Pillow and the serving runtime only (inference.runtime).
 """
 from __future__ import annotations
@@ -25,6 +27,12 @@ GATE_WEIGHTS = "gate.npz"
 
 
 @dataclass
+class GateScores:
+    dermoscopic: np.ndarray  # probability that each image is dermoscopic
+    composite: np.ndarray | None  # True where the composite check is the one that refuses (None: no such check)
+
+
+@dataclass
 class ModalityGate:
     model: "rt.CompiledModel"
     spec: PreprocessSpec  # how the classifier's pixels are resized and normalised for gate.onnx
@@ -41,24 +49,37 @@ class ModalityGate:
                for i in range(0, len(pixels), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
-    def start(self, pixels: np.ndarray, batch_size: int = 16) -> Callable[[], np.ndarray]:
-        """Queue the check on `pixels` and return at once; calling the result waits for the probabilities.
+    def start(self, pixels: np.ndarray, batch_size: int = 16) -> Callable[[], GateScores]:
+        """Queue the check on `pixels` and return at once; calling the result waits for its GateScores.
         The predictor starts it just after the classifier's networks, so the graphs of an image run side by side."""
         if not len(pixels):
-            return lambda: np.zeros(0)
+            return lambda: GateScores(np.zeros(0), None if "margins_W" not in self.weights else np.zeros(0, bool))
         running = [self.model.submit(pixels[i:i + batch_size], prepare=self._input)
                    for i in range(0, len(pixels), batch_size)]
-        return lambda: self.probability_from_features(np.concatenate([f.result()["features"] for f in running]))
+        return lambda: self.scores_from_features(np.concatenate([f.result()["features"] for f in running]))
 
     def probability_from_features(self, feats: np.ndarray) -> np.ndarray:
         w = self.weights
         h = (feats.astype(np.float32) - w["mean"]) / w["scale"]
-        n_layers = sum(k.startswith("W") for k in w)
+        n_layers = sum(k.startswith("W") for k in w)  # W0, W1, ...: margins_W is not a layer
         for k in range(n_layers):
             h = h @ w[f"W{k}"] + w[f"b{k}"]
             if k < n_layers - 1:
                 h = np.maximum(h, 0)
         return 1.0 / (1.0 + np.exp(-h[:, 0].astype(np.float64)))
+
+    def scores_from_features(self, feats: np.ndarray) -> GateScores:
+        """The probability, and which check refuses: the composite check where its margin is the lower one, so an
+        image is told it looks like a screenshot, a page or a collage only when that check is the surer of the two."""
+        composite = None
+        if "margins_W" in self.weights:
+            m = ((feats.astype(np.float32) - self.weights["mean"]) / self.weights["scale"]) @ self.weights["margins_W"] \
+                + self.weights["margins_b"]
+            composite = (m[:, 1] < 0) & (m[:, 1] < m[:, 0])
+        return GateScores(self.probability_from_features(feats), composite)
+
+    def scores(self, pixels: np.ndarray) -> GateScores:
+        return self.scores_from_features(self.features(pixels))
 
     def probability(self, pixels: np.ndarray) -> np.ndarray:
         """Probability that each image is dermoscopic."""
@@ -84,6 +105,9 @@ def load_gate(bundle_dir: Path, section: dict, threads: int | None = None, **com
         raise ValueError(f"{weights}: unreadable ({e or type(e).__name__})") from None
     if not {"mean", "scale", "W0", "b0"} <= set(w):
         raise ValueError(f"{weights}: expected arrays mean, scale, W0, b0, ...; found {sorted(w)}")
+    if ("margins_W" in w) != ("margins_b" in w) or ("margins_W" in w and (
+            w["margins_W"].shape != (len(w["mean"]), 2) or w["margins_b"].shape != (2,))):
+        raise ValueError(f"{weights}: margins_W must be {len(w['mean'])} x 2 and margins_b 2 numbers, both or neither")
     try:
         model = compile_gate(graph, spec, threads=threads, **compile_options)
     except rt.RuntimeUnavailable:

@@ -44,6 +44,9 @@ class Reason(str):
 
 NOT_DERMOSCOPIC = Reason("not_dermoscopic", "This looks like an ordinary photo, not a dermoscopic image. "
                                             "dermalens only reads dermoscopic images")
+COMPOSITE_IMAGE = Reason("composite_image", "This looks like a screenshot, a figure from a document or several images "
+                                            "put together, not one dermoscopic image. Send the dermoscopic image file "
+                                            "itself, one lesion per picture")
 UNLIKE_TRAINING = Reason("unlike_training", "image features are unlike the dermoscopic training images")
 
 

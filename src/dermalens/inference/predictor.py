@@ -17,8 +17,9 @@ from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, open_image
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
 from .metadata import PatientMetadata
-from .ood import EXPOSURE_RULES, NOT_DERMOSCOPIC, UNLIKE_TRAINING, Reason, exposure_reasons, mahalanobis_score, \
-    size_reasons
+from .modality import GateScores
+from .ood import COMPOSITE_IMAGE, EXPOSURE_RULES, NOT_DERMOSCOPIC, UNLIKE_TRAINING, Reason, exposure_reasons, \
+    mahalanobis_score, size_reasons
 from .risk import RECOMMENDATIONS, risk_level
 from .softmax import decide
 
@@ -216,12 +217,18 @@ class Predictor:
         return None if self.bundle.gate is None else self.bundle.gate.probability(pixels)
 
     def reasons(self, pixels: np.ndarray, pooled: np.ndarray, source_sizes=None,
-                dermoscopic: np.ndarray | None = None, exposure: list | None = None) -> tuple[list[list[Reason]], dict]:
+                dermoscopic: np.ndarray | GateScores | None = None,
+                exposure: list | None = None) -> tuple[list[list[Reason]], dict]:
         """Why each image is not assessed (an empty list: it is), and the scores behind it. `dermoscopic`,
-        `exposure`: the image-type check's probabilities and each image's exposure_reasons when already
-        computed (predict_pixels works them out while the networks run)."""
+        `exposure`: the image-type check's GateScores (or bare probabilities: then every refusal it makes is
+        `not_dermoscopic`) and each image's exposure_reasons when already computed (predict_pixels works them
+        out while the networks run)."""
         scores = self.ood_scores(pooled)
-        derm = self.dermoscopic(pixels) if dermoscopic is None else dermoscopic
+        gate = self.bundle.gate
+        if dermoscopic is None and gate is not None:
+            dermoscopic = gate.scores(pixels)
+        derm, composite = (dermoscopic.dermoscopic, dermoscopic.composite) if isinstance(dermoscopic, GateScores) \
+            else (dermoscopic, None)
         if exposure is None:
             exposure = [exposure_reasons(p, self.exposure_rules) for p in pixels]
         out = []
@@ -230,8 +237,8 @@ class Predictor:
             size = source_sizes[i] if source_sizes else None
             if size:
                 reasons += size_reasons(*size, self.min_short_side)
-            if derm is not None and derm[i] < self.bundle.gate.threshold:
-                reasons.append(NOT_DERMOSCOPIC)
+            if derm is not None and derm[i] < gate.threshold:
+                reasons.append(COMPOSITE_IMAGE if composite is not None and composite[i] else NOT_DERMOSCOPIC)
             elif scores is not None and self.ood_threshold is not None and scores[i] > self.ood_threshold:
                 reasons.append(UNLIKE_TRAINING)  # said only of dermoscopy: an ordinary photo gets the plainer reason
             out.append(reasons)

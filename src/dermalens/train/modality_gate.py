@@ -145,7 +145,8 @@ def head_probability(weights: dict, head: dict, feats: np.ndarray) -> np.ndarray
 def both_checks(weights: dict, head: dict, threshold: float, head_threshold: float) -> dict:
     """One ReLU network for inference.modality: z = L + min(u, v), u = check logit - L, v = composite logit - L2
     (L, L2: the thresholds' logits), written min(u, v) = relu(u) - relu(-u) - relu(u - v). Where the composite
-    check passes by more than the check does, z is the check's own logit."""
+    check passes by more than the check does, z is the check's own logit. margins_W, margins_b give u and v
+    themselves, so the runtime can say which check refused (inference.modality.GateScores)."""
     logit = lambda p: float(np.log(p / (1 - p)))  # noqa: E731
     L, L2 = logit(threshold), logit(head_threshold)
     w1, c1 = weights["W0"][:, :1], float(weights["b0"][0]) - L
@@ -153,7 +154,8 @@ def both_checks(weights: dict, head: dict, threshold: float, head_threshold: flo
     return {"mean": weights["mean"], "scale": weights["scale"],
             "W0": np.concatenate([w1, -w1, w1 - w2], axis=1).astype(np.float32),
             "b0": np.array([c1, -c1, c1 - c2], np.float32),
-            "W1": np.array([[1.0], [-1.0], [-1.0]], np.float32), "b1": np.array([L], np.float32)}
+            "W1": np.array([[1.0], [-1.0], [-1.0]], np.float32), "b1": np.array([L], np.float32),
+            "margins_W": np.concatenate([w1, w2], axis=1).astype(np.float32), "margins_b": np.array([c1, c2], np.float32)}
 
 
 def choose_threshold(p: np.ndarray, items: list[GateImage], target_all: float = PASS_TARGET,
