@@ -21,9 +21,13 @@ def pump(root, until, timeout=120):
         time.sleep(0.01)
 
 
-def screenshot(display, path):
+def screenshot(display, path, window=None):
+    """The test display, or only `window` (a Tk toplevel) on it."""
     from PIL import ImageGrab
-    ImageGrab.grab(xdisplay=display).save(path)
+    bbox = None if window is None else (window.winfo_rootx(), window.winfo_rooty(),
+                                        window.winfo_rootx() + window.winfo_width(),
+                                        window.winfo_rooty() + window.winfo_height())
+    ImageGrab.grab(bbox=bbox, xdisplay=display).save(path)
 
 
 @pytest.fixture()

@@ -11,20 +11,24 @@ import os
 import queue
 import threading
 import tkinter as tk
+import tkinter.font as tkfont
 from pathlib import Path
 from tkinter import filedialog, messagebox, ttk
 
 from PIL import Image, ImageTk
 
 from .. import DISCLAIMER
-from ..classes import CODES, MALIGNANT_CODES
+from ..classes import CODES, MALIGNANT_CODES, NAMES
 from ..inference.metadata import SITES
 from ..inference.risk import COLOURS
 from .backend import BackendError, LocalBackend, RemoteBackend
 from .batch import batch_items, export_csv, metrics_text, missing_text, run_batch
 
 FILETYPES = [("Images", "*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff"), ("All files", "*")]
-VIEW = (460, 345)
+VIEW = (460, 345)  # the image preview at its largest (4:3, as dermoscopic images are)
+VIEW_MIN = (320, 240)  # and at its smallest, in a narrow window
+BAR = (100, 260, 200)  # a probability bar's shortest, longest, and the length the preview leaves room for
+MALIGNANT = " (malignant)"
 NOT_GIVEN = "not given"
 
 
@@ -45,6 +49,8 @@ class App:
         self._build()
         if self.backend is None:
             self._connect(model, api)
+        else:
+            self.source_label.config(text=getattr(self.backend, "description", "backend given"))
         root.after(50, self._poll)
 
     # ---- layout -------------------------------------------------------------------------
@@ -70,45 +76,53 @@ class App:
         self._build_batch()
 
     def _build_single(self):
-        left = ttk.Frame(self.single)
+        # Sized to the window (_fit_single): the preview shrinks from VIEW to VIEW_MIN, the bars from their
+        # longest to their shortest, then the class names wrap, so that at the smallest window (minsize)
+        # every part of a result is on show whole, and at 1920x1080 nothing is stretched.
+        self.left = left = ttk.Frame(self.single)
         left.pack(side="left", fill="y")
         bar = ttk.Frame(left)
         bar.pack(fill="x")
         self.open_button = ttk.Button(bar, text="Open image…", command=self.choose_image)
-        self.open_button.pack(side="left")
+        self.open_button.grid(row=0, column=0, rowspan=2, sticky="w")
         self.heat = tk.BooleanVar(value=False)
         ttk.Checkbutton(bar, text="Heat-map (Grad-CAM)", variable=self.heat,
-                        command=self._show_image).pack(side="left", padx=8)
+                        command=self._show_image).grid(row=0, column=1, sticky="w", padx=(8, 0))
         # The four flips averaged: the same answer however the picture is held (a single view changes
         # its answer for about 1 image in 10 when flipped, experiments/measure_flip_consistency.py).
         self.tta = tk.BooleanVar(value=False)
-        ttk.Checkbutton(bar, text="Steadier (4 views, slower)", variable=self.tta).pack(side="left")
-        self.canvas = tk.Label(left, width=VIEW[0], height=VIEW[1], bg="#ddd", text="no image")
+        ttk.Checkbutton(bar, text="Steadier (4 views, slower)", variable=self.tta).grid(row=1, column=1, sticky="w",
+                                                                                         padx=(8, 0))
+        # an empty image of the preview's size: a Label's size is then in pixels, not (as for text) in characters
+        self.preview = VIEW
+        self._blank = tk.PhotoImage(master=self.root, width=VIEW[0], height=VIEW[1])  # this window's, not the first's
+        self.canvas = tk.Label(left, image=self._blank, text="no image", compound="center", bg="#ddd")
         self.canvas.pack(pady=6)
-        self.meta_label = ttk.Label(left, text="")
+        self.meta_label = ttk.Label(left, text="", wraplength=VIEW[0])  # a long file name wraps under the image
         self.meta_label.pack(anchor="w")
         # Optional patient details: any left at "not given" is marginalised by the model, not guessed.
         patient = ttk.LabelFrame(left, text="Patient details (optional)", padding=4)
         patient.pack(fill="x", pady=4)
         self.age_var, self.sex_var, self.site_var = tk.StringVar(), tk.StringVar(value=NOT_GIVEN), \
             tk.StringVar(value=NOT_GIVEN)
-        ttk.Label(patient, text="Age").pack(side="left")
+        ttk.Label(patient, text="Age").grid(row=0, column=0, sticky="w")
         self.age_entry = ttk.Entry(patient, textvariable=self.age_var, width=5)
-        self.age_entry.pack(side="left", padx=(2, 8))
-        ttk.Label(patient, text="Sex").pack(side="left")
+        self.age_entry.grid(row=0, column=1, sticky="w", padx=(2, 8))
+        ttk.Label(patient, text="Sex").grid(row=0, column=2, sticky="w")
         self.sex_box = ttk.Combobox(patient, textvariable=self.sex_var, values=(NOT_GIVEN, "female", "male"),
                                     state="readonly", width=9)
-        self.sex_box.pack(side="left", padx=(2, 8))
-        ttk.Label(patient, text="Site").pack(side="left")
+        self.sex_box.grid(row=0, column=3, sticky="w", padx=2)
+        ttk.Label(patient, text="Site").grid(row=1, column=0, sticky="w", pady=(4, 0))
         self.site_box = ttk.Combobox(patient, textvariable=self.site_var, values=(NOT_GIVEN,) + SITES,
                                      state="readonly", width=15)
-        self.site_box.pack(side="left", padx=2)
-        self.spinner = ttk.Progressbar(left, mode="indeterminate", length=VIEW[0])
-        self.spinner.pack(pady=4)
+        self.site_box.grid(row=1, column=1, columnspan=3, sticky="w", padx=(2, 0), pady=(4, 0))
+        self.spinner = ttk.Progressbar(left, mode="determinate", length=VIEW_MIN[0])  # empty until it works
+        self.spinner.pack(fill="x", padx=20, pady=4)
 
-        right = ttk.Frame(self.single, padding=(16, 0))
+        self.result_panel = right = ttk.Frame(self.single, padding=(16, 0, 0, 0))
         right.pack(side="left", fill="both", expand=True)
-        self.top_label = ttk.Label(right, text="Open a dermoscopic image to classify it.", font=("TkDefaultFont", 15, "bold"))
+        self.top_label = ttk.Label(right, text="Open a dermoscopic image to classify it.",
+                                   font=("TkDefaultFont", 15, "bold"), wraplength=VIEW[0], justify="left")
         self.top_label.pack(anchor="w")
         self.ood_label = tk.Label(right, text="", fg="#fff", bg="#616161", wraplength=640, justify="left")
         self.risk_label = tk.Label(right, text="", fg="#fff", bg="#999", font=("TkDefaultFont", 12, "bold"),
@@ -116,59 +130,162 @@ class App:
         self.risk_label.pack(anchor="w", pady=(8, 2))
         self.recommendation = ttk.Label(right, text="", wraplength=640, justify="left")
         self.recommendation.pack(anchor="w")
-        _wrap_to_width(right, self.ood_label, self.recommendation)  # the reason not to assess must be read whole
         # Scores and bars: hidden for an image that is not assessed (no diagnosis is shown for it).
         self.assessment = ttk.Frame(right)
         self.assessment.pack(anchor="w", fill="x")
-        self.malignancy_label = ttk.Label(self.assessment, text="")
+        self.malignancy_label = ttk.Label(self.assessment, text="", justify="left")
         self.malignancy_label.pack(anchor="w", pady=(10, 0))
         self.mal_canvas = tk.Canvas(self.assessment, width=400, height=18, bg="#e6e9ee", highlightthickness=0)
         self.mal_canvas.pack(anchor="w")
+        self._malignancy: dict | None = None
         ttk.Label(self.assessment, text="Class probabilities").pack(anchor="w", pady=(12, 2))
         self.bars: dict[str, tuple[ttk.Label, ttk.Progressbar, ttk.Label]] = {}
         grid = ttk.Frame(self.assessment)
         grid.pack(anchor="w", fill="x")
         for i, code in enumerate(CODES):
-            name = ttk.Label(grid, text=code, width=44)
-            pb = ttk.Progressbar(grid, maximum=100, length=260)
-            val = ttk.Label(grid, text="", width=8)
+            name = ttk.Label(grid, text=code, justify="left")
+            pb = ttk.Progressbar(grid, maximum=100, length=BAR[1])
+            val = ttk.Label(grid, text="", width=8, anchor="e")  # "100.0 %" and a little room
             name.grid(row=i, column=0, sticky="w")
-            pb.grid(row=i, column=1, padx=4, pady=2)
+            pb.grid(row=i, column=1, padx=4, pady=2, sticky="w")
             val.grid(row=i, column=2, sticky="e")
             self.bars[code] = (name, pb, val)
+        self._clear_result(self.top_label.cget("text"))  # no empty bars or risk before the first image
+        self.single.bind("<Configure>", lambda e: self._fit_single(), add="+")
+        right.bind("<Configure>", lambda e: self._fit_result(), add="+")
+
+    def _names_width(self) -> int:
+        """The widest class name as shown, unwrapped: the shipped names until a result brings its own."""
+        font = _style_font(self.root, "TLabel")
+        shown = [name.cget("text") for name, _, _ in self.bars.values()]
+        usual = [n + (MALIGNANT if c in MALIGNANT_CODES else "") for c, n in zip(CODES, NAMES)]
+        return max(font.measure(t) for t in shown + usual)
+
+    def _fit_single(self):
+        """The preview's size from the room the tab has: the results beside it get the class names unwrapped
+        and bars of BAR[2] first; the preview takes the rest, between VIEW_MIN and VIEW, and what the
+        window's height leaves it."""
+        width, height = self.single.winfo_width() - 16, self.single.winfo_height() - 16  # the tab's padding
+        if width < 100 or height < 100:  # not laid out yet
+            return
+        value = self.bars[CODES[0]][2].winfo_reqwidth()
+        results = 16 + self._names_width() + 8 + BAR[2] + value
+        others = self.left.winfo_reqheight() - self.canvas.winfo_reqheight()  # the controls above and below it
+        w = min(width - results, VIEW[0], int((height - others) * VIEW[0] / VIEW[1]))
+        w = max(w, VIEW_MIN[0])
+        size = (w, round(w * VIEW[1] / VIEW[0]))
+        if size != self.preview:
+            self.preview = size
+            self._blank.configure(width=size[0], height=size[1])
+            self.meta_label.config(wraplength=size[0])
+            self._show_image()
+
+    def _fit_result(self):
+        """Text wrapped, bars and the malignancy scale sized to the result panel's width, so none is cut off."""
+        inner = self.result_panel.winfo_width() - 16  # its left padding
+        if inner < 100:  # not laid out yet
+            return
+        for label in (self.top_label, self.recommendation, self.malignancy_label):
+            label.config(wraplength=inner - 8)
+        self.ood_label.config(wraplength=inner - 28)  # its padx and border
+        value = self.bars[CODES[0]][2].winfo_reqwidth()
+        room = inner - value - 8 - 4  # the bar's padx, and a margin
+        names = self._names_width()
+        if room - names >= BAR[0]:
+            length, wrap = min(room - names, BAR[1]), 0
+        else:  # the names wrap, the longest onto two lines at the smallest window
+            length, wrap = BAR[0], max(120, room - BAR[0])
+        for name, pb, _ in self.bars.values():
+            name.config(wraplength=wrap)
+            pb.config(length=length)
+        scale = max(120, min(400, inner - 4))
+        if int(self.mal_canvas.cget("width")) != scale:
+            self.mal_canvas.config(width=scale)
+            self._draw_malignancy()
+
+    def _draw_malignancy(self):
+        c, m = self.mal_canvas, self._malignancy
+        c.delete("all")
+        if not m:
+            return
+        w = int(c.cget("width"))
+        c.create_rectangle(0, 0, w * m["probability"], 18, fill="#c62828", width=0)
+        x = min(w * m["threshold"], w - 1)
+        c.create_line(x, 0, x, 18, width=2)
 
     def _build_batch(self):
+        # two rows, the paths' entries taking what the buttons leave: in one row the buttons at its end
+        # (Start among them) were pushed out of a window narrower than about 1200 pixels
         bar = ttk.Frame(self.batch)
         bar.pack(fill="x")
+        bar.columnconfigure(1, weight=1)
         self.folder_var = tk.StringVar()
         self.labels_var = tk.StringVar()
         ttk.Button(bar, text="Folder…", command=lambda: self.folder_var.set(filedialog.askdirectory() or
-                                                                             self.folder_var.get())).pack(side="left")
-        ttk.Entry(bar, textvariable=self.folder_var, width=40).pack(side="left", padx=4)
+                                                                             self.folder_var.get())
+                   ).grid(row=0, column=0, sticky="ew")
+        ttk.Entry(bar, textvariable=self.folder_var, width=30).grid(row=0, column=1, sticky="ew", padx=4)
         ttk.Button(bar, text="Labels CSV (optional)…", command=lambda: self.labels_var.set(
-            filedialog.askopenfilename(filetypes=[("CSV", "*.csv")]) or self.labels_var.get())).pack(side="left")
-        ttk.Entry(bar, textvariable=self.labels_var, width=30).pack(side="left", padx=4)
-        self.start_button = ttk.Button(bar, text="Start", command=self.start_batch)
-        self.start_button.pack(side="left", padx=4)
-        self.cancel_button = ttk.Button(bar, text="Cancel", command=self.cancel.set, state="disabled")
-        self.cancel_button.pack(side="left")
-        ttk.Button(bar, text="Export CSV…", command=self.export).pack(side="left", padx=4)
+            filedialog.askopenfilename(filetypes=[("CSV", "*.csv")]) or self.labels_var.get())
+                   ).grid(row=1, column=0, sticky="ew", pady=(4, 0))
+        ttk.Entry(bar, textvariable=self.labels_var, width=30).grid(row=1, column=1, sticky="ew", padx=4, pady=(4, 0))
+        actions = ttk.Frame(bar)
+        actions.grid(row=0, column=2, sticky="e")
+        self.start_button = ttk.Button(actions, text="Start", command=self.start_batch)
+        self.start_button.pack(side="left")
+        self.cancel_button = ttk.Button(actions, text="Cancel", command=self.cancel.set, state="disabled")
+        self.cancel_button.pack(side="left", padx=4)
+        ttk.Button(actions, text="Export CSV…", command=self.export).pack(side="left")
         self.batch_progress = ttk.Progressbar(self.batch, maximum=100)
         self.batch_progress.pack(fill="x", pady=6)
-        body = ttk.Frame(self.batch)
+        self.batch_body = body = ttk.Frame(self.batch)
         body.pack(fill="both", expand=True)
         cols = ("file", "true", "prediction", "confidence", "malignancy", "risk", "metadata_used")
-        self.tree = ttk.Treeview(body, columns=cols, show="headings", height=20)
+        self.tree = ttk.Treeview(body, columns=cols, show="headings", height=8)
+        heading = _style_font(self.root, "Heading")
         for c in cols:
             self.tree.heading(c, text=c, command=lambda c=c: self.sort_by(c))
-            self.tree.column(c, width=150 if c == "file" else 90, anchor="w")
-        scroll = ttk.Scrollbar(body, orient="vertical", command=self.tree.yview)
-        self.tree.configure(yscrollcommand=scroll.set)
-        self.tree.pack(side="left", fill="both", expand=True)
-        scroll.pack(side="left", fill="y")
-        self.metrics_box = tk.Text(body, width=58, font=("TkFixedFont", 10))
-        self.metrics_box.pack(side="left", fill="both", padx=(8, 0))
+            self.tree.column(c, width=max(150 if c == "file" else 90, heading.measure(c) + 16), anchor="w")
+        self.tree_scroll = ttk.Scrollbar(body, orient="vertical", command=self.tree.yview)
+        self.tree.configure(yscrollcommand=self.tree_scroll.set)
+        # TkFixedFont by name: the columns of the per-class table and the confusion matrix line up
+        self.metrics_box = tk.Text(body, width=54, height=10, font="TkFixedFont", wrap="word")  # metrics_text: 51
+        self.metrics_scroll = ttk.Scrollbar(body, orient="vertical", command=self.metrics_box.yview)
+        self.metrics_box.configure(yscrollcommand=self.metrics_scroll.set)
+        self._batch_wide: bool | None = None
+        self._arrange_batch(wide=True)
+        body.bind("<Configure>", lambda e: self._arrange_batch(), add="+")
         self._sort_desc = False
+
+    def _arrange_batch(self, wide: bool | None = None):
+        """The metrics beside the table where both fit whole, below it otherwise (a narrower window cut the
+        metrics off mid-number, or the table's right-hand columns)."""
+        if wide is None:
+            width = self.batch_body.winfo_width()
+            if width < 100:  # not laid out yet
+                return
+            parts = (self.tree, self.tree_scroll, self.metrics_box, self.metrics_scroll)
+            wide = width >= sum(w.winfo_reqwidth() for w in parts) + 8
+        if wide == self._batch_wide:
+            return
+        self._batch_wide = wide
+        body = self.batch_body
+        for w in body.grid_slaves():
+            w.grid_forget()
+        self.tree.grid(row=0, column=0, sticky="nsew")
+        self.tree_scroll.grid(row=0, column=1, sticky="ns")
+        if wide:
+            self.metrics_box.grid(row=0, column=2, sticky="nsew", padx=(8, 0))
+            self.metrics_scroll.grid(row=0, column=3, sticky="ns")
+            weights = {"rows": (1, 0), "columns": (1, 0, 0, 0)}
+        else:
+            self.metrics_box.grid(row=1, column=0, sticky="nsew", pady=(8, 0))
+            self.metrics_scroll.grid(row=1, column=1, sticky="ns", pady=(8, 0))
+            weights = {"rows": (3, 2), "columns": (1, 0, 0, 0)}
+        for i, wt in enumerate(weights["rows"]):
+            body.rowconfigure(i, weight=wt)
+        for i, wt in enumerate(weights["columns"]):
+            body.columnconfigure(i, weight=wt)
 
     # ---- plumbing ------------------------------------------------------------------------
     def _connect(self, model, api):
@@ -237,6 +354,7 @@ class App:
         self.meta_label.config(text=f"{Path(path).name}: {size[0]}x{size[1]} {fmt}")
         self._show_image()
         self.busy = True
+        self.spinner.config(mode="indeterminate")
         self.spinner.start(12)
         self.open_button.config(state="disabled")
         self.set_status(f"classifying {Path(path).name}…")
@@ -254,7 +372,7 @@ class App:
     def _on_result(self, r: dict):
         self.busy = False
         self.spinner.stop()
-        self.spinner.config(value=0)
+        self.spinner.config(mode="determinate", value=0)
         self.open_button.config(state="normal")
         self.result = r
         try:
@@ -269,6 +387,7 @@ class App:
     def _clear_result(self, text: str):
         self.top_label.config(text=text)
         self.risk_label.config(text="", bg="#999")
+        self.risk_label.pack_forget()
         self.recommendation.config(text="")
         self.ood_label.pack_forget()
         self.assessment.pack_forget()
@@ -278,6 +397,7 @@ class App:
             self._clear_result("No result (see the message below)")
         self.busy = False
         self.spinner.stop()
+        self.spinner.config(mode="determinate", value=0)
         self.open_button.config(state="normal")
         self._show_error(msg)
 
@@ -298,13 +418,14 @@ class App:
         if img is None:
             return
         img = img.copy()
-        img.thumbnail(VIEW)
-        self._photo = ImageTk.PhotoImage(img)
-        self.canvas.config(image=self._photo, text="", width=VIEW[0], height=VIEW[1])
+        img.thumbnail(self.preview)
+        self._photo = ImageTk.PhotoImage(img, master=self.root)
+        self.canvas.config(image=self._photo, text="", width=self.preview[0], height=self.preview[1])
 
     def show_result(self, r: dict):
         top, q, risk = r["prediction"], r["quality"], r["risk"]
         self.risk_label.config(text=f"Risk: {risk['level']}", bg=COLOURS[risk["level"]])
+        self.risk_label.pack(anchor="w", pady=(8, 2), before=self.recommendation)
         self.recommendation.config(text=risk["recommendation"])
         if not q["in_distribution"]:
             self.top_label.config(text="Not assessed")
@@ -319,24 +440,23 @@ class App:
         names = {p["code"]: p["label"] for p in r["predictions"]}
         for code, (name, pb, val) in self.bars.items():
             p = top["all_probabilities"][CODES.index(code)]
-            name.config(text=names.get(code, code) + (" (malignant)" if code in MALIGNANT_CODES else ""))
+            name.config(text=names.get(code, code) + (MALIGNANT if code in MALIGNANT_CODES else ""))
             pb.config(value=100 * p)
             val.config(text=f"{100 * p:.1f} %")
-        suffix = "" if top["confident"] else "  (uncertain: below 50 %)"
+        suffix = "" if top["confident"] else "  (uncertain: below 50\u00a0%)"  # no line break before the %
         if top.get("most_probable", top["code"]) != top["code"]:
             suffix += f"\n(chosen over the more probable {names.get(top['most_probable'])}: rarer diagnoses are " \
                       "weighted up in close calls)"
-        self.top_label.config(text=f"{top['predicted_class']}: {100 * top['confidence']:.1f} %{suffix}")
+        self.top_label.config(text=f"{top['predicted_class']}: {100 * top['confidence']:.1f}\u00a0%{suffix}")
         m = r["malignancy"]
         used = bool((r.get("metadata") or {}).get("used"))
         self.malignancy_label.config(text=f"Malignancy score {100 * m['probability']:.1f} % ({m['label']}; "
                                           f"threshold {100 * m['threshold']:.1f} %)\n"
                                           + ("patient details used" if used else "image only (no patient details used)"))
-        c = self.mal_canvas
-        c.delete("all")
-        c.create_rectangle(0, 0, 400 * m["probability"], 18, fill="#c62828", width=0)
-        x = 400 * m["threshold"]
-        c.create_line(x, 0, x, 18, width=2)
+        self._malignancy = m
+        self._draw_malignancy()
+        self._fit_single()  # names from the answer (a server's model may name its classes otherwise)
+        self._fit_result()
         self._show_image()
 
     # ---- batch ---------------------------------------------------------------------------
@@ -453,6 +573,15 @@ def run_gui(model: str | None = None, api: str | None = None) -> None:
         app.canvas.dnd_bind("<<Drop>>", dropped)
         app.set_status("Tip: drop an image onto the picture area")
     root.mainloop()
+
+
+def _style_font(root, style: str) -> tkfont.Font:
+    """The font a ttk style draws its text in, of this window (a process may hold several)."""
+    name = ttk.Style(root).lookup(style, "font") or "TkDefaultFont"
+    try:
+        return tkfont.nametofont(name, root=root)
+    except tk.TclError:  # a description such as "Helvetica 10", not a named font
+        return tkfont.Font(root=root, font=name)
 
 
 def _wrap_to_width(frame, *labels):
