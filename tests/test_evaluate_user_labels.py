@@ -174,3 +174,25 @@ def test_one_lesion_has_no_interval():
     assert all(ci[f] is None for f in ("accuracy", "balanced_accuracy", "ece", "malignant_specificity"))
     assert "one lesion" in ci["why_none"]
     assert all("CI" not in v for _, v in _summary_rows(m))
+
+
+def test_the_report_says_how_many_images_a_user_would_get_no_answer_for(shipped_bundle, tmp_path):
+    """Before: the report gave only 'passes the OOD gate'; that phone photos in a user's set are refused by the
+    image-type check, and what share of the set the app would assess at all (metrics.json assessed_rate), was
+    nowhere in it, while every figure counts those images."""
+    from conftest import FIXTURES
+    labels = _labelled_set(tmp_path / "set", ROWS[:10])
+    photos = sorted((FIXTURES / "modality" / "pad_ufes_20").glob("*.jpg"))[:3]
+    with open(labels, "a") as f:
+        for p in photos:
+            shutil.copy(p, labels.parent / "images")
+            f.write(f"{p.stem},nv\n")
+    out = tmp_path / "r"
+    assert main(["evaluate", "--model", str(shipped_bundle), "--labels", str(labels), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["assessed_rate"] < 1
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "assessed (every check passed)" in html and "passes the image-type check" in html
+    refused = round((1 - m["assessed_rate"]) * m["n"])
+    assert f"{refused} of the {m['n']} images would not be assessed" in html
+    assert "not dermoscopic" in html

@@ -161,6 +161,20 @@ def left_out_section(m: dict) -> str:
             f"above:</p><ul>{items}</ul>")
 
 
+def not_assessed_note(m: dict) -> str:
+    """How many images the app would give no answer for (a check refused them), and which checks: every figure
+    above still counts them, so a set of phone photos or other clinics' images is judged on images the app
+    would turn away."""
+    rate = m.get("assessed_rate")
+    if rate is None or rate >= 1:
+        return ""
+    n = m["n"]
+    why = ", ".join(f"{code.replace('_', ' ')} {round(share * n)}" for code, share in (m.get("refused_by") or {}).items())
+    return (f'<p class="warn">{round((1 - rate) * n)} of the {n} images would not be assessed by dermalens (a user '
+            f"gets no answer for them){f' (refused as: {html.escape(why)})' if why else ''}; the figures above "
+            "include them.</p>")
+
+
 def _write_text(path: Path, text: str) -> None:
     """UTF-8 whatever the locale (report.html says charset utf-8; a path or image id that is not ASCII must not
     fail after every prediction), and whole or not at all: a write that fails leaves the earlier file as it was.
@@ -225,6 +239,8 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
                ("malignant specificity", with_interval(m, "malignant_specificity")),
                ("malignant threshold", fmt(mal.get("threshold"))), ("test-time augmentation", m.get("tta")),
                ("passes the OOD gate", fmt(m.get("ood_pass_rate"))),
+               ("passes the image-type check", fmt(m.get("modality_pass_rate"))),
+               ("assessed (every check passed)", fmt(m.get("assessed_rate"))),
                ("skipped (listed but not found)", sum(x.get("reason") == "not found" for x in skipped)),
                ("skipped (unreadable)", sum(x.get("reason") != "not found" for x in skipped))]
     missing_meta = metadata_missing_text(m)
@@ -239,6 +255,7 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 {''.join(f'<p>n/a: {html.escape(reason)}.</p>' for reason in undefined_figures(m))}
 {f'<p>n/a: {html.escape(m["intervals"]["why_none"])}.</p>' if (m.get("intervals") or {}).get("why_none") else ''}
 {left_out_section(m)}
+{not_assessed_note(m)}
 {f'<p class="warn">Warning: {html.escape(missing_meta)}.</p>' if missing_meta else ''}
 {metadata_section(m)}
 <h2>Per class (image only)</h2>{per_class_table(m)}
