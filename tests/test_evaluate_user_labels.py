@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from dermalens.cli import main
 from conftest import MINI, REPO
