@@ -169,7 +169,8 @@ def not_assessed_note(m: dict) -> str:
     if rate is None or rate >= 1:
         return ""
     n = m["n"]
-    why = ", ".join(f"{code.replace('_', ' ')} {round(share * n)}" for code, share in (m.get("refused_by") or {}).items())
+    why = ", ".join(f"{code.replace('_', ' ')} {round(share * n)}"
+                    for code, share in (m.get("refused_by") or {}).items())
     return (f'<p class="warn">{round((1 - rate) * n)} of the {n} images would not be assessed by dermalens (a user '
             f"gets no answer for them){f' (refused as: {html.escape(why)})' if why else ''}; the figures above "
             "include them.</p>")
