@@ -326,3 +326,17 @@ def test_the_previous_check_is_compared_only_when_it_read_the_same_features(tmp_
     assert mb._previous_gate(tmp_path, other_size, 8) is None
     (tmp_path / "gate.npz").write_bytes(b"damaged")
     assert mb._previous_gate(tmp_path, card, 8) is None
+
+
+def test_recorded_gate_figures_reach_the_model_card(tmp_path, shipped_bundle):
+    """`dermalens gate-check --record-in-card` rewrites MODEL_CARD.md too: before, the card held the new figures and
+    the model card the old ones until some other command rewrote it."""
+    import shutil
+
+    from dermalens.evaluate.gate_figures import record_in_card
+    copy = tmp_path / "b"
+    shutil.copytree(shipped_bundle, copy, ignore=shutil.ignore_patterns("report"))
+    table = [{"set": "isic2017_sample", "part": "heldout", "stratum": "", "n": 93, "dermoscopic": True,
+              "passed": 0.1234, "flagged": 0.8766}]
+    record_in_card(copy, table, {"runtime": "openvino", "precision": "bf16"})
+    assert "isic2017_sample heldout 12.3 % passed" in (copy / "MODEL_CARD.md").read_text()
