@@ -355,7 +355,8 @@ def _cannot_read(card: dict) -> list[str]:
                      f"{_rate(t, 'isic2017_sample', 'heldout')}.")
     ext = (card.get("external") or {}).get("all") or {}
     if ext.get("assessed_rate") is not None:
-        why = {"not_dermoscopic": "by the image-type check", "unlike_training": "as 'image features are unlike the "
+        why = {"not_dermoscopic": "by the image-type check", "composite_image": "as a screenshot, a page or a "
+               "collage (the composite check)", "unlike_training": "as 'image features are unlike the "
                "dermoscopic training images' (the feature distance)"}
         refused = ", ".join(f"{100 * v:.1f} % {why.get(c, f'as {c}')}" for c, v in sorted(
             (ext.get("refused_by") or {}).items(), key=lambda kv: -kv[1]))
