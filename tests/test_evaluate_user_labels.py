@@ -195,3 +195,36 @@ def test_the_report_says_how_many_images_a_user_would_get_no_answer_for(shipped_
     refused = round((1 - m["assessed_rate"]) * m["n"])
     assert f"{refused} of the {m['n']} images would not be assessed" in html
     assert "not dermoscopic" in html
+
+
+def test_a_bad_labels_csv_or_metadata_is_refused_before_the_model_is_loaded(tmp_path, capsys):
+    """Before: the model was loaded (seconds to minutes) and only then the labels CSV read; a missing --model
+    fails at once, so its message in place of the CSV's shows the order."""
+    labels = _labelled_set(tmp_path / "set", ROWS[:3])
+    labels.write_text(labels.read_text().replace(f",{ROWS[0]['dx']}\n", ",melanomaa\n", 1))
+    assert main(["evaluate", "--model", str(tmp_path / "no-model"), "--labels", str(labels)]) == 2
+    err = capsys.readouterr().err
+    assert f"{labels}: 1 unknown diagnosis label" in err and "model bundle folder not found" not in err, err
+    good = _labelled_set(tmp_path / "good", ROWS[:3])
+    assert main(["evaluate", "--model", str(tmp_path / "no-model"), "--labels", str(good),
+                 "--metadata", str(tmp_path / "nope.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "nope.csv: metadata file not found" in err and "model bundle folder not found" not in err, err
+
+
+def test_what_the_reader_has_to_say_about_a_labels_csv_reaches_the_terminal(tiny_bundle, tmp_path, capsys):
+    """A cp1252 file, full diagnosis names, a listed ISIC_x.JPG for ISIC_x.jpg and images the CSV does not list:
+    each read as meant, and each said on stderr."""
+    folder = tmp_path / "set"
+    _labelled_set(folder, ROWS[:8])
+    names = {"mel": "Melanoma", "nv": "melanocytic nevi"}
+    lines = ["image_id,dx,comment"] + [f"{r['image_id']}.JPG,{names.get(r['dx'], r['dx'])},vu à Genève"
+                                       for r in ROWS[:6]]
+    (folder / "labels.csv").write_bytes(("\n".join(lines) + "\n").encode("cp1252"))
+    out = tmp_path / "r"
+    assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(folder), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {folder / 'labels.csv'} is not UTF-8" in err, err
+    assert "warning: 2 image(s) in" in err and ROWS[7]["image_id"] in err
+    assert f"{ROWS[0]['image_id']}.JPG" in err and "warning:" in err
+    assert json.loads((out / "metrics.json").read_text())["n"] == 6

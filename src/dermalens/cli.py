@@ -272,19 +272,25 @@ def cmd_evaluate(a):
     a.split, a.split_file, a.data = a.split or "test", a.split_file or str(DEFAULT_SPLIT_FILE), a.data or DEFAULT_DATA
     if a.out:
         check_report_folder(a.out)  # before minutes of predictions, not after
-    predictor = Predictor(a.model, runtime=a.runtime, precision=a.precision, share_cores=False)
-    print(f"runtime: {predictor.runtime_info['runtime']} {predictor.runtime_info['precision']}", file=sys.stderr)
-    if a.labels:
+    if a.labels:  # the labels and the metadata are read before the model is loaded: a mistake costs no load
         try:
             records = load_dataset(a.labels, missing="skip" if a.skip_missing else "error")
         except ImagesMissing as e:
             raise ImagesMissing(f"{e}; --skip-missing evaluates the images that are there") from None
         for note in records.notes:
             print(f"note: {note}", file=sys.stderr)
+        for warning in records.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         title = f"dermalens evaluation on {a.labels}"
-    else:
+    from .inference.metadata import read_metadata_csv
+    metadata = read_metadata_csv(a.metadata) if a.metadata and not a.no_metadata else None
+    predictor = Predictor(a.model, runtime=a.runtime, precision=a.precision, share_cores=False)
+    print(f"runtime: {predictor.runtime_info['runtime']} {predictor.runtime_info['precision']}", file=sys.stderr)
+    if not a.labels:
         records = select_split(load_ham10000(a.data), a.split, Path(a.split_file))
         title = f"dermalens evaluation: HAM10000 {a.split} split ({Path(a.split_file).name})"
+        if not (a.metadata or a.no_metadata):  # the data set's own, read once the data folder is known good
+            metadata = read_metadata_csv(Path(a.data) / "HAM10000_metadata.csv")
         trained_on = predictor.bundle.card.get("data", {}).get("split_sha256")
         split_info = {"name": Path(a.split_file).name, "sha256": split_sha256(Path(a.split_file))}
         split_info["is_the_models_split"] = not (trained_on and split_info["sha256"] != trained_on)
@@ -300,9 +306,6 @@ def cmd_evaluate(a):
     out = a.out or f"reports/{predictor.bundle.card['name']}-{'labels' if a.labels else a.split}"
     if not a.out:
         check_report_folder(out)  # the default folder is named after the bundle, so only now
-    from .inference.metadata import read_metadata_csv
-    meta_file = a.metadata or (None if a.labels else Path(a.data) / "HAM10000_metadata.csv")
-    metadata = None if a.no_metadata or meta_file is None else read_metadata_csv(meta_file)
     result = evaluate_records(predictor, records, tta=a.tta, metadata=metadata)
     m = result["metrics"]
     if not a.labels:
