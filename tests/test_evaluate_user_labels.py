@@ -212,6 +212,38 @@ def test_a_bad_labels_csv_or_metadata_is_refused_before_the_model_is_loaded(tmp_
     assert "nope.csv: metadata file not found" in err and "model bundle folder not found" not in err, err
 
 
+def test_patient_columns_of_the_labels_csv_are_used_as_its_metadata(tiny_bundle, tmp_path, capsys):
+    """Before: a labels CSV with age, sex and localization (HAM10000_metadata.csv has them) gave no subgroups
+    unless the same file was given again as --metadata, and nothing said so."""
+    rows = ROWS[:12]
+    folder = tmp_path / "set"
+    _labelled_set(folder, rows)
+    with open(folder / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f, delimiter=";", lineterminator="\n")  # as Excel saves it in many European locales
+        w.writerow(["Image_ID", "DX", "Age", "Sex", "Localization"])
+        for r in rows:
+            w.writerow([r["image_id"], r["dx"], r["age"].replace(".", ","), r["sex"], r["localization"]])
+    out = tmp_path / "r"
+    assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(folder), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"metadata: the age, sex, localization columns of {folder / 'labels.csv'}" in err, err
+    assert "--no-metadata" in err
+    sexes = json.loads((out / "metrics.json").read_text())["subgroups"]["groups"]["sex"]
+    assert "not given" not in sexes and sum(e["n"] for e in sexes.values()) == 12, sexes
+    # a value dermalens does not read (a site in French) is left out with a warning, not an error: the user gave
+    # labels, and these columns came with them
+    text = (folder / "labels.csv").read_text().splitlines()
+    text[1] = ";".join(text[1].split(";")[:4] + ["lèvre"])
+    (folder / "labels.csv").write_text("\n".join(text) + "\n")
+    assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(folder), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "1 patient detail(s) that dermalens does not read are left out as not given (line 2: site must be" in err
+    assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(folder), "--out", str(out),
+                 "--no-metadata"]) == 0
+    assert "metadata:" not in capsys.readouterr().err
+    assert "subgroups" not in json.loads((out / "metrics.json").read_text())
+
+
 def test_what_the_reader_has_to_say_about_a_labels_csv_reaches_the_terminal(tiny_bundle, tmp_path, capsys):
     """A cp1252 file, full diagnosis names, a listed ISIC_x.JPG for ISIC_x.jpg and images the CSV does not list:
     each read as meant, and each said on stderr."""

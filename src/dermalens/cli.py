@@ -254,6 +254,38 @@ def _print_subgroups(m):
                       f"{f(e['malignant_auroc'])}" + ("  (too small to judge)" if e["too_small"] else ""))
 
 
+def _labels_metadata(records) -> dict | None:
+    """A labels CSV's own patient columns (age, sex, localization or site, as HAM10000_metadata.csv has them) as
+    the metadata of its images, said on stderr; None when it has none. A value dermalens does not read is left
+    out (not given) with a warning naming its line: the user asked for labels, not for these columns."""
+    from .data.datasets import PATIENT_COLUMNS
+    from .inference.metadata import MetadataError, PatientMetadata, parse_age, parse_sex, parse_site
+    given = [c for c in PATIENT_COLUMNS if c in records.columns]
+    if not given:
+        return None
+    table, bad = {}, []
+    for r in records:
+        line, row = records.rows[r.image_id]
+        age = row.get("age", "")
+        if records.delimiter != "," and age.replace(",", "", 1).isdigit():
+            age = age.replace(",", ".")  # a decimal comma, as a spreadsheet writes it where ';' separates
+        values = {}
+        for field, parse, value in (("age", parse_age, age), ("sex", parse_sex, row.get("sex")),
+                                    ("site", parse_site, row.get("site") or row.get("localization"))):
+            try:
+                values[field] = parse(value)
+            except MetadataError as e:
+                values[field] = None
+                bad.append(f"line {line}: {e}")
+        table[r.image_id] = PatientMetadata(**values)
+    print(f"metadata: the {', '.join(given)} column{'s' if len(given) > 1 else ''} of {records.source} "
+          "(--no-metadata for image-only figures, --metadata FILE for details from another file)", file=sys.stderr)
+    if bad:
+        print(f"warning: {records.source}: {len(bad)} patient detail(s) that dermalens does not read are left out "
+              f"as not given ({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})", file=sys.stderr)
+    return table
+
+
 def cmd_evaluate(a):
     from .data import ImagesMissing, load_dataset, load_ham10000, select_split, split_sha256
     from .evaluate.metrics import undefined_figures
@@ -284,6 +316,8 @@ def cmd_evaluate(a):
         title = f"dermalens evaluation on {a.labels}"
     from .inference.metadata import read_metadata_csv
     metadata = read_metadata_csv(a.metadata) if a.metadata and not a.no_metadata else None
+    if a.labels and not (a.metadata or a.no_metadata):
+        metadata = _labels_metadata(records)  # its own age, sex, localization columns, if it has them
     predictor = Predictor(a.model, runtime=a.runtime, precision=a.precision, share_cores=False)
     print(f"runtime: {predictor.runtime_info['runtime']} {predictor.runtime_info['precision']}", file=sys.stderr)
     if not a.labels:
