@@ -212,6 +212,39 @@ def test_a_bad_labels_csv_or_metadata_is_refused_before_the_model_is_loaded(tmp_
     assert "nope.csv: metadata file not found" in err and "model bundle folder not found" not in err, err
 
 
+def test_the_default_report_folder_is_named_after_the_labels_and_keeps_another_sets_report(
+        tiny_bundle, tmp_path, capsys, monkeypatch):
+    """Before: every labelled set went to reports/NAME-labels, so evaluating a second set silently replaced the
+    first set's report."""
+    monkeypatch.chdir(tmp_path)
+    a = _labelled_set(tmp_path / "clinic_a", ROWS[:6])
+    b = _labelled_set(tmp_path / "b", ROWS[6:10]).rename(tmp_path / "b" / "clinic_b.csv")
+    other_a = _labelled_set(tmp_path / "elsewhere" / "clinic_a", ROWS[10:13])
+    reports = tmp_path / "reports"
+    for labels in (a, b):
+        assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(labels)]) == 0
+    assert sorted(p.name for p in reports.iterdir()) == ["tiny-test-model-labels-clinic_a",
+                                                          "tiny-test-model-labels-clinic_b"]
+    capsys.readouterr()
+    # another set whose folder has the same name: a new folder, said so; the first set's report stays
+    assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(other_a)]) == 0
+    err = capsys.readouterr().err
+    first, second = reports / "tiny-test-model-labels-clinic_a", reports / "tiny-test-model-labels-clinic_a-2"
+    said = f"note: {first.relative_to(tmp_path)} holds the report of {a.resolve()}; this one goes to " \
+           f"{second.relative_to(tmp_path)}"
+    assert said in err and "--out" in err, err
+    assert json.loads((first / "metrics.json").read_text())["n"] == 6
+    assert json.loads((second / "metrics.json").read_text())["n"] == 3
+    # the same set again: its own folder, replaced
+    assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(a)]) == 0
+    assert "holds the report" not in capsys.readouterr().err
+    assert len(list(reports.iterdir())) == 3
+    # --out naming another set's report: replaced, as asked, but not without a word
+    assert main(["evaluate", "--model", str(tiny_bundle), "--labels", str(b), "--out", str(first)]) == 0
+    assert f"warning: --out {first} held the report of {a.resolve()}; it is replaced" in capsys.readouterr().err
+    assert json.loads((first / "metrics.json").read_text())["n"] == 4
+
+
 def test_patient_columns_of_the_labels_csv_are_used_as_its_metadata(tiny_bundle, tmp_path, capsys):
     """Before: a labels CSV with age, sex and localization (HAM10000_metadata.csv has them) gave no subgroups
     unless the same file was given again as --metadata, and nothing said so."""

@@ -286,6 +286,32 @@ def _labels_metadata(records) -> dict | None:
     return table
 
 
+def _labels_name(labels: str) -> str:
+    """What a labelled set is called in its default report folder: the CSV's own name, or its folder's for a CSV
+    named like any other (labels.csv, metadata.csv, HAM10000_metadata.csv) and for a folder."""
+    p = Path(labels)
+    if p.is_file() and p.stem.lower() not in ("labels", "metadata", "ham10000_metadata"):
+        return p.stem
+    return (p if p.is_dir() else p.parent).resolve().name or "labels"
+
+
+def _report_in(out) -> tuple[bool, str | None]:
+    """(whether the folder holds a report, the labels file that report was made from: None for a split's or one
+    that does not say)."""
+    import json
+    metrics = Path(out) / "metrics.json"
+    if not metrics.is_file():
+        return (Path(out) / "report.html").is_file(), None
+    try:
+        return True, json.loads(metrics.read_text(encoding="utf-8")).get("labels_file")
+    except (ValueError, OSError, AttributeError):
+        return True, None
+
+
+def _whose(labels_file: str | None) -> str:
+    return labels_file or "another evaluation (a split, or labels it does not name)"
+
+
 def cmd_evaluate(a):
     from .data import ImagesMissing, load_dataset, load_ham10000, select_split, split_sha256
     from .evaluate.metrics import undefined_figures
@@ -314,6 +340,11 @@ def cmd_evaluate(a):
         for warning in records.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         title = f"dermalens evaluation on {a.labels}"
+    source = str(Path(records.source).resolve()) if a.labels else None  # metrics.json labels_file
+    if a.out:
+        held, whose = _report_in(a.out)
+        if held and whose != source:
+            print(f"warning: --out {a.out} held the report of {_whose(whose)}; it is replaced", file=sys.stderr)
     from .inference.metadata import read_metadata_csv
     metadata = read_metadata_csv(a.metadata) if a.metadata and not a.no_metadata else None
     if a.labels and not (a.metadata or a.no_metadata):
@@ -337,12 +368,26 @@ def cmd_evaluate(a):
                     "training images, so the figures would flatter it. Use the model's split file, or pass "
                     "--allow-split-mismatch to evaluate anyway (the report then says so)")
             title += " - NOT the model's own split: figures may include its training images"
-    out = a.out or f"reports/{predictor.bundle.card['name']}-{'labels' if a.labels else a.split}"
+    if a.out:
+        out = a.out
+    elif a.labels:  # named after the set, and never over another set's report
+        base = out = Path("reports") / f"{predictor.bundle.card['name']}-labels-{_labels_name(a.labels)}"
+        k = 1
+        while (held := _report_in(out))[0] and held[1] != source:
+            k += 1
+            out = Path(f"{base}-{k}")
+        if out != base:
+            print(f"note: {base} holds the report of {_whose(_report_in(base)[1])}; this one goes to {out} "
+                  "(--out chooses the folder)", file=sys.stderr)
+    else:
+        out = f"reports/{predictor.bundle.card['name']}-{a.split}"
     if not a.out:
         check_report_folder(out)  # the default folder is named after the bundle, so only now
     result = evaluate_records(predictor, records, tta=a.tta, metadata=metadata)
     m = result["metrics"]
-    if not a.labels:
+    if a.labels:
+        m["labels_file"] = source  # whose report this is, for the next run that would write here
+    else:
         m["split_file"] = split_info
     paths = write_report(result, predictor, out, title)
     _print_summary({"metrics": {"image only": m, "with metadata": m.get("with_metadata")}},
@@ -509,7 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "figures with the metadata fused for a bundle that has a metadata model; default for a "
                          "HAM10000 split: the data set's HAM10000_metadata.csv")
     ev.add_argument("--no-metadata", action="store_true", help="image-only figures, no subgroups")
-    ev.add_argument("--out", help="report folder (default reports/NAME-SPLIT)")
+    ev.add_argument("--out", help="report folder (default reports/NAME-SPLIT, or reports/NAME-labels-SET with "
+                                  "--labels: SET is the CSV's name, or its folder's; a folder holding another set's "
+                                  "report is kept and a new one numbered -2, -3...)")
     _runtime_arguments(ev)
     ev.add_argument("--record-in-card", action="store_true",
                     help="write these figures into the bundle's card.json under metrics_by_precision")
