@@ -263,8 +263,8 @@ def _build(table: _Table, index, csv_path: Path, missing: str, folders: list[Pat
     hints = "; ".join(f"{i}: there are {' and '.join(p.name for p in near[i][:5])}, which one is meant cannot be "
                       "guessed (name it with its extension)" for i in absent[:5] if i in near)
     if absent and missing == "error":
-        raise ImagesMissing(
-            f"{csv_path}: {len(absent)} image(s) listed but not found ({_some(absent)})" + (f"; {hints}" if hints else ""))
+        raise ImagesMissing(f"{csv_path}: {len(absent)} image(s) listed but not found ({_some(absent)})"
+                            + (f"; {hints}" if hints else ""))
     warnings = list(table.warnings)
     if hints:
         warnings.append(f"{csv_path}: {hints}")
