@@ -428,7 +428,7 @@ def test_only_a_network_failure_says_the_server_could_not_be_reached(browser, ui
 
     page.route("**/predict", answer)
     _predict(page, in_distribution_lesion)
-    assert page.inner_text("#status") == "Could not reach the dermalens server."
+    assert page.inner_text("#status").startswith("Could not reach the dermalens server.")
     page.click("#predict")
     page.wait_for_selector("#status.error:not(:empty)")
     page.wait_for_function("!document.getElementById('status').textContent.startsWith('Classifying')")
@@ -439,3 +439,210 @@ def test_only_a_network_failure_says_the_server_could_not_be_reached(browser, ui
     page.click("#predict")
     page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
     assert page.is_visible("#summary") and len(page.query_selector_all("#bars li")) == 7
+
+
+# --- what users drop and choose, server errors without a dermalens message, keyboard-only use ---
+
+_DROP = """
+async ([selector, files, uri]) => {
+  const dt = new DataTransfer();
+  for (const f of files) {
+    const bytes = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
+    dt.items.add(new File([bytes], f.name, { type: f.type }));
+  }
+  if (uri) dt.setData("text/uri-list", uri);
+  const target = document.querySelector(selector);
+  const over = new DragEvent("dragover", { dataTransfer: dt, bubbles: true, cancelable: true });
+  target.dispatchEvent(over);
+  const drop = new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true });
+  target.dispatchEvent(drop);
+  return [over.defaultPrevented, drop.defaultPrevented];
+}
+"""
+
+
+def _drop(page, selector, paths=(), uri=None):
+    """Drop files (or only a link) on an element as a user's drag from the file manager would; returns whether
+    the page prevented the browser's own handling of dragover and drop (which opens the file in the tab)."""
+    import base64
+    import mimetypes
+    files = [{"name": p.name, "type": mimetypes.guess_type(p.name)[0] or "",
+              "b64": base64.b64encode(p.read_bytes()).decode()} for p in paths]
+    return page.evaluate(_DROP, [selector, files, uri])
+
+
+def test_a_file_dropped_beside_the_drop_zone_is_taken_not_opened_by_the_browser(browser, ui_url,
+                                                                               in_distribution_lesion):
+    """A file dropped a little outside the dashed zone: the browser would open it in place of the page (and the
+    page, with any result, would be gone); the page takes it instead."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(ui_url)
+    for where in ("header", "#disclaimer", "#drop"):
+        assert _drop(page, where, [in_distribution_lesion]) == [True, True], f"a file dropped on {where} is opened"
+        page.wait_for_selector("#predict:not([disabled])")
+        assert page.inner_text("#status") == f"Ready: {in_distribution_lesion.name}. Press Predict."
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert page.is_visible("#summary")
+
+
+def test_several_files_a_link_and_an_empty_file_are_answered_in_words(browser, ui_url, tmp_path,
+                                                                     in_distribution_lesion):
+    blank = _blank_png(tmp_path)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(ui_url)
+    _drop(page, "#drop", [in_distribution_lesion, blank])
+    page.wait_for_selector("#predict:not([disabled])")
+    assert page.inner_text("#status") == (f"Only one image is read at a time: of the 2 items dropped, "
+                                          f"“{in_distribution_lesion.name}” was taken. "
+                                          f"Ready: {in_distribution_lesion.name}. Press Predict.")
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert page.is_visible("#summary")  # the lesion's diagnosis, not the blank image's "Not assessed"
+    _drop(page, "#drop", uri="https://example.org/lesion.jpg")  # an image dragged from another web page
+    page.wait_for_selector("#status.error")
+    assert "Nothing to read in what was dropped: drop an image file" in page.inner_text("#status")
+    assert page.is_disabled("#predict") and not page.is_visible("#result")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    _load(page, in_distribution_lesion)
+    page.set_input_files("#file", str(empty))
+    page.wait_for_selector("#status.error")
+    assert page.inner_text("#status") == "“empty.jpg” is empty (0 bytes). Choose another file."
+    assert page.is_disabled("#predict") and not page.is_visible("#preview")
+
+
+def test_a_file_the_browser_cannot_show_gets_no_broken_preview(browser, ui_url, tmp_path):
+    """A HEIC photo named .jpg (an iPhone's, renamed): no broken-image icon, a word that there is no preview,
+    and the server's reason once sent."""
+    heic = tmp_path / "IMG_0001.jpg"
+    heic.write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 2000)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(ui_url)
+    page.set_input_files("#file", str(heic))
+    page.wait_for_function("document.getElementById('status').textContent.includes('preview')")
+    assert page.inner_text("#status") == ("Ready: IMG_0001.jpg. This browser cannot show a preview of it; the server "
+                                          "may still read it. Press Predict.")
+    assert not page.is_visible("#preview") and page.is_enabled("#predict")
+    page.click("#predict")
+    page.wait_for_selector("#status.error")
+    assert "HEIC/HEIF files are not supported" in page.inner_text("#status")
+    assert page.is_enabled("#predict")
+
+
+def test_the_preview_shows_the_image_as_the_model_reads_it(browser, ui_url, tmp_path, in_distribution_lesion):
+    """Transparent pixels over the colour the model reads them as (the card's transparent_background, black),
+    not over the white page; a portrait photo stored landscape with an EXIF rotation upright, as the server
+    turns it (its heat-map too)."""
+    import httpx
+    import numpy as np
+    from PIL import Image
+    bg = httpx.get(ui_url + "/model").json()["preprocessing"]["transparent_background"]
+    rgba = np.array(Image.open(in_distribution_lesion).convert("RGBA"))
+    rgba[:20, :, 3] = 0
+    cutout = tmp_path / "cutout.png"
+    Image.fromarray(rgba).save(cutout)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(ui_url)
+    page.wait_for_function("document.querySelectorAll('#site option').length > 10")  # the card has been read
+    _load(page, cutout)
+    assert page.evaluate("getComputedStyle(document.getElementById('preview')).backgroundColor") == \
+        "rgb({}, {}, {})".format(*bg)
+    img = Image.open(in_distribution_lesion)
+    assert img.width > img.height
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown turned 90° clockwise
+    rotated = tmp_path / "portrait.jpg"
+    img.save(rotated, exif=exif.tobytes(), quality=95)
+    _load(page, rotated)
+    page.wait_for_function("document.getElementById('preview').complete")
+    w, h = page.evaluate("[document.getElementById('preview').naturalWidth, "
+                         "document.getElementById('preview').naturalHeight]")
+    assert (w, h) == (img.height, img.width), "the preview is not upright"
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    if page.is_visible("#summary"):
+        page.check("#heat")
+        page.wait_for_function("document.getElementById('overlay').complete")
+        ow, oh = page.evaluate("[document.getElementById('overlay').naturalWidth, "
+                               "document.getElementById('overlay').naturalHeight]")
+        assert oh > ow, "the heat-map is not the way up the preview is"
+
+
+def _answer_with(status, content_type, body):
+    return lambda route: route.fulfill(status=status, content_type=content_type, body=body)
+
+
+def test_server_errors_are_said_in_words_and_leave_no_earlier_result(browser, ui_url, in_distribution_lesion):
+    """Errors from a proxy in front of the server (HTML bodies) or the server itself: a sentence, not 'server
+    error 504'; the result of the earlier request (made perhaps with other details) is not left under it."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(ui_url)
+    _predict(page, in_distribution_lesion)
+    assert page.is_visible("#summary")
+    html = "text/html"
+    cases = [
+        (413, html, "<html><title>413 Request Entity Too Large</title><body>nginx</body></html>", "too large"),
+        (502, html, "<html><body><h1>502 Bad Gateway</h1></body></html>", "not available"),
+        (503, html, "<html><body>Service Unavailable</body></html>", "busy or not ready"),
+        (504, html, "<html><body><h1>504 Gateway Time-out</h1></body></html>", "took too long"),
+        (500, "text/plain", "Internal Server Error", "failed"),
+        (413, "application/json", '{"success": false, "error": {"code": "payload_too_large", '
+                                  '"message": "request body larger than 15,000,000 bytes"}}', "too large for this"),
+        (504, "application/json", '{"success": false, "error": {"code": "timeout", '
+                                  '"message": "prediction took longer than 30 s"}}', "took longer than 30 s. Try"),
+    ]
+    for status, ctype, body, words in cases:
+        page.unroute("**/predict")
+        page.route("**/predict", _answer_with(status, ctype, body))
+        page.click("#predict")
+        page.wait_for_function("!document.getElementById('status').textContent.startsWith('Classifying')")
+        text = page.inner_text("#status")
+        assert text.startswith("Could not classify: ") and words in text, (status, text)
+        assert "server error" not in text and "<" not in text, text
+        assert not page.is_visible("#result"), f"the earlier result is still shown under the {status} error"
+        assert page.is_enabled("#predict")
+    page.unroute("**/predict")
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert page.is_visible("#summary")
+
+
+def test_keyboard_only_on_a_phone_choose_predict_and_read_the_result(browser, ui_url, artifacts,
+                                                                    in_distribution_lesion):
+    """Tab to the drop zone, Enter, choose; Tab to Predict, Enter: the focus lands on the result (it would be
+    lost to the page, as Predict is disabled while it runs), which scrolls into view below the form; Tab reaches
+    the heat-map switch. A failure gives the focus back to Predict."""
+    page = browser.new_page(viewport={"width": 375, "height": 667})
+    choosers = []
+    page.on("filechooser", lambda chooser: choosers.append(chooser))  # before the key press: a chooser opened sooner is not caught
+    page.goto(ui_url)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "drop"
+    page.keyboard.press("Enter")
+    _wait_for(page, lambda: choosers, "the file chooser")
+    choosers[0].set_files(str(in_distribution_lesion))
+    page.wait_for_selector("#predict:not([disabled])")
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "predict":
+            break
+    else:
+        pytest.fail("Predict is not reached with Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    page.wait_for_timeout(100)
+    assert page.evaluate("document.activeElement.id") == "result-h", "the focus is lost after Predict"
+    top = page.evaluate("document.getElementById('result-h').getBoundingClientRect().top")
+    assert 0 <= top < 667, "the result is not scrolled into view"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "heat"
+    page.keyboard.press("Space")
+    assert page.is_visible("#overlay")
+    page.screenshot(path=str(artifacts / "web_keyboard_phone.png"))
+    page.route("**/predict", lambda route: route.abort("connectionrefused"))
+    page.focus("#predict")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#status.error")
+    assert page.inner_text("#status").startswith("Could not reach the dermalens server.")
+    assert page.evaluate("document.activeElement.id") == "predict", "the focus is lost after a failure"

@@ -34,10 +34,11 @@
     $("overlay").removeAttribute("src");
   }
 
-  function takeFile(file) {
+  function takeFile(file, note) {
     if (!file) return;
     clearImage();
     const seq = imageSeq;
+    note = note ? note + " " : "";
     if (file.type && !file.type.startsWith("image/")) {
       setStatus("“" + file.name + "” is not an image. Choose a JPEG, PNG, BMP, GIF, WEBP or TIFF file.", true);
       return;
@@ -47,15 +48,28 @@
                 " MB). Choose a smaller image.", true);
       return;
     }
+    if (file.size === 0) {
+      setStatus("“" + file.name + "” is empty (0 bytes). Choose another file.", true);
+      return;
+    }
     setStatus("Reading " + file.name + "…");
     const reader = new FileReader();
     reader.onload = () => {
       if (seq !== imageSeq) return;  // another file was taken while this one was read
       dataUrl = reader.result;
-      preview.src = dataUrl;  // browsers that cannot show TIFF still send it
+      // A file this browser cannot decode (TIFF in most browsers, HEIC named .jpg, a damaged file) gets no
+      // broken-image icon: the page says there is no preview and still sends it (the server reads TIFF and
+      // names what it cannot read).
+      preview.onerror = () => {
+        if (seq !== imageSeq) return;
+        preview.hidden = true;
+        setStatus(note + "Ready: " + file.name + ". This browser cannot show a preview of it; the server may " +
+                  "still read it. Press Predict.");
+      };
+      preview.src = dataUrl;
       preview.hidden = false;
       btn.disabled = false;
-      setStatus("Ready: " + file.name + ". Press Predict.");
+      setStatus(note + "Ready: " + file.name + ". Press Predict.");
     };
     reader.onerror = () => {
       if (seq !== imageSeq) return;
@@ -66,6 +80,11 @@
 
   // the accepted body sites come from the model's card, so the list always matches the model
   fetch("/model").then((r) => (r.ok ? r.json() : null)).then((card) => {
+    const bg = card && card.preprocessing && card.preprocessing.transparent_background;
+    if (Array.isArray(bg) && bg.length === 3) {
+      // the model reads a transparent pixel as this colour: the preview shows it so, not over the white page
+      preview.style.backgroundColor = "rgb(" + bg.map(Number).join(", ") + ")";
+    }
     if (!card || !card.metadata) { $("patient").hidden = true; return; }
     card.metadata.sites.forEach((s) => {
       const o = document.createElement("option"); o.value = s; o.textContent = s; $("site").appendChild(o);
@@ -114,10 +133,41 @@
   ["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => {
     e.preventDefault(); drop.classList.add("over");
   }));
-  ["dragleave", "drop"].forEach((ev) => drop.addEventListener(ev, (e) => {
-    e.preventDefault(); drop.classList.remove("over");
-  }));
-  drop.addEventListener("drop", (e) => takeFile(e.dataTransfer.files[0]));
+  ["dragleave", "drop"].forEach((ev) => drop.addEventListener(ev, () => drop.classList.remove("over")));
+  const carriesFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types || []).includes("Files");
+  // A file dropped beside the drop zone would otherwise be opened by the browser in place of this page (and
+  // everything on it lost): the whole page takes a dropped file.
+  window.addEventListener("dragover", (e) => {
+    if (carriesFiles(e) || drop.contains(e.target)) { e.preventDefault(); e.dataTransfer.dropEffect = "copy"; }
+  });
+  window.addEventListener("drop", (e) => {
+    if (!carriesFiles(e) && !drop.contains(e.target)) return;  // text dragged into a field, say
+    e.preventDefault();
+    takeDrop(e.dataTransfer);
+  });
+
+  function takeDrop(dt) {
+    const files = Array.from((dt && dt.files) || []);
+    // a folder comes as a File too; the entry API tells them apart where the browser has it
+    const entries = Array.from((dt && dt.items) || []).filter((i) => i.kind === "file")
+      .map((i) => (i.webkitGetAsEntry ? i.webkitGetAsEntry() : null));
+    const isFolder = (k) => Boolean(entries[k] && entries[k].isDirectory);
+    if (!files.length) {
+      clearImage();
+      setStatus("Nothing to read in what was dropped: drop an image file (an image dragged from a web page " +
+                "must be saved to a file first).", true);
+      return;
+    }
+    const k = files.findIndex((f, i) => !isFolder(i));
+    if (k < 0) {
+      clearImage();
+      setStatus("“" + files[0].name + "” is a folder. Drop one image file from it.", true);
+      return;
+    }
+    const note = files.length > 1 ? "Only one image is read at a time: of the " + files.length +
+      " items dropped, “" + files[k].name + "” was taken." : "";
+    takeFile(files[k], note);
+  }
 
   btn.addEventListener("click", async () => {
     if (!dataUrl) return;
@@ -152,41 +202,84 @@
       body = await resp.json().catch(() => null);
     } catch (err) {
       if (!current()) return;  // aborted because another image was taken
-      inFlight = null;
-      btn.disabled = false;
       console.error("dermalens: /predict failed", err);
-      setStatus("Could not reach the dermalens server.", true);
+      failed("Could not reach the dermalens server. Check that it is running, then press Predict again.");
       return;
     }
     if (!current()) return;
-    inFlight = null;
-    btn.disabled = false;
     if (resp.status === 401) {
       // The server has DERMALENS_API_KEY set: ask for the key here instead of failing for good.
+      failed(key ? "That API key was not accepted. Check it and press Predict again."
+                 : "This server needs an API key: enter it above and press Predict again.");
       $("key-row").hidden = false;
       $("api-key").focus();
-      setStatus(key ? "That API key was not accepted. Check it and press Predict again."
-                    : "This server needs an API key: enter it above and press Predict again.", true);
       return;
     }
     if (key) sessionStorage.setItem("dermalens-api-key", key);
     if (!resp.ok || !body || !body.success) {
-      const msg = body && body.error ? body.error.message
-        : resp.ok ? "the server's answer could not be read" : "server error " + resp.status;
-      setStatus("Could not classify: " + msg, true);
+      const err = body && body.error && typeof body.error.message === "string" ? body.error : null;
+      failed("Could not classify: " + (err ? inWords(resp.status, err) : resp.ok
+        ? "the server's answer could not be read." : httpProblem(resp.status)));
       return;
     }
+    inFlight = null;
+    btn.disabled = false;
     try {
       show(body);
     } catch (err) {
       // The server answered; the page could not display it. Say so, and show no half-filled result.
       console.error("dermalens: could not show the answer", err, body);
-      $("result").hidden = true;
-      setStatus("Could not show the answer: " + (err && err.message ? err.message : String(err)), true);
+      failed("Could not show the answer: " + (err && err.message ? err.message : String(err)));
       return;
     }
     setStatus("Done.");
+    // Keyboard and screen-reader users land on the result (Predict was disabled while it ran, which drops the
+    // focus to the page); on a phone this also scrolls the result, below the form, into view.
+    if (focusLost()) $("result-h").focus();
   });
+
+  const focusLost = () => !document.activeElement || document.activeElement === document.body ||
+    document.activeElement === btn;
+
+  // The request failed: no result is left on the page (it would answer an earlier request, made perhaps with
+  // other patient details or test-time augmentation), the reason is said in words, and Predict can be pressed
+  // again.
+  function failed(msg) {
+    inFlight = null;
+    $("result").hidden = true;
+    btn.disabled = false;
+    setStatus(msg, true);
+    if (focusLost()) btn.focus();
+  }
+
+  // An error the dermalens server described: its message, with what to do where the code alone says it.
+  function inWords(status, err) {
+    const msg = err.message.trim();
+    const sentence = /[.!?…]$/.test(msg) ? msg : msg + ".";
+    if (err.code === "payload_too_large") return "the image is too large for this server (" + msg + "). " +
+      "Choose a smaller image or a smaller copy of it.";
+    if (err.code === "timeout") return sentence + " Try again, or without test-time augmentation, which is slower.";
+    if (err.code === "overloaded") return sentence + " Press Predict again in a moment.";
+    return sentence;
+  }
+
+  // An error answer without a dermalens message (from a proxy in front of the server, or a crashed worker).
+  function httpProblem(status) {
+    const words = {
+      400: "the server could not read the request.",
+      403: "the server refused the request (access denied).",
+      404: "this server has no prediction service at this address.",
+      408: "sending the image took too long. Try again.",
+      413: "the image is too large for this server. Choose a smaller image or a smaller copy of it.",
+      415: "the server does not accept this kind of file. Choose a JPEG, PNG, BMP, GIF, WEBP or TIFF image.",
+      429: "the server is busy. Press Predict again in a moment.",
+      500: "the server failed while handling this image. Try again; if it fails again, tell whoever runs it.",
+      502: "the server is not available at the moment (bad gateway). Try again in a moment.",
+      503: "the server is busy or not ready. Try again in a moment.",
+      504: "the server took too long to answer. Try again, or without test-time augmentation.",
+    }[status] || (status >= 500 ? "the server failed. Try again in a moment." : "the server refused the request.");
+    return words + " (HTTP " + status + ")";
+  }
 
   $("heat").addEventListener("change", () => {
     $("overlay").hidden = !$("heat").checked || !$("overlay").src;
