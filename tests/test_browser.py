@@ -646,3 +646,23 @@ def test_keyboard_only_on_a_phone_choose_predict_and_read_the_result(browser, ui
     page.wait_for_selector("#status.error")
     assert page.inner_text("#status").startswith("Could not reach the dermalens server.")
     assert page.evaluate("document.activeElement.id") == "predict", "the focus is lost after a failure"
+
+
+def test_the_drop_zone_stays_lit_while_a_file_is_dragged_over_its_text(browser, ui_url):
+    """Moving a dragged file from the zone onto its text fires dragenter on the text, then dragleave on the zone
+    (the order Chromium and Firefox use): the zone must stay lit, or it blinks off over most of its area."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(ui_url)
+    lit = page.evaluate("""() => {
+      const zone = document.getElementById('drop'), text = document.getElementById('drop-help');
+      const fire = (el, type) => el.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true,
+                                                                         dataTransfer: new DataTransfer() }));
+      const over = () => zone.classList.contains('over');
+      const seen = [];
+      fire(zone, 'dragenter'); seen.push(over());
+      fire(text, 'dragenter'); fire(zone, 'dragleave'); seen.push(over());  // onto the text
+      fire(zone, 'dragenter'); fire(text, 'dragleave'); seen.push(over());  // back onto the zone's margin
+      fire(zone, 'dragleave'); seen.push(over());  // out of the zone
+      return seen;
+    }""")
+    assert lit == [True, True, True, False]

@@ -130,10 +130,16 @@
     takeFile(fileInput.files[0]);
     fileInput.value = "";  // so that choosing the same file again (after another one) is seen as a change
   });
-  ["dragenter", "dragover"].forEach((ev) => drop.addEventListener(ev, (e) => {
-    e.preventDefault(); drop.classList.add("over");
-  }));
-  ["dragleave", "drop"].forEach((ev) => drop.addEventListener(ev, () => drop.classList.remove("over")));
+  // The zone stays lit while the pointer is over its text or preview: moving onto a child fires dragenter on
+  // the child before dragleave on the zone, so entries and exits are counted.
+  let dragDepth = 0;
+  drop.addEventListener("dragenter", (e) => { e.preventDefault(); dragDepth += 1; drop.classList.add("over"); });
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (!dragDepth) drop.classList.remove("over");
+  });
+  drop.addEventListener("drop", () => { dragDepth = 0; drop.classList.remove("over"); });
   const carriesFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types || []).includes("Files");
   // A file dropped beside the drop zone would otherwise be opened by the browser in place of this page (and
   // everything on it lost): the whole page takes a dropped file.
