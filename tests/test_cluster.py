@@ -101,11 +101,21 @@ def test_one_image_is_one_key_however_it_is_named(tmp_path, monkeypatch):
     assert len(problems) == 3 and all("more than once" in p for p in problems)
 
 
-def test_manifest_problems_name_the_file_and_line(tmp_path):
+def test_manifest_problems_name_the_file_and_line(tmp_path, capsys):
     latin = tmp_path / "latin.csv"
-    latin.write_bytes("path,site\nx.jpg,épaule\n".encode("latin-1"))
-    with pytest.raises(ValueError, match="latin.csv.*not UTF-8"):
-        read_manifest(str(latin))
+    latin.write_bytes("Path;Site;Age;note\nx.jpg;back;55,5;café\n".encode("latin-1"))  # as Excel saves it in France
+    (item,) = read_manifest(str(latin))
+    assert item.key == str(tmp_path / "x.jpg") and item.extra["note"] == "café"
+    assert (item.patient.site, item.patient.age) == ("back", 55.5)
+    assert "latin.csv is not UTF-8" in capsys.readouterr().err
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"path\n\x00\x81\xff\n")
+    with pytest.raises(ValueError, match="binary.csv line 2: not a text CSV file"):
+        read_manifest(str(binary))
+    (tmp_path / "cols.csv").write_text("file;age\nx.jpg;40\n")
+    with pytest.raises(ValueError, match=r"needs a 'path' or 'image_id' column; found \['file', 'age'\] \(this file "
+                                         r"seems to be separated by ';'\)"):
+        read_manifest(str(tmp_path / "cols.csv"))
     bad_age = tmp_path / "age.csv"
     bad_age.write_text("path,age\nx.jpg,40\ny.jpg,forty\n")
     with pytest.raises(MetadataError, match="age.csv line 3: age must be"):

@@ -58,6 +58,25 @@ def test_ham_metadata_csv_reads_as_it_is(tmp_path):
         read_metadata_csv(bad)
 
 
+def test_a_metadata_file_is_read_as_a_spreadsheet_saves_it(tmp_path):
+    """cp1252 (with a warning naming the file), ';' or tab separators with a decimal comma, column names in any
+    case; a file whose columns fit no separator says which one it seems to use."""
+    meta = tmp_path / "excel.csv"
+    meta.write_bytes("Image_ID;Age;Sex;Localization;note\nISIC_1;55,5;female;back;lèvre\n".encode("cp1252"))
+    said = []
+    table = read_metadata_csv(meta, warn=said.append)
+    assert table["ISIC_1"] == PatientMetadata(55.5, "female", "back")
+    assert len(said) == 1 and str(meta) in said[0] and "cp1252" in said[0]
+    meta.write_text("image_id\tage\nISIC_2\t70\n")
+    assert read_metadata_csv(meta)["ISIC_2"].age == 70
+    meta.write_text("image_id|age\nISIC_3|70\n")
+    with pytest.raises(MetadataError, match="needs an image_id column"):
+        read_metadata_csv(meta)
+    meta.write_text("id;age\nISIC_3;70\n")
+    with pytest.raises(MetadataError, match="seems to be separated by ';'"):
+        read_metadata_csv(meta)
+
+
 def test_missing_fields_are_marginalised_by_the_subset_model(tiny_bundle):
     model = Predictor(tiny_bundle).bundle.metadata
     assert model is not None, "a bundle exported from data with metadata carries a metadata model"

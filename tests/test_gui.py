@@ -233,15 +233,23 @@ def test_listed_images_that_are_missing_are_counted_and_named(app_factory, shipp
     assert app.batch_result.missing == [images[1].stem]
 
 
-def test_a_labels_csv_that_is_not_utf8_is_a_message_naming_it(app_factory, tmp_path):
+def test_a_labels_csv_that_is_not_utf8_is_read_with_a_note_naming_it(app_factory, tmp_path):
+    """A cp1252 file (as Excel on Windows saves a CSV) is read, and the window names it as one to check; a file
+    that is no text at all is a message naming it (it raised UnicodeDecodeError on the Tk thread once)."""
+    from dermalens.gui.batch import _labelled_items
     _labelled_set(tmp_path, layout="beside")
     latin = tmp_path / "latin1.csv"
     rows = (tmp_path / "labels.csv").read_text().splitlines()
-    latin.write_bytes("\n".join([rows[0] + ",note"] + [r + ",caf\u00e9" for r in rows[1:]]).encode("latin-1"))
+    latin.write_bytes("\n".join([rows[0] + ",note,sex"] + [r + ",caf\u00e9,female" for r in rows[1:]]).encode("latin-1"))
+    items = _labelled_items(tmp_path, latin)
+    assert len(items) == len(rows) - 1 and any(str(latin) in n and "cp1252" in n for n in items.notes)
+    assert all(meta.get("sex") == "female" for *_, meta in items)
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"image_id,dx\n\x00\x81\xff\xfe,mel\n")
     app, errors = app_factory(backend=_NoPredictions())
-    app.start_batch(str(tmp_path), str(latin))  # raised UnicodeDecodeError on the Tk thread before
-    assert errors and str(latin) in errors[-1] and "UTF-8" in errors[-1]
-    assert str(latin) in app.status.cget("text") and str(app.start_button.cget("state")) != "disabled"
+    app.start_batch(str(tmp_path), str(binary))
+    assert errors and str(binary) in errors[-1] and "UTF-8" in errors[-1]
+    assert str(binary) in app.status.cget("text") and str(app.start_button.cget("state")) != "disabled"
 
 
 def test_one_image_listed_twice(app_factory, shipped_bundle, tmp_path):

@@ -258,7 +258,7 @@ def _labels_metadata(records) -> dict | None:
     """A labels CSV's own patient columns (age, sex, localization or site, as HAM10000_metadata.csv has them) as
     the metadata of its images, said on stderr; None when it has none. A value dermalens does not read is left
     out (not given) with a warning naming its line: the user asked for labels, not for these columns."""
-    from .data.datasets import PATIENT_COLUMNS
+    from .csvfiles import PATIENT_COLUMNS, decimal_comma
     from .inference.metadata import MetadataError, PatientMetadata, parse_age, parse_sex, parse_site
     given = [c for c in PATIENT_COLUMNS if c in records.columns]
     if not given:
@@ -266,9 +266,7 @@ def _labels_metadata(records) -> dict | None:
     table, bad = {}, []
     for r in records:
         line, row = records.rows[r.image_id]
-        age = row.get("age", "")
-        if records.delimiter != "," and age.replace(",", "", 1).isdigit():
-            age = age.replace(",", ".")  # a decimal comma, as a spreadsheet writes it where ';' separates
+        age = decimal_comma(row.get("age", ""), records.delimiter)
         values = {}
         for field, parse, value in (("age", parse_age, age), ("sex", parse_sex, row.get("sex")),
                                     ("site", parse_site, row.get("site") or row.get("localization"))):

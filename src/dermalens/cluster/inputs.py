@@ -10,9 +10,11 @@ import csv
 import hashlib
 import io
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import csvfiles
 from ..data.datasets import IMAGE_EXTENSIONS
 from ..predict import expand_inputs
 
@@ -79,27 +81,32 @@ def read_manifest(text: str) -> list[Item]:
             raw = f.read()
     except (OSError, ValueError) as e:
         raise FileNotFoundError(f"{text}: cannot read manifest ({e})") from None
+    decoded, warnings = csvfiles.decode_bytes(raw, text)  # as a spreadsheet saves it: cp1252, ';' or tabs too
+    found = csvfiles.headers(decoded, text)
+    delimiter = csvfiles.delimiter_that_fits(found, lambda cols: "path" in cols or "image_id" in cols)
+    if delimiter is None:
+        columns, hint = csvfiles.likely(found)
+        raise ValueError(f"{text}: a manifest needs a 'path' or 'image_id' column; found {columns}{hint}")
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     try:
-        reader = csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
+        reader = csv.DictReader(io.StringIO(decoded, newline=""), delimiter=delimiter)
+        reader.fieldnames = [h.strip() for h in reader.fieldnames or []]
         rows = [(reader.line_num, row) for row in reader]  # the file's own line numbers: blank lines count
-    except UnicodeDecodeError:
-        raise ValueError(f"{text}: a manifest must be a text CSV file (this one is not UTF-8)") from None
     except csv.Error as e:
-        raise ValueError(f"{text}: not a readable CSV file ({e})") from None
-    header = list(reader.fieldnames or [])
-    column = "path" if "path" in header else "image_id" if "image_id" in header else None
-    if column is None:
-        raise ValueError(f"{text}: a manifest needs a 'path' or 'image_id' column; found {header}")
+        raise ValueError(f"{text} line {reader.line_num}: not a readable CSV file ({e})") from None
+    named = {h.lower(): h for h in reversed(reader.fieldnames)}  # Path, IMAGE_ID: whatever their case
+    column = named.get("path") or named["image_id"]
     base = text.rsplit("/", 1)[0] if is_url(text) else str(Path(text).parent)
-    index = _local_index(Path(base)) if column == "image_id" and not is_url(text) else {}
+    index = _local_index(Path(base)) if column.lower() == "image_id" and not is_url(text) else {}
     items = []
     for line, row in rows:
         name = (row[column] or "").strip()
         if not name:
             continue
-        extra = {k.strip(): (v or "").strip() for k, v in row.items() if k and k != "path"}
-        patient = manifest_patient(text, line, extra)
-        if column == "image_id":
+        extra = {k.strip(): (v or "").strip() for k, v in row.items() if k and k.lower() != "path"}
+        patient = manifest_patient(text, line, extra, delimiter)
+        if column.lower() == "image_id":
             key = str(index[name]) if name in index else f"{base}/{name}"
         elif is_url(name) or Path(name).is_absolute():
             key = name
@@ -111,11 +118,13 @@ def read_manifest(text: str) -> list[Item]:
     return items
 
 
-def manifest_patient(text: str, line: int, extra: dict):
+def manifest_patient(text: str, line: int, extra: dict, delimiter: str = ","):
     """The patient details a manifest row carries (age, sex, localization or site), read as
     --metadata reads them; None when it has none."""
     from ..inference.metadata import MetadataError, PatientMetadata
-    fields = {k.lower(): v for k, v in extra.items() if k.lower() in ("age", "sex", "localization", "site")}
+    fields = {k.lower(): v for k, v in extra.items() if k.lower() in csvfiles.PATIENT_COLUMNS}
+    if "age" in fields:
+        fields["age"] = csvfiles.decimal_comma(fields["age"], delimiter)
     if not fields:
         return None
     try:

@@ -8,19 +8,19 @@ Two layouts:
 """
 from __future__ import annotations
 
-import codecs
 import csv
 import difflib
 import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import csvfiles
+from ..csvfiles import PATIENT_COLUMNS
 from ..classes import CLASSES, CODES
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 HAM_METADATA = "HAM10000_metadata.csv"
 HAM_IMAGE_DIRS = ("images", "HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_images")
-PATIENT_COLUMNS = ("age", "sex", "localization", "site")  # what a labels file may also give (inference.metadata)
 
 
 class DatasetError(ValueError):
@@ -44,8 +44,6 @@ class Record:
         return self.lesion_id or self.image_id
 
 
-DELIMITERS = (",", ";", "\t")  # what spreadsheets write: comma, semicolon (many European locales), tab
-_SHOWN = {",": "','", ";": "';'", "\t": "tabs"}
 
 
 def _words(text: str) -> str:
@@ -88,54 +86,19 @@ class _Table:
     warnings: list[str]
 
 
-def _decode(path: Path) -> tuple[str, list[str]]:
-    """The text of a CSV file: UTF-8 (with or without BOM, or UTF-16 with its BOM), else cp1252 with a warning,
-    as Excel on Windows saves "CSV (comma delimited)"."""
-    data = path.read_bytes()
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # Excel's "Unicode text"
-        try:
-            return data.decode("utf-16"), []
-        except UnicodeDecodeError as e:
-            raise DatasetError(f"{path}: not a text CSV file (it starts as UTF-16 but is not: {e.reason})") from None
-    if data.startswith(b"PK\x03\x04"):
-        raise DatasetError(f"{path}: a spreadsheet workbook (.xlsx) or another zip file, not a CSV file; save it "
-                           "as CSV UTF-8 (or CSV) from the spreadsheet program")
-    try:
-        return data.decode("utf-8-sig"), []
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-    if b"\x00" not in data:
-        try:
-            text = data.decode("cp1252")
-        except UnicodeDecodeError:
-            pass
-        else:
-            return text, [f"{path} is not UTF-8 (line {line} is the first that is not), so it is read as cp1252 "
-                          "(Windows Latin-1, as Excel saves a CSV); check that accented letters came out right, "
-                          "or save it as CSV UTF-8"]
-    raise DatasetError(f"{path} line {line}: not a text CSV file (neither UTF-8 nor cp1252); save it as CSV UTF-8")
-
-
 def _read_csv(path: Path, required: tuple[str, ...]) -> _Table:
     """Every row, with the file's line number: blank lines and quoted line breaks counted as the user sees them in
     an editor. Column names are matched whatever their case and surrounding spaces, and the separator is the one
     of comma, semicolon and tab that gives the required columns."""
     if not path.is_file():
         raise DatasetError(f"{path}: metadata file not found")
-    text, warnings = _decode(path)
-    headers = {}
-    for d in DELIMITERS:
-        try:
-            headers[d] = [h.strip() for h in next(csv.reader(io.StringIO(text, newline=""), delimiter=d), [])]
-        except csv.Error as e:
-            raise DatasetError(f"{path} line 1: not a readable CSV file ({e})") from None
-    found = [d for d in DELIMITERS if all(c in [h.lower() for h in headers[d]] for c in required)]
-    if not found:
-        guess = max(DELIMITERS, key=lambda d: len(headers[d]))  # the first of equals: the comma
-        hint = f" (this file seems to be separated by {_SHOWN[guess]})" if guess != "," else ""
-        missing = [c for c in required if c not in [h.lower() for h in headers[guess]]]
-        raise DatasetError(f"{path}: missing column(s) {missing}; found {headers[guess]}{hint}")
-    delimiter = found[0]
+    text, warnings = csvfiles.decode(path, DatasetError)
+    headers = csvfiles.headers(text, path, DatasetError)
+    delimiter = csvfiles.delimiter_that_fits(headers, lambda cols: all(c in cols for c in required))
+    if delimiter is None:
+        columns, hint = csvfiles.likely(headers)
+        missing = [c for c in required if c not in [h.lower() for h in columns]]
+        raise DatasetError(f"{path}: missing column(s) {missing}; found {columns}{hint}")
     header = headers[delimiter]
     columns = [h.lower() for h in header]
     for name in dict.fromkeys(c for c in columns if c in required + PATIENT_COLUMNS + ("lesion_id",)):

@@ -112,13 +112,13 @@ def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
         raise BackendError(f"none of the {len(listed)} images listed in {labels_csv} ({first}) is in {where}"
                            + _subfolder_hint(folder, searched=("images",)))
     try:
-        metas = read_metadata_csv(labels_csv)
+        metas = read_metadata_csv(labels_csv, warn=lambda w: None)  # its warnings are recs.warnings, shown below
     except MetadataError as e:
         if "needs an image_id column" not in str(e):
             raise BackendError(str(e)) from None
         metas = {}  # a labels CSV without patient columns
     return BatchItems([(r.path, r.dx, r.lesion, _as_dict(metas.get(r.image_id))) for r in recs],
-                      missing=recs.absent, notes=recs.notes)
+                      missing=recs.absent, notes=recs.warnings + recs.notes)
 
 
 def _as_dict(meta) -> dict | None:

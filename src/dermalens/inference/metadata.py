@@ -13,9 +13,12 @@ fitted on validation log-loss. No field given: w has nothing to multiply and the
 from __future__ import annotations
 
 import csv
+import io
 import math
+import sys
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -171,30 +174,42 @@ def fuse(probs: np.ndarray, log_ratio: np.ndarray, weight: float) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def read_metadata_csv(path: str | Path) -> dict[str, PatientMetadata]:
+def read_metadata_csv(path: str | Path, warn: Callable[[str], None] | None = None) -> dict[str, PatientMetadata]:
     """image_id -> PatientMetadata from a CSV with `image_id` and any of `age`, `sex`, `localization` or
-    `site` (HAM10000_metadata.csv works as it is). A bad value is an error naming its line."""
+    `site` (HAM10000_metadata.csv works as it is), as a spreadsheet saves it (dermalens.csvfiles: UTF-8 or cp1252,
+    separated by commas, semicolons or tabs). A bad value is an error naming its line. `warn`: what to do with a
+    warning about the file (default: print it on stderr)."""
+    from ..csvfiles import PATIENT_COLUMNS, decimal_comma, decode, delimiter_that_fits, headers, likely
     path = Path(path)
     if not path.is_file():
         raise MetadataError(f"{path}: metadata file not found")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return _read_metadata_rows(path, csv.DictReader(f))
-    except UnicodeDecodeError:
-        raise MetadataError(f"{path}: not a text CSV file (it is not UTF-8)") from None
-    except csv.Error as e:
-        raise MetadataError(f"{path}: not a readable CSV file ({e})") from None
-
-
-def _read_metadata_rows(path: Path, reader: csv.DictReader) -> dict[str, PatientMetadata]:
-    header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
-    if "image_id" not in header or not {"age", "sex", "localization", "site"} & set(header):
+    text, warnings = decode(path, MetadataError)
+    found = headers(text, path, MetadataError)
+    delimiter = delimiter_that_fits(found, lambda cols: "image_id" in cols and any(c in cols for c in PATIENT_COLUMNS))
+    if delimiter is None:
+        columns, hint = likely(found)
         raise MetadataError(f"{path}: needs an image_id column and at least one of age, sex, localization "
-                            f"or site; found {header}")
+                            f"or site; found {[c.lower() for c in columns]}{hint}")
+    for w in warnings:
+        (warn or _to_stderr)(w)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        return _read_metadata_rows(path, reader, lambda age: decimal_comma(age, delimiter))
+    except csv.Error as e:
+        raise MetadataError(f"{path} line {reader.line_num}: not a readable CSV file ({e})") from None
+
+
+def _to_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _read_metadata_rows(path: Path, reader: csv.DictReader, age: Callable[[str], str]) -> dict[str, PatientMetadata]:
     out, first_line, named = {}, {}, {}  # named: stem -> the rows' image_ids that carry an extension
     for row in reader:
         line = reader.line_num  # the file's own line: a blank line counts
         row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+        if "age" in row:
+            row["age"] = age(row["age"])
         try:
             meta = PatientMetadata.from_mapping(row)
         except MetadataError as e:
