@@ -285,6 +285,21 @@ def test_schema_fuzz_finds_no_server_error(api):
     assert "Tested: 5" in rc.stdout and " passed" in rc.stdout, rc.stdout[-2000:]
 
 
+def test_model_says_how_large_an_image_the_server_takes_and_that_size_fits(tiny_bundle):
+    """/model's limits.max_image_bytes (what the web page checks before sending) is an image file that a /predict
+    JSON body carries under DERMALENS_MAX_BODY_BYTES; a larger request gets a 413 that says the limit in MB."""
+    with running_server(tiny_bundle, {"DERMALENS_MAX_BODY_BYTES": "200000"}) as url:
+        limits = httpx.get(url + "/model").json()["limits"]
+        assert limits["max_body_bytes"] == 200000 and limits["max_pixels"] > 0 and limits["timeout_s"] > 0
+        image = LESION.read_bytes()
+        image += b"\0" * (limits["max_image_bytes"] - len(image))  # bytes after the JPEG's end are not read
+        r = httpx.post(url + "/predict", json={"image": "data:image/jpeg;base64," + b64(image)}, timeout=60)
+        assert r.status_code == 200 and r.json()["success"] is True
+        r = httpx.post(url + "/predict", json={"image": b64(image + b"\0" * 2000)})
+        message = r.json()["error"]["message"]
+        assert r.status_code == 413 and "0.2 MB" in message and "DERMALENS_MAX_BODY_BYTES" in message
+
+
 def test_a_chunked_body_over_the_limit_gets_413_not_a_vague_400(tiny_bundle):
     with running_server(tiny_bundle, {"DERMALENS_MAX_BODY_BYTES": "100000"}) as url:
         def chunks():  # no Content-Length: the body arrives in pieces

@@ -1,6 +1,7 @@
 """The web UI in a real headless Chromium (Debian's), driven by Playwright."""
 import shutil
 
+import httpx
 import pytest
 
 from conftest import MINI
@@ -360,8 +361,11 @@ def test_a_refused_file_unloads_the_previous_image(browser, ui_url, tmp_path, in
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
     big = tmp_path / "huge.png"
-    big.write_bytes(b"\0" * (10 * 1024 * 1024 + 1))
-    for bad, reason in ((notes, "“notes.txt” is not an image"), (big, "“huge.png” is larger than 10 MB")):
+    limit = httpx.get(ui_url + "/model").json()["limits"]["max_image_bytes"]
+    big.write_bytes(b"\0" * (limit + 1))
+    for bad, reason in ((notes, "“notes.txt” is not an image"),
+                        (big, f"“huge.png” is larger than this server takes ({(limit + 1) / 1e6:.1f} MB; at most "
+                              f"{limit / 1e6:.1f} MB)")):
         page.set_input_files("#file", str(bad))
         page.wait_for_selector("#status.error")
         assert reason in page.inner_text("#status")

@@ -118,8 +118,18 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, scope, receive, send):
-        resp = error_response(413, "payload_too_large", f"request body larger than {self.max_bytes:,} bytes")
+        resp = error_response(413, "payload_too_large",
+                              f"the request is larger than this server accepts ({self.max_bytes / 1e6:.1f} MB, "
+                              f"{self.max_bytes:,} bytes: DERMALENS_MAX_BODY_BYTES); an image sent as base64 grows by "
+                              f"a third, so send one of at most {image_bytes(self.max_bytes) / 1e6:.1f} MB, or a "
+                              "smaller copy of it")
         await resp(scope, receive, send)
+
+
+def image_bytes(max_body_bytes: int) -> int:
+    """The largest image file a JSON request of this many bytes carries: base64 takes 4 bytes for 3, and the
+    rest of the request (the data URL's header, the other fields) fits in 1 kB."""
+    return max(0, (max_body_bytes - 1024) * 3 // 4)
 
 
 class RequireKey:
@@ -331,7 +341,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                  "members", "metrics", "modality", "disclaimer") if k in c}
         if "metadata" in c:  # what a client may send: the accepted values
             out["metadata"] = {k: c["metadata"][k] for k in ("fields", "sexes", "sites", "missing") if k in c["metadata"]}
-        return out | {"runtime": p.runtime_info}
+        return out | {"runtime": p.runtime_info, "limits": {
+            "max_body_bytes": settings.max_body_bytes, "max_image_bytes": image_bytes(settings.max_body_bytes),
+            "max_pixels": settings.max_pixels, "max_side": settings.max_side, "max_batch": settings.max_batch,
+            "timeout_s": settings.timeout_s}}
 
     @app.post("/predict", tags=["predict"])
     async def predict(body: PredictRequest):

@@ -12,7 +12,7 @@
   const savedKey = sessionStorage.getItem("dermalens-api-key");
   if (savedKey) { $("api-key").value = savedKey; $("key-row").hidden = false; }
   const COLOURS = { low: "#2e7d32", moderate: "#ef6c00", high: "#c62828", indeterminate: "#616161" };
-  const MAX_BYTES = 10 * 1024 * 1024;
+  let maxBytes = 10 * 1024 * 1024;  // until /model says what this server takes (limits.max_image_bytes)
   const MAX_AGE = 120;
 
   function setStatus(msg, isError) {
@@ -43,9 +43,10 @@
       setStatus("“" + file.name + "” is not an image. Choose a JPEG, PNG, BMP, GIF, WEBP or TIFF file.", true);
       return;
     }
-    if (file.size > MAX_BYTES) {
-      setStatus("“" + file.name + "” is larger than 10 MB (" + (file.size / 1048576).toFixed(1) +
-                " MB). Choose a smaller image.", true);
+    if (file.size > maxBytes) {
+      setStatus("“" + file.name + "” is larger than this server takes (" + (file.size / 1e6).toFixed(1) +
+                " MB; at most " + (maxBytes / 1e6).toFixed(1) + " MB). Choose a smaller image or a smaller copy " +
+                "of it.", true);
       return;
     }
     if (file.size === 0) {
@@ -80,6 +81,8 @@
 
   // the accepted body sites come from the model's card, so the list always matches the model
   fetch("/model").then((r) => (r.ok ? r.json() : null)).then((card) => {
+    const limit = card && card.limits && Number(card.limits.max_image_bytes);
+    if (limit > 0) maxBytes = limit;
     const bg = card && card.preprocessing && card.preprocessing.transparent_background;
     if (Array.isArray(bg) && bg.length === 3) {
       // the model reads a transparent pixel as this colour: the preview shows it so, not over the white page
