@@ -7,7 +7,12 @@ Prints, for the 600x450 JPEG that `make bench-load` sends:
 2. a real server on loopback at concurrency 16: the server process's CPU time per request and how busy the
    cores were, so the throughput ceiling is cores / (core-ms per request);
 3. the resident memory the bundle's compiled graphs hold, loaded as the server loads them and with each
-   OpenVINO or allocator setting that might lower it.
+   OpenVINO or allocator setting that might lower it;
+4. `dermalens predict` over a folder (HAM10000's 200x150 images): the core-milliseconds per image of the whole
+   pipeline (decode, every check, results) against those of its graphs alone on the same views, so the share the
+   pipeline's own work takes is seen;
+5. each network's graph on one thread, one stream against two side by side: whether the cores slow each other
+   down (two threads of one physical core would).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import time
 from pathlib import Path
 
 from dermalens import DEFAULT_MODEL
+from dermalens.defaults import DEFAULT_DATA
 from dermalens.argtypes import positive
 from dermalens.bench import _time
 from dermalens.serve.loadbench import DEFAULT_IMAGE, measure, request_body, start_server
@@ -114,11 +120,79 @@ print(rss() - before)
     return round(float(out.stdout.split()[-1]), 1)
 
 
+def folder_cpu(model: str, images: list[Path]) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from dermalens.inference import Predictor
+    from dermalens.inference.pipeline import predict_stream
+    pred = Predictor(model, mode="throughput")  # as `dermalens predict` loads it
+    b = pred.bundle
+
+    def cpu_s():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    list(predict_stream(pred, images[:40]))  # warm-up
+    t, c = time.perf_counter(), cpu_s()
+    n = sum(1 for _ in predict_stream(pred, images))
+    wall, used = time.perf_counter() - t, cpu_s() - c
+    views = np.stack([pred.load(p) for p in images])
+    batches = [views[i:i + 4] for i in range(0, len(views), 4)]  # the pipeline's batches, two at a time
+
+    def graphs(v):
+        for m in b.members:
+            m.run(v)
+        if b.gate is not None:
+            b.gate.features(v)
+    with ThreadPoolExecutor(2) as pool:
+        c = cpu_s()
+        list(pool.map(graphs, batches))
+        alone = cpu_s() - c
+    return {"images": n, "images/s (after start-up)": round(n / wall, 1),
+            "pipeline core-ms per image": round(1000 * used / n, 2),
+            "its graphs alone, core-ms per image": round(1000 * alone / n, 2),
+            "cores busy": f"{100 * used / (len(os.sched_getaffinity(0)) * wall):.0f} %"}
+
+
+def side_by_side(model: str, n: int = 150) -> dict:
+    import threading
+
+    import numpy as np
+    import dermalens.inference.runtime as rt
+    from dermalens.inference.bundle import read_card
+    from dermalens.inference.members import member_entries
+    out = {}
+    for entry in member_entries(read_card(model)):
+        graphs = [rt.compile(Path(model) / entry["graph"], threads=1, views=(entry.get("mean", (0.5,) * 3),
+                                                                         entry.get("std", (0.5,) * 3)))
+                  for _ in range(2)]
+        x = {"image": np.full((1, *entry["input_size"], 3), 128, np.uint8)}
+        for g in graphs:
+            for _ in range(10):
+                g.run(x)
+
+        def loop(g):
+            for _ in range(n):
+                g.run(x)
+        t = time.perf_counter()
+        loop(graphs[0])
+        one = n / (time.perf_counter() - t)
+        threads = [threading.Thread(target=loop, args=(g,)) for g in graphs]
+        t = time.perf_counter()
+        [th.start() for th in threads]
+        [th.join() for th in threads]
+        two = 2 * n / (time.perf_counter() - t)
+        out[entry["name"]] = f"one stream {one:.0f}/s ({1000 / one:.2f} ms), two side by side {two:.0f}/s: {two / one:.2f}x"
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--image", default=DEFAULT_IMAGE)
     ap.add_argument("--requests", type=positive, default=2000)
+    ap.add_argument("--folder", default=str(Path(DEFAULT_DATA) / "images"), help="images for part 4")
+    ap.add_argument("--folder-images", type=positive, default=1000)
     a = ap.parse_args(argv)
     image = Path(a.image)
     if not image.is_file():  # else a traceback, or a server started for nothing
@@ -135,6 +209,17 @@ def main(argv=None):
     print("3. resident memory the compiled graphs add, MB:")
     for setting in ("as served", "CPU_RUNTIME_CACHE_CAPACITY=0", "malloc_trim after loading", "MALLOC_ARENA_MAX=2"):
         print(f"   {setting:45s} {graph_memory(a.model, setting):7.1f}")
+    images = sorted(Path(a.folder).glob("*.jpg"))[:a.folder_images]
+    print(f"4. dermalens predict's pipeline over {len(images)} images of {a.folder}:")
+    for k, v in (folder_cpu(a.model, images) if images else {"skipped": "no .jpg images there"}).items():
+        print(f"   {k}: {v}")
+    print("5. each network's graph on one thread, one stream and two side by side, inferences per second:")
+    # in a fresh process: the threads of the runtimes loaded above must not share the cores with it
+    code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import budget; "
+            f"print(json.dumps(budget.side_by_side({a.model!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for k, v in json.loads(out.stdout.splitlines()[-1]).items():
+        print(f"   {k}: {v}")
 
 
 if __name__ == "__main__":
