@@ -5,9 +5,9 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
-HOST   ?= 127.0.0.1
-PORT   ?= 8000
-MODEL  ?= models/dermalens
+HOST   ?= $(or $(DERMALENS_HOST),127.0.0.1)
+PORT   ?= $(or $(DERMALENS_PORT),8000)
+MODEL  ?= $(or $(DERMALENS_MODEL),models/dermalens)
 PYTEST_ARGS ?=
 
 .PHONY: serve test train-env system-deps bench bench-load bench-compare evaluate train export clean

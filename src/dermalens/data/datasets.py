@@ -252,7 +252,8 @@ def load_ham10000(root: str | Path, metadata: str | Path | None = None,
     """All labelled images of a HAM10000-style folder, in metadata order."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"{root}: data folder not found")
+        raise DatasetError(f"{root}: data folder not found; give the HAM10000 folder (HAM10000_metadata.csv and "
+                           "images/) with --data or DERMALENS_DATA (docs/data.md says where to get it)")
     csv_path = Path(metadata) if metadata else root / HAM_METADATA
     rows = _read_csv(csv_path, ("lesion_id", "image_id", "dx"))
     if image_dirs:

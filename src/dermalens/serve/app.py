@@ -63,7 +63,8 @@ class Metadata(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image: str = Field(..., description="Base64 image, raw or as a data URL (data:image/jpeg;base64,...)")
-    tta: bool = Field(False, description="Test-time augmentation (flips, rotations), averaged")
+    tta: bool = Field(False, description="Test-time augmentation: the image's flips (and, for a square input, "
+                                         "its quarter turns), averaged")
     explain: bool = Field(False, description="Include a Grad-CAM overlay PNG as a data URL")
     metadata: Metadata | None = Field(None, description="optional patient details: age, sex, site")
 
