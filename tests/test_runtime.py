@@ -197,3 +197,18 @@ def test_a_process_forked_after_loading_gets_an_error_not_a_hang(runtime, tiny_b
         child.kill()
     assert answer.startswith("CompiledInAnotherProcess") and "spawn" in answer, answer
     assert predictor.predict(IMAGES[0]).probabilities.sum() > 0.99  # the parent still predicts
+
+
+def test_loading_reads_every_npz_file_on_the_calling_thread(shipped_bundle, monkeypatch):
+    """np.load parses array headers with Python's ast, which CPython 3.11 cannot do in two threads at once
+    (`SystemError: AST constructor recursion depth mismatch` in make test): load_bundle overlaps only numpy maths
+    (the feature-distance model's eigendecomposition) with the compiling, never a file read."""
+    import threading
+    real, threads = np.load, []
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(np, "load", recording)
+    load_bundle(shipped_bundle)
+    assert threads and set(threads) == {threading.current_thread().name}, threads

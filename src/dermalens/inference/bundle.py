@@ -171,11 +171,24 @@ def read_card(path: Path) -> dict:
 
 
 def _read_ood(file: Path) -> dict | None:
+    """The feature-distance model's arrays, read on the calling thread: np.load parses each array's header with
+    Python's ast, which CPython 3.11 cannot do in two threads at once (SystemError: AST constructor recursion
+    depth mismatch), and the graphs' loading reads .npz files meanwhile."""
     if not file.is_file():
         return None
     try:
-        return whiten(dict(np.load(file)))
-    except NPZ_ERRORS + (KeyError, np.linalg.LinAlgError) as e:
+        with np.load(file) as z:
+            return {k: z[k] for k in z.files}
+    except NPZ_ERRORS as e:
+        raise BundleError(f"{file}: unreadable feature-distance model ({e or type(e).__name__})") from None
+
+
+def _whiten_ood(arrays: dict | None, file: Path) -> dict | None:
+    if arrays is None:
+        return None
+    try:
+        return whiten(arrays)
+    except (KeyError, ValueError, np.linalg.LinAlgError) as e:
         raise BundleError(f"{file}: unreadable feature-distance model ({e or type(e).__name__})") from None
 
 
@@ -198,7 +211,7 @@ def load_bundle(path: str | Path, threads: int | None = None, mode: str = "laten
         threads = threads_per_graph(threads, len(member_entries(card)) + ("modality" in card))
     # its eigendecomposition overlaps the compiling; a pool per load, so a forked process has its own thread
     background = ThreadPoolExecutor(1, thread_name_prefix="dermalens-load")
-    ood_job = background.submit(_read_ood, path / "ood.npz")
+    ood_job = background.submit(_whiten_ood, _read_ood(path / "ood.npz"), path / "ood.npz")
     background.shutdown(wait=False)
     try:
         members = [open_member(path, e, threads, spec.interpolation, **compile_options) for e in member_entries(card)]
