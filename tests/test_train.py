@@ -194,6 +194,8 @@ def test_second_stage_starts_from_the_first_and_export_counts_both(tiny_run, tmp
     assert [s["input_size"] for s in t["stages"]] == [[48, 64], [64, 80]]
     assert t["seconds"] == pytest.approx(round(first["train_seconds"], 1) + round(ck["train_seconds"], 1), abs=0.11)
     ck["config"]["init_from"] = str(tmp_path / "gone.pt")
+    assert _training_time(ck) == t  # the earlier stages are recorded in the checkpoint itself
+    del ck["earlier_stages"]  # a checkpoint from before that record follows the init_from chain
     with pytest.raises(FileNotFoundError, match="gone.pt"):
         _training_time(ck)
 

@@ -119,15 +119,22 @@ def cmd_train(a):
             setattr(cfg, key, v)
     if a.input_size:
         cfg.input_size = tuple(a.input_size)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks for the run
     try:
         out = train(cfg, resume=a.resume)
     except KeyboardInterrupt:
         last = Path(cfg.out_dir) / "checkpoint_last.pt"
-        if last.is_file():
+        if not main_rank:
+            pass
+        elif last.is_file():
             print(f"interrupted: {last} holds the last finished epoch; run the same command with --resume "
                   "to continue from it", file=sys.stderr)
+        elif not a.resume:
+            print("interrupted before the first epoch finished: nothing was saved; run the same command "
+                  "(without --resume) to start again", file=sys.stderr)
         raise
-    print(f"run folder: {out}")
+    if main_rank:
+        print(f"run folder: {out}")
 
 
 def cmd_export(a):

@@ -36,6 +36,7 @@ from ..inference.predictor import Predictor
 from ..inference.softmax import decide, softmax
 from ..preprocess import PreprocessSpec
 from ..train.models import BACKBONES, checkpoint_path, load_checkpoint, model_from_checkpoint
+from ..train.stages import stage_record
 from . import calibrate
 from .metadata_fit import MODEL_TEXT, fit_metadata_model, save_metadata_model, vocabulary
 from .model_card import write_model_card
@@ -47,18 +48,21 @@ ONNX_TOLERANCE = 1e-4
 
 
 def _training_time(ck: dict) -> dict:
-    """This run's training time plus that of every earlier stage it started from (`init_from`)."""
-    stages = [{"out_dir": ck["config"]["out_dir"], "input_size": list(ck["config"]["input_size"]),
-               "best_epoch": ck["epoch"] + 1, "seconds": round(ck["train_seconds"], 1), "hardware": ck["hardware"]}]
-    init = ck["config"].get("init_from")
+    """This run's training time plus that of every earlier stage it started from (`init_from`): recorded in the
+    checkpoint by `dermalens train` (so the earlier files may have moved since); checkpoints from before that
+    record follow the init_from chain."""
+    this = stage_record(ck)
+    stages = [*ck["earlier_stages"], this] if ck.get("earlier_stages") is not None else [this]
+    init = None if ck.get("earlier_stages") is not None else ck["config"].get("init_from")
     while init:
         if not Path(init).is_file():
-            raise FileNotFoundError(f"init_from checkpoint {init} is missing: the training time of that stage "
-                                    "cannot be reported")
+            raise FileNotFoundError(
+                f"init_from checkpoint {init} (the earlier stage {ck['config']['out_dir']} started from) is "
+                "missing: the card reports every stage's training time. Put that file back"
+                + (" or run export from the folder that run was trained in" if not Path(init).is_absolute() else "")
+                + " (runs trained since dermalens records the earlier stages need no earlier file)")
         prev = load_checkpoint(init)
-        stages.insert(0, {"out_dir": prev["config"]["out_dir"], "input_size": list(prev["config"]["input_size"]),
-                          "best_epoch": prev["epoch"] + 1, "seconds": round(prev["train_seconds"], 1),
-                          "hardware": prev["hardware"], "checkpoint": init})
+        stages.insert(0, stage_record(prev, init))
         init = prev["config"].get("init_from")
     return {"seconds": round(sum(s["seconds"] for s in stages), 1), "hardware": ck["hardware"], "stages": stages}
 
@@ -153,6 +157,9 @@ def _export_into(ck_paths: list[Path], out: Path, data_root, split_file, name, v
                  test_extras=True) -> dict:
     split_file = Path(split_file)
     loaded = [_load_member(p, split_file) for p in ck_paths]
+    # the data and the split are read before the ONNX export: a wrong --data costs a second, not minutes
+    records = load_ham10000(data_root)
+    parts = {s: select_split(records, s, split_file) for s in ("train", "val", "test")}
     model, ck, spec = loaded[0]  # the first run sets the bundle's view and is the features member
     trained_size = list(spec.input_size)
     if input_size is not None:
@@ -182,8 +189,6 @@ def _export_into(ck_paths: list[Path], out: Path, data_root, split_file, name, v
                                      "pretrained": cfg["pretrained"]},
                         "best_epoch": m_ck["epoch"] + 1, "training": _training_time(m_ck)})
 
-    records = load_ham10000(data_root)
-    parts = {s: select_split(records, s, split_file) for s in ("train", "val", "test")}
     if max_images_per_split:
         parts = {s: balanced_subset(r, max_images_per_split) for s, r in parts.items()}
 

@@ -9,7 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
-from ..paths import file_in_the_way
+from ..paths import cannot_write_in, file_in_the_way, nearest_existing
 
 _VERSION = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 
@@ -31,6 +31,11 @@ def check_target(out: Path, version: str, force: bool) -> None:
     if blocker:
         raise FileExistsError(f"--out {out} is a file, not a bundle folder" if blocker == out else
                               f"--out {out} lies inside a file, not a folder")
+    # the bundle is built in a hidden folder beside `out`: that folder must be writable, said before any work
+    where = nearest_existing(out.absolute().parent)
+    why = cannot_write_in(where)
+    if why:
+        raise PermissionError(f"--out {out} cannot be written ({where}: {why}); choose a folder you can write")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not (out / "card.json").is_file():

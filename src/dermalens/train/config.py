@@ -66,8 +66,10 @@ class TrainConfig:
     def resume_conflicts(self, saved: dict) -> list[str]:
         """Differences from the config a run was started with (checkpoint_last.pt's) that --resume cannot honour."""
         now = self.to_dict()
-        def same(k):  # a split file named relative by a run from before absolute paths were recorded
-            if k == "split_file" and isinstance(saved[k], str) and isinstance(now[k], str):
+        def same(k):  # a file named relative by a run from before absolute paths were recorded
+            if k in ("split_file", "init_from", "teacher") and isinstance(saved[k], str) and isinstance(now[k], str):
+                if not saved[k] or not now[k]:
+                    return saved[k] == now[k]
                 return Path(saved[k]).resolve() == Path(now[k]).resolve()
             return _same(saved[k]) == _same(now[k])
         return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now

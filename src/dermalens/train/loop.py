@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -31,8 +32,10 @@ from ..evaluate.metrics import classification_metrics
 from ..preprocess import PreprocessSpec
 from .augment import normalize_batch, train_transform
 from .cache import load_pixels
+from ..paths import cannot_write_in, nearest_existing
 from .checkpoint_io import restore_rng, rng_state, safe_load
 from .config import TrainConfig
+from .stages import earlier_stages
 from .models import BACKBONES, create_model, load_checkpoint
 from .teacher import load_teacher
 
@@ -152,23 +155,47 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     problems = cfg.problems()
     if problems:
         raise ValueError("; ".join(problems))
-    for key in ("data_root", "split_file", "cache_dir"):  # config.json is read again by --resume from any folder
+    # config.json is read again by --resume and export from any folder: every path in it is absolute
+    for key in ("data_root", "split_file", "cache_dir", "teacher"):
         if getattr(cfg, key):
             setattr(cfg, key, str(Path(getattr(cfg, key)).resolve()))
+    if cfg.init_from:  # a resume needs no earlier file: it has its weights (the stage it came from may be gone)
+        cfg.init_from = str(_init_checkpoint(cfg.init_from, must_exist=not resume).resolve())
     out = Path(cfg.out_dir)
     earlier = [f.name for f in (out / "checkpoint_last.pt", out / "best.pt") if f.is_file()]
     if earlier and not resume:
         # starting afresh would overwrite an earlier run's checkpoints: a forgotten --resume must not cost it
         raise FileExistsError(f"{out} already holds a training run ({', '.join(earlier)}); pass --resume to "
                               "continue it, or choose another --out (delete the folder to start it again)")
+    if (out / "card.json").is_file():  # a run's history.csv and curves.png would replace the bundle's
+        raise FileExistsError(f"--out {out} is a model bundle (from dermalens export), not a run folder; give "
+                              "another --out for the training run")
+    _check_writable(out)
+    world, rank = _dist_info()
+    ck = None
+    last = out / "checkpoint_last.pt"
+    if resume:  # checked before any data is decoded: a refused resume costs a second
+        if not last.is_file():
+            hint = (" (no epoch of it finished before it stopped, so nothing was saved: run the same command "
+                    "without --resume to start it again)" if (out / "config.json").is_file() else "")
+            raise FileNotFoundError(f"--resume: no checkpoint at {last}{hint}")
+        ck = safe_load(last, map_location="cpu")
+        conflicts = cfg.resume_conflicts(ck["config"])
+        ran_on = _processes(ck)
+        if ran_on != world:
+            # each process's batches and the learning-rate schedule's steps per epoch depend on it
+            conflicts.append(f"processes: {ran_on} -> {world} (run it as it was started: "
+                             + ("without torchrun" if ran_on == 1 else f"torchrun --nproc_per_node={ran_on}") + ")")
+        if conflicts:
+            raise ValueError(f"--resume continues {out} exactly as it was started, but these settings differ: "
+                             f"{'; '.join(conflicts)}. Resume with the run's own settings (`dermalens train --resume "
+                             f"--out {out}` reads {out / 'config.json'}), or start a new run from its weights with "
+                             f"--init-from {out / 'best.pt'}")
     split_file = Path(cfg.split_file)
     # a missing split file is reported by select_split below, in the data layer's words
     split_hash = split_sha256(split_file) if split_file.is_file() else None
     init = None
     if cfg.init_from and not resume:  # checked before minutes go into decoding the data; a resume has its weights
-        if not Path(cfg.init_from).is_file():
-            raise FileNotFoundError(f"init_from: {cfg.init_from} not found (train the earlier stage first, or pass "
-                                    "--init-from with its best.pt)")
         init = load_checkpoint(cfg.init_from)
         if init["config"]["backbone"] != cfg.backbone:
             raise ValueError(f"init_from {cfg.init_from} is a {init['config']['backbone']}, not a {cfg.backbone}")
@@ -177,7 +204,13 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
                              "training images could be in this split's validation and test parts")
     if cfg.teacher and not Path(cfg.teacher).is_file():
         raise FileNotFoundError(f"teacher: {cfg.teacher} not found (make it with `python -m dermalens.train.teacher`)")
-    world, rank = _dist_info()
+    # the training time of the stages this run starts from, for the card: export then needs no earlier file
+    stages = (ck or {}).get("earlier_stages")
+    if init is not None:
+        stages = earlier_stages(init, cfg.init_from)
+    records = load_ham10000(cfg.data_root)
+    train_recs = balanced_subset(select_split(records, "train", split_file), cfg.max_images_per_split)
+    val_recs = balanced_subset(select_split(records, "val", split_file), cfg.max_images_per_split)
     distributed = world > 1
     use_cuda = torch.cuda.is_available()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if use_cuda else "cpu")
@@ -191,9 +224,6 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     out.mkdir(parents=True, exist_ok=True)
     spec = preprocess_spec(cfg)
 
-    records = load_ham10000(cfg.data_root)
-    train_recs = balanced_subset(select_split(records, "train", split_file), cfg.max_images_per_split)
-    val_recs = balanced_subset(select_split(records, "val", split_file), cfg.max_images_per_split)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else None
     decoders = max(1, min(8, os.cpu_count() or 1))
     train_px = load_pixels(train_recs, spec, cache, workers=decoders, desc="decode train")
@@ -221,17 +251,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
     eval_model = ema.module if ema is not None else model
 
     start_epoch, history, best, bad_epochs, train_seconds = 0, [], -1.0, 0, 0.0
-    last = out / "checkpoint_last.pt"
-    if resume:
-        if not last.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {last}")
-        ck = safe_load(last, map_location=device)
-        conflicts = cfg.resume_conflicts(ck["config"])
-        if conflicts:
-            raise ValueError(f"--resume continues {out} exactly as it was started, but these settings differ: "
-                             f"{'; '.join(conflicts)}. Resume with the run's own settings (`dermalens train --resume "
-                             f"--out {out}` reads {out / 'config.json'}), or start a new run from its weights with "
-                             f"--init-from {out / 'best.pt'}")
+    if ck is not None:
         model.load_state_dict(ck["train_model"] if ema is not None else ck["model"])
         if ema is not None:
             ema.module.load_state_dict(ck["model"])
@@ -240,6 +260,14 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         start_epoch, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
         bad_epochs, train_seconds = ck["bad_epochs"], ck.get("train_seconds", 0.0)
         restore_rng(ck["rng"])
+        if main and (start_epoch >= cfg.epochs or bad_epochs >= cfg.patience
+                     or (cfg.stop_after_epochs and start_epoch >= cfg.stop_after_epochs)):
+            why = (f"all {cfg.epochs} epochs" if start_epoch >= cfg.epochs else
+                   f"stopped early after epoch {start_epoch} (patience {cfg.patience})" if bad_epochs >= cfg.patience
+                   else f"stop_after_epochs {cfg.stop_after_epochs}")
+            print(f"nothing to resume: {out} has already finished ({why}); its checkpoints are as they were",
+                  flush=True)
+        del ck
     if main:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
@@ -279,6 +307,10 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
             seen += len(y)
             bar.set_postfix(loss=f"{total / seen:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}")
         if distributed:
+            # the history's training loss is that of every process's batches, not rank 0's alone
+            sums = torch.tensor([total, float(seen)], dtype=torch.float64, device=device)
+            dist.all_reduce(sums)
+            total, seen = float(sums[0]), int(sums[1])
             # DDP keeps parameters in step, but BatchNorm running statistics are per rank until
             # the next forward; take rank 0's so every rank validates (and saves) the same model.
             for buf in eval_model.buffers():
@@ -306,7 +338,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
             meta = {"config": cfg.to_dict(), "preprocess": spec.to_dict(), "classes": list(CODES),
                     "split_sha256": split_hash,  # export refuses to calibrate and test on another split
                     "epoch": epoch, "val_metrics": m, "train_seconds": train_seconds,
-                    "hardware": _hardware(world, use_cuda)}
+                    "hardware": _hardware(world, use_cuda), "world_size": world}
+            if stages is not None:
+                meta["earlier_stages"] = stages
             if improved:
                 _atomic_save({**meta, "model": eval_model.state_dict()}, out / "best.pt")
             extra = {"train_model": model.state_dict()} if ema is not None else {}
@@ -322,6 +356,40 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         (out / f"weights_rank{rank}.sha256").write_text(weights_digest(eval_model))
         dist.destroy_process_group()
     return out
+
+
+def _init_checkpoint(path: str, must_exist: bool = True) -> Path:
+    """The file --init-from names: a checkpoint, or a run folder's best.pt (as export and compare take it)."""
+    p = Path(path)
+    if not must_exist:
+        return p / "best.pt" if (p / "best.pt").is_file() else p
+    if p.is_dir():
+        if (p / "best.pt").is_file():
+            return p / "best.pt"
+        what = ("a model bundle (from dermalens export); a later stage starts from the training run it was "
+                "exported from" if (p / "card.json").is_file() else "a folder without best.pt")
+        raise FileNotFoundError(f"init_from: {path} is {what}: give a run folder holding best.pt, or its best.pt")
+    if not p.is_file():
+        raise FileNotFoundError(f"init_from: {path} not found (train the earlier stage first, or pass "
+                                "--init-from with its best.pt)")
+    return p
+
+
+def _processes(ck: dict) -> int:
+    """How many processes trained a checkpoint (checkpoints from before "world_size" say it in "hardware")."""
+    if "world_size" in ck:
+        return int(ck["world_size"])
+    m = re.match(r"(\d+) process", str(ck.get("hardware", "")))
+    return int(m.group(1)) if m else 1
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an --out where no checkpoint could be saved, before any data is decoded."""
+    where = nearest_existing(out)
+    why = cannot_write_in(where)
+    if why:
+        raise PermissionError(f"out_dir {out} cannot be written ({where}: {why}); choose a folder you can write "
+                              "with --out")
 
 
 def weights_digest(model: nn.Module) -> str:

@@ -1,0 +1,31 @@
+"""The training stages behind a checkpoint (a run started `--init-from` an earlier one), as the card reports them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .models import load_checkpoint
+
+
+def stage_record(ck: dict, checkpoint: str | None = None) -> dict:
+    """One training stage as the card reports it."""
+    rec = {"out_dir": ck["config"]["out_dir"], "input_size": list(ck["config"]["input_size"]),
+           "best_epoch": ck["epoch"] + 1, "seconds": round(ck["train_seconds"], 1), "hardware": ck["hardware"]}
+    if checkpoint is not None:
+        rec["checkpoint"] = str(checkpoint)
+    return rec
+
+
+def earlier_stages(init: dict, init_path: str) -> list[dict] | None:
+    """The stages before this run: the init_from checkpoint's own, and its earlier ones. Recorded in this
+    run's checkpoints so that export does not need the earlier files (moved, deleted, or named relative
+    to another folder). None when an earlier file is already missing (export then says which)."""
+    chain = init.get("earlier_stages")
+    if chain is None:
+        chain, prev = [], init.get("config", {}).get("init_from")
+        while prev:
+            if not Path(prev).is_file():
+                return None
+            ck = load_checkpoint(prev)
+            chain.insert(0, stage_record(ck, prev))
+            prev = ck["config"].get("init_from")
+    return [*chain, stage_record(init, init_path)]
