@@ -84,7 +84,11 @@ def test_clear_errors_for_wrong_paths(tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "nope")]) == 2
     assert "model bundle folder not found" in capsys.readouterr().err
     assert main(["split", "--data", str(tmp_path)]) == 2
-    assert "metadata file not found" in capsys.readouterr().err
+    assert "no HAM10000_metadata.csv in this folder" in capsys.readouterr().err
+    # the data folder is read before the model is loaded: a wrong --data costs no load
+    assert main(["evaluate", "--model", str(tmp_path / "nope"), "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "data folder not found" in err and "DERMALENS_DATA" in err and "model bundle" not in err, err
 
 
 def test_evaluate_refuses_a_split_file_the_model_was_not_trained_on(tiny_bundle, leaky_split_file, tmp_path, capsys):

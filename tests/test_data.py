@@ -29,7 +29,7 @@ def test_missing_metadata_is_a_clear_error(tmp_path):
     with pytest.raises(DatasetError, match="data folder not found"):
         load_ham10000(tmp_path / "nowhere")
     (tmp_path / "images").mkdir()
-    with pytest.raises(DatasetError, match="HAM10000_metadata.csv: metadata file not found"):
+    with pytest.raises(DatasetError, match="no HAM10000_metadata.csv in this folder.*--data"):
         load_ham10000(tmp_path)
 
 

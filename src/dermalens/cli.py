@@ -354,13 +354,14 @@ def cmd_evaluate(a):
     metadata = read_metadata_csv(a.metadata) if a.metadata and not a.no_metadata else None
     if a.labels and not (a.metadata or a.no_metadata):
         metadata = _labels_metadata(records)  # its own age, sex, localization columns, if it has them
+    if not a.labels:  # the data folder and the split too are read before the model is loaded
+        records = select_split(load_ham10000(a.data), a.split, Path(a.split_file))
+        if not (a.metadata or a.no_metadata):  # the data set's own, read once the data folder is known good
+            metadata = read_metadata_csv(Path(a.data) / "HAM10000_metadata.csv")
     predictor = Predictor(a.model, runtime=a.runtime, precision=a.precision, share_cores=False)
     print(f"runtime: {predictor.runtime_info['runtime']} {predictor.runtime_info['precision']}", file=sys.stderr)
     if not a.labels:
-        records = select_split(load_ham10000(a.data), a.split, Path(a.split_file))
         title = f"dermalens evaluation: HAM10000 {a.split} split ({Path(a.split_file).name})"
-        if not (a.metadata or a.no_metadata):  # the data set's own, read once the data folder is known good
-            metadata = read_metadata_csv(Path(a.data) / "HAM10000_metadata.csv")
         trained_on = predictor.bundle.card.get("data", {}).get("split_sha256")
         split_info = {"name": Path(a.split_file).name, "sha256": split_sha256(Path(a.split_file))}
         split_info["is_the_models_split"] = not (trained_on and split_info["sha256"] != trained_on)
@@ -514,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     fg = sub.add_parser("fit-gate", help="fit the image-type (modality) check and write it into a bundle "
-                                          "(needs the training install and ../shared/data's five collections)")
+                                          "(needs the training install and the five collections of docs/data.md in the --data folder)")
     _gate_data_arguments(fg, "bundle folder to add the check to")
     fg.add_argument("--version", type=_version, required=True,
                     help="the bundle's new version, MAJOR.MINOR.PATCH (the check changes what it answers)")
@@ -551,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "images/) or a folder holding labels.csv; not with --split, --data, "
                                      "--split-file, --allow-split-mismatch or --record-in-card")
     ev.add_argument("--skip-missing", action="store_true", help="evaluate the images that exist")
-    ev.add_argument("--tta", action="store_true", help="test-time augmentation (flips, rotations)")
+    ev.add_argument("--tta", action="store_true",
+                    help="test-time augmentation: each image's flips (and quarter turns for a square input), averaged")
     ev.add_argument("--allow-split-mismatch", action="store_true",
                     help="evaluate on a split file other than the model's own (the report says so)")
     ev.add_argument("--metadata", metavar="FILE.csv",

@@ -91,7 +91,7 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> _Table:
     an editor. Column names are matched whatever their case and surrounding spaces, and the separator is the one
     of comma, semicolon and tab that gives the required columns."""
     if not path.is_file():
-        raise DatasetError(f"{path}: metadata file not found")
+        raise DatasetError(f"{path}: file not found")
     text, warnings = csvfiles.decode(path, DatasetError)
     headers = csvfiles.headers(text, path, DatasetError)
     delimiter = csvfiles.delimiter_that_fits(headers, lambda cols: all(c in cols for c in required))
@@ -255,6 +255,9 @@ def load_ham10000(root: str | Path, metadata: str | Path | None = None,
         raise DatasetError(f"{root}: data folder not found; give the HAM10000 folder (HAM10000_metadata.csv and "
                            "images/) with --data or DERMALENS_DATA (docs/data.md says where to get it)")
     csv_path = Path(metadata) if metadata else root / HAM_METADATA
+    if not metadata and not csv_path.is_file():
+        raise DatasetError(f"{root}: no {HAM_METADATA} in this folder, so it is not the HAM10000 folder; give the "
+                           "folder holding it and images/ with --data or DERMALENS_DATA (docs/data.md)")
     rows = _read_csv(csv_path, ("lesion_id", "image_id", "dx"))
     if image_dirs:
         folders = [Path(d) if Path(d).is_absolute() else root / d for d in image_dirs]

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import balanced_accuracy_score
 
 from .. import DISCLAIMER, __version__
 from ..data import balanced_subset, load_ham10000, select_split, split_sha256
