@@ -47,6 +47,11 @@ def app_factory(display, monkeypatch):
     yield make
     for r in roots:
         r.destroy()
+    roots.clear()
+    # Tk variables and images must die here, on the main thread: left to a later garbage collection on a
+    # worker thread they raise "main thread is not in main loop" from their __del__
+    import gc
+    gc.collect()
 
 
 def test_single_image_and_batch_match_evaluate(app_factory, shipped_bundle, display, artifacts,
