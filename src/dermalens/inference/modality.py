@@ -58,9 +58,11 @@ class ModalityGate:
                    for i in range(0, len(pixels), batch_size)]
         return lambda: self.scores_from_features(np.concatenate([f.result()["features"] for f in running]))
 
-    def probability_from_features(self, feats: np.ndarray) -> np.ndarray:
+    def _standardised(self, feats: np.ndarray) -> np.ndarray:
+        return (feats.astype(np.float32) - self.weights["mean"]) / self.weights["scale"]
+
+    def _probability(self, h: np.ndarray) -> np.ndarray:
         w = self.weights
-        h = (feats.astype(np.float32) - w["mean"]) / w["scale"]
         n_layers = sum(k.startswith("W") for k in w)  # W0, W1, ...: margins_W is not a layer
         for k in range(n_layers):
             h = h @ w[f"W{k}"] + w[f"b{k}"]
@@ -68,15 +70,18 @@ class ModalityGate:
                 h = np.maximum(h, 0)
         return 1.0 / (1.0 + np.exp(-h[:, 0].astype(np.float64)))
 
+    def probability_from_features(self, feats: np.ndarray) -> np.ndarray:
+        return self._probability(self._standardised(feats))
+
     def scores_from_features(self, feats: np.ndarray) -> GateScores:
         """The probability, and which check refuses: the composite check where its margin is the lower one, so an
         image is told it looks like a screenshot, a page or a collage only when that check is the surer of the two."""
+        h = self._standardised(feats)
         composite = None
         if "margins_W" in self.weights:
-            m = ((feats.astype(np.float32) - self.weights["mean"]) / self.weights["scale"]) @ self.weights["margins_W"] \
-                + self.weights["margins_b"]
+            m = h @ self.weights["margins_W"] + self.weights["margins_b"]
             composite = (m[:, 1] < 0) & (m[:, 1] < m[:, 0])
-        return GateScores(self.probability_from_features(feats), composite)
+        return GateScores(self._probability(h), composite)
 
     def scores(self, pixels: np.ndarray) -> GateScores:
         return self.scores_from_features(self.features(pixels))
