@@ -158,14 +158,11 @@ def side_by_side(model: str, n: int = 150) -> dict:
     import threading
 
     import numpy as np
-    import dermalens.inference.runtime as rt
     from dermalens.inference.bundle import read_card
-    from dermalens.inference.members import member_entries
+    from dermalens.inference.members import member_entries, open_member
     out = {}
     for entry in member_entries(read_card(model)):
-        graphs = [rt.compile(Path(model) / entry["graph"], threads=1, views=(entry.get("mean", (0.5,) * 3),
-                                                                         entry.get("std", (0.5,) * 3)))
-                  for _ in range(2)]
+        graphs = [open_member(Path(model), entry, threads=1).model for _ in range(2)]  # as a bundle compiles it
         x = {"image": np.full((1, *entry["input_size"], 3), 128, np.uint8)}
         for g in graphs:
             for _ in range(10):

@@ -82,11 +82,13 @@ def run(model: str, images: str, repeat: int = 200, batch_size: int = 4, threads
     _, feats = b.run(one[None])
     i = iter(range(10**9))
 
+    from PIL import Image
+    first = Image.open(paths[0])
     results = {
         "model": f"{b.card['name']} {b.card['version']} ({b.card['backbone']['name']}, input "
                  f"{b.spec.input_size[0]}x{b.spec.input_size[1]})",
-        "image_size": list(map(int, __import__("PIL.Image", fromlist=["Image"]).open(paths[0]).size)),
-        "image_format": __import__("PIL.Image", fromlist=["Image"]).open(paths[0]).format,
+        "image_size": list(map(int, first.size)),
+        "image_format": first.format,
         "images_timed": len(paths),
         "machine": f"{os.cpu_count()} CPU cores, {platform.machine()}, {b.model.runtime} {b.model.precision} "
                    f"({b.model.mode}-tuned; {len(b.members) + (b.gate is not None)} graphs per image side by side, "

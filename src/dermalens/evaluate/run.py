@@ -66,17 +66,16 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
         metrics["ood_pass_rate_by_class"] = {c: float(passed[dx == c].mean()) for c in sorted(set(dx))}
     # the image-type check's scores as predict_pixels gets them (which check refuses, so the reasons counted in
     # refused_by are the ones a user is told: composite_image or not_dermoscopic)
-    gate_scores = None if predictor.bundle.gate is None else predictor.bundle.gate.scores(pixels)
-    derm = None if gate_scores is None else gate_scores.dermoscopic
+    # what a user gets: an answer only when every check passes (exposure, image type, feature distance; the
+    # size as sent is not known once decoded)
+    reasons, checks = predictor.reasons(pixels, pooled)
+    derm = checks["dermoscopic"]
     if derm is not None:
         # the image-type check: every image here is dermoscopy, so each one it turns away is a false refusal
         ok = derm >= predictor.bundle.gate.threshold
         dx = np.array([r.dx for r in kept])
         metrics["modality_pass_rate"] = float(ok.mean())
         metrics["modality_pass_rate_by_class"] = {c: float(ok[dx == c].mean()) for c in sorted(set(dx))}
-    # what a user gets: an answer only when every check passes (exposure, image type, feature distance; the
-    # size as sent is not known once decoded)
-    reasons = predictor.reasons(pixels, pooled, dermoscopic=gate_scores)[0]
     assessed = np.array([not r for r in reasons])
     metrics["assessed_rate"] = float(assessed.mean())
     codes_seen = sorted({r.code for rs in reasons for r in rs})

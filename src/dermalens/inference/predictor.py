@@ -217,18 +217,16 @@ class Predictor:
         return None if self.bundle.gate is None else self.bundle.gate.probability(pixels)
 
     def reasons(self, pixels: np.ndarray, pooled: np.ndarray, source_sizes=None,
-                dermoscopic: np.ndarray | GateScores | None = None,
+                dermoscopic: GateScores | None = None,
                 exposure: list | None = None) -> tuple[list[list[Reason]], dict]:
         """Why each image is not assessed (an empty list: it is), and the scores behind it. `dermoscopic`,
-        `exposure`: the image-type check's GateScores (or bare probabilities: then every refusal it makes is
-        `not_dermoscopic`) and each image's exposure_reasons when already computed (predict_pixels works them
-        out while the networks run)."""
+        `exposure`: the image-type check's GateScores and each image's exposure_reasons when already computed
+        (predict_pixels works them out while the networks run)."""
         scores = self.ood_scores(pooled)
         gate = self.bundle.gate
         if dermoscopic is None and gate is not None:
             dermoscopic = gate.scores(pixels)
-        derm, composite = (dermoscopic.dermoscopic, dermoscopic.composite) if isinstance(dermoscopic, GateScores) \
-            else (dermoscopic, None)
+        derm, composite = (None, None) if dermoscopic is None else (dermoscopic.dermoscopic, dermoscopic.composite)
         if exposure is None:
             exposure = [exposure_reasons(p, self.exposure_rules) for p in pixels]
         out = []
