@@ -340,3 +340,16 @@ def test_recorded_gate_figures_reach_the_model_card(tmp_path, shipped_bundle):
               "passed": 0.1234, "flagged": 0.8766}]
     record_in_card(copy, table, {"runtime": "openvino", "precision": "bf16"})
     assert "isic2017_sample heldout 12.3 % passed" in (copy / "MODEL_CARD.md").read_text()
+
+
+def test_recorded_precision_figures_reach_the_model_card(tmp_path, shipped_bundle):
+    """`dermalens evaluate --record-in-card` rewrites MODEL_CARD.md too (export.model_card.save_card), as gate-check does."""
+    import shutil
+
+    from dermalens.evaluate.precision import record_in_card
+    copy = tmp_path / "b"
+    shutil.copytree(shipped_bundle, copy, ignore=shutil.ignore_patterns("report"))
+    metrics = {"n": 10, "balanced_accuracy": 0.1234, "macro_auroc": 0.5678, "ece": 0.01,
+               "malignant": {"sensitivity": 0.5, "specificity": 0.5}}
+    record_in_card(copy, "test", metrics, {"runtime": "onnxruntime", "precision": "fp16"})
+    assert "| fp16 (onnxruntime) | test | 0.568 | 0.123 |" in (copy / "MODEL_CARD.md").read_text()

@@ -166,7 +166,7 @@ def cmd_external_check(a):
     import json
 
     from .evaluate.external import check_data, external_check
-    from .export.model_card import write_model_card
+    from .export.model_card import save_card
     from .inference import Predictor
     check_data(Path(a.data))  # before the bundle is loaded
     predictor = Predictor(a.model, share_cores=False, runtime=a.runtime, precision=a.precision)
@@ -184,8 +184,7 @@ def cmd_external_check(a):
         card = json.loads(card_path.read_text())
         card["external"] = {**out, "command": f"dermalens external-check --model <bundle> --part {a.part} --runtime "
                                               f"{run['runtime']} --precision {run['precision']} --record-in-card"}
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
-        write_model_card(card, Path(a.model) / "MODEL_CARD.md")
+        save_card(Path(a.model), card)
         print(f"recorded in {card_path} under external")
 
 
@@ -200,11 +199,9 @@ def cmd_gate_check(a):
 
 
 def cmd_fit_gate(a):
-    import json
-
     import numpy as np
     from .evaluate.ood_eval import evaluate_gate
-    from .export.model_card import write_model_card
+    from .export.model_card import save_card
     from .export.modality_bundle import fit_gate_into
     from .inference import Predictor
     from .data import load_ham10000, select_split
@@ -217,8 +214,7 @@ def cmd_fit_gate(a):
     ood = evaluate_gate(predictor, lesion_pixels=np.stack([predictor.load(r.path) for r in test]))
     card["modality"]["ood_set"] = {k: ood[k] for k in ("total", "flagged", "missed")}
     print(f"out-of-distribution set: {ood['flagged']}/{ood['total']} not assessed; missed: {ood['missed'] or 'none'}")
-    (Path(a.model) / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    write_model_card(card, Path(a.model) / "MODEL_CARD.md")
+    save_card(Path(a.model), card)
     print(f"modality check written to {a.model} (threshold {card['modality']['threshold']:.4f})")
 
 

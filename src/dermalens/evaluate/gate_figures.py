@@ -55,9 +55,8 @@ def record_in_card(bundle: Path, table: list[dict], runtime_info: dict) -> None:
              "command": f"dermalens gate-check --model <bundle> --runtime {runtime_info['runtime']} "
                         f"--precision {runtime_info['precision']} --record-in-card"}
     card["modality"].setdefault("figures_by_precision", {})[runtime_info["precision"]] = entry
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    from ..export.model_card import write_model_card
-    write_model_card(card, Path(bundle) / "MODEL_CARD.md")  # it quotes these figures: never leave it behind the card
+    from ..export.model_card import save_card
+    save_card(bundle, card)
 
 
 def rates(p: np.ndarray, items: list[GateImage], threshold: float) -> list[dict]:

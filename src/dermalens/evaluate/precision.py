@@ -33,5 +33,6 @@ def record_in_card(bundle: str | Path, split: str, metrics: dict, runtime_info: 
     entry["runtime"] = runtime_info["runtime"]
     entry["command"] = (f"dermalens evaluate --model {bundle} --split {split} --runtime {runtime_info['runtime']} "
                         f"--precision {runtime_info['precision']} --record-in-card")
-    path.write_text(json.dumps(card, indent=2) + "\n")
+    from ..export.model_card import save_card
+    save_card(bundle, card)  # MODEL_CARD.md quotes these figures too
     return card

@@ -24,7 +24,7 @@ from ..train import modality_augment as augment
 from ..train import modality_gate as fit
 from .gate_graph import BACKBONE, STAGES, export_gate_graph
 from .card_fields import with_changelog
-from .model_card import write_model_card
+from .model_card import save_card
 from .target import parse_version
 
 GATE_INPUT = (192, 256)  # the classifier's 4:3 view at three quarters of 256x341: its texture at a cost of ~0.4 GFLOPs
@@ -208,8 +208,7 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
     card["changelog"] = with_changelog(card, card.get("changelog"), changes or "image-type (modality) check: phone and "
                                        "clinical photos are not assessed (same network and figures)",
                                        date=dt.date.today().isoformat())
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    write_model_card(card, out / "MODEL_CARD.md")
+    save_card(out, card)
     return card
 
 

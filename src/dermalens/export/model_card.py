@@ -143,6 +143,14 @@ def _margin_line(card: dict) -> list[str]:
             f"{margin['validation_sensitivity']:.3f}, lower bound {margin['validation_sensitivity_lower_bound']:.3f}."]
 
 
+def save_card(bundle: Path, card: dict) -> None:
+    """Write a bundle's card.json and the MODEL_CARD.md made from it: every command that records figures in the
+    card goes through here, so the model card never quotes figures the card no longer holds."""
+    import json
+    (Path(bundle) / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_model_card(card, Path(bundle) / "MODEL_CARD.md")
+
+
 def write_model_card(card: dict, path: Path) -> None:
     m = card.get("metrics", {})
     lines = [

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..card_terms import from_card, is_timm_form, to_card
 from .card_fields import (clean_recipe, feature_shape, hardware_by_stage, structured_input, structured_outputs,
                           test_summary, to_probabilities, with_changelog)
-from .model_card import write_model_card
+from .model_card import save_card
 
 # The shipped line's history, before cards carried a changelog. Each entry's figures are that bundle's own
 # card (test split, single pass): `git show COMMIT:models/NAME/card.json`. docs/history.md tells the story.
@@ -101,8 +101,7 @@ def finish_export(card: dict, bundle_dir: Path, previous: dict | None, summary: 
         earlier = upgrade_card(previous, bundle_dir)["changelog"] if "preprocessing" in previous else None
     card = {**card, "changelog": with_changelog(card, earlier, summary or "exported")}
     card = upgrade_card(card, bundle_dir)
-    (bundle_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    write_model_card(card, bundle_dir / "MODEL_CARD.md")
+    save_card(bundle_dir, card)
     return card
 
 
@@ -124,8 +123,7 @@ def main(argv=None) -> int:
     if a.check:
         print(f"{path}: {'up to date' if new == card else 'needs upgrading'}")
         return 0 if new == card else 1
-    path.write_text(json.dumps(new, indent=2) + "\n")
-    write_model_card(new, bundle / "MODEL_CARD.md")
+    save_card(bundle, new)
     print(f"{path}: {'already up to date' if new == card else 'upgraded'}; {bundle / 'MODEL_CARD.md'} regenerated")
     return 0
 
