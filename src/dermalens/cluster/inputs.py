@@ -6,9 +6,7 @@ image named two ways is one key, and two folders holding the same file names are
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -81,21 +79,13 @@ def read_manifest(text: str) -> list[Item]:
             raw = f.read()
     except (OSError, ValueError) as e:
         raise FileNotFoundError(f"{text}: cannot read manifest ({e})") from None
-    decoded, warnings = csvfiles.decode_bytes(raw, text)  # as a spreadsheet saves it: cp1252, ';' or tabs too
-    found = csvfiles.headers(decoded, text)
-    delimiter = csvfiles.delimiter_that_fits(found, lambda cols: "path" in cols or "image_id" in cols)
-    if delimiter is None:
-        columns, hint = csvfiles.likely(found)
-        raise ValueError(f"{text}: a manifest needs a 'path' or 'image_id' column; found {columns}{hint}")
-    for w in warnings:
+    table = csvfiles.read_table(  # as a spreadsheet saves it: cp1252, ';' or tabs too
+        raw, text, lambda cols: "path" in cols or "image_id" in cols,
+        lambda columns, hint: f"a manifest needs a 'path' or 'image_id' column; found {columns}{hint}")
+    for w in table.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    try:
-        reader = csv.DictReader(io.StringIO(decoded, newline=""), delimiter=delimiter)
-        reader.fieldnames = [h.strip() for h in reader.fieldnames or []]
-        rows = [(reader.line_num, row) for row in reader]  # the file's own line numbers: blank lines count
-    except csv.Error as e:
-        raise ValueError(f"{text} line {reader.line_num}: not a readable CSV file ({e})") from None
-    named = {h.lower(): h for h in reversed(reader.fieldnames)}  # Path, IMAGE_ID: whatever their case
+    rows = table.rows
+    named = {h.lower(): h for h in reversed(table.columns)}  # Path, IMAGE_ID: whatever their case
     column = named.get("path") or named["image_id"]
     base = text.rsplit("/", 1)[0] if is_url(text) else str(Path(text).parent)
     index = _local_index(Path(base)) if column.lower() == "image_id" and not is_url(text) else {}
@@ -105,7 +95,7 @@ def read_manifest(text: str) -> list[Item]:
         if not name:
             continue
         extra = {k.strip(): (v or "").strip() for k, v in row.items() if k and k.lower() != "path"}
-        patient = manifest_patient(text, line, extra, delimiter)
+        patient = manifest_patient(text, line, extra, table.delimiter)
         if column.lower() == "image_id":
             key = str(index[name]) if name in index else f"{base}/{name}"
         elif is_url(name) or Path(name).is_absolute():

@@ -8,9 +8,7 @@ Two layouts:
 """
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,25 +90,18 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> _Table:
     of comma, semicolon and tab that gives the required columns."""
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    text, warnings = csvfiles.decode(path, DatasetError)
-    headers = csvfiles.headers(text, path, DatasetError)
-    delimiter = csvfiles.delimiter_that_fits(headers, lambda cols: all(c in cols for c in required))
-    if delimiter is None:
-        columns, hint = csvfiles.likely(headers)
-        missing = [c for c in required if c not in [h.lower() for h in columns]]
-        raise DatasetError(f"{path}: missing column(s) {missing}; found {columns}{hint}")
-    header = headers[delimiter]
+    table = csvfiles.read_table(
+        path.read_bytes(), path, lambda cols: all(c in cols for c in required),
+        lambda columns, hint: f"missing column(s) {[c for c in required if c not in [h.lower() for h in columns]]}; "
+                              f"found {columns}{hint}", DatasetError)
+    header = table.columns
     columns = [h.lower() for h in header]
     for name in dict.fromkeys(c for c in columns if c in required + PATIENT_COLUMNS + ("lesion_id",)):
         same = [h for h in header if h.lower() == name]
         if len(same) > 1:
             raise DatasetError(f"{path}: columns {' and '.join(map(repr, same))} are both read as {name}; keep one")
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        reader.fieldnames = columns if reader.fieldnames is not None else None
-        rows = [(reader.line_num, {(k or ""): (v or "").strip() for k, v in row.items()}) for row in reader]
-    except csv.Error as e:
-        raise DatasetError(f"{path} line {reader.line_num}: not a readable CSV file ({e})") from None
+    rows = [(line, {k.lower(): v for k, v in row.items()}) for line, row in table.rows]
+    delimiter, warnings = table.delimiter, table.warnings
     if not rows:
         raise DatasetError(f"{path}: no rows")
     return _Table(rows, columns, delimiter, warnings)

@@ -12,8 +12,6 @@ fitted on validation log-loss. No field given: w has nothing to multiply and the
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import sys
 from dataclasses import dataclass
@@ -179,35 +177,28 @@ def read_metadata_csv(path: str | Path, warn: Callable[[str], None] | None = Non
     `site` (HAM10000_metadata.csv works as it is), as a spreadsheet saves it (dermalens.csvfiles: UTF-8 or cp1252,
     separated by commas, semicolons or tabs). A bad value is an error naming its line. `warn`: what to do with a
     warning about the file (default: print it on stderr)."""
-    from ..csvfiles import PATIENT_COLUMNS, decimal_comma, decode, delimiter_that_fits, headers, likely
+    from ..csvfiles import PATIENT_COLUMNS, decimal_comma, read_table
     path = Path(path)
     if not path.is_file():
         raise MetadataError(f"{path}: metadata file not found")
-    text, warnings = decode(path, MetadataError)
-    found = headers(text, path, MetadataError)
-    delimiter = delimiter_that_fits(found, lambda cols: "image_id" in cols and any(c in cols for c in PATIENT_COLUMNS))
-    if delimiter is None:
-        columns, hint = likely(found)
-        raise MetadataError(f"{path}: needs an image_id column and at least one of age, sex, localization "
-                            f"or site; found {[c.lower() for c in columns]}{hint}")
-    for w in warnings:
+    table = read_table(path.read_bytes(), path,
+                       lambda cols: "image_id" in cols and any(c in cols for c in PATIENT_COLUMNS),
+                       lambda columns, hint: "needs an image_id column and at least one of age, sex, localization or "
+                                             f"site; found {[c.lower() for c in columns]}{hint}", MetadataError)
+    for w in table.warnings:
         (warn or _to_stderr)(w)
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        return _read_metadata_rows(path, reader, lambda age: decimal_comma(age, delimiter))
-    except csv.Error as e:
-        raise MetadataError(f"{path} line {reader.line_num}: not a readable CSV file ({e})") from None
+    return _read_metadata_rows(path, table.rows, lambda age: decimal_comma(age, table.delimiter))
 
 
 def _to_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _read_metadata_rows(path: Path, reader: csv.DictReader, age: Callable[[str], str]) -> dict[str, PatientMetadata]:
+def _read_metadata_rows(path: Path, rows: list[tuple[int, dict]],
+                        age: Callable[[str], str]) -> dict[str, PatientMetadata]:
     out, first_line, named = {}, {}, {}  # named: stem -> the rows' image_ids that carry an extension
-    for row in reader:
-        line = reader.line_num  # the file's own line: a blank line counts
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+    for line, row in rows:  # the file's own line: a blank line counts
+        row = {k.lower(): v for k, v in row.items()}
         if "age" in row:
             row["age"] = age(row["age"])
         try:
