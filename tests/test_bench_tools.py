@@ -139,6 +139,22 @@ def test_loadbench_sends_the_api_key(shipped_bundle, monkeypatch, capsys):
         assert "401" in str(e.value.code)
 
 
+def test_loadbench_reads_the_api_key_as_the_server_does(monkeypatch):
+    """A secret file's newline is dropped, as the server drops it; sent as read, it broke every request's header."""
+    import asyncio
+    sent = []
+
+    async def worker(host, port, body, n, latencies, errors, api_key=None):
+        sent.append(api_key)
+    monkeypatch.setattr(loadbench, "_worker", worker)
+    monkeypatch.setenv("DERMALENS_API_KEY", "s3cret-key\n")
+    asyncio.run(loadbench._run("http://127.0.0.1:1", b"{}", 1, 1))
+    assert sent == ["s3cret-key"]
+    monkeypatch.setenv("DERMALENS_API_KEY", "clé")  # a key the server refuses to start with is not sent either
+    with pytest.raises(SystemExit, match="DERMALENS_API_KEY"):
+        asyncio.run(loadbench._run("http://127.0.0.1:1", b"{}", 1, 1))
+
+
 @pytest.mark.parametrize("args, says", [(["--concurrency", "0"], "at least 1"), (["--image", "no.jpg"], "--image no.jpg"),
                                         (["--checkpoint", "no-such-run"], "--checkpoint no-such-run")])
 def test_bench_compare_checks_its_inputs_before_starting_servers(args, says):

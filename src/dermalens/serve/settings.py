@@ -45,7 +45,7 @@ class Settings:
             max_side=_int("DERMALENS_MAX_SIDE", cls.max_side),
             max_batch=_int("DERMALENS_MAX_BATCH", cls.max_batch),
             timeout_s=_int("DERMALENS_TIMEOUT_S", cls.timeout_s),
-            api_key=_api_key(os.environ.get("DERMALENS_API_KEY")),
+            api_key=api_key_from_env(),
             upload_dir=str(Path(os.environ["DERMALENS_UPLOAD_DIR"]).expanduser()) if os.environ.get(
                 "DERMALENS_UPLOAD_DIR", "").strip() else None,  # ~/uploads is the home folder's, as in a shell
             threads=_int("DERMALENS_THREADS", cls.threads),
@@ -78,8 +78,11 @@ def _check_runtime() -> None:
         raise SystemExit(str(e)) from None
 
 
-def _api_key(raw: str | None) -> str | None:
-    """HTTP drops whitespace around a header value and browsers send only Latin-1: such a key would match nothing."""
+def api_key_from_env() -> str | None:
+    """DERMALENS_API_KEY as the server uses it (None when unset or empty); every reader of it calls this one.
+
+    HTTP drops whitespace around a header value and browsers send only Latin-1: such a key would match nothing."""
+    raw = os.environ.get("DERMALENS_API_KEY")
     if not raw:
         return None
     key = raw.strip()  # a secret file's trailing newline
