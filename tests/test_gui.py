@@ -257,6 +257,32 @@ def test_a_labels_csv_that_is_not_utf8_is_read_with_a_note_naming_it(app_factory
     assert str(binary) in app.status.cget("text") and str(app.start_button.cget("state")) != "disabled"
 
 
+def test_patient_columns_are_taken_from_the_rows_already_read(tmp_path, monkeypatch):
+    """The labels CSV is read once for its labels and its patient columns alike, as `evaluate --labels` reads it
+    (the batch view read the file a second time for its patient columns once); a detail it cannot read is still
+    refused, naming the file and line."""
+    from pathlib import Path
+
+    from dermalens.gui.backend import BackendError
+    from dermalens.gui.batch import _labelled_items
+    _labelled_set(tmp_path, layout="beside")
+    labels = tmp_path / "labels.csv"
+    rows = labels.read_text().splitlines()
+    details = [("55,5", "female", "back"), ("", "Male", "lower_extremity"), ("70", "unknown", "")]
+    labels.write_text("\n".join(["Image_ID;DX;Age;Sex;Localization"] + [";".join([*r.split(","), *d])
+                                                                        for r, d in zip(rows[1:], details)]) + "\n")
+    reads, read_bytes = [], Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self) or read_bytes(self))
+    items = _labelled_items(tmp_path, labels)
+    assert reads.count(labels) == 1, reads
+    assert [meta for *_, meta in items] == [{"age": 55.5, "sex": "female", "site": "back"},
+                                            {"age": None, "sex": "male", "site": "lower extremity"},
+                                            {"age": 70.0, "sex": None, "site": None}]
+    labels.write_text(labels.read_text().replace(";70;", ";seventy;"))
+    with pytest.raises(BackendError, match=r"labels.csv line 4: age must be a number"):
+        _labelled_items(tmp_path, labels)
+
+
 def test_one_image_listed_twice(app_factory, shipped_bundle, tmp_path):
     """Rows ISIC_x and ISIC_x.jpg name one image: with two labels it is an error naming both rows; with one
     label it is classified and counted once, and the window says so."""

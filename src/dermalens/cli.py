@@ -261,30 +261,17 @@ def _labels_metadata(records) -> dict | None:
     """A labels CSV's own patient columns (age, sex, localization or site, as HAM10000_metadata.csv has them) as
     the metadata of its images, said on stderr; None when it has none. A value dermalens does not read is left
     out (not given) with a warning naming its line: the user asked for labels, not for these columns."""
-    from .csvfiles import PATIENT_COLUMNS, decimal_comma
-    from .inference.metadata import MetadataError, PatientMetadata, parse_age, parse_sex, parse_site
-    given = [c for c in PATIENT_COLUMNS if c in records.columns]
-    if not given:
+    from .labels_metadata import labels_metadata
+    found = labels_metadata(records)
+    if found is None:
         return None
-    table, bad = {}, []
-    for r in records:
-        line, row = records.rows[r.image_id]
-        age = decimal_comma(row.get("age", ""), records.delimiter)
-        values = {}
-        for field, parse, value in (("age", parse_age, age), ("sex", parse_sex, row.get("sex")),
-                                    ("site", parse_site, row.get("site") or row.get("localization"))):
-            try:
-                values[field] = parse(value)
-            except MetadataError as e:
-                values[field] = None
-                bad.append(f"line {line}: {e}")
-        table[r.image_id] = PatientMetadata(**values)
+    given, bad = found.columns, found.left_out
     print(f"metadata: the {', '.join(given)} column{'s' if len(given) > 1 else ''} of {records.source} "
           "(--no-metadata for image-only figures, --metadata FILE for details from another file)", file=sys.stderr)
     if bad:
         print(f"warning: {records.source}: {len(bad)} patient detail(s) that dermalens does not read are left out "
               f"as not given ({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})", file=sys.stderr)
-    return table
+    return found.table
 
 
 def _labels_name(labels: str) -> str:

@@ -89,7 +89,7 @@ def _unreadable(labels_csv: Path, e: Exception) -> BackendError:
 
 def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
     from ..data import DatasetError
-    from ..inference.metadata import MetadataError, read_metadata_csv
+    from ..labels_metadata import labels_metadata
     if not folder.is_dir():
         raise BackendError(f"{folder}: folder not found")
     # The folder itself, and its images/ as `evaluate --labels` reads a CSV beside images/: the one
@@ -111,12 +111,10 @@ def _labelled_items(folder: Path, labels_csv: Path) -> BatchItems:
         first = ", ".join(listed[:3]) + (", ..." if len(listed) > 3 else "")
         raise BackendError(f"none of the {len(listed)} images listed in {labels_csv} ({first}) is in {where}"
                            + _subfolder_hint(folder, searched=("images",)))
-    try:
-        metas = read_metadata_csv(labels_csv, warn=lambda w: None)  # its warnings are recs.warnings, shown below
-    except MetadataError as e:
-        if "needs an image_id column" not in str(e):
-            raise BackendError(str(e)) from None
-        metas = {}  # a labels CSV without patient columns
+    found = labels_metadata(recs)  # from the rows just read, as `evaluate --labels` does: no second read of the file
+    if found is not None and found.left_out:  # the batch view refuses a patient detail it cannot read
+        raise BackendError(f"{recs.source} {found.left_out[0]}")
+    metas = found.table if found is not None else {}  # {}: a labels CSV without patient columns
     return BatchItems([(r.path, r.dx, r.lesion, _as_dict(metas.get(r.image_id))) for r in recs],
                       missing=recs.absent, notes=recs.warnings + recs.notes)
 
