@@ -193,6 +193,8 @@ def test_second_stage_starts_from_the_first_and_export_counts_both(tiny_run, tmp
     t = _training_time(ck)
     assert [s["input_size"] for s in t["stages"]] == [[48, 64], [64, 80]]
     assert t["seconds"] == pytest.approx(round(first["train_seconds"], 1) + round(ck["train_seconds"], 1), abs=0.11)
+    walked = {k: v for k, v in ck.items() if k != "earlier_stages"}  # from before that record, its files still there
+    assert _training_time(walked) == t  # the chain walk (train.stages.init_chain) finds what train recorded
     ck["config"]["init_from"] = str(tmp_path / "gone.pt")
     assert _training_time(ck) == t  # the earlier stages are recorded in the checkpoint itself
     del ck["earlier_stages"]  # a checkpoint from before that record follows the init_from chain

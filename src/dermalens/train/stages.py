@@ -15,17 +15,26 @@ def stage_record(ck: dict, checkpoint: str | None = None) -> dict:
     return rec
 
 
+def init_chain(init_from: str | None) -> tuple[list[dict], str | None]:
+    """The stages of the `init_from` checkpoint and of every one it started from in turn, earliest first, and the
+    first of those files that is missing (None when all are there; the list then stops short of it)."""
+    chain, prev = [], init_from
+    while prev:
+        if not Path(prev).is_file():
+            return chain, prev
+        ck = load_checkpoint(prev)
+        chain.insert(0, stage_record(ck, prev))
+        prev = ck["config"].get("init_from")
+    return chain, None
+
+
 def earlier_stages(init: dict, init_path: str) -> list[dict] | None:
     """The stages before this run: the init_from checkpoint's own, and its earlier ones. Recorded in this
     run's checkpoints so that export does not need the earlier files (moved, deleted, or named relative
     to another folder). None when an earlier file is already missing (export then says which)."""
     chain = init.get("earlier_stages")
     if chain is None:
-        chain, prev = [], init.get("config", {}).get("init_from")
-        while prev:
-            if not Path(prev).is_file():
-                return None
-            ck = load_checkpoint(prev)
-            chain.insert(0, stage_record(ck, prev))
-            prev = ck["config"].get("init_from")
+        chain, missing = init_chain(init.get("config", {}).get("init_from"))
+        if missing:
+            return None
     return [*chain, stage_record(init, init_path)]
