@@ -113,6 +113,49 @@ def test_a_request_that_timed_out_holds_its_place_until_its_work_ends(shipped_bu
         assert r.status_code == 200, r.text
 
 
+def test_the_admission_bracket_counts_refuses_and_releases_once_the_work_ends():
+    """One bracket admits a request (a /predict or a whole batch): it counts it, refuses the one over MAX_QUEUE with
+    the 503 clients know, and frees the place only once every job the request started has ended."""
+    from concurrent.futures import Future
+
+    from dermalens.serve.app import ApiError, Engine
+    engine = Engine(Settings(max_queue=1))
+    with pytest.raises(ApiError) as e:
+        with engine.admission():
+            pass
+    assert e.value.code == "model_unavailable" and engine.admitted == 0  # no model: nothing admitted
+    engine.predictor = object()  # a loaded model, as far as the bracket is concerned
+    job = Future()
+    with engine.admission() as jobs:
+        jobs.append(job)
+        assert engine.admitted == 1
+        with pytest.raises(ApiError) as e:
+            with engine.admission():
+                pass
+        assert (e.value.status, e.value.code, e.value.message) == (
+            503, "overloaded", "the server is busy (1 requests in progress, limit 1); retry in a moment")
+    assert engine.admitted == 1  # the request has ended, its job has not
+    job.set_result(None)
+    assert engine.admitted == 0
+    with pytest.raises(RuntimeError):
+        with engine.admission():
+            raise RuntimeError("a request that failed")
+    assert engine.admitted == 0
+
+
+def test_single_and_batch_requests_go_through_the_one_admission_bracket(client, monkeypatch):
+    from dermalens.serve.app import Engine
+    admission, entered = Engine.admission, []
+
+    def counted(self):
+        entered.append(1)
+        return admission(self)
+    monkeypatch.setattr(Engine, "admission", counted)
+    assert client.post("/predict", json={"image": IMAGE}).status_code == 200
+    assert client.post("/predict/batch", json={"images": [IMAGE] * 2}).status_code == 200
+    assert len(entered) == 2 and client.app.state.engine.admitted == 0  # a batch is one request
+
+
 def test_a_pixel_limit_set_above_pillows_own_is_the_one_that_applies(shipped_bundle, monkeypatch):
     """DERMALENS_MAX_PIXELS above Pillow's decompression-bomb limit (~179 M for its error): an image under the
     operator's limit was refused as "far over the limit of" the operator's own figure."""

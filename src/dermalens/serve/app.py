@@ -13,7 +13,7 @@ import logging
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Literal
 
@@ -213,6 +213,18 @@ class Engine:
         for job in jobs:
             job.add_done_callback(one_done)  # at once for a job already done (or cancelled before it started)
 
+    @contextmanager
+    def admission(self):
+        """Admit one request (a /predict or a whole batch) for the block, yielding the list its worker jobs go in;
+        its place is freed once the block has ended and every one of those jobs too."""
+        self.require()
+        self.admit()
+        jobs: list = []
+        try:
+            yield jobs
+        finally:
+            self.release_when_done(jobs)
+
     def require(self) -> Predictor:
         if self.predictor is None:
             raise ApiError(503, "model_unavailable", f"no model loaded ({self.error})")
@@ -261,16 +273,9 @@ class Engine:
                       jobs: list | None = None) -> dict:
         """`jobs`: the admitted request's list of worker jobs (a batch shares one); None admits this one alone."""
         self.require()
-        own = jobs is None
-        if own:
-            self.admit()
-            jobs = []
-        try:
+        with (self.admission() if jobs is None else nullcontext(jobs)) as jobs:  # a batch admitted its images already
             jobs.append(self.workers.submit(self.infer, data, tta, explain, metadata))
             return await asyncio.wrap_future(jobs[-1])  # cancelled by a timeout: a job not yet started never runs
-        finally:
-            if own:
-                self.release_when_done(jobs)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -396,16 +401,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.exception("unexpected error on image %d of a batch", i)
                 return {"success": False, "index": i, "error": {
                     "code": "internal_error", "message": "unexpected server error; this image was not processed"}}
-        engine.require()
-        engine.admit()  # a batch is one request: counted per image, one larger than MAX_QUEUE could never pass
-        jobs: list = []
-        tasks = [asyncio.ensure_future(one(i, s)) for i, s in enumerate(body.images)]
-        try:  # gathered, so the images are decoded and predicted in parallel
-            results = await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:  # after a 503/504 the others stop: those not yet handed to a worker never are
-                t.cancel()
-            engine.release_when_done(jobs)
+        # a batch is one request: counted per image, one larger than MAX_QUEUE could never pass
+        with engine.admission() as jobs:
+            tasks = [asyncio.ensure_future(one(i, s)) for i, s in enumerate(body.images)]
+            try:  # gathered, so the images are decoded and predicted in parallel
+                results = await asyncio.gather(*tasks)
+            finally:
+                for t in tasks:  # after a 503/504 the others stop: those not yet handed to a worker never are
+                    t.cancel()
         return {"success": all(r["success"] for r in results), "results": results, "disclaimer": DISCLAIMER}
 
     @app.get("/", include_in_schema=False)
