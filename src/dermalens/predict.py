@@ -10,11 +10,8 @@ from __future__ import annotations
 import csv
 import glob
 import json
-import os
-import shutil
 import sys
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,6 +19,7 @@ from tqdm import tqdm
 from .data.datasets import IMAGE_EXTENSIONS
 from .paths import cannot_write_in, nearest_existing
 from .preprocess import ImageError
+from .whole_file import replaced_whole
 
 
 # Image files a folder holds that dermalens does not pick up, said rather than passed over in silence.
@@ -225,21 +223,6 @@ def check_outputs(inputs: list[str], paths: list[Path], csv_path: str | None, js
                                  "images next time; give another folder")
 
 
-@contextmanager
-def _replaced_whole(path: str):
-    """A text file that replaces `path` only once written in full: Ctrl-C or a full disk midway leaves the old one."""
-    target = Path(path).resolve()  # through a symlink, so the link stays
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="", errors="surrogateescape") as f:
-            yield f
-        if target.exists():
-            shutil.copymode(target, tmp)  # the replaced file's permissions, not the temporary file's
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _check_writable(flag: str, given: Path, folder: Path) -> None:
     why = cannot_write_in(folder)
     if why:
@@ -306,13 +289,13 @@ def run_predict(a) -> int:
     if a.csv:
         # written even when empty: an older CSV there is not this run's; a file name that is not UTF-8
         # (a Latin-1 archive) is written back as its own bytes, so the row still names its file
-        with _replaced_whole(a.csv) as f:
+        with replaced_whole(a.csv) as f:
             if rows:
                 w = csv.DictWriter(f, fieldnames=list(rows[0]))
                 w.writeheader()
                 w.writerows(rows)
     if a.json:
-        with _replaced_whole(a.json) as f:
+        with replaced_whole(a.json) as f:
             f.write(json.dumps({"model": predictor.model_info, "results": rows, "errors": errors,
                                 "disclaimer": DISCLAIMER}, indent=2))
     print(f"{len(rows)} predicted, {len(errors)} skipped", file=sys.stderr)

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import DISCLAIMER
 from ..paths import cannot_write_in, file_in_the_way, nearest_existing
+from ..whole_file import replaced_whole
 from .intervals import with_interval
 from .metrics import reliability_bins, roc_points, undefined_figures
 from .run import metadata_missing_text
@@ -178,16 +179,13 @@ def not_assessed_note(m: dict) -> str:
 
 def _write_text(path: Path, text: str) -> None:
     """UTF-8 whatever the locale (report.html says charset utf-8; a path or image id that is not ASCII must not
-    fail after every prediction), and whole or not at all: a write that fails leaves the earlier file as it was.
+    fail after every prediction), and whole or not at all (whole_file.replaced_whole): a write that fails leaves
+    the earlier file as it was.
     A name the file system gave as undecodable bytes (surrogates) is written as those bytes when they are UTF-8,
     else as U+FFFD."""
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replaced_whole(path, encoding="utf-8") as f:
+        f.write(text)
 
 
 def check_report_folder(out: str | Path, flag: str = "--out") -> None:
