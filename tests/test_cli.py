@@ -259,3 +259,20 @@ def test_a_metadata_file_naming_one_image_with_and_without_its_extension_must_ag
     meta.write_text("image_id,age\nx.jpg,50\nx.png,60\nlesion,40\nlesion.jpg,40\n")  # two files; one image twice alike
     table = read_metadata_csv(meta)
     assert (table["x.jpg"].age, table["x.png"].age, table["lesion.jpg"].age) == (50, 60, 40)
+
+
+@pytest.mark.parametrize("rank, says", [(None, True), ("0", True), ("1", False), ("3", False)])
+def test_ctrl_c_is_said_once_for_a_distributed_run(rank, says, monkeypatch, capsys):
+    """Under torchrun every rank gets Ctrl-C: rank 0 alone says "interrupted" (each rank said it once), and each
+    still exits 130."""
+    import dermalens.cli as cli
+
+    def interrupted(a):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "cmd_train", interrupted)
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    assert main(["train"]) == 130
+    assert ("interrupted" in capsys.readouterr().err) == says

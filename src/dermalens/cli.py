@@ -616,7 +616,8 @@ def main(argv=None):
         print(f"dermalens {a.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank gets Ctrl-C; one says so for the run
+            print("interrupted", file=sys.stderr)
         return 130
 
 
