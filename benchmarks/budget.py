@@ -30,6 +30,7 @@ from dermalens import DEFAULT_MODEL
 from dermalens.defaults import DEFAULT_DATA
 from dermalens.argtypes import positive
 from dermalens.bench import _time
+from dermalens.paths import image_argument
 from dermalens.serve.loadbench import DEFAULT_IMAGE, measure, request_body, start_server
 
 
@@ -191,9 +192,8 @@ def main(argv=None):
     ap.add_argument("--folder", default=str(Path(DEFAULT_DATA) / "images"), help="images for part 4")
     ap.add_argument("--folder-images", type=positive, default=1000)
     a = ap.parse_args(argv)
+    image_argument(a.image)  # else a traceback, or a server started for nothing
     image = Path(a.image)
-    if not image.is_file():  # else a traceback, or a server started for nothing
-        raise SystemExit(f"error: --image {a.image}: not found")
     print(f"1. one prediction's steps, {image.name} ({len(image.read_bytes()) // 1000} kB), p50 ms:")
     costs = steps(a.model, image)
     for k, v in costs.items():

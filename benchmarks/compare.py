@@ -18,6 +18,7 @@ import numpy as np
 
 from dermalens import DEFAULT_MODEL
 from dermalens.argtypes import positive
+from dermalens.paths import image_argument
 from dermalens.serve.loadbench import DEFAULT_IMAGE, measure, request_body, start_server
 
 HERE = Path(__file__).resolve().parent
@@ -66,11 +67,8 @@ def main(argv=None):
                     help="per server at concurrency 16 (a quarter, at least 50, at 1)")
     ap.add_argument("--concurrency", type=positive, default=16)
     a = ap.parse_args(argv)
-    from PIL import Image
-    try:  # checked before any server starts, so a wrong path does not cost a dermalens run first
-        size = "x".join(map(str, Image.open(a.image).size))
-    except OSError as e:
-        raise SystemExit(f"error: --image {a.image}: {e}") from None
+    # checked before any server starts, so a wrong path does not cost a dermalens run first
+    size = "x".join(map(str, image_argument(a.image)))
     if not Path(a.checkpoint).exists():
         raise SystemExit(f"error: --checkpoint {a.checkpoint}: not found (the reference server loads it)")
     from dermalens.inference.bundle import read_card

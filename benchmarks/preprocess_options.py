@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import io
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from dermalens.argtypes import positive
 from dermalens.inference.bundle import read_card
+from dermalens.paths import image_argument
 from dermalens.preprocess import PreprocessSpec, load_rgb
 
 
@@ -81,8 +81,7 @@ def main(argv=None):
     ap.add_argument("--image", default="tests/fixtures/fullres/ISIC_0024311.jpg")
     ap.add_argument("--repeat", type=positive, default=30)
     a = ap.parse_args(argv)
-    if not Path(a.image).is_file():
-        raise SystemExit(f"error: --image {a.image}: not found")
+    image_argument(a.image)  # before the model is read and anything timed
     spec = PreprocessSpec.from_dict(read_card(a.model)["preprocessing"])
     opts = options(spec)
     print(f"| image | option | p50 ms | max diff | mean diff |\n|---|---|---|---|---|")

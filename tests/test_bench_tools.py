@@ -185,3 +185,25 @@ def test_benchmark_scripts_refuse_wrong_inputs_with_a_message(script, args):
     r = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr[-500:]
+
+
+def _script(name):
+    """A benchmarks/ script as a module, as `python benchmarks/NAME` runs it."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name[:-3]}", REPO / "benchmarks" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", ["budget.py", "compare.py", "preprocess_options.py"])
+def test_benchmark_scripts_check_the_image_one_way_before_anything_starts(script, tmp_path):
+    """Each script checked --image its own way (compare.py gave the system's words for a missing file; budget.py
+    and preprocess_options.py took any file): one check now, one message per mistake."""
+    main = _script(script).main
+    (tmp_path / "notes.txt").write_text("no image")
+    for given, says in [(tmp_path / "no.jpg", "not found"), (tmp_path, "is a folder; give an image file"),
+                        (tmp_path / "notes.txt", "cannot be read as an image")]:
+        with pytest.raises(SystemExit) as e:
+            main(["--image", str(given)])
+        assert str(e.value.code).startswith(f"error: --image {given}: {says}"), e.value.code

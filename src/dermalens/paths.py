@@ -1,5 +1,5 @@
 """The checks every command makes of a folder a user names, before any work: is a file in the way, can it be
-written?"""
+written? And the one every benchmark makes of the image it is given."""
 from __future__ import annotations
 
 import tempfile
@@ -27,3 +27,19 @@ def cannot_write_in(folder: str | Path) -> str | None:
     except OSError as e:
         return e.strerror or str(e)
     return None
+
+
+def image_argument(path: str | Path, flag: str = "--image") -> tuple[int, int]:
+    """The (width, height) of the image file a benchmark is given with `flag`, read from its header before any
+    server starts or any timing begins: SystemExit with one message per mistake (missing, a folder, no image)."""
+    from PIL import Image
+    p = Path(path)
+    if not p.exists():
+        raise SystemExit(f"error: {flag} {path}: not found")
+    if p.is_dir():
+        raise SystemExit(f"error: {flag} {path}: is a folder; give an image file")
+    try:
+        with Image.open(p) as im:
+            return im.size
+    except OSError as e:  # PIL's UnidentifiedImageError is one, as a file that cannot be read is
+        raise SystemExit(f"error: {flag} {path}: cannot be read as an image ({e})") from None
