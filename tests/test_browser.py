@@ -1,4 +1,5 @@
 """The web UI in a real headless Chromium (Debian's), driven by Playwright."""
+import re
 import shutil
 
 import httpx
@@ -610,6 +611,55 @@ def test_server_errors_are_said_in_words_and_leave_no_earlier_result(browser, ui
     page.click("#predict")
     page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
     assert page.is_visible("#summary")
+
+
+def _held_past_the_page_limit(browser, ui_url, path, card):
+    """A page on a fake clock whose /model answers `card` (None: no answer) and whose /predict is held open, as a
+    proxy may hold it; returns the page once its request is held, with the card (if any) read."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.clock.install()  # the page's timers run only when the test moves the clock: no real wait
+    page.route("**/model", (lambda route: route.fulfill(json=card)) if card else (lambda route: route.abort()))
+    page.goto(ui_url)
+    if card:
+        page.wait_for_function("document.querySelectorAll('#site option').length > 10")  # the card has been read
+    held = _hold_predict(page)
+    _load(page, path)
+    page.click("#predict")
+    _wait_for(page, lambda: len(held) == 1, "the /predict request")
+    return page
+
+
+@pytest.mark.parametrize("server_limit_s, page_limit_s", [(5, 5 + 15), (None, 120)])
+def test_a_request_held_open_is_given_up_a_little_after_the_servers_own_limit(browser, ui_url, in_distribution_lesion,
+                                                                              server_limit_s, page_limit_s):
+    """A proxy that holds /predict open left "Classifying…" up for ever: the page gives up a little after the
+    server's limits.timeout_s (120 s when /model is not read), says so in words and Predict works again."""
+    card = None
+    if server_limit_s:
+        card = httpx.get(ui_url + "/model").json()
+        card["limits"]["timeout_s"] = server_limit_s
+    page = _held_past_the_page_limit(browser, ui_url, in_distribution_lesion, card)
+    page.clock.run_for(page_limit_s * 1000 - 1)  # the server's own 504, when it has one, may still be on its way
+    assert page.inner_text("#status") == "Classifying…" and page.is_disabled("#predict")
+    sending_ms = in_distribution_lesion.stat().st_size * 4 / 3 / 50 + 1000  # time allowed for sending the image
+    page.clock.run_for(int(sending_ms))
+    _wait_for(page, lambda: page.is_enabled("#predict"), "the page to give up")
+    text = page.inner_text("#status")
+    said = re.match(r"Could not classify: no answer came within (\d+) s, so the page stopped waiting", text)
+    assert said and page_limit_s <= int(said[1]) <= page_limit_s + sending_ms / 1000, text
+    assert "Press Predict again" in text and "Could not reach" not in text, text
+    assert page.get_attribute("#status", "class") == "error" and not page.is_visible("#result")
+
+
+def test_an_answer_in_time_leaves_no_limit_behind(browser, ui_url, in_distribution_lesion):
+    """The limit of a request that was answered does not fire later over its result."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.clock.install()
+    page.goto(ui_url)
+    _predict(page, in_distribution_lesion)
+    assert page.inner_text("#status") == "Done."
+    page.clock.run_for(600_000)
+    assert page.inner_text("#status") == "Done." and page.is_visible("#summary")
 
 
 def test_keyboard_only_on_a_phone_choose_predict_and_read_the_result(browser, ui_url, artifacts,

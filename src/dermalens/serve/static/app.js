@@ -14,6 +14,14 @@
   const COLOURS = { low: "#2e7d32", moderate: "#ef6c00", high: "#c62828", indeterminate: "#616161" };
   let maxBytes = 10 * 1024 * 1024;  // until /model says what this server takes (limits.max_image_bytes)
   const MAX_AGE = 120;
+  // A request a proxy holds open gets a limit of the page's own, a little over the server's (whose 504 says more).
+  let serverTimeoutS = null;  // until /model says (limits.timeout_s)
+  const FALLBACK_LIMIT_S = 120;  // /model unread: over the server's default 30 s with room to spare
+  const MARGIN_S = 15;  // decoding the JSON, reading the answer back, and a proxy's own hop
+  const SEND_BYTES_PER_MS = 50;  // the server's timer starts once the image has arrived: sending it at 400 kbit/s fits
+  function requestLimitMs(bodyChars) {
+    return (serverTimeoutS ? serverTimeoutS + MARGIN_S : FALLBACK_LIMIT_S) * 1000 + bodyChars / SEND_BYTES_PER_MS;
+  }
 
   function setStatus(msg, isError) {
     statusEl.textContent = msg;
@@ -83,6 +91,8 @@
   fetch("/model").then((r) => (r.ok ? r.json() : null)).then((card) => {
     const limit = card && card.limits && Number(card.limits.max_image_bytes);
     if (limit > 0) maxBytes = limit;
+    const timeout = card && card.limits && Number(card.limits.timeout_s);
+    if (timeout > 0 && Number.isFinite(timeout)) serverTimeoutS = timeout;
     const bg = card && card.preprocessing && card.preprocessing.transparent_background;
     if (Array.isArray(bg) && bg.length === 3) {
       // the model reads a transparent pixel as this colour: the preview shows it so, not over the white page
@@ -199,23 +209,34 @@
     const headers = { "Content-Type": "application/json" };
     const key = $("api-key").value.trim();
     if (key) headers["X-API-Key"] = key;
+    const request = JSON.stringify({ image: dataUrl, tta: $("tta").checked, explain: true,
+                                     metadata: $("patient").hidden ? null : patientDetails() });
+    const limitMs = requestLimitMs(request.length);
+    let timedOut = false;
+    // the same controller as a newer image's abort (AbortSignal.any is too recent), told apart by timedOut
+    const timer = setTimeout(() => { timedOut = true; ctrl.abort(); }, limitMs);
     let resp, body;
     try {
-      resp = await fetch("/predict", {
-        method: "POST",
-        headers: headers,
-        body: JSON.stringify({ image: dataUrl, tta: $("tta").checked, explain: true,
-                               metadata: $("patient").hidden ? null : patientDetails() }),
-        signal: ctrl.signal,
-      });
+      resp = await fetch("/predict", { method: "POST", headers: headers, body: request, signal: ctrl.signal });
       body = await resp.json().catch(() => null);
     } catch (err) {
       if (!current()) return;  // aborted because another image was taken
-      console.error("dermalens: /predict failed", err);
-      failed("Could not reach the dermalens server. Check that it is running, then press Predict again.");
-      return;
+      if (!timedOut) {
+        console.error("dermalens: /predict failed", err);
+        failed("Could not reach the dermalens server. Check that it is running, then press Predict again.");
+        return;
+      }
+    } finally {
+      clearTimeout(timer);
     }
     if (!current()) return;
+    if (timedOut && !body) {  // before the answer, or while its body was read
+      failed("Could not classify: no answer came within " + Math.ceil(limitMs / 1000) + " s, so the page " +
+             "stopped waiting (the server, or a proxy in front of it, held the request). Press Predict again in a " +
+             "moment, or without test-time augmentation, which is slower; if it happens again, tell whoever runs " +
+             "the server.");
+      return;
+    }
     if (resp.status === 401) {
       // The server has DERMALENS_API_KEY set: ask for the key here instead of failing for good.
       failed(key ? "That API key was not accepted. Check it and press Predict again."
