@@ -180,3 +180,26 @@ def test_a_result_stays_whole_when_the_window_is_made_smaller_and_larger(app_fac
         problems = [p for p in problems if p]
         assert not problems, f"at {size}: " + "\n".join(problems)
     assert app.canvas.winfo_width() == big and not errors  # the preview back at full size
+
+
+def test_class_names_are_measured_again_only_when_they_or_the_font_change(app_factory, monkeypatch):
+    """Before: every resize of the window measured every class name again."""
+    import tkinter.font as tkfont
+
+    from dermalens.gui.app import _style_font
+    app, errors = _window(app_factory, (1280, 720), _answer())
+    app.open_image(IMAGE)
+    pump(app.root, lambda: not app.busy, timeout=30)
+    measured, measure = [], tkfont.Font.measure
+    monkeypatch.setattr(tkfont.Font, "measure", lambda self, text, *a, **k: measured.append(text) or
+                        measure(self, text, *a, **k))
+    for size in [(900, 680), (1100, 700), (1280, 720)]:  # within the maxsize _window sets
+        app.root.geometry(f"{size[0]}x{size[1]}")
+        pump(app.root, lambda: (app.root.winfo_width(), app.root.winfo_height()) == size, timeout=30)
+    assert not measured and not errors, measured
+    font = _style_font(app.root, "TLabel")
+    points = font.actual("size")
+    font.configure(size=points + 4 if points > 0 else points - 4)  # negative: pixels
+    before = app._names_measured[1]
+    app._fit_result()
+    assert measured and app._names_measured[1] > before

@@ -46,6 +46,7 @@ class App:
         self.cancel = threading.Event()
         self.busy = False
         self.batch_labels: str | None = None
+        self._names_measured: tuple | None = None  # (the font and names measured, the widest's width)
         self._build()
         if self.backend is None:
             self._connect(model, api)
@@ -155,11 +156,15 @@ class App:
         right.bind("<Configure>", lambda e: self._fit_result(), add="+")
 
     def _names_width(self) -> int:
-        """The widest class name as shown, unwrapped: the shipped names until a result brings its own."""
+        """The widest class name as shown, unwrapped: the shipped names until a result brings its own. Measured
+        again only when the names or the font change: every resize asks for it."""
         font = _style_font(self.root, "TLabel")
         shown = [name.cget("text") for name, _, _ in self.bars.values()]
-        usual = [n + (MALIGNANT if c in MALIGNANT_CODES else "") for c, n in zip(CODES, NAMES)]
-        return max(font.measure(t) for t in shown + usual)
+        key = (tuple(sorted(font.actual().items())), *shown)
+        if self._names_measured is None or self._names_measured[0] != key:
+            usual = [n + (MALIGNANT if c in MALIGNANT_CODES else "") for c, n in zip(CODES, NAMES)]
+            self._names_measured = (key, max(font.measure(t) for t in shown + usual))
+        return self._names_measured[1]
 
     def _fit_single(self):
         """The preview's size from the room the tab has: the results beside it get the class names unwrapped
