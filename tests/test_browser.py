@@ -578,6 +578,21 @@ def _answer_with(status, content_type, body):
     return lambda route: route.fulfill(status=status, content_type=content_type, body=body)
 
 
+def _body_limit_answer(max_bytes=15_000_000) -> str:
+    """The server's own 413 body for a request over DERMALENS_MAX_BODY_BYTES (its message says what to send)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dermalens.serve.app import BodyLimit
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+    with ThreadPoolExecutor(1) as thread:  # Playwright's own event loop runs in this one
+        thread.submit(asyncio.run, BodyLimit(None, max_bytes)._reject({"type": "http"}, None, send)).result()
+    return b"".join(m.get("body", b"") for m in sent).decode()
+
+
 def test_server_errors_are_said_in_words_and_leave_no_earlier_result(browser, ui_url, in_distribution_lesion):
     """Errors from a proxy in front of the server (HTML bodies) or the server itself: a sentence, not 'server
     error 504'; the result of the earlier request (made perhaps with other details) is not left under it."""
@@ -594,6 +609,7 @@ def test_server_errors_are_said_in_words_and_leave_no_earlier_result(browser, ui
         (500, "text/plain", "Internal Server Error", "failed"),
         (413, "application/json", '{"success": false, "error": {"code": "payload_too_large", '
                                   '"message": "request body larger than 15,000,000 bytes"}}', "too large for this"),
+        (413, "application/json", _body_limit_answer(), "so send one of at most 11.2 MB, or a smaller copy of it)."),
         (504, "application/json", '{"success": false, "error": {"code": "timeout", '
                                   '"message": "prediction took longer than 30 s"}}', "took longer than 30 s. Try"),
     ]
@@ -605,6 +621,7 @@ def test_server_errors_are_said_in_words_and_leave_no_earlier_result(browser, ui
         text = page.inner_text("#status")
         assert text.startswith("Could not classify: ") and words in text, (status, text)
         assert "server error" not in text and "<" not in text, text
+        assert text.count("smaller copy") <= 1, f"the advice is given twice: {text}"
         assert not page.is_visible("#result"), f"the earlier result is still shown under the {status} error"
         assert page.is_enabled("#predict")
     page.unroute("**/predict")

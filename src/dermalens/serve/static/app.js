@@ -286,8 +286,9 @@
   function inWords(status, err) {
     const msg = err.message.trim();
     const sentence = /[.!?…]$/.test(msg) ? msg : msg + ".";
-    if (err.code === "payload_too_large") return "the image is too large for this server (" + msg + "). " +
-      "Choose a smaller image or a smaller copy of it.";
+    // the server's own message says what to send: the page adds its advice only where it does not (not twice)
+    if (err.code === "payload_too_large") return "the image is too large for this server (" + msg + ")." +
+      (/\bsend\b/i.test(msg) ? "" : " Choose a smaller image or a smaller copy of it.");
     if (err.code === "timeout") return sentence + " Try again, or without test-time augmentation, which is slower.";
     if (err.code === "overloaded") return sentence + " Press Predict again in a moment.";
     return sentence;
