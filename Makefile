@@ -78,6 +78,7 @@ export: $(VENV)/.train
 	@echo "export: the Lite2 member from $(LITE2_RUN) (LITE2_RUN=... to choose)"
 	$(VENV)/bin/dermalens export $(LITE2_RUN) checkpoints/lite0_168x224_stage2 --out $(EXPORT_OUT) --force --name dermalens --version 3.0.0 --input-size 256x341 --center-fraction 0.9 --no-test-extras
 	$(VENV)/bin/dermalens fit-gate --model $(EXPORT_OUT) --version 3.1.1 --changes "a composite check beside the image-type check: screen captures, document figures and collages of dermoscopy are not assessed, with the reason composite_image (same networks, same check threshold)"
+	$(VENV)/bin/python -m dermalens.export.layout_checks --model $(EXPORT_OUT) --version 3.2.0
 
 evaluate: $(VENV)/.serve
 	$(VENV)/bin/dermalens evaluate --model $(MODEL) --split test

@@ -249,6 +249,9 @@ def test_cached_gate_features_are_named_by_the_fit_recipe(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(mb.fit, "composite_features", lambda *a, **k: None)  # another way of picking the images
     assert mb._cache_name(card, spec, items) != name
+    monkeypatch.undo()
+    monkeypatch.setattr(mb.fit, "composite_views", lambda *a, **k: None)  # another way of drawing them
+    assert mb._cache_name(card, spec, items) != name
 
 
 def test_the_composite_check_and_the_check_are_one_network_of_their_minimum():

@@ -30,6 +30,7 @@ from ..evaluate.metrics import classification_metrics
 from ..evaluate.run import decode_records, evaluate_records
 from ..inference.bundle import CARD_FORMAT, default_classes_for_card, load_bundle
 from ..inference.metadata import MetadataError, MetadataModel, PatientMetadata, fuse, read_metadata_csv
+from ..inference.layout import LAYOUT_RULES
 from ..inference.ood import EXPOSURE_RULES, MIN_SHORT_SIDE, fit_gate, mahalanobis_score
 from ..inference.predictor import Predictor
 from ..inference.softmax import decide, softmax
@@ -302,7 +303,7 @@ def _export_into(ck_paths: list[Path], out: Path, data_root, split_file, name, v
         rules.pop("min_chroma")
     card["ood"] = {"method": "min class-conditional Mahalanobis distance of pooled features, shared "
                              "Ledoit-Wolf covariance fitted on the training split", "exposure_rules": rules,
-                   "min_short_side": MIN_SHORT_SIDE, "features_member": main.name}
+                   "min_short_side": MIN_SHORT_SIDE, "layout_rules": LAYOUT_RULES, "features_member": main.name}
     bias = np.asarray(image_op["decision_bias"], np.float32)
     card["metrics"] = {"split_file": split_file.name, "split_sha256": card["data"]["split_sha256"],
                        "precision": "fp32", "runtime": bundle.model.runtime,

@@ -223,7 +223,8 @@ def write_model_card(card: dict, path: Path) -> None:
     if checks:
         lines += ["## Input checks",
                   "An image gets no assessment (risk 'indeterminate', with the reason) when " + "; or ".join(checks)
-                  + ". These come before the gate's feature distance, which passes greyscale and small images.", ""]
+                  + ". These come before the gate's feature distance, which passes greyscale and small images.",
+                  *_layout_figures(card.get("ood", {})), ""]
     lines += _changelog(card)
     lines += [
         "## Limits",
@@ -249,6 +250,20 @@ def write_model_card(card: dict, path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _layout_figures(ood: dict) -> list[str]:
+    f = ood.get("layout_figures")
+    if not f:
+        return []
+    rows = {(r["set"], r["part"]): r for r in f["rows"]}
+    derm = [r for r in f["rows"] if r["dermoscopic"] and r["part"] != "fit"]
+    refused = sum(r["refused_images"] for r in derm)
+    comp = rows.get(("composites", "check"))
+    return [f"The layout checks (told `composite_image`) refuse {refused} of the "
+            f"{sum(r['n'] for r in derm):,} dermoscopic images of the check and held-out parts"
+            + (f" and {100 * comp['band']:.1f} % of {comp['n']} check composites (the paper band alone)" if comp else "")
+            + f"; reproduce with `{f['command']}`."]
+
+
 def _input_checks(ood: dict) -> list[str]:
     r, checks = ood.get("exposure_rules", {}), []
     if "min_mean" in r and "max_mean" in r:
@@ -259,6 +274,13 @@ def _input_checks(ood: dict) -> list[str]:
         checks.append(f"its mean chroma (max - min of R, G, B) is below {r['min_chroma']:g} (a greyscale image)")
     if ood.get("min_short_side"):
         checks.append(f"its short side, as sent, is below {ood['min_short_side']} pixels")
+    layout = ood.get("layout_rules") or {}
+    if layout.get("max_aspect_ratio"):
+        checks.append(f"it is more than {layout['max_aspect_ratio']:g} times as long as it is wide, as sent (longer "
+                      "than any camera's frame: several images side by side)")
+    if layout.get("band"):
+        checks.append(f"a flat light band at least {100 * layout['band']['min_depth']:g} % of a side deep runs along "
+                      "one edge of the view and ends in a straight line (a caption bar, a page or a window)")
     return checks
 
 
@@ -338,6 +360,14 @@ def _modality_section(g: dict | None) -> list[str]:
     return lines
 
 
+def _composite_checks(card: dict) -> str:
+    """Which checks refuse composites, as the card has them."""
+    named = (["the composite check above"] if (card.get("modality") or {}).get("composite_check") else []) + (
+        ["the layout checks: a picture longer than any camera's frame, a plain band along one edge"]
+        if (card.get("ood") or {}).get("layout_rules") else [])
+    return f" ({'; '.join(named)}): send the image itself" if named else ": they are not recognised, so send the image itself"
+
+
 def _cannot_read(card: dict) -> list[str]:
     g = card.get("modality")
     lines = ["## What dermalens cannot read",
@@ -346,8 +376,7 @@ def _cannot_read(card: dict) -> list[str]:
              "- ordinary photos of skin taken with a phone or a clinic camera (clinical close-ups), photos of anything "
              "else, screenshots and documents" + (" (the image-type check above)" if g else "") + ";",
              "- several lesions in one picture (a collage), and a dermoscopic image inside a screenshot or a figure"
-             + (" (the composite check above): send the image itself" if g and g.get("composite_check") else
-                ": they are not recognised, so send the image itself") + ";",
+             + _composite_checks(card) + ";",
              "- greyscale, badly exposed, blank and very small images (the input checks).",
              "What passes the checks can still be wrong: lesion types outside HAM10000's 7 diagnoses are forced into one "
              "of them, and the figures above were measured on HAM10000's own test split, not on other clinics' dermoscopy. "

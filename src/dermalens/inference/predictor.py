@@ -20,6 +20,7 @@ from .metadata import PatientMetadata
 from .modality import GateScores
 from .ood import COMPOSITE_IMAGE, EXPOSURE_RULES, NOT_DERMOSCOPIC, UNLIKE_TRAINING, Reason, exposure_reasons, \
     mahalanobis_score, size_reasons
+from .layout import band_reasons, shape_reasons
 from .risk import RECOMMENDATIONS, risk_level
 from .softmax import decide
 
@@ -153,6 +154,7 @@ class Predictor:
         self.ood_threshold = float(t["ood"]) if "ood" in t and b.ood is not None else None
         self.exposure_rules = b.card.get("ood", {}).get("exposure_rules", EXPOSURE_RULES)
         self.min_short_side = b.card.get("ood", {}).get("min_short_side")  # absent from older cards: not applied
+        self.layout_rules = b.card.get("ood", {}).get("layout_rules")  # likewise
 
     # ---- arrays in, arrays out (used by evaluation too) ------------------------------------
     def forward(self, pixels: np.ndarray, tta: bool = False, batch_size: int = 8, metadata=None):
@@ -220,7 +222,7 @@ class Predictor:
                 dermoscopic: GateScores | None = None,
                 exposure: list | None = None) -> tuple[list[list[Reason]], dict]:
         """Why each image is not assessed (an empty list: it is), and the scores behind it. `dermoscopic`,
-        `exposure`: the image-type check's GateScores and each image's exposure_reasons when already computed
+        `exposure`: the image-type check's GateScores and each image's pixel_reasons when already computed
         (predict_pixels works them out while the networks run)."""
         scores = self.ood_scores(pooled)
         gate = self.bundle.gate
@@ -228,19 +230,25 @@ class Predictor:
             dermoscopic = gate.scores(pixels)
         derm, composite = (None, None) if dermoscopic is None else (dermoscopic.dermoscopic, dermoscopic.composite)
         if exposure is None:
-            exposure = [exposure_reasons(p, self.exposure_rules) for p in pixels]
+            exposure = [self.pixel_reasons(p) for p in pixels]
         out = []
         for i in range(len(pixels)):
             reasons = list(exposure[i])
             size = source_sizes[i] if source_sizes else None
             if size:
-                reasons += size_reasons(*size, self.min_short_side)
+                reasons += size_reasons(*size, self.min_short_side) + shape_reasons(*size, self.layout_rules)
             if derm is not None and derm[i] < gate.threshold:
-                reasons.append(COMPOSITE_IMAGE if composite is not None and composite[i] else NOT_DERMOSCOPIC)
+                # a picture a layout check found put together is told that alone: send the image itself
+                if COMPOSITE_IMAGE.code not in {r.code for r in reasons}:
+                    reasons.append(COMPOSITE_IMAGE if composite is not None and composite[i] else NOT_DERMOSCOPIC)
             elif scores is not None and self.ood_threshold is not None and scores[i] > self.ood_threshold:
                 reasons.append(UNLIKE_TRAINING)  # said only of dermoscopy: an ordinary photo gets the plainer reason
             out.append(reasons)
         return out, {"ood": scores, "dermoscopic": derm}
+
+    def pixel_reasons(self, pixels: np.ndarray) -> list[Reason]:
+        """The checks that read the view's pixels alone: exposure and colour, then the paper band."""
+        return exposure_reasons(pixels, self.exposure_rules) + band_reasons(pixels, self.layout_rules)
 
     def malignancy(self, probs: np.ndarray) -> np.ndarray:
         return probs[:, self.bundle.malignant].sum(axis=1)
@@ -266,7 +274,7 @@ class Predictor:
         None per image; each result says whether it was used (its thresholds follow)."""
         networks = self.start_forward(pixels, tta=tta)  # the members, costliest first, then the check
         gate = None if self.bundle.gate is None else self.bundle.gate.start(pixels)
-        exposure = [exposure_reasons(p, self.exposure_rules) for p in pixels]  # while the graphs run
+        exposure = [self.pixel_reasons(p) for p in pixels]  # while the graphs run
         probs, pooled, maps = networks()
         probs, used = self.fuse(probs, metadata)
         all_reasons, checks = self.reasons(pixels, pooled, source_sizes, None if gate is None else gate(), exposure)

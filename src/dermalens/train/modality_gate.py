@@ -72,12 +72,9 @@ def extract(items: list[GateImage], net_spec: PreprocessSpec, gate: ModalityGate
     return out
 
 
-def composite_features(items: list[GateImage], part: str, net_spec: PreprocessSpec, gate: ModalityGate,
-                       cache: Path | None = None, threads: int = 2) -> np.ndarray:
-    """Features of COMPOSITES[part] composites (train.modality_augment.composite) of the part's dermoscopy:
-    fit-part ones are negatives of the fit, check-part ones measure it."""
-    if cache and cache.is_file():
-        return np.load(cache)["features"]
+def composite_views(items: list[GateImage], part: str, net_spec: PreprocessSpec, threads: int = 2) -> np.ndarray:
+    """The classifier's views of COMPOSITES[part] composites (train.modality_augment.composite) of the part's
+    dermoscopy, each drawn from its own seed."""
     base = [it for it in items if it.part == part and it.label == DERMOSCOPIC]
     order = np.random.default_rng([SEED, PARTS.index(part)]).permutation(len(base))
 
@@ -88,9 +85,16 @@ def composite_features(items: list[GateImage], part: str, net_spec: PreprocessSp
                                            rng))
 
     with ThreadPoolExecutor(threads) as pool:
-        views = list(tqdm(pool.map(prepare, range(COMPOSITES[part])), total=COMPOSITES[part],
-                          desc=f"composites ({part})", mininterval=5))
-    out = gate.features(np.stack(views)).astype(np.float32)
+        return np.stack(list(tqdm(pool.map(prepare, range(COMPOSITES[part])), total=COMPOSITES[part],
+                                  desc=f"composites ({part})", mininterval=5)))
+
+
+def composite_features(items: list[GateImage], part: str, net_spec: PreprocessSpec, gate: ModalityGate,
+                       cache: Path | None = None, threads: int = 2) -> np.ndarray:
+    """Features of composite_views: fit-part ones are negatives of the fit, check-part ones measure it."""
+    if cache and cache.is_file():
+        return np.load(cache)["features"]
+    out = gate.features(composite_views(items, part, net_spec, threads)).astype(np.float32)
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, features=out)
