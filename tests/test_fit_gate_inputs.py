@@ -103,3 +103,25 @@ def test_a_split_file_other_than_the_bundles_is_refused_first(bundle, tmp_path, 
                  "--data", str(tmp_path / "nowhere"), "--cache", ""]) == 2
     assert "not the split the bundle was trained with" in capsys.readouterr().err
     assert _files(bundle) == before
+
+
+@pytest.mark.skipif(not (SHARED / "isic_archive").is_dir(), reason="needs ../shared/data's five collections")
+def test_the_check_is_fitted_on_frames_as_they_come_even_where_the_bundle_trims_them(bundle, monkeypatch):
+    """Refitted on trimmed views the check let more phone photos through (docs/decisions/dark-margins.md)."""
+    import json
+
+    from dermalens.export import modality_bundle as mb
+    card = json.loads((bundle / "card.json").read_text())
+    card["preprocessing"]["trim_dark_margins"] = True
+    (bundle / "card.json").write_text(json.dumps(card))
+    seen = []
+
+    def stop(items, net_spec, *a, **k):
+        seen.append(net_spec)
+        raise RuntimeError("seen")
+    monkeypatch.setattr(mb.fit, "extract", stop)
+    with pytest.raises(RuntimeError, match="seen"):
+        _fit_gate(bundle, "--data", str(SHARED), "--cache", "")
+    assert seen and seen[0].trim_dark_margins is False
+    assert seen[0].input_size == tuple(card["preprocessing"]["test_input_size"][1:] if "test_input_size" in
+                                       card["preprocessing"] else card["preprocessing"]["input_size"])

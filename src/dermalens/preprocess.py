@@ -67,6 +67,9 @@ class PreprocessSpec:
     # The network was trained on random crops of 50-100 % of the frame, which show lesions larger than
     # a whole frame does; a central cut is chosen on validation at export (--center-fraction).
     center_fraction: float = 1.0
+    # True: first cut away the dark margins a dermoscope's round field leaves inside a black frame
+    # (trim_dark_margins); the networks were fitted on frames filled with skin. False: cards before 3.3.0.
+    trim_dark_margins: bool = False
 
     def __post_init__(self):
         size = self.input_size
@@ -84,8 +87,9 @@ class PreprocessSpec:
         if isinstance(self.center_fraction, bool) or not isinstance(self.center_fraction, (int, float)) \
                 or not 0.5 <= self.center_fraction <= 1:
             raise ValueError(f"center_fraction must be a number from 0.5 to 1, got {self.center_fraction!r}")
-        if not isinstance(self.match_orientation, bool):
-            raise ValueError(f"match_orientation must be true or false, got {self.match_orientation!r}")
+        for name in ("match_orientation", "trim_dark_margins"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     # ---- (de)serialisation: the spec travels in card.json -------------------------------
     def to_dict(self) -> dict:
@@ -112,10 +116,19 @@ class PreprocessSpec:
     # ---- the pipeline ---------------------------------------------------------------------
     def to_uint8(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """Any supported image -> HxWx3 uint8 at input_size (what the training cache stores)."""
+        return self.load_view(source, max_pixels)[0]
+
+    def load_view(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS
+                  ) -> tuple[np.ndarray, tuple[float, float]]:
+        """to_uint8's view, and the share of the upright image's width and height that it shows ((1, 1) unless
+        dark margins were trimmed): the size checks and the heat-map read that part."""
         # Decode big JPEGs at a reduced scale, but never below twice the input size: the resize
         # that follows then still shrinks at least 2x with its antialiasing filter.
         img = load_rgb(source, max_pixels=max_pixels, background=self.transparent_background,
                        at_least=2 * max(self.input_size))
+        kept = (1.0, 1.0)
+        if self.trim_dark_margins:
+            img, kept = trim_dark_margins(img)
         img = self.resize_image(img)
         arr = np.asarray(img, dtype=np.uint8)
         if self.color_constancy == "shades_of_gray":
@@ -123,7 +136,7 @@ class PreprocessSpec:
         if self.gray_equalize:
             gray = ImageOps.equalize(Image.fromarray(arr).convert("L"))
             arr = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
-        return np.ascontiguousarray(arr)
+        return np.ascontiguousarray(arr), kept
 
     def turns(self, width: int, height: int) -> bool:
         """Whether an image of this size is turned 90 degrees (counter-clockwise) before the resize."""
@@ -154,6 +167,40 @@ class PreprocessSpec:
     def preprocess(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """Image -> float32 array of shape (1, 3, H, W), ready for the network."""
         return self.normalize(self.to_uint8(source, max_pixels=max_pixels))
+
+
+# A frame's edge row or column is dark all along when its brightest pixels (this percentile) stay below this
+# luminance: a dermoscope's black frame, with room for JPEG noise. Margins under min_share of the side are kept,
+# and nothing is cut when less than min_kept of a side would be left (the exposure check speaks for such images).
+DARK_MARGINS = {"luminance": 40.0, "percentile": 99.0, "min_share": 0.03, "min_kept": 0.1, "probe_side": 128}
+# (probe_side: the image is read at 1/k scale, k the whole number of probe_sides in its long side)
+
+
+def dark_margins(img: Image.Image, rule: dict = DARK_MARGINS) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom): the share of the width or height along each edge of an RGB image that is
+    dark all along."""
+    probe = img.reduce(max(1, max(img.size) // rule["probe_side"]))  # box averages: a few hundred pixels a side
+    bright = np.asarray(probe.convert("L")) >= rule["luminance"]
+    most = 1 - rule["percentile"] / 100  # a line is lit when more of its pixels than this are bright
+    shares = []
+    for lines in (bright.T, bright, bright.T[::-1], bright[::-1]):  # from the left, top, right, bottom edges inwards
+        lit = np.flatnonzero(lines.mean(axis=1) > most)
+        share = (lit[0] if len(lit) else len(lines)) / len(lines)
+        shares.append(share if share >= rule["min_share"] else 0.0)
+    left, top, right, bottom = shares
+    if 1 - left - right < rule["min_kept"] or 1 - top - bottom < rule["min_kept"]:
+        return 0.0, 0.0, 0.0, 0.0
+    return left, top, right, bottom
+
+
+def trim_dark_margins(img: Image.Image) -> tuple[Image.Image, tuple[float, float]]:
+    """The image without its dark margins, and the share of its width and height kept."""
+    left, top, right, bottom = dark_margins(img)
+    if not (left or top or right or bottom):
+        return img, (1.0, 1.0)
+    w, h = img.size
+    box = (round(left * w), round(top * h), w - round(right * w), h - round(bottom * h))
+    return img.crop(box), ((box[2] - box[0]) / w, (box[3] - box[1]) / h)
 
 
 def normalize_views(arr: np.ndarray, mean, std) -> np.ndarray:

@@ -66,9 +66,12 @@ def print_rows(rows: list[dict]) -> None:
               f"| {shape} |")
 
 
-def layout_checks_into(bundle: Path, data: Path, split_file: Path, version: str, changes: str = "") -> dict:
+def layout_checks_into(bundle: Path, data: Path, split_file: Path, version: str | None, changes: str = "") -> dict:
+    """Write the rules and their figures on the bundle's own views; `version` None keeps the card's version (a
+    command that changes those views measures them again)."""
     bundle = Path(bundle)
-    parse_version(version)
+    if version is not None:
+        parse_version(version)
     card = read_card(bundle)
     items = gate_images(Path(data), Path(split_file))
     missing = [str(it.path) for it in items if not it.path.is_file()]
@@ -82,6 +85,9 @@ def layout_checks_into(bundle: Path, data: Path, split_file: Path, version: str,
         "rule": "fixed: max_aspect_ratio from cameras' frames (at most 21:9), the band's parameters on the fit parts "
                 "only (docs/decisions/modality-check.md, 'Layout checks')",
         "reason_code": "composite_image", "command": COMMAND, "rows": rows}
+    if version is None:
+        save_card(bundle, card)
+        return card
     card["version"] = version
     card["changelog"] = with_changelog(card, card.get("changelog"), changes or "layout checks: pictures longer than "
                                        "any camera's frame and a flat light band along an edge (a caption, a page) "

@@ -3,6 +3,7 @@ card["modality"], report/gate_scores.csv, MODEL_CARD.md)."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import hashlib
 import inspect
@@ -61,7 +62,9 @@ def fit_gate_into(bundle: Path, data: Path, split_file: Path, version: str, cach
     missing = [str(it.path) for it in items if not it.path.is_file()]
     if missing:
         raise FileNotFoundError(f"{data}: {len(missing)} image(s) its labels name are missing, such as {missing[0]}")
-    net_spec = PreprocessSpec.from_dict(card["preprocessing"])
+    # fitted on frames as they come, dark rims included: refitted on trimmed views the check lost the lesson that
+    # a rim says nothing (docs/decisions/dark-margins.md); at serving it reads the trimmed view
+    net_spec = dataclasses.replace(PreprocessSpec.from_dict(card["preprocessing"]), trim_dark_margins=False)
     if cache:
         _check_folder(Path(cache), "--cache")
         cache = Path(cache) / _cache_name(card, net_spec, items)

@@ -56,6 +56,8 @@ def _input_line(card: dict) -> str:
     crop = f"crop_mode `{pre['crop_mode']}`" if "crop_mode" in pre else f"resize policy `{p.get('resize')}`"
     return (f"- Input: {h}x{w} (HxW), {crop}, mean {p['mean']}, std {p['std']}, colour constancy "
             f"{p.get('color_constancy')}"
+            + ("; the dark margins of a dermoscope's black frame (edge rows and columns dark all along) are cut away "
+               "first (trim_dark_margins)" if p.get("trim_dark_margins") else "")
             + ("; an image in the other orientation (portrait) is turned 90 degrees first, not squeezed"
                if p.get("match_orientation") else "")
             + (f"; only the central {round(100 * p['center_fraction'])} % of the frame's width and height is used "

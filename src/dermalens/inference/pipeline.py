@@ -18,15 +18,13 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from ..preprocess import ImageError, open_image, upright_size
+from ..preprocess import ImageError, open_image
 
 
 def decode(predictor, source, read=None) -> tuple[np.ndarray, tuple[int, int]]:
-    """One image -> (preprocessed uint8 pixels, its upright (width, height)), as Predictor.predict does.
+    """One image -> (preprocessed uint8 pixels, the upright (width, height) it shows), as Predictor.predict does.
     `read`: source -> what to open (bytes fetched from a URL); it raises ImageError when it cannot."""
-    img = open_image(read(source) if read else source, max_pixels=predictor.max_pixels)
-    size = upright_size(img)  # before load: a reduced-scale JPEG decode shrinks it
-    return predictor.load(img), size
+    return predictor.load_sized(open_image(read(source) if read else source, max_pixels=predictor.max_pixels))
 
 
 def predict_stream(predictor, paths: Iterable, tta: bool = False, explain: bool = False, batch_size: int = 4,

@@ -257,11 +257,17 @@ class Predictor:
     def load(self, source: ImageSource) -> np.ndarray:
         return self.bundle.spec.to_uint8(source, max_pixels=self.max_pixels)
 
+    def load_sized(self, img) -> tuple[np.ndarray, tuple[int, int]]:
+        """An opened image -> (its view, the upright (width, height) of the part of it the view shows), the size
+        the size checks and the heat-map go by."""
+        width, height = upright_size(img)  # before load: a reduced-scale JPEG decode shrinks it
+        pixels, (kept_w, kept_h) = self.bundle.spec.load_view(img, max_pixels=self.max_pixels)
+        return pixels, (max(1, round(width * kept_w)), max(1, round(height * kept_h)))
+
     def predict(self, source: ImageSource, tta: bool = False, explain: bool = False,
                 explain_class: int | None = None, metadata: PatientMetadata | None = None) -> Prediction:
-        img = open_image(source, max_pixels=self.max_pixels)  # opened once, as the API does
-        size = upright_size(img)  # before load: a reduced-scale JPEG decode shrinks it
-        return self.predict_pixels(self.load(img)[None], tta=tta, explain=explain,
+        pixels, size = self.load_sized(open_image(source, max_pixels=self.max_pixels))  # opened once, as the API does
+        return self.predict_pixels(pixels[None], tta=tta, explain=explain,
                                    explain_class=explain_class, sources=[_name(source)], source_sizes=[size],
                                    metadata=None if metadata is None else [metadata])[0]
 

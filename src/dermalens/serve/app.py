@@ -249,10 +249,10 @@ class Engine:
         """Decode and preprocess: (uint8 view, what the answer says of the image as sent)."""
         predictor = self.require()
         img = self.decode(data)
-        width, height = upright_size(img)  # as displayed: the heat-map is turned back to it
+        width, height = upright_size(img)  # as sent and displayed
         info = {"width": width, "height": height, "format": img.format}
         try:
-            pixels = predictor.load(img)
+            pixels, info["read_size"] = predictor.load_sized(img)  # the part the view shows: the heat-map's shape
         except ImageError as e:
             raise ApiError(400, "invalid_image", str(e)) from None
         if self.settings.upload_dir:
@@ -265,7 +265,7 @@ class Engine:
         """Bytes -> the API's answer (in a worker thread)."""
         pixels, info = self.prepare(data)
         p = self.predictor.predict_pixels(pixels[None], tta=tta, explain=explain,
-                                          source_sizes=[(info["width"], info["height"])],
+                                          source_sizes=[info.pop("read_size")],
                                           metadata=None if metadata is None else [metadata])[0]
         return {"success": True, **p.to_dict(), "image": info}  # to_dict here: the overlay PNG is work too
 

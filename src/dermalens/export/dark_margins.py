@@ -1,0 +1,77 @@
+"""Switch a bundle to reading a dermoscope's round field without its black frame (preprocessing.trim_dark_margins),
+and measure again what that changes.
+
+    python -m dermalens.export.dark_margins --model models/dermalens --version 3.3.0 [--data ../shared/data]
+
+The networks and the image-type check keep their weights and thresholds (docs/decisions/dark-margins.md: refitted on
+trimmed views the check let more phone photos through). Measured again on the bundle's new views and written into
+card.json and MODEL_CARD.md: the image-type check's pass / flag rates at fp32 (as `dermalens gate-check --precision
+fp32 --record-in-card` does), the out-of-distribution set, and the layout checks' figures. Then record the bf16 rates
+and the external check again (`dermalens gate-check --precision bf16 --record-in-card`, `dermalens external-check
+--part heldout --record-in-card`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE
+from ..inference.bundle import read_card
+from .card_fields import with_changelog
+from .layout_checks import layout_checks_into
+from .model_card import save_card
+from .target import parse_version
+
+
+def trim_dark_margins_into(bundle: Path, data: Path, split_file: Path, version: str, changes: str = "") -> dict:
+    import numpy as np
+    from ..data import load_ham10000, select_split
+    from ..evaluate.gate_figures import gate_rates, print_rates, record_in_card
+    from ..evaluate.ood_eval import evaluate_gate
+    from ..inference import Predictor
+    bundle = Path(bundle)
+    parse_version(version)
+    card = read_card(bundle)
+    if "modality" not in card:
+        raise ValueError(f"{bundle}: this bundle has no image-type check to measure again; run dermalens fit-gate first")
+    card["preprocessing"]["trim_dark_margins"] = True
+    card["version"] = version
+    card["changelog"] = with_changelog(card, card.get("changelog"), changes or "a dermoscope's round field inside a "
+                                       "black frame is read without the frame (preprocessing.trim_dark_margins); same "
+                                       "networks, image-type check and thresholds")
+    save_card(bundle, card)
+    table, info = gate_rates(bundle, Path(data), Path(split_file), "openvino", "fp32")
+    print(f"image-type check as served ({info['runtime']} {info['precision']}), check and held-out parts:")
+    print_rates(table)
+    record_in_card(bundle, table, info)
+    predictor = Predictor(bundle)  # the out-of-distribution set as fit-gate builds it
+    test = select_split(load_ham10000(Path(data) / "ham10000"), "test", Path(split_file))[:10]
+    ood = evaluate_gate(predictor, lesion_pixels=np.stack([predictor.load(r.path) for r in test]))
+    card = read_card(bundle)
+    card["modality"]["ood_set"] = {k: ood[k] for k in ("total", "flagged", "missed")}
+    save_card(bundle, card)
+    print(f"out-of-distribution set: {ood['flagged']}/{ood['total']} not assessed; missed: {ood['missed'] or 'none'}")
+    return layout_checks_into(bundle, Path(data), Path(split_file), None)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder (default %(default)s)")
+    ap.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
+                    help="folder holding the five collections of docs/data.md (default %(default)s)")
+    ap.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
+    ap.add_argument("--version", required=True, help="the bundle's new version, MAJOR.MINOR.PATCH")
+    ap.add_argument("--changes", default="", help="what this version changes, for the card's changelog")
+    a = ap.parse_args(argv)
+    try:
+        trim_dark_margins_into(Path(a.model), Path(a.data), Path(a.split_file), a.version, a.changes)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {Path(a.model) / 'card.json'} ({a.version}) and MODEL_CARD.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
