@@ -207,3 +207,15 @@ def test_benchmark_scripts_check_the_image_one_way_before_anything_starts(script
         with pytest.raises(SystemExit) as e:
             main(["--image", str(given)])
         assert str(e.value.code).startswith(f"error: --image {given}: {says}"), e.value.code
+
+
+@pytest.mark.parametrize("mistake", ["missing", "folder", "not an image"])
+def test_loadbench_checks_its_image_as_the_benchmark_scripts_do(tmp_path, mistake):
+    from dermalens.serve.loadbench import main as loadbench
+    path = {"missing": tmp_path / "nope.jpg", "folder": tmp_path, "not an image": tmp_path / "notes.jpg"}[mistake]
+    if mistake == "not an image":
+        path.write_text("plain text")
+    with pytest.raises(SystemExit) as e:
+        loadbench(["--image", str(path), "--url", "http://127.0.0.1:9"])
+    said = {"missing": "not found", "folder": "is a folder", "not an image": "cannot be read as an image"}[mistake]
+    assert f"--image {path}" in str(e.value) and said in str(e.value)

@@ -384,3 +384,11 @@ def test_remote_mode_sends_the_api_key_from_the_environment(app_factory, shipped
         monkeypatch.setenv("DERMALENS_API_KEY", "s3cret\n")  # read from a secret file, as the server strips it
         app, errors = app_factory(api=url)
         assert not errors and app.backend.predict(image)["success"]
+
+
+def test_a_key_the_server_would_refuse_is_said_in_the_window(app_factory, monkeypatch):
+    """The window reads DERMALENS_API_KEY as the server does (serve.settings.api_key_from_env): a key that
+    cannot travel in a header is named there, not sent and not a crash."""
+    monkeypatch.setenv("DERMALENS_API_KEY", "schl\u00fcssel")
+    app, errors = app_factory(api="http://127.0.0.1:9")
+    assert errors and "printable ASCII" in errors[-1] and app.backend is None and app.root.winfo_exists()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import queue
 import threading
 import tkinter as tk
@@ -21,6 +20,7 @@ from .. import DISCLAIMER
 from ..classes import CODES, MALIGNANT_CODES, NAMES
 from ..inference.metadata import SITES
 from ..inference.risk import COLOURS
+from ..serve.settings import api_key_from_env
 from .backend import BackendError, LocalBackend, RemoteBackend
 from .batch import batch_items, export_csv, metrics_text, missing_text, run_batch
 
@@ -296,12 +296,12 @@ class App:
     def _connect(self, model, api):
         try:
             # the key from the environment, as the server reads it: a key on a command line is seen by every user
-            key = (os.environ.get("DERMALENS_API_KEY") or "").strip() or None  # a secret file's newline, as the server
+            key = api_key_from_env() if api is not None else None
             # `--api ''` is a URL the user got wrong, not a request for local mode
             self.backend = RemoteBackend(api, api_key=key) if api is not None else LocalBackend(model)
             self.source_label.config(text=self.backend.description)
-        except Exception as e:  # BackendError, or anything else: shown in the window, never a crash
-            msg = str(e) if isinstance(e, BackendError) else f"cannot start: {e} ({type(e).__name__})"
+        except (Exception, SystemExit) as e:  # BackendError, a key that cannot be sent, anything: shown, no crash
+            msg = str(e) if isinstance(e, (BackendError, SystemExit)) else f"cannot start: {e} ({type(e).__name__})"
             self.backend = None
             self.source_label.config(text="no model")
             self.set_status(msg, error=True)

@@ -174,11 +174,8 @@ def main(argv=None):
     ap.add_argument("--concurrency", type=positive, default=16)
     ap.add_argument("--api-key", help="sent as X-API-Key (default: $DERMALENS_API_KEY)")
     a = ap.parse_args(argv)
-    from PIL import Image
-    try:  # before a server starts: a wrong path would otherwise surface only after its start-up
-        size = "x".join(map(str, Image.open(a.image).size))
-    except OSError as e:
-        raise SystemExit(f"error: --image {a.image}: {e}") from None
+    from ..paths import image_argument
+    size = "x".join(map(str, image_argument(a.image)))  # before a server starts, as the benchmark scripts check it
     if a.url and (urlparse(a.url).scheme != "http" or not urlparse(a.url).hostname):
         raise SystemExit(f"error: --url {a.url}: expected http://HOST[:PORT] (the client speaks plain HTTP)")
     proc = None
