@@ -13,6 +13,7 @@ and the external check again (`dermalens gate-check --precision bf16 --record-in
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from .card_fields import with_changelog
 from .layout_checks import layout_checks_into
 from .model_card import save_card
 from .target import parse_version
+
+TRIM_CHANGES = ("a dermoscope's round field inside a black frame is read without the frame "
+                "(preprocessing.trim_dark_margins); same networks, image-type check and thresholds")
 
 
 def trim_dark_margins_into(bundle: Path, data: Path, split_file: Path, version: str, changes: str = "") -> dict:
@@ -34,12 +38,12 @@ def trim_dark_margins_into(bundle: Path, data: Path, split_file: Path, version: 
     parse_version(version)
     card = read_card(bundle)
     if "modality" not in card:
-        raise ValueError(f"{bundle}: this bundle has no image-type check to measure again; run dermalens fit-gate first")
+        raise ValueError(f"{bundle}: this bundle has no image-type check to measure again; "
+                         "run dermalens fit-gate first")
     card["preprocessing"]["trim_dark_margins"] = True
     card["version"] = version
-    card["changelog"] = with_changelog(card, card.get("changelog"), changes or "a dermoscope's round field inside a "
-                                       "black frame is read without the frame (preprocessing.trim_dark_margins); same "
-                                       "networks, image-type check and thresholds")
+    card["changelog"] = with_changelog(card, card.get("changelog"), changes or TRIM_CHANGES,
+                                       dt.date.today().isoformat())  # this step's day, not the export's
     save_card(bundle, card)
     table, info = gate_rates(bundle, Path(data), Path(split_file), "openvino", "fp32")
     print(f"image-type check as served ({info['runtime']} {info['precision']}), check and held-out parts:")

@@ -9,6 +9,7 @@ for the check part's composites, the share each check refuses on its own; the sa
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,9 +28,12 @@ from .target import parse_version
 
 COMMAND = "python -m dermalens.export.layout_checks --model <bundle> --version <new version>"
 
+LAYOUT_CHANGES = ("layout checks: pictures longer than any camera's frame and a flat light band along an edge (a "
+                  "caption, a page) are not assessed (composite_image)")
+
 
 def measure(items: list, spec: PreprocessSpec, rules: dict, threads: int = 2) -> list[dict]:
-    """One row per collection and part: images, and the share each check refuses."""
+                  """One row per collection and part: images, and the share each check refuses."""
     def refused(it):
         img = open_image(it.path)
         size = upright_size(img)
@@ -67,8 +71,8 @@ def print_rows(rows: list[dict]) -> None:
 
 
 def layout_checks_into(bundle: Path, data: Path, split_file: Path, version: str | None, changes: str = "") -> dict:
-    """Write the rules and their figures on the bundle's own views; `version` None keeps the card's version (a
-    command that changes those views measures them again)."""
+                  """Write the rules and their figures on the bundle's own views; `version` None keeps the card's version
+    (a command that changes those views measures them again)."""
     bundle = Path(bundle)
     if version is not None:
         parse_version(version)
@@ -89,9 +93,8 @@ def layout_checks_into(bundle: Path, data: Path, split_file: Path, version: str 
         save_card(bundle, card)
         return card
     card["version"] = version
-    card["changelog"] = with_changelog(card, card.get("changelog"), changes or "layout checks: pictures longer than "
-                                       "any camera's frame and a flat light band along an edge (a caption, a page) "
-                                       "are not assessed (composite_image)")
+    card["changelog"] = with_changelog(card, card.get("changelog"), changes or LAYOUT_CHANGES,
+                                       dt.date.today().isoformat())  # this step's day, not the export's
     save_card(bundle, card)
     return card
 
