@@ -33,7 +33,7 @@ LAYOUT_CHANGES = ("layout checks: pictures longer than any camera's frame and a 
 
 
 def measure(items: list, spec: PreprocessSpec, rules: dict, threads: int = 2) -> list[dict]:
-                  """One row per collection and part: images, and the share each check refuses."""
+    """One row per collection and part: images, and the share each check refuses."""
     def refused(it):
         img = open_image(it.path)
         size = upright_size(img)
@@ -71,7 +71,7 @@ def print_rows(rows: list[dict]) -> None:
 
 
 def layout_checks_into(bundle: Path, data: Path, split_file: Path, version: str | None, changes: str = "") -> dict:
-                  """Write the rules and their figures on the bundle's own views; `version` None keeps the card's version
+    """Write the rules and their figures on the bundle's own views; `version` None keeps the card's version
     (a command that changes those views measures them again)."""
     bundle = Path(bundle)
     if version is not None:
