@@ -52,8 +52,8 @@ def test_the_card_key_is_checked_and_round_trips():
     with pytest.raises(ValueError, match="trim_dark_margins must be true or false"):
         PreprocessSpec(trim_dark_margins="yes")
     picture = jpeg(round_field(LESION, (1920, 1080), 0.7))
-    assert spec.load_view(picture)[1] != (1.0, 1.0)
-    assert PreprocessSpec().load_view(picture)[1] == (1.0, 1.0)  # a card without the key: read as it comes
+    assert spec.load_view(picture)[1].trimmed
+    assert not PreprocessSpec().load_view(picture)[1].trimmed  # a card without the key: read as it comes
 
 
 def test_the_shipped_bundles_trim_and_answer_a_round_field(shipped_bundle):
@@ -73,7 +73,33 @@ def test_the_shipped_bundles_trim_and_answer_a_round_field(shipped_bundle):
         assert abs(overlay.width - overlay.height) <= 0.05 * overlay.width  # the heat-map has the field's shape
 
 
-def test_a_tiny_field_in_a_big_frame_is_too_small(shipped_bundle):
+def test_a_tiny_field_in_a_big_frame_is_too_small_and_a_letterboxed_strip_elongated(shipped_bundle):
+    """The size checks go by the part the view shows, and say so: the API's `image` still gives the size as sent."""
     from dermalens.inference import Predictor
-    p = Predictor(shipped_bundle).predict(jpeg(round_field(LESION, (1000, 800), 0.13)))  # a 104 px field
-    assert not p.in_distribution and "too_small" in [r.code for r in p.ood_reasons]
+    predictor = Predictor(shipped_bundle)
+    p = predictor.predict(jpeg(round_field(LESION, (1000, 800), 0.13)))  # a 104 px field
+    too_small = [r for r in p.ood_reasons if r.code == "too_small"]
+    assert not p.in_distribution and too_small and "inside its dark frame" in too_small[0]
+    strip = Image.new("RGB", (1920, 1080), (6, 6, 6))
+    strip.paste(LESION.resize((1920, 760)), (0, 160))  # 2.5:1 inside black bars: what the view would read
+    p = predictor.predict(jpeg(strip))
+    assert [r.code for r in p.ood_reasons][:1] == ["composite_image"] and "inside this picture's dark frame" in \
+        p.ood_reasons[0]
+
+
+def test_the_heat_map_is_turned_back_as_the_view_was_turned_for_a_big_jpeg(shipped_bundle):
+    """A round field in a phone-sized JPEG is decoded at a reduced scale and trims to a near-square part; the
+    heat-map must follow the view's own turn, not one worked out again from a size rounded back to full scale."""
+    from dermalens.inference import Predictor
+    from dermalens.preprocess import open_image
+    predictor = Predictor(shipped_bundle)
+    checked = 0
+    for width in range(3990, 4010, 3):
+        for diameter in (0.7, 0.85):
+            data = jpeg(round_field(LESION, (width, 3000), diameter))
+            part = predictor.bundle.spec.load_view(open_image(data))[1]
+            p = predictor.predict(data)
+            assert p.turned == part.turned, (width, diameter)
+            assert (p.source_size[0] > p.source_size[1]) == (part.width > part.height) or part.width == part.height
+            checked += part.trimmed
+    assert checked >= 10

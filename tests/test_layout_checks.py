@@ -51,6 +51,13 @@ def test_the_shipped_cards_carry_the_rules_the_code_applies():
                                                                             ("isic_archive", "check")}
 
 
+def test_a_picture_both_elongated_and_banded_gets_one_reason(predictor):
+    img = captioned(Image.open(DERMOSCOPY[0]).convert("RGB").resize((1500, 450)))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=90)
+    assert [r.code for r in predictor.predict(buf.getvalue()).ood_reasons] == ["composite_image"]
+
+
 def test_no_camera_frame_is_elongated_and_two_frames_side_by_side_are():
     from dermalens.inference.layout import LAYOUT_RULES, shape_reasons
     for w, h in [(600, 450), (450, 600), (1024, 1024), (1920, 1080), (2400, 1080), (7000, 3000)]:
@@ -105,4 +112,6 @@ def test_a_captioned_figure_and_two_images_side_by_side_get_no_answer(predictor)
         p = predictor.predict(buf.getvalue())
         assert not p.in_distribution and p.risk == "indeterminate"
         assert [r.code for r in p.ood_reasons] == ["composite_image"]
+        # told by a layout check in its own words (the learned composite check would refuse some of these too)
+        assert "plain band" in p.ood_reasons[0] or "times as long as it is wide" in p.ood_reasons[0]
         assert p.to_dict()["prediction"] is None

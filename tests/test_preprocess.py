@@ -240,8 +240,7 @@ def test_normalized_input_range_catches_a_wrong_scale():
 
 
 @pytest.mark.parametrize("options", [{}, {"color_constancy": "shades_of_gray"}, {"gray_equalize": True},
-                                     {"resize": "center_crop", "input_size": (96, 96)}, {"center_fraction": 0.9},
-                                     {"trim_dark_margins": True}])
+                                     {"resize": "center_crop", "input_size": (96, 96)}, {"center_fraction": 0.9}])
 def test_training_and_serving_paths_agree(options, tmp_path):
     """The training side (cache -> uint8 tensors -> torch normalisation, no augmentation) and
     the serving side (PreprocessSpec.preprocess, numpy) must give the same array."""

@@ -216,6 +216,9 @@ def cmd_fit_gate(a):
     print(f"out-of-distribution set: {ood['flagged']}/{ood['total']} not assessed; missed: {ood['missed'] or 'none'}")
     save_card(Path(a.model), card)
     print(f"modality check written to {a.model} (threshold {card['modality']['threshold']:.4f})")
+    if card["preprocessing"].get("trim_dark_margins"):
+        print("note: the check is fitted, and the figures above measured, on views with dark margins kept; this bundle "
+              "serves them trimmed: `dermalens gate-check --record-in-card` measures it as served")
 
 
 def _figure(v) -> str:

@@ -41,5 +41,5 @@ def image_argument(path: str | Path, flag: str = "--image") -> tuple[int, int]:
     try:
         with Image.open(p) as im:
             return im.size
-    except OSError as e:  # PIL's UnidentifiedImageError is one, as a file that cannot be read is
+    except (OSError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         raise SystemExit(f"error: {flag} {path}: cannot be read as an image ({e})") from None

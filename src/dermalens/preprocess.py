@@ -15,7 +15,7 @@ import re
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import NamedTuple, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -118,17 +118,18 @@ class PreprocessSpec:
         """Any supported image -> HxWx3 uint8 at input_size (what the training cache stores)."""
         return self.load_view(source, max_pixels)[0]
 
-    def load_view(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS
-                  ) -> tuple[np.ndarray, tuple[float, float]]:
-        """to_uint8's view, and the share of the upright image's width and height that it shows ((1, 1) unless
-        dark margins were trimmed): the size checks and the heat-map read that part."""
+    def load_view(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, "ViewPart"]:
+        """to_uint8's view, and what of the decoded upright image it shows (ViewPart): the size checks and the
+        heat-map go by that part."""
         # Decode big JPEGs at a reduced scale, but never below twice the input size: the resize
         # that follows then still shrinks at least 2x with its antialiasing filter.
         img = load_rgb(source, max_pixels=max_pixels, background=self.transparent_background,
                        at_least=2 * max(self.input_size))
-        kept = (1.0, 1.0)
+        frame_width, trimmed = img.width, False
         if self.trim_dark_margins:
             img, kept = trim_dark_margins(img)
+            trimmed = kept != (1.0, 1.0)
+        part = ViewPart(img.width, img.height, frame_width, trimmed, self.turns(img.width, img.height))
         img = self.resize_image(img)
         arr = np.asarray(img, dtype=np.uint8)
         if self.color_constancy == "shades_of_gray":
@@ -136,7 +137,7 @@ class PreprocessSpec:
         if self.gray_equalize:
             gray = ImageOps.equalize(Image.fromarray(arr).convert("L"))
             arr = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
-        return np.ascontiguousarray(arr), kept
+        return np.ascontiguousarray(arr), part
 
     def turns(self, width: int, height: int) -> bool:
         """Whether an image of this size is turned 90 degrees (counter-clockwise) before the resize."""
@@ -167,6 +168,39 @@ class PreprocessSpec:
     def preprocess(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """Image -> float32 array of shape (1, 3, H, W), ready for the network."""
         return self.normalize(self.to_uint8(source, max_pixels=max_pixels))
+
+
+class ViewPart(NamedTuple):
+    """What a view shows of its image, in the decoded upright image's pixels (a big JPEG is decoded reduced)."""
+    width: int  # of the part kept: the whole frame, or what is inside its dark margins
+    height: int
+    frame_width: int  # of the whole decoded frame
+    trimmed: bool  # dark margins were cut away
+    turned: bool  # the view turned the part 90 degrees (PreprocessSpec.turns, decided on the part itself)
+
+
+class ReadSize(tuple):
+    """(width, height) of the part of an image its view shows, upright, in the image's own pixels, carrying
+    `trimmed` and `turned` from its ViewPart: the size checks word their reason by them and the heat-map is
+    turned back by the view's own decision, which a size rounded back from a reduced decode could contradict."""
+    trimmed: bool
+    turned: bool
+
+    def __new__(cls, width: int, height: int, trimmed: bool = False, turned: bool | None = None):
+        size = super().__new__(cls, (width, height))
+        size.trimmed, size.turned = trimmed, turned
+        return size
+
+    def __getnewargs__(self):  # pickled (a Dask task's result) with its two flags
+        return self[0], self[1], self.trimmed, self.turned
+
+    @classmethod
+    def of(cls, upright: tuple[int, int], part: ViewPart) -> "ReadSize":
+        """The upright size of the image as sent (upright_size) and its view's part -> the size the view shows."""
+        if not part.trimmed:
+            return cls(*upright, False, part.turned)
+        scale = upright[0] / part.frame_width  # one factor for both sides: the part keeps its orientation
+        return cls(max(1, round(part.width * scale)), max(1, round(part.height * scale)), True, part.turned)
 
 
 # A frame's edge row or column is dark all along when its brightest pixels (this percentile) stay below this

@@ -221,7 +221,7 @@ def write_model_card(card: dict, path: Path) -> None:
                             + ", ".join(f"{code} {_f(rate)}" for code, rate in by_class.items()) + "."]
     lines += _modality_section(card.get("modality"))
     lines += _external_section(card.get("external"))
-    checks = _input_checks(card.get("ood", {}))
+    checks = _input_checks(card.get("ood", {}), bool(from_card(card["preprocessing"]).get("trim_dark_margins")))
     if checks:
         lines += ["## Input checks",
                   "An image gets no assessment (risk 'indeterminate', with the reason) when " + "; or ".join(checks)
@@ -266,7 +266,8 @@ def _layout_figures(ood: dict) -> list[str]:
             + f"; reproduce with `{f['command']}`."]
 
 
-def _input_checks(ood: dict) -> list[str]:
+def _input_checks(ood: dict, trims: bool = False) -> list[str]:
+    """`trims`: the card's preprocessing cuts dark margins away, so the size checks read the part inside them."""
     r, checks = ood.get("exposure_rules", {}), []
     if "min_mean" in r and "max_mean" in r:
         checks.append(f"its mean luminance is outside {r['min_mean']:g}-{r['max_mean']:g} (of 255)")
@@ -275,10 +276,12 @@ def _input_checks(ood: dict) -> list[str]:
     if "min_chroma" in r:
         checks.append(f"its mean chroma (max - min of R, G, B) is below {r['min_chroma']:g} (a greyscale image)")
     if ood.get("min_short_side"):
-        checks.append(f"its short side, as sent, is below {ood['min_short_side']} pixels")
+        checks.append(f"its short side, as sent, is below {ood['min_short_side']} pixels" + (
+            " (of the part inside a dark frame, where the view leaves the frame out)" if trims else ""))
     layout = ood.get("layout_rules") or {}
     if layout.get("max_aspect_ratio"):
-        checks.append(f"it is more than {layout['max_aspect_ratio']:g} times as long as it is wide, as sent (longer "
+        checks.append(f"it is more than {layout['max_aspect_ratio']:g} times as long as it is wide, as sent or inside "
+                      "a dark frame (longer "
                       "than any camera's frame: several images side by side)")
     if layout.get("band"):
         checks.append(f"a flat light band at least {100 * layout['band']['min_depth']:g} % of a side deep runs along "

@@ -1,8 +1,9 @@
 """Layout checks: signs, in the picture's shape or frame, that it is not one dermoscopic image as a camera took it.
 
 Two checks, each told `composite_image` (docs/decisions/modality-check.md, "Layout checks"):
-* elongated: the image as sent is longer, against its short side, than any camera's frame (21:9 is 2.33), so it is
-  most likely several images side by side or a strip cut from one;
+* elongated: the image as sent (or its part inside a dark frame, which is all the view shows) is longer, against its
+  short side, than any camera's frame (21:9 is 2.33), so it is most likely several images side by side or a strip cut
+  from one;
 * paper band: along one edge of the classifier's view runs a flat, light, neutral band that ends in a straight line,
   as a caption bar, a page margin or a window's chrome does. A dermoscope's frame ends in skin, a dark rim or a dark
   letterbox; over-exposed skin is also light and flat but fades out instead of ending in a line.
@@ -73,12 +74,14 @@ def band_reasons(pixels: np.ndarray, rules: dict | None) -> list[Reason]:
     return []
 
 
-def shape_reasons(width: int, height: int, rules: dict | None) -> list[Reason]:
-    """The elongated check on the size as sent (no rules: not applied)."""
+def shape_reasons(width: int, height: int, rules: dict | None, framed: bool = False) -> list[Reason]:
+    """The elongated check on the size as sent, or of the part inside a dark frame (`framed`), which is all the view
+    shows (no rules: not applied)."""
     limit = (rules or {}).get("max_aspect_ratio")
     ratio = max(width, height) / max(1, min(width, height))
     if limit and ratio > limit:
-        return [Reason("composite_image", f"This picture is {ratio:.1f} times as long as it is wide, more than any "
+        what = "The image inside this picture's dark frame is" if framed else "This picture is"
+        return [Reason("composite_image", f"{what} {ratio:.1f} times as long as it is wide, more than any "
                                           "camera's frame: it looks like several images put together or a strip cut "
                                           "from one. Send the dermoscopic image file itself, one lesion per picture")]
     return []

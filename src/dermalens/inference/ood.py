@@ -5,8 +5,8 @@ Four checks, any of which flags an image (each reason carries a stable code, `Re
 * exposure: the resized image is nearly black, nearly white, nearly uniform, or has no colour
   (a greyscale picture: every HAM10000 image is in colour, and the network answers a greyscale
   lesion as confidently as a colour one, so only this check can turn it away);
-* size: the image as sent is smaller than the model can read (its short side below
-  `MIN_SHORT_SIDE`; a thumbnail upscaled to the input size);
+* size: the image as sent (or its part inside a dark frame, which is all the view shows) is smaller than the
+  model can read (its short side below `MIN_SHORT_SIDE`; a thumbnail upscaled to the input size);
 * feature distance: the smallest Mahalanobis distance of the image's pooled features to
   any class mean of the training split (shared Ledoit-Wolf covariance, after Lee et al.
   2018). Its threshold lets at least 95 % of validation images pass on average over the
@@ -67,10 +67,12 @@ def exposure_reasons(pixels: np.ndarray, rules: dict = EXPOSURE_RULES) -> list[s
     return reasons
 
 
-def size_reasons(width: int, height: int, min_short_side: int | None) -> list[str]:
-    """Reasons an image of this size (as sent, before the resize) is too small to assess."""
+def size_reasons(width: int, height: int, min_short_side: int | None, framed: bool = False) -> list[str]:
+    """Reasons an image of this size (as sent, or of its part inside a dark frame: `framed`; before the resize) is
+    too small to assess."""
     if min_short_side and min(width, height) < min_short_side:
-        return [Reason("too_small", f"image is only {width}x{height} pixels; below {min_short_side} pixels on the "
+        what = "the image inside its dark frame is" if framed else "image is"
+        return [Reason("too_small", f"{what} only {width}x{height} pixels; below {min_short_side} pixels on the "
                                     "short side the model's accuracy drops, so it is not assessed")]
     return []
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .. import DISCLAIMER
-from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, open_image, upright_size
+from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, ReadSize, open_image, upright_size
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
 from .metadata import PatientMetadata
@@ -236,7 +236,10 @@ class Predictor:
             reasons = list(exposure[i])
             size = source_sizes[i] if source_sizes else None
             if size:
-                reasons += size_reasons(*size, self.min_short_side) + shape_reasons(*size, self.layout_rules)
+                framed = getattr(size, "trimmed", False)  # the size is of the part inside a dark frame
+                reasons += size_reasons(*size, self.min_short_side, framed)
+                if not any(r.code == COMPOSITE_IMAGE.code for r in reasons):  # one layout reason is enough
+                    reasons += shape_reasons(*size, self.layout_rules, framed)
             if derm is not None and derm[i] < gate.threshold:
                 # a picture a layout check found put together is told that alone: send the image itself
                 if COMPOSITE_IMAGE.code not in {r.code for r in reasons}:
@@ -257,12 +260,12 @@ class Predictor:
     def load(self, source: ImageSource) -> np.ndarray:
         return self.bundle.spec.to_uint8(source, max_pixels=self.max_pixels)
 
-    def load_sized(self, img) -> tuple[np.ndarray, tuple[int, int]]:
-        """An opened image -> (its view, the upright (width, height) of the part of it the view shows), the size
-        the size checks and the heat-map go by."""
-        width, height = upright_size(img)  # before load: a reduced-scale JPEG decode shrinks it
-        pixels, (kept_w, kept_h) = self.bundle.spec.load_view(img, max_pixels=self.max_pixels)
-        return pixels, (max(1, round(width * kept_w)), max(1, round(height * kept_h)))
+    def load_sized(self, img) -> tuple[np.ndarray, ReadSize]:
+        """An opened image -> (its view, the upright size of the part of it the view shows), the size the size
+        checks and the heat-map go by."""
+        upright = upright_size(img)  # before load: a reduced-scale JPEG decode shrinks it
+        pixels, part = self.bundle.spec.load_view(img, max_pixels=self.max_pixels)
+        return pixels, ReadSize.of(upright, part)
 
     def predict(self, source: ImageSource, tta: bool = False, explain: bool = False,
                 explain_class: int | None = None, metadata: PatientMetadata | None = None) -> Prediction:
@@ -300,7 +303,7 @@ class Predictor:
                            ind, score, self.ood_threshold, reasons, pixels[i], tta=tta,
                            source=(sources[i] if sources else ""), model=self.model_info,
                            decision_bias=bias, source_size=tuple(size) if size else None,
-                           turned=bool(size) and b.spec.turns(*size),
+                           turned=bool(size) and _turned(size, b.spec),
                            metadata=metadata[i] if metadata is not None else None, metadata_used=bool(used[i]),
                            dermoscopic=None if derm is None else round(float(derm[i]), 4),
                            dermoscopic_threshold=None if b.gate is None else b.gate.threshold)
@@ -312,6 +315,12 @@ class Predictor:
                 p.cam, p.cam_class = gradcam(maps[i], b.head_weight, c, b.spec.input_size), c
             out.append(p)
         return out
+
+
+def _turned(size, spec) -> bool:
+    """Whether the view turned the image: the view's own decision where the size carries it (ReadSize)."""
+    turned = getattr(size, "turned", None)
+    return spec.turns(*size) if turned is None else turned
 
 
 def _name(source) -> str:
