@@ -7,7 +7,9 @@ lesion as a round field of skin inside a black frame. Each of `--n` dermoscopic 
 **check** parts (HAM10000 validation, isic_archive check; a fixed random pick) is drawn as such a field: the image
 resized into a circle of a share of the frame's short side, black outside, saved as a JPEG (quality 90), in 4:3, 16:9
 and 1:1 frames. Each picture goes through `Predictor.predict`, as `dermalens predict` and the API run it. Printed:
-how many got an answer, and the reasons of the others. A measurement of a limit, not a choice.
+how many got an answer, and the reasons of the others. `--photos` draws the check parts' phone and clinical photos
+(PAD-UFES-20, SD-198) the same way instead: the other side of the trim, which must not make them pass. A measurement
+of a limit, not a choice.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from dermalens.data.modality_sets import DERMOSCOPIC, gate_images
+from dermalens.data.modality_sets import DERMOSCOPIC, NOT_DERMOSCOPIC, gate_images
 from dermalens.defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE
 from dermalens.inference import Predictor
 
@@ -42,11 +44,14 @@ def main():
     ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--data", default=str(Path(DEFAULT_DATA).parent))
     ap.add_argument("--n", type=int, default=150)
+    ap.add_argument("--photos", action="store_true", help="phone and clinical photos instead of dermoscopy")
     a = ap.parse_args()
-    items = [g for g in gate_images(Path(a.data), DEFAULT_SPLIT_FILE) if g.part == "check" and g.label == DERMOSCOPIC]
+    kind = NOT_DERMOSCOPIC if a.photos else DERMOSCOPIC
+    items = [g for g in gate_images(Path(a.data), DEFAULT_SPLIT_FILE) if g.part == "check" and g.label == kind]
     picked = [items[i] for i in np.random.default_rng(0).permutation(len(items))[:a.n]]
     predictor = Predictor(a.model)
-    print(f"{a.model} ({predictor.model_info['version']}), {len(picked)} check-part dermoscopic images")
+    print(f"{a.model} ({predictor.model_info['version']}), {len(picked)} check-part "
+          f"{'phone and clinical photos' if a.photos else 'dermoscopic images'}")
     as_they_are = sum(predictor.predict(g.path).in_distribution for g in picked)
     print(f"as they are: {as_they_are} of {len(picked)} answered")
     print("| frame | field's diameter (of the short side) | answered | not assessed because |")

@@ -382,7 +382,9 @@ def _cannot_read(card: dict) -> list[str]:
              "else, screenshots and documents" + (" (the image-type check above)" if g else "") + ";",
              "- several lesions in one picture (a collage), and a dermoscopic image inside a screenshot or a figure"
              + _composite_checks(card) + ";",
-             "- greyscale, badly exposed, blank and very small images (the input checks).",
+             "- greyscale, badly exposed, blank and very small images (the input checks);",
+             "- sometimes, dermoscopy with graphics drawn on it, such as a digital scale bar (refused as a composite "
+             "image; docs/decisions/modality-check.md in the repository measures it): send the image without them.",
              "What passes the checks can still be wrong: lesion types outside HAM10000's 7 diagnoses are forced into one "
              "of them, and the figures above were measured on HAM10000's own test split, not on other clinics' dermoscopy. "
              "A dermoscopic image with red and blue exchanged (an OpenCV array is BGR) is not recognised as such, and its "
