@@ -173,6 +173,22 @@ def test_augmentations_keep_images_usable():
     assert rim[0, 0].mean() < 30 and rim[rim.shape[0] // 2, rim.shape[1] // 2].mean() > 30
 
 
+def test_a_device_overlay_is_a_small_mark_on_the_whole_image():
+    """The composite check's overlaid positives keep the dermoscopic image whole: only a few per cent of the
+    pixels change, unlike a composite, which puts the image inside something else."""
+    from dermalens.train.modality_augment import device_overlay
+    img = Image.open(OTHER_DERMOSCOPY[0]).convert("RGB")
+    turns = [img.rotate(90 * k, expand=True) for k in range(4)]
+    turns += [t.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for t in turns]
+    for seed in range(6):
+        out = device_overlay(img, np.random.default_rng(seed))
+        assert out.mode == "RGB" and 300 <= max(out.size) <= 1200
+        small = np.asarray(out.resize((160, 160)), np.int16)
+        changed = min((np.abs(small - np.asarray(t.resize((160, 160)), np.int16)).max(axis=2) > 60).mean()
+                      for t in turns)
+        assert changed < 0.06, seed
+
+
 def test_threshold_rule_is_the_strictest_that_keeps_every_check_set():
     from dermalens.data.modality_sets import GateImage
     from dermalens.train.modality_gate import choose_threshold
@@ -251,6 +267,9 @@ def test_cached_gate_features_are_named_by_the_fit_recipe(monkeypatch):
     assert mb._cache_name(card, spec, items) != name
     monkeypatch.undo()
     monkeypatch.setattr(mb.fit, "composite_views", lambda *a, **k: None)  # another way of drawing them
+    assert mb._cache_name(card, spec, items) != name
+    monkeypatch.undo()
+    monkeypatch.setattr(mb.fit, "OVERLAID", {**mb.fit.OVERLAID, "fit": 3000})  # overlaid_fit.npz shares the folder
     assert mb._cache_name(card, spec, items) != name
 
 

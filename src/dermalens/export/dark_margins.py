@@ -28,22 +28,25 @@ TRIM_CHANGES = ("a dermoscope's round field inside a black frame is read without
                 "(preprocessing.trim_dark_margins); same networks, image-type check and thresholds")
 
 
-def trim_dark_margins_into(bundle: Path, data: Path, split_file: Path, version: str, changes: str = "") -> dict:
+def trim_dark_margins_into(bundle: Path, data: Path, split_file: Path, version: str | None, changes: str = "") -> dict:
+    """`version` None keeps the card's version and changelog (a step of `make export`, whose fit-gate names it)."""
     import numpy as np
     from ..data import load_ham10000, select_split
     from ..evaluate.gate_figures import gate_rates, print_rates, record_in_card
     from ..evaluate.ood_eval import evaluate_gate
     from ..inference import Predictor
     bundle = Path(bundle)
-    parse_version(version)
+    if version is not None:
+        parse_version(version)
     card = read_card(bundle)
     if "modality" not in card:
         raise ValueError(f"{bundle}: this bundle has no image-type check to measure again; "
                          "run dermalens fit-gate first")
     card["preprocessing"]["trim_dark_margins"] = True
-    card["version"] = version
-    card["changelog"] = with_changelog(card, card.get("changelog"), changes or TRIM_CHANGES,
-                                       dt.date.today().isoformat())  # this step's day, not the export's
+    if version is not None:
+        card["version"] = version
+        card["changelog"] = with_changelog(card, card.get("changelog"), changes or TRIM_CHANGES,
+                                           dt.date.today().isoformat())  # this step's day, not the export's
     save_card(bundle, card)
     table, info = gate_rates(bundle, Path(data), Path(split_file), "openvino", "fp32")
     print(f"image-type check as served ({info['runtime']} {info['precision']}), check and held-out parts:")
@@ -65,7 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
                     help="folder holding the five collections of docs/data.md (default %(default)s)")
     ap.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
-    ap.add_argument("--version", required=True, help="the bundle's new version, MAJOR.MINOR.PATCH")
+    ap.add_argument("--version", help="the bundle's new version, MAJOR.MINOR.PATCH (default: keep the card's)")
     ap.add_argument("--changes", default="", help="what this version changes, for the card's changelog")
     a = ap.parse_args(argv)
     try:
@@ -73,7 +76,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {Path(a.model) / 'card.json'} ({a.version}) and MODEL_CARD.md")
+    print(f"wrote {Path(a.model) / 'card.json'} ({a.version or 'version kept'}) and MODEL_CARD.md")
     return 0
 
 

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
                     help="folder holding the five collections of docs/data.md (default %(default)s)")
     ap.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
-    ap.add_argument("--version", required=True, help="the bundle's new version, MAJOR.MINOR.PATCH")
+    ap.add_argument("--version", help="the bundle's new version, MAJOR.MINOR.PATCH (default: keep the card's)")
     ap.add_argument("--changes", default="", help="what this version changes, for the card's changelog")
     a = ap.parse_args(argv)
     try:
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {Path(a.model) / 'card.json'} ({a.version}) and MODEL_CARD.md")
+    print(f"wrote {Path(a.model) / 'card.json'} ({a.version or 'version kept'}) and MODEL_CARD.md")
     return 0
 
 

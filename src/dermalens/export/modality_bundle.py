@@ -39,7 +39,7 @@ def _cache_name(card: dict, net_spec: PreprocessSpec, items: list) -> str:
     (composites_fit.npz, composites_check.npz) share the folder, so how they are picked and how many count too."""
     recipe = "|".join([inspect.getsource(augment), inspect.getsource(fit._views), repr(fit.FIT_VIEWS),
                        inspect.getsource(fit.composite_views), inspect.getsource(fit.composite_features),
-                       repr(fit.COMPOSITES),
+                       repr(fit.COMPOSITES), inspect.getsource(fit.overlaid_features), repr(fit.OVERLAID),
                        repr(fit.SEED), repr(GATE_INPUT), BACKBONE, repr(STAGES),
                        json.dumps(net_spec.to_dict(), sort_keys=True),
                        *(f"{it.path}:{it.label}:{it.part}" for it in items)])
@@ -132,6 +132,8 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
     photos = fit.photo_negatives(net_spec, gate)
     composites = {part: fit.composite_features(items, part, net_spec, gate, cache / f"composites_{part}.npz"
                                                if cache else None) for part in ("fit", "check")}
+    overlaid = {part: fit.overlaid_features(items, part, net_spec, gate, cache / f"overlaid_{part}.npz"
+                                            if cache else None) for part in ("fit", "check")}
 
     is_fit = np.array([items[i].part == "fit" for i in owner])
     Xfit = np.concatenate([X[is_fit], photos])
@@ -147,7 +149,7 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
 
     # the composite check: fit-part dermoscopy against fit composites, its own threshold, then one network of both
     derm_fit = X[is_fit & np.array([items[i].label == DERMOSCOPIC for i in owner])]
-    head = fit.fit_composite_check(gate.weights, derm_fit, composites["fit"])
+    head = fit.fit_composite_check(gate.weights, np.concatenate([derm_fit, overlaid["fit"]]), composites["fit"])
     p_head = np.full(len(items), np.nan)
     p_head[owner[plain]] = fit.head_probability(gate.weights, head, X[plain])
     head_threshold = fit.choose_threshold(p_head, items, fit.HEAD_PASS_TARGET, fit.HEAD_CLASS_PASS_TARGET)
@@ -163,6 +165,9 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
                                    .probability_from_features(composites["check"]) < previous[1]).mean())
     print("check composites (screen captures, document figures, collages of check-part dermoscopy) flagged: "
           + ", ".join(f"{k} {v:.1%}" for k, v in flagged.items()))
+    overlaid_passed = float((gate.probability_from_features(overlaid["check"]) >= threshold).mean())
+    print(f"check-part dermoscopy with a device's overlays (scale bars, device text, ruler ticks) passed: "
+          f"{overlaid_passed:.1%}")
     told = _told_composite(gate, X[plain], owner[plain], items, composites["check"])
     print("of the images refused, told they look like a screenshot, a page or a collage (composite_image): "
           + ", ".join(f"{k} {v:.1%}" for k, v in told.items()))
@@ -180,8 +185,12 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
         "classifier": {"kind": "logistic regression (scikit-learn, L2)", "C": fit.C,
                        "inputs": "standardised features", "weighting": "each collection weighs the same"},
         "composite_check": {
-            "kind": "a second logistic regression on the same standardised features, fit-part dermoscopy against "
-                    "composites (screen captures, document figures, collages) of it, each side weighing the same",
+            "kind": "a second logistic regression on the same standardised features, fit-part dermoscopy (as it is "
+                    "and with a device's overlays: scale bars, device text, ruler ticks) against composites (screen "
+                    "captures, document figures, collages) of it, each side weighing the same",
+            "overlaid": {"n": len(overlaid["check"]), "passed": round(overlaid_passed, 4),
+                         "what": "check-part dermoscopy with a device's overlays (train.modality_augment."
+                                 "device_overlay), another seed than the fit's"},
             "threshold": round(head_threshold, 6),
             "threshold_rule": f"the highest at which it alone passes {fit.HEAD_PASS_TARGET:.1%} of HAM10000 validation "
                               f"and of the isic_archive check part and {fit.HEAD_CLASS_PASS_TARGET:.0%} of each HAM10000 "

@@ -171,3 +171,49 @@ def composite(first: Image.Image, others, rng: np.random.Generator) -> Image.Ima
     kind = int(rng.integers(3))
     img = [_screen, _document][kind](first, rng) if kind < 2 else _collage([first, *others()], rng)
     return _recompress(img, rng, 200, 1200)
+
+
+# ---- a device's overlays on real dermoscopy: positives of the composite check -------------------------------------
+DEVICE_TEXT = ["2026-11-03 14:22", "ID 004711", "x10", "x20 polarised", "L arm", "12.3 mm", "FOV 15 mm", "IMG_0042"]
+
+
+def _mark_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    return (255, 255, 255) if rng.random() < 0.7 else (0, 0, 0)
+
+
+def _scale_bar(draw, w: int, h: int, rng: np.random.Generator, colour) -> None:
+    length, thick = int(w * rng.uniform(0.08, 0.25)), max(2, int(h * rng.uniform(0.006, 0.015)))
+    x0 = int(w * rng.uniform(0.03, 0.7))
+    y0 = int(h * (rng.uniform(0.04, 0.1) if rng.random() < 0.5 else rng.uniform(0.88, 0.95)))
+    draw.rectangle([x0, y0, x0 + length, y0 + thick], fill=colour)
+    draw.text((x0, max(0, y0 - 14)), f"{int(rng.choice([1, 2, 5]))} mm", fill=colour)
+
+
+def _device_text(draw, w: int, h: int, rng: np.random.Generator, colour) -> None:
+    line = "  ".join(rng.choice(DEVICE_TEXT, int(rng.integers(1, 4)), replace=False))
+    x = 6 if rng.random() < 0.5 else max(6, w - 7 * len(line) - 6)
+    y = 6 if rng.random() < 0.5 else max(6, h - 20)
+    draw.text((x, y), line, fill=colour)
+
+
+def _ruler_ticks(draw, w: int, h: int, rng: np.random.Generator, colour) -> None:
+    y = int(h * rng.uniform(0.9, 0.97))
+    step, start = max(4, int(w * rng.uniform(0.01, 0.025))), int(w * rng.uniform(0.05, 0.5))
+    for k in range(int(rng.integers(8, 25))):
+        x = start + k * step
+        if x < w:
+            draw.line([x, y, x, y - (8 if k % 5 == 0 else 4)], fill=colour)
+
+
+def device_overlay(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """Dermoscopy as imaging software exports it: one or two small marks (a scale bar, a line of device text,
+    ruler ticks), re-compressed like the other fit views."""
+    from PIL import ImageDraw
+    img = _turn(img, rng)
+    img = _recompress(img, rng, 300, 1200)  # the marks are drawn at the exported size
+    out = img.copy()
+    draw = ImageDraw.Draw(out)
+    marks = [_scale_bar, _device_text, _ruler_ticks]
+    for k in rng.choice(len(marks), int(rng.integers(1, 3)), replace=False):
+        marks[k](draw, out.width, out.height, rng, _mark_colour(rng))
+    return _recompress(out, rng, 300, 1200)

@@ -24,11 +24,12 @@ from ..evaluate.gate_figures import print_rates, rates  # noqa: F401 (the fit pr
 from ..evaluate.ood_set import skimage_photos, synthetic_images
 from ..inference.modality import ModalityGate
 from ..preprocess import PreprocessSpec, load_rgb
-from .modality_augment import augment_clinical, augment_dermoscopic, composite
+from .modality_augment import augment_clinical, augment_dermoscopic, composite, device_overlay
 
 # How many augmented views of each fit image: the clinical sets are small and the hard side.
 FIT_VIEWS = {"ham10000": 1, "isic_archive": 2, "pad_ufes_20": 4, "sd198_clinical": 4, "photos": 12}
 COMPOSITES = {"fit": 2000, "check": 600}  # screen captures, document figures and collages built from each part
+OVERLAID = {"fit": 1000, "check": 300}  # dermoscopy with a device's overlays: the composite check's positives too
 PASS_TARGET = 0.985  # share of each dermoscopic check set that must pass (per HAM10000 class: CLASS_PASS_TARGET)
 CLASS_PASS_TARGET = 0.95
 C = 0.1  # inverse L2 strength of the logistic regression
@@ -95,6 +96,30 @@ def composite_features(items: list[GateImage], part: str, net_spec: PreprocessSp
     if cache and cache.is_file():
         return np.load(cache)["features"]
     out = gate.features(composite_views(items, part, net_spec, threads)).astype(np.float32)
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, features=out)
+    return out
+
+
+def overlaid_features(items: list[GateImage], part: str, net_spec: PreprocessSpec, gate: ModalityGate,
+                      cache: Path | None = None, threads: int = 2) -> np.ndarray:
+    """Features of OVERLAID[part] images of the part's dermoscopy carrying a device's overlays
+    (modality_augment.device_overlay): fit-part ones are positives of the composite check, check-part ones measure
+    it."""
+    if cache and cache.is_file():
+        return np.load(cache)["features"]
+    base = [it for it in items if it.part == part and it.label == DERMOSCOPIC]
+    order = np.random.default_rng([SEED, PARTS.index(part), 1]).permutation(len(base))
+
+    def prepare(i):
+        rng = np.random.default_rng([SEED, PARTS.index(part), 1, i])
+        return net_spec.to_uint8(device_overlay(load_rgb(base[order[i % len(base)]].path), rng))
+
+    with ThreadPoolExecutor(threads) as pool:
+        views = np.stack(list(tqdm(pool.map(prepare, range(OVERLAID[part])), total=OVERLAID[part],
+                                   desc=f"overlaid dermoscopy ({part})", mininterval=5)))
+    out = gate.features(views).astype(np.float32)
     if cache:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, features=out)
