@@ -14,8 +14,6 @@ of a limit, not a choice.
 from __future__ import annotations
 
 import argparse
-import io
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from dermalens.data.modality_sets import DERMOSCOPIC, NOT_DERMOSCOPIC, gate_images
 from dermalens.defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE
 from dermalens.inference import Predictor
+from probe_common import answered
 
 FRAMES = {"4:3": (1600, 1200), "16:9": (1920, 1080), "1:1": (1200, 1200)}
 DIAMETERS = (1.0, 0.85, 0.7, 0.55)  # of the frame's short side
@@ -58,15 +57,9 @@ def main():
     print("|---|---|---|---|")
     for name, frame in FRAMES.items():
         for diameter in DIAMETERS:
-            answered, reasons = 0, Counter()
-            for g in picked:
-                buffer = io.BytesIO()
-                round_field(Image.open(g.path).convert("RGB"), frame, diameter).save(buffer, "JPEG", quality=90)
-                p = predictor.predict(buffer.getvalue())
-                answered += p.in_distribution
-                reasons.update(r.code for r in p.ood_reasons)
-            print(f"| {name} | {diameter:g} | {answered} of {len(picked)} | "
-                  f"{', '.join(f'{c} {k}' for c, k in reasons.most_common()) or '-'} |", flush=True)
+            count, why = answered(predictor, (round_field(Image.open(g.path).convert("RGB"), frame, diameter)
+                                              for g in picked))
+            print(f"| {name} | {diameter:g} | {count} of {len(picked)} | {why} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from dermalens.data.modality_sets import DERMOSCOPIC, gate_images
 from dermalens.defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE
 from dermalens.inference import Predictor
+from probe_common import answered
 
 
 def _jpeg(img: Image.Image, quality: int) -> Image.Image:
@@ -83,15 +83,8 @@ def main():
     print("| picture | answered | not assessed because |")
     print("|---|---|---|")
     for name, change in VARIANTS.items():
-        answered, reasons = 0, Counter()
-        for im in images:
-            buffer = io.BytesIO()
-            change(im).save(buffer, "JPEG", quality=92)
-            p = predictor.predict(buffer.getvalue())
-            answered += p.in_distribution
-            reasons.update(r.code for r in p.ood_reasons)
-        print(f"| {name} | {answered} of {len(images)} | "
-              f"{', '.join(f'{c} {k}' for c, k in reasons.most_common()) or '-'} |", flush=True)
+        count, why = answered(predictor, (change(im) for im in images), quality=92)
+        print(f"| {name} | {count} of {len(images)} | {why} |", flush=True)
 
 
 if __name__ == "__main__":

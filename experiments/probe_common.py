@@ -1,4 +1,5 @@
-"""What the input probes share: the shipped bundle on the validation split's own images.
+"""What the input probes share: the shipped bundle on the validation split's own images, and a count of the
+pictures that get an answer.
 
 Validation only; the test split is never read here.
 """
@@ -51,3 +52,18 @@ def figures(predictor: Predictor, y: np.ndarray, pixels: list[np.ndarray]) -> st
     m, passes = measure(predictor, y, pixels)
     return (f"| {m['macro_auroc']:.4f} | {m['balanced_accuracy']:.3f} | "
             f"{m['malignant']['sensitivity']:.3f} / {m['malignant']['specificity']:.3f} | {passes:.3f} |")
+
+
+def answered(predictor: Predictor, pictures, quality: int = 90) -> tuple[int, str]:
+    """Each picture saved as a JPEG and sent through Predictor.predict, as `dermalens predict` and the API run it:
+    (how many got an answer, the reasons of the others as 'code count, ...')."""
+    import io
+    from collections import Counter
+    count, reasons = 0, Counter()
+    for picture in pictures:
+        buffer = io.BytesIO()
+        picture.save(buffer, "JPEG", quality=quality)
+        p = predictor.predict(buffer.getvalue())
+        count += p.in_distribution
+        reasons.update(r.code for r in p.ood_reasons)
+    return count, ", ".join(f"{c} {k}" for c, k in reasons.most_common()) or "-"

@@ -115,3 +115,13 @@ def test_a_captioned_figure_and_two_images_side_by_side_get_no_answer(predictor)
         # told by a layout check in its own words (the learned composite check would refuse some of these too)
         assert "plain band" in p.ood_reasons[0] or "times as long as it is wide" in p.ood_reasons[0]
         assert p.to_dict()["prediction"] is None
+
+
+@pytest.mark.parametrize("module", ["layout_checks", "dark_margins"])
+def test_the_card_steps_refuse_a_missing_bundle_and_a_bad_version_by_name(module, tmp_path, capsys):
+    import importlib
+    main = importlib.import_module(f"dermalens.export.{module}").main
+    assert main(["--model", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["--model", str(SHIPPED), "--version", "3.4"]) == 2
+    assert "3.4" in capsys.readouterr().err

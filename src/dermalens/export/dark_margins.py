@@ -12,15 +12,13 @@ and the external check again (`dermalens gate-check --precision bf16 --record-in
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 from pathlib import Path
 
-from ..defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE
 from ..inference.bundle import read_card
 from .card_fields import with_changelog
-from .layout_checks import layout_checks_into
+from .layout_checks import card_step_main, layout_checks_into
 from .model_card import save_card
 from .target import parse_version
 
@@ -63,21 +61,7 @@ def trim_dark_margins_into(bundle: Path, data: Path, split_file: Path, version: 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder (default %(default)s)")
-    ap.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
-                    help="folder holding the five collections of docs/data.md (default %(default)s)")
-    ap.add_argument("--split-file", default=str(DEFAULT_SPLIT_FILE))
-    ap.add_argument("--version", help="the bundle's new version, MAJOR.MINOR.PATCH (default: keep the card's)")
-    ap.add_argument("--changes", default="", help="what this version changes, for the card's changelog")
-    a = ap.parse_args(argv)
-    try:
-        trim_dark_margins_into(Path(a.model), Path(a.data), Path(a.split_file), a.version, a.changes)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {Path(a.model) / 'card.json'} ({a.version or 'version kept'}) and MODEL_CARD.md")
-    return 0
+    return card_step_main(__doc__, trim_dark_margins_into, argv)
 
 
 if __name__ == "__main__":

@@ -100,8 +100,10 @@ def layout_checks_into(bundle: Path, data: Path, split_file: Path, version: str 
     return card
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def card_step_main(doc: str, into, argv=None) -> int:
+    """The command line of a step that writes into a bundle's card from the five collections: `into(bundle, data,
+    split_file, version or None, changes)`."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--model", default=DEFAULT_MODEL, help="bundle folder (default %(default)s)")
     ap.add_argument("--data", default=str(Path(DEFAULT_DATA).parent),
                     help="folder holding the five collections of docs/data.md (default %(default)s)")
@@ -110,12 +112,16 @@ def main(argv=None) -> int:
     ap.add_argument("--changes", default="", help="what this version changes, for the card's changelog")
     a = ap.parse_args(argv)
     try:
-        layout_checks_into(Path(a.model), Path(a.data), Path(a.split_file), a.version, a.changes)
+        into(Path(a.model), Path(a.data), Path(a.split_file), a.version, a.changes)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {Path(a.model) / 'card.json'} ({a.version or 'version kept'}) and MODEL_CARD.md")
     return 0
+
+
+def main(argv=None) -> int:
+    return card_step_main(__doc__, layout_checks_into, argv)
 
 
 if __name__ == "__main__":
