@@ -139,6 +139,13 @@ class PreprocessSpec:
             arr = np.repeat(np.asarray(gray)[:, :, None], 3, axis=2)
         return np.ascontiguousarray(arr), part
 
+    def load_sized(self, img: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, "ReadSize"]:
+        """An opened image -> (its view, the upright size of the part of it the view shows), the size the size
+        checks and the heat-map go by."""
+        upright = upright_size(img)  # before load: a reduced-scale JPEG decode shrinks it
+        pixels, part = self.load_view(img, max_pixels)
+        return pixels, ReadSize.of(upright, part)
+
     def turns(self, width: int, height: int) -> bool:
         """Whether an image of this size is turned 90 degrees (counter-clockwise) before the resize."""
         h, w = self.input_size

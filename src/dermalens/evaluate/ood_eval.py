@@ -28,3 +28,16 @@ def evaluate_gate(predictor, in_dist: dict | None = None, lesion_pixels: np.ndar
     if in_dist is not None:
         out["test_pass_rate"] = in_dist["metrics"].get("ood_pass_rate")
     return out
+
+
+def bundle_ood_set(bundle, data, split_file) -> dict:
+    """The out-of-distribution set as export builds it (with degraded copies of the first ten test images) through
+    the bundle as served: {total, flagged, missed}, what a card's modality.ood_set records."""
+    from pathlib import Path
+
+    from ..data import load_ham10000, select_split
+    from ..inference import Predictor
+    predictor = Predictor(bundle)
+    test = select_split(load_ham10000(Path(data) / "ham10000"), "test", Path(split_file))[:10]
+    ood = evaluate_gate(predictor, lesion_pixels=np.stack([predictor.load(r.path) for r in test]))
+    return {k: ood[k] for k in ("total", "flagged", "missed")}

@@ -28,11 +28,8 @@ TRIM_CHANGES = ("a dermoscope's round field inside a black frame is read without
 
 def trim_dark_margins_into(bundle: Path, data: Path, split_file: Path, version: str | None, changes: str = "") -> dict:
     """`version` None keeps the card's version and changelog (a step of `make export`, whose fit-gate names it)."""
-    import numpy as np
-    from ..data import load_ham10000, select_split
     from ..evaluate.gate_figures import gate_rates, print_rates, record_in_card
-    from ..evaluate.ood_eval import evaluate_gate
-    from ..inference import Predictor
+    from ..evaluate.ood_eval import bundle_ood_set
     bundle = Path(bundle)
     if version is not None:
         parse_version(version)
@@ -50,11 +47,8 @@ def trim_dark_margins_into(bundle: Path, data: Path, split_file: Path, version: 
     print(f"image-type check as served ({info['runtime']} {info['precision']}), check and held-out parts:")
     print_rates(table)
     record_in_card(bundle, table, info)
-    predictor = Predictor(bundle)  # the out-of-distribution set as fit-gate builds it
-    test = select_split(load_ham10000(Path(data) / "ham10000"), "test", Path(split_file))[:10]
-    ood = evaluate_gate(predictor, lesion_pixels=np.stack([predictor.load(r.path) for r in test]))
     card = read_card(bundle)
-    card["modality"]["ood_set"] = {k: ood[k] for k in ("total", "flagged", "missed")}
+    ood = card["modality"]["ood_set"] = bundle_ood_set(bundle, data, split_file)
     save_card(bundle, card)
     print(f"out-of-distribution set: {ood['flagged']}/{ood['total']} not assessed; missed: {ood['missed'] or 'none'}")
     return layout_checks_into(bundle, Path(data), Path(split_file), None)

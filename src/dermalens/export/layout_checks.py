@@ -21,7 +21,7 @@ from ..data.modality_sets import DERMOSCOPIC, gate_images
 from ..defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE
 from ..inference.bundle import read_card
 from ..inference.layout import LAYOUT_RULES, band_reasons, shape_reasons
-from ..preprocess import PreprocessSpec, ReadSize, open_image, upright_size
+from ..preprocess import PreprocessSpec, open_image
 from .card_fields import with_changelog
 from .model_card import save_card
 from .target import parse_version
@@ -35,10 +35,8 @@ LAYOUT_CHANGES = ("layout checks: pictures longer than any camera's frame and a 
 def measure(items: list, spec: PreprocessSpec, rules: dict, threads: int = 2) -> list[dict]:
     """One row per collection and part: images, and the share each check refuses."""
     def refused(it):  # on the view and the size as served (Predictor.load_sized)
-        img = open_image(it.path)
-        upright = upright_size(img)
-        view, part = spec.load_view(img)
-        return bool(band_reasons(view, rules)), bool(shape_reasons(*ReadSize.of(upright, part), rules))
+        view, size = spec.load_sized(open_image(it.path))
+        return bool(band_reasons(view, rules)), bool(shape_reasons(*size, rules))
 
     with ThreadPoolExecutor(threads) as pool:
         hits = list(tqdm(pool.map(refused, items), total=len(items), desc="layout checks", mininterval=5))

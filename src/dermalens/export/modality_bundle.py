@@ -38,7 +38,8 @@ def _cache_name(card: dict, net_spec: PreprocessSpec, items: list) -> str:
     a cache named by the bundle alone once fed a refit the features of another recipe. The composites' files
     (composites_fit.npz, composites_check.npz) share the folder, so how they are picked and how many count too."""
     recipe = "|".join([inspect.getsource(augment), inspect.getsource(fit._views), repr(fit.FIT_VIEWS),
-                       inspect.getsource(fit.composite_views), inspect.getsource(fit.composite_features),
+                       inspect.getsource(fit._drawn_views), inspect.getsource(fit.composite_views),
+                       inspect.getsource(fit.composite_features),
                        repr(fit.COMPOSITES), inspect.getsource(fit.overlaid_features), repr(fit.OVERLAID),
                        repr(fit.SEED), repr(GATE_INPUT), BACKBONE, repr(STAGES),
                        json.dumps(net_spec.to_dict(), sort_keys=True),

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .. import DISCLAIMER
-from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, ReadSize, open_image, upright_size
+from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, ReadSize, open_image
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
 from .metadata import PatientMetadata
@@ -238,11 +238,10 @@ class Predictor:
             if size:
                 framed = getattr(size, "trimmed", False)  # the size is of the part inside a dark frame
                 reasons += size_reasons(*size, self.min_short_side, framed)
-                if not any(r.code == COMPOSITE_IMAGE.code for r in reasons):  # one layout reason is enough
+                if not _told_composite(reasons):  # one layout reason is enough
                     reasons += shape_reasons(*size, self.layout_rules, framed)
             if derm is not None and derm[i] < gate.threshold:
-                # a picture a layout check found put together is told that alone: send the image itself
-                if COMPOSITE_IMAGE.code not in {r.code for r in reasons}:
+                if not _told_composite(reasons):  # a picture found put together is told that alone
                     reasons.append(COMPOSITE_IMAGE if composite is not None and composite[i] else NOT_DERMOSCOPIC)
             elif scores is not None and self.ood_threshold is not None and scores[i] > self.ood_threshold:
                 reasons.append(UNLIKE_TRAINING)  # said only of dermoscopy: an ordinary photo gets the plainer reason
@@ -261,11 +260,8 @@ class Predictor:
         return self.bundle.spec.to_uint8(source, max_pixels=self.max_pixels)
 
     def load_sized(self, img) -> tuple[np.ndarray, ReadSize]:
-        """An opened image -> (its view, the upright size of the part of it the view shows), the size the size
-        checks and the heat-map go by."""
-        upright = upright_size(img)  # before load: a reduced-scale JPEG decode shrinks it
-        pixels, part = self.bundle.spec.load_view(img, max_pixels=self.max_pixels)
-        return pixels, ReadSize.of(upright, part)
+        """PreprocessSpec.load_sized under this predictor's pixel limit."""
+        return self.bundle.spec.load_sized(img, max_pixels=self.max_pixels)
 
     def predict(self, source: ImageSource, tta: bool = False, explain: bool = False,
                 explain_class: int | None = None, metadata: PatientMetadata | None = None) -> Prediction:
@@ -315,6 +311,10 @@ class Predictor:
                 p.cam, p.cam_class = gradcam(maps[i], b.head_weight, c, b.spec.input_size), c
             out.append(p)
         return out
+
+
+def _told_composite(reasons: list[Reason]) -> bool:
+    return any(r.code == COMPOSITE_IMAGE.code for r in reasons)
 
 
 def _turned(size, spec) -> bool:

@@ -73,33 +73,45 @@ def extract(items: list[GateImage], net_spec: PreprocessSpec, gate: ModalityGate
     return out
 
 
-def composite_views(items: list[GateImage], part: str, net_spec: PreprocessSpec, threads: int = 2) -> np.ndarray:
-    """The classifier's views of COMPOSITES[part] composites (train.modality_augment.composite) of the part's
-    dermoscopy, each drawn from its own seed."""
+def _drawn_views(items: list[GateImage], part: str, net_spec: PreprocessSpec, n: int, salt: list[int], draw,
+                 desc: str, threads: int) -> np.ndarray:
+    """The classifier's views of `n` pictures drawn from the part's dermoscopy, each from its own seed:
+    draw(pick, i, rng), where pick(j) is the j-th item of the part's shuffled dermoscopy (wrapping round)."""
     base = [it for it in items if it.part == part and it.label == DERMOSCOPIC]
-    order = np.random.default_rng([SEED, PARTS.index(part)]).permutation(len(base))
+    order = np.random.default_rng([SEED, PARTS.index(part), *salt]).permutation(len(base))
 
     def prepare(i):
-        rng = np.random.default_rng([SEED, PARTS.index(part), i])
-        picked = [base[order[(i * 9 + k) % len(base)]] for k in range(9)]  # the first, and a collage's others
-        return net_spec.to_uint8(composite(load_rgb(picked[0].path), lambda: [load_rgb(it.path) for it in picked[1:]],
-                                           rng))
+        rng = np.random.default_rng([SEED, PARTS.index(part), *salt, i])
+        return net_spec.to_uint8(draw(lambda j: base[order[j % len(base)]], i, rng))
 
     with ThreadPoolExecutor(threads) as pool:
-        return np.stack(list(tqdm(pool.map(prepare, range(COMPOSITES[part])), total=COMPOSITES[part],
-                                  desc=f"composites ({part})", mininterval=5)))
+        return np.stack(list(tqdm(pool.map(prepare, range(n)), total=n, desc=desc, mininterval=5)))
+
+
+def _cached_features(cache: Path | None, views) -> np.ndarray:
+    """gate features of views() (a callable: not drawn at all when the cache has them), kept in `cache`."""
+    if cache and cache.is_file():
+        return np.load(cache)["features"]
+    out = views().astype(np.float32)
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, features=out)
+    return out
+
+
+def composite_views(items: list[GateImage], part: str, net_spec: PreprocessSpec, threads: int = 2) -> np.ndarray:
+    """The classifier's views of COMPOSITES[part] composites (train.modality_augment.composite) of the part's
+    dermoscopy."""
+    def draw(pick, i, rng):  # the first, and a collage's others after it
+        return composite(load_rgb(pick(9 * i).path), lambda: [load_rgb(pick(9 * i + k).path) for k in range(1, 9)],
+                         rng)
+    return _drawn_views(items, part, net_spec, COMPOSITES[part], [], draw, f"composites ({part})", threads)
 
 
 def composite_features(items: list[GateImage], part: str, net_spec: PreprocessSpec, gate: ModalityGate,
                        cache: Path | None = None, threads: int = 2) -> np.ndarray:
     """Features of composite_views: fit-part ones are negatives of the fit, check-part ones measure it."""
-    if cache and cache.is_file():
-        return np.load(cache)["features"]
-    out = gate.features(composite_views(items, part, net_spec, threads)).astype(np.float32)
-    if cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, features=out)
-    return out
+    return _cached_features(cache, lambda: gate.features(composite_views(items, part, net_spec, threads)))
 
 
 def overlaid_features(items: list[GateImage], part: str, net_spec: PreprocessSpec, gate: ModalityGate,
@@ -107,23 +119,10 @@ def overlaid_features(items: list[GateImage], part: str, net_spec: PreprocessSpe
     """Features of OVERLAID[part] images of the part's dermoscopy carrying a device's overlays
     (modality_augment.device_overlay): fit-part ones are positives of the composite check, check-part ones measure
     it."""
-    if cache and cache.is_file():
-        return np.load(cache)["features"]
-    base = [it for it in items if it.part == part and it.label == DERMOSCOPIC]
-    order = np.random.default_rng([SEED, PARTS.index(part), 1]).permutation(len(base))
-
-    def prepare(i):
-        rng = np.random.default_rng([SEED, PARTS.index(part), 1, i])
-        return net_spec.to_uint8(device_overlay(load_rgb(base[order[i % len(base)]].path), rng))
-
-    with ThreadPoolExecutor(threads) as pool:
-        views = np.stack(list(tqdm(pool.map(prepare, range(OVERLAID[part])), total=OVERLAID[part],
-                                   desc=f"overlaid dermoscopy ({part})", mininterval=5)))
-    out = gate.features(views).astype(np.float32)
-    if cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, features=out)
-    return out
+    def draw(pick, i, rng):
+        return device_overlay(load_rgb(pick(i).path), rng)
+    return _cached_features(cache, lambda: gate.features(_drawn_views(
+        items, part, net_spec, OVERLAID[part], [1], draw, f"overlaid dermoscopy ({part})", threads)))
 
 
 def photo_negatives(net_spec: PreprocessSpec, gate: ModalityGate) -> np.ndarray:
