@@ -57,18 +57,17 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
     pred = decide(probs, bias)
     metrics = classification_metrics(y, probs, codes, malignant_threshold=float(thresholds["malignant"]),
                                      pred=pred, groups=lesions)
-    scores = predictor.ood_scores(pooled)
+    # what a user gets: an answer only when every check passes (exposure, image type, feature distance; the
+    # size as sent is not known once decoded); the image-type check's scores as predict_pixels gets them, so the
+    # reasons counted in refused_by are the ones a user is told
+    reasons, checks = predictor.reasons(pixels, pooled)
+    scores = checks["ood"]
     if scores is not None:
         passed = scores <= predictor.ood_threshold
         metrics["ood_pass_rate"] = float(passed.mean())
         # per diagnosis: a gate that passes 95 % overall can still turn most of a rare class away
         dx = np.array([r.dx for r in kept])
         metrics["ood_pass_rate_by_class"] = {c: float(passed[dx == c].mean()) for c in sorted(set(dx))}
-    # the image-type check's scores as predict_pixels gets them (which check refuses, so the reasons counted in
-    # refused_by are the ones a user is told: composite_image or not_dermoscopic)
-    # what a user gets: an answer only when every check passes (exposure, image type, feature distance; the
-    # size as sent is not known once decoded)
-    reasons, checks = predictor.reasons(pixels, pooled)
     derm = checks["dermoscopic"]
     if derm is not None:
         # the image-type check: every image here is dermoscopy, so each one it turns away is a false refusal

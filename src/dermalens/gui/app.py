@@ -300,8 +300,8 @@ class App:
             # `--api ''` is a URL the user got wrong, not a request for local mode
             self.backend = RemoteBackend(api, api_key=key) if api is not None else LocalBackend(model)
             self.source_label.config(text=self.backend.description)
-        except (Exception, SystemExit) as e:  # BackendError, a key that cannot be sent, anything: shown, no crash
-            msg = str(e) if isinstance(e, (BackendError, SystemExit)) else f"cannot start: {e} ({type(e).__name__})"
+        except Exception as e:  # BackendError, a key no header can carry (ValueError), anything: shown, no crash
+            msg = str(e) if isinstance(e, (BackendError, ValueError)) else f"cannot start: {e} ({type(e).__name__})"
             self.backend = None
             self.source_label.config(text="no model")
             self.set_status(msg, error=True)

@@ -45,7 +45,7 @@ class Settings:
             max_side=_int("DERMALENS_MAX_SIDE", cls.max_side),
             max_batch=_int("DERMALENS_MAX_BATCH", cls.max_batch),
             timeout_s=_int("DERMALENS_TIMEOUT_S", cls.timeout_s),
-            api_key=api_key_from_env(),
+            api_key=at_start_up(api_key_from_env),
             upload_dir=str(Path(os.environ["DERMALENS_UPLOAD_DIR"]).expanduser()) if os.environ.get(
                 "DERMALENS_UPLOAD_DIR", "").strip() else None,  # ~/uploads is the home folder's, as in a shell
             threads=_int("DERMALENS_THREADS", cls.threads),
@@ -66,6 +66,14 @@ class Settings:
         return cls(**{**s.__dict__, **overrides})
 
 
+def at_start_up(read):
+    """read(), where a ValueError stops start-up with its message, as every other setting does."""
+    try:
+        return read()
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
 def _check_runtime() -> None:
     """A misspelt DERMALENS_RUNTIME or _PRECISION stops start-up, as DERMALENS_INFER_MODE does, not every request."""
     from ..inference import runtime as rt
@@ -80,14 +88,14 @@ def _check_runtime() -> None:
 
 def api_key_from_env() -> str | None:
     """DERMALENS_API_KEY as the server uses it (None when unset or empty); every reader of it calls this one.
-
-    HTTP drops whitespace around a header value and browsers send only Latin-1: such a key would match nothing."""
+    ValueError for a key no header can carry: HTTP drops whitespace around a header value and browsers send only
+    Latin-1, so such a key would match nothing."""
     raw = os.environ.get("DERMALENS_API_KEY")
     if not raw:
         return None
     key = raw.strip()  # a secret file's trailing newline
     if not key or not all(" " <= ch <= "~" for ch in key):
-        raise SystemExit("DERMALENS_API_KEY must be printable ASCII (letters, digits, punctuation, inner spaces) "
+        raise ValueError("DERMALENS_API_KEY must be printable ASCII (letters, digits, punctuation, inner spaces) "
                          "to travel in the X-API-Key header; the key set is not (not shown here)")
     return key
 
