@@ -36,7 +36,7 @@ from ..inference.predictor import Predictor
 from ..inference.softmax import decide, softmax
 from ..preprocess import PreprocessSpec
 from ..train.models import BACKBONES, checkpoint_path, model_from_checkpoint
-from ..train.stages import init_chain, stage_record
+from ..train.stages import stage_record, stages_before
 from . import calibrate
 from .metadata_fit import MODEL_TEXT, fit_metadata_model, save_metadata_model, vocabulary
 from .model_card import write_model_card
@@ -51,18 +51,14 @@ def _training_time(ck: dict) -> dict:
     """This run's training time plus that of every earlier stage it started from (`init_from`): recorded in the
     checkpoint by `dermalens train` (so the earlier files may have moved since); checkpoints from before that
     record follow the init_from chain."""
-    this = stage_record(ck)
-    if ck.get("earlier_stages") is not None:
-        stages = [*ck["earlier_stages"], this]
-    else:
-        chain, missing = init_chain(ck["config"].get("init_from"))
-        if missing:
-            raise FileNotFoundError(
-                f"init_from checkpoint {missing} (the earlier stage {ck['config']['out_dir']} started from) is "
-                "missing: the card reports every stage's training time. Put that file back"
-                + (" or run export from the folder that run was trained in" if not Path(missing).is_absolute() else "")
-                + " (runs trained since dermalens records the earlier stages need no earlier file)")
-        stages = [*chain, this]
+    chain, missing = stages_before(ck)
+    if missing:
+        raise FileNotFoundError(
+            f"init_from checkpoint {missing} (the earlier stage {ck['config']['out_dir']} started from) is "
+            "missing: the card reports every stage's training time. Put that file back"
+            + (" or run export from the folder that run was trained in" if not Path(missing).is_absolute() else "")
+            + " (runs trained since dermalens records the earlier stages need no earlier file)")
+    stages = [*chain, stage_record(ck)]
     return {"seconds": round(sum(s["seconds"] for s in stages), 1), "hardware": ck["hardware"], "stages": stages}
 
 

@@ -28,13 +28,18 @@ def init_chain(init_from: str | None) -> tuple[list[dict], str | None]:
     return chain, None
 
 
+def stages_before(ck: dict) -> tuple[list[dict], str | None]:
+    """(the stages a checkpoint's run started from, the first missing file of that chain or None): the ones it
+    recorded, or for a checkpoint from before that record, its init_from chain walked."""
+    recorded = ck.get("earlier_stages")
+    if recorded is not None:
+        return recorded, None
+    return init_chain(ck.get("config", {}).get("init_from"))
+
+
 def earlier_stages(init: dict, init_path: str) -> list[dict] | None:
     """The stages before this run: the init_from checkpoint's own, and its earlier ones. Recorded in this
     run's checkpoints so that export does not need the earlier files (moved, deleted, or named relative
     to another folder). None when an earlier file is already missing (export then says which)."""
-    chain = init.get("earlier_stages")
-    if chain is None:
-        chain, missing = init_chain(init.get("config", {}).get("init_from"))
-        if missing:
-            return None
-    return [*chain, stage_record(init, init_path)]
+    chain, missing = stages_before(init)
+    return None if missing else [*chain, stage_record(init, init_path)]
