@@ -111,16 +111,11 @@ def read_manifest(text: str) -> list[Item]:
 def manifest_patient(text: str, line: int, extra: dict, delimiter: str = ","):
     """The patient details a manifest row carries (age, sex, localization or site), read as
     --metadata reads them; None when it has none."""
-    from ..inference.metadata import MetadataError, PatientMetadata
-    fields = {k.lower(): v for k, v in extra.items() if k.lower() in csvfiles.PATIENT_COLUMNS}
-    if "age" in fields:
-        fields["age"] = csvfiles.decimal_comma(fields["age"], delimiter)
+    from ..inference.metadata import patient_from_row
+    fields = {k: v for k, v in extra.items() if k.lower() in csvfiles.PATIENT_COLUMNS}
     if not fields:
         return None
-    try:
-        meta = PatientMetadata.from_mapping(fields)
-    except MetadataError as e:
-        raise MetadataError(f"{text} line {line}: {e}") from None
+    meta = patient_from_row(fields, delimiter, f"{text} line {line}")
     return meta if meta.present else None
 
 

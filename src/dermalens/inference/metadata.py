@@ -177,7 +177,7 @@ def read_metadata_csv(path: str | Path, warn: Callable[[str], None] | None = Non
     `site` (HAM10000_metadata.csv works as it is), as a spreadsheet saves it (dermalens.csvfiles: UTF-8 or cp1252,
     separated by commas, semicolons or tabs). A bad value is an error naming its line. `warn`: what to do with a
     warning about the file (default: print it on stderr)."""
-    from ..csvfiles import PATIENT_COLUMNS, decimal_comma, read_table
+    from ..csvfiles import PATIENT_COLUMNS, read_table
     path = Path(path)
     if not path.is_file():
         raise MetadataError(f"{path}: metadata file not found")
@@ -187,25 +187,31 @@ def read_metadata_csv(path: str | Path, warn: Callable[[str], None] | None = Non
                                              f"site; found {[c.lower() for c in columns]}{hint}", MetadataError)
     for w in table.warnings:
         (warn or _to_stderr)(w)
-    return _read_metadata_rows(path, table.rows, lambda age: decimal_comma(age, table.delimiter))
+    return _read_metadata_rows(path, table.rows, table.delimiter)
 
 
 def _to_stderr(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _read_metadata_rows(path: Path, rows: list[tuple[int, dict]],
-                        age: Callable[[str], str]) -> dict[str, PatientMetadata]:
+def patient_from_row(row: dict, delimiter: str, where: str) -> PatientMetadata:
+    """A CSV row's patient details (column names in any case; an age with a decimal comma where `;` separates the
+    columns), a bad value an error that starts with `where`."""
+    from ..csvfiles import decimal_comma
+    row = {k.lower(): v for k, v in row.items()}
+    if "age" in row:
+        row["age"] = decimal_comma(row["age"], delimiter)
+    try:
+        return PatientMetadata.from_mapping(row)
+    except MetadataError as e:
+        raise MetadataError(f"{where}: {e}") from None
+
+
+def _read_metadata_rows(path: Path, rows: list[tuple[int, dict]], delimiter: str) -> dict[str, PatientMetadata]:
     out, first_line, named = {}, {}, {}  # named: stem -> the rows' image_ids that carry an extension
     for line, row in rows:  # the file's own line: a blank line counts
-        row = {k.lower(): v for k, v in row.items()}
-        if "age" in row:
-            row["age"] = age(row["age"])
-        try:
-            meta = PatientMetadata.from_mapping(row)
-        except MetadataError as e:
-            raise MetadataError(f"{path} line {line}: {e}") from None
-        image_id = row["image_id"]
+        meta = patient_from_row(row, delimiter, f"{path} line {line}")
+        image_id = next(v for k, v in row.items() if k.lower() == "image_id")
         stem = Path(image_id).stem
         # the same image: this id again, its stem's own row ("x" for "x.jpg"), or named rows of this stem
         same = {image_id, *([stem] if stem != image_id else []), *named.get(image_id, ())}
