@@ -343,6 +343,9 @@ def test_the_previous_check_is_compared_only_when_it_read_the_same_features(tmp_
     card = {"modality": {"threshold": 0.5, "preprocessing": spec, "backbone": {"name": mb.BACKBONE}}}
     np.savez(tmp_path / "gate.npz", mean=np.zeros(8), scale=np.ones(8), W0=np.ones((8, 1)), b0=np.zeros(1))
     assert mb._previous_gate(tmp_path, card, 8)[1] == 0.5
+    older = {"modality": {**card["modality"], "preprocessing": {k: v for k, v in spec.items()
+                                                                 if k != "trim_dark_margins"}}}
+    assert mb._previous_gate(tmp_path, older, 8)[1] == 0.5  # a card written before a later preprocessing key
     assert mb._previous_gate(tmp_path, card, 12) is None  # other stages: other feature count
     other_size = {"modality": {**card["modality"], "preprocessing": {**spec, "input_size": [168, 224]}}}
     assert mb._previous_gate(tmp_path, other_size, 8) is None

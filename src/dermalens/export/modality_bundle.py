@@ -91,7 +91,7 @@ def _previous_gate(bundle: Path, card: dict, n_features: int) -> tuple[dict, flo
     trying stopped the refit after the whole fit."""
     section = card.get("modality")
     if (not section or not (bundle / GATE_WEIGHTS).is_file()
-            or section.get("preprocessing") != PreprocessSpec(input_size=GATE_INPUT).to_dict()
+            or PreprocessSpec.from_dict(section.get("preprocessing") or {}) != PreprocessSpec(input_size=GATE_INPUT)
             or (section.get("backbone") or {}).get("name") != BACKBONE):
         return None
     try:
@@ -159,16 +159,17 @@ def _fit(card: dict, out: Path, items: list, net_spec: PreprocessSpec, cache: Pa
     gate.threshold = threshold
     table = fit.rates(p_item, items, threshold)
     fit.print_rates(table)
-    flagged = {"candidate": float((gate.probability_from_features(composites["check"]) < threshold).mean())}
+    checks = {"candidate": (gate, threshold)}
     previous = _previous_gate(bundle, card, n_features) if bundle else None
     if previous:
-        flagged["before"] = float((ModalityGate(gate.model, gate_spec, previous[0], previous[1])
-                                   .probability_from_features(composites["check"]) < previous[1]).mean())
+        checks["before"] = (ModalityGate(gate.model, gate_spec, previous[0], previous[1]), previous[1])
+    flagged = {k: float((g.probability_from_features(composites["check"]) < t).mean()) for k, (g, t) in checks.items()}
+    passed = {k: float((g.probability_from_features(overlaid["check"]) >= t).mean()) for k, (g, t) in checks.items()}
     print("check composites (screen captures, document figures, collages of check-part dermoscopy) flagged: "
           + ", ".join(f"{k} {v:.1%}" for k, v in flagged.items()))
-    overlaid_passed = float((gate.probability_from_features(overlaid["check"]) >= threshold).mean())
-    print(f"check-part dermoscopy with a device's overlays (scale bars, device text, ruler ticks) passed: "
-          f"{overlaid_passed:.1%}")
+    print("check-part dermoscopy with a device's overlays (scale bars, device text, ruler ticks) passed: "
+          + ", ".join(f"{k} {v:.1%}" for k, v in passed.items()))
+    overlaid_passed = passed["candidate"]
     told = _told_composite(gate, X[plain], owner[plain], items, composites["check"])
     print("of the images refused, told they look like a screenshot, a page or a collage (composite_image): "
           + ", ".join(f"{k} {v:.1%}" for k, v in told.items()))
