@@ -8,8 +8,9 @@ lesion as a round field of skin inside a black frame. Each of `--n` dermoscopic 
 resized into a circle of a share of the frame's short side, black outside, saved as a JPEG (quality 90), in 4:3, 16:9
 and 1:1 frames. Each picture goes through `Predictor.predict`, as `dermalens predict` and the API run it. Printed:
 how many got an answer, and the reasons of the others. `--photos` draws the check parts' phone and clinical photos
-(PAD-UFES-20, SD-198) the same way instead: the other side of the trim, which must not make them pass. A measurement
-of a limit, not a choice.
+(PAD-UFES-20, SD-198) the same way instead: the other side of the trim, which must not make them pass.
+`--count-trimmed` counts, in every part of the five collections as they are, the images whose dark margins the trim
+would cut. A measurement of a limit, not a choice.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from dermalens.data.modality_sets import DERMOSCOPIC, NOT_DERMOSCOPIC, gate_images
 from dermalens.defaults import DEFAULT_DATA, DEFAULT_MODEL, DEFAULT_SPLIT_FILE
 from dermalens.inference import Predictor
+from dermalens.preprocess import dark_margins, load_rgb
 from probe_common import answered
 
 FRAMES = {"4:3": (1600, 1200), "16:9": (1920, 1080), "1:1": (1200, 1200)}
@@ -44,7 +46,15 @@ def main():
     ap.add_argument("--data", default=str(Path(DEFAULT_DATA).parent))
     ap.add_argument("--n", type=int, default=150)
     ap.add_argument("--photos", action="store_true", help="phone and clinical photos instead of dermoscopy")
+    ap.add_argument("--count-trimmed", action="store_true", help="count the collections' images with dark margins")
     a = ap.parse_args()
+    if a.count_trimmed:
+        everything = gate_images(Path(a.data), DEFAULT_SPLIT_FILE)
+        for name in sorted({g.set for g in everything}):
+            mine = [g for g in everything if g.set == name]
+            cut = sum(any(dark_margins(load_rgb(g.path))) for g in mine)
+            print(f"{name}: {cut} of {len(mine)} images have dark margins the trim cuts")
+        return
     kind = NOT_DERMOSCOPIC if a.photos else DERMOSCOPIC
     items = [g for g in gate_images(Path(a.data), DEFAULT_SPLIT_FILE) if g.part == "check" and g.label == kind]
     picked = [items[i] for i in np.random.default_rng(0).permutation(len(items))[:a.n]]
