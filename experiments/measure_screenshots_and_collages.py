@@ -3,8 +3,10 @@
     .venv/bin/python experiments/measure_screenshots_and_collages.py [--model models/dermalens]
 
 Each of the 56 full-size HAM10000 originals (`ham10000_fullres_sample`) is sent as it is and dressed up as a user
-might send it: inside a photo viewer's window, with a caption bar, framed by a white or black border, or tiled with
-other originals into a collage (with and without white gutters). Each picture is saved as a JPEG (quality 90) and
+might send it: inside a photo viewer's window, with a caption bar (white, dark or coloured, over the top of the
+image) or a caption strip below it, framed by a white or black border, or tiled with
+other originals into a collage (side by side, square crops side by side, one above the other, 2x2 with and without
+white gutters, 3x3). Each picture is saved as a JPEG (quality 90) and
 goes through `Predictor.predict`, as `dermalens predict` and the API run it. Printed: how many got an answer and
 the reasons of the others. A measurement of a limit, not a choice: nothing in the bundle depends on it.
 """
@@ -47,12 +49,26 @@ def in_a_viewer(image: Image.Image) -> Image.Image:
     return out
 
 
-def captioned(image: Image.Image) -> Image.Image:
+def captioned(image: Image.Image, fill="white", ink="black") -> Image.Image:
     out = image.copy()
     draw = ImageDraw.Draw(out)
-    draw.rectangle([0, 0, image.width, 40], fill="white")
-    draw.text((5, 5), "Fig. 2a  melanoma in situ", fill="black")
+    draw.rectangle([0, 0, image.width, 40], fill=fill)
+    draw.text((5, 5), "Fig. 2a  melanoma in situ", fill=ink)
     return out
+
+
+def caption_below(image: Image.Image) -> Image.Image:
+    """A figure as a page shows it: the image, then a white strip with the caption under it."""
+    out = Image.new("RGB", (image.width, image.height + image.height // 6), "white")
+    out.paste(image, (0, 0))
+    ImageDraw.Draw(out).text((5, image.height + 8), "Figure 3. Dermoscopy of a pigmented lesion", fill="black")
+    return out
+
+
+def square(image: Image.Image) -> Image.Image:
+    side = min(image.size)
+    left, top = (image.width - side) // 2, (image.height - side) // 2
+    return image.crop((left, top, left + side, top + side))
 
 
 def main():
@@ -72,7 +88,12 @@ def main():
         "with a white caption bar": lambda i: captioned(originals[i]),
         "white border, a quarter of each side": lambda i: framed(originals[i], 0.25, "white"),
         "black border, a quarter of each side": lambda i: framed(originals[i], 0.25, "black"),
+        "with a dark grey caption bar": lambda i: captioned(originals[i], (40, 40, 40), "white"),
+        "with a blue caption bar": lambda i: captioned(originals[i], (30, 80, 160), "white"),
+        "with a white caption strip below the image": lambda i: caption_below(originals[i]),
         "two side by side": lambda i: collage(others(i, 2), 2),
+        "two square crops side by side (2:1)": lambda i: collage([square(o) for o in others(i, 2)], 2),
+        "two one above the other": lambda i: collage(others(i, 2), 1),
         "2x2 collage": lambda i: collage(others(i, 4), 2),
         "2x2 collage, white gutters": lambda i: collage(others(i, 4), 2, 12),
         "3x3 collage": lambda i: collage(others(i, 9), 3),
