@@ -138,6 +138,37 @@ def test_the_configured_pixel_limit_applies_and_a_refusal_says_the_size_and_the_
     assert f"{w * h:,} pixels" in str(e.value) and f"limit {limit:,}" in str(e.value), str(e.value)
     assert "far over" not in str(e.value)
 
+def _flat_jpeg(size, fmt="JPEG") -> bytes:
+    return _bytes(Image.new("RGB", size, (180, 120, 100)), fmt)
+
+
+@pytest.mark.parametrize("size, at_least", [((2000, 1500), 682), ((1365, 1000), 682), ((700, 5000), 341),
+                                            ((6000, 4000), 682), ((600, 450), 682)])
+def test_decoded_size_is_the_size_a_reduced_jpeg_decode_gives(size, at_least):
+    from dermalens.preprocess import decoded_size
+    img = Image.open(io.BytesIO(_flat_jpeg(size)))
+    predicted = decoded_size(img, at_least)
+    img.draft(None, (at_least, at_least))
+    img.load()
+    assert predicted == img.size and min(img.size) >= min(at_least, *size)
+
+
+def test_a_big_jpeg_counts_the_pixels_it_decodes_and_pillows_warning_stays_quiet(monkeypatch):
+    """A phone's 48-108 megapixel JPEG was refused as too large, though a reduced decode reads a few hundred
+    thousand of its pixels; Pillow's decompression-bomb warning was printed above the answer."""
+    import warnings
+    from dermalens.preprocess import open_image
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2_000_000)  # this 3 MP JPEG is over it: Pillow warns
+    jpeg, png = _flat_jpeg((2000, 1500)), _flat_jpeg((2000, 1500), "PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert open_image(jpeg, max_pixels=1_000_000, at_least=682).size == (2000, 1500)  # decoded at 1000x750
+        assert load_rgb(jpeg, max_pixels=1_000_000, at_least=682).size == (1000, 750)
+        for data, at_least in ((jpeg, None), (png, 682)):  # read whole: the limit applies to every pixel
+            with pytest.raises(ImageTooLarge, match=r"2000x1500 = 3,000,000 pixels \(limit 1,000,000\)"):
+                load_rgb(data, max_pixels=1_000_000, at_least=at_least)
+
+
 def test_transparency_is_composited_not_dropped():
     img = Image.new("RGBA", (20, 10), (255, 0, 0, 0))
     img.paste((0, 255, 0, 255), (0, 0, 10, 10))

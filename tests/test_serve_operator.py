@@ -182,6 +182,21 @@ def test_a_pixel_limit_set_above_pillows_own_is_the_one_that_applies(shipped_bun
         assert r.status_code == 413 and "50x50 = 2,500 pixels (limit 1,000)" in r.json()["error"]["message"], r.text
 
 
+def test_a_jpeg_over_the_pixel_limit_is_read_at_reduced_scale_a_png_is_refused(shipped_bundle):
+    """The limit counts the pixels decoded: a JPEG the view reads at reduced scale passes, a PNG is decoded whole."""
+    import io
+
+    from PIL import Image
+    with TestClient(create_app(Settings(model=str(shipped_bundle), max_pixels=1_000_000))) as c:
+        for fmt, status in (("JPEG", 200), ("PNG", 413)):
+            data = io.BytesIO()
+            Image.new("RGB", (2000, 1500), (180, 120, 100)).save(data, fmt)
+            r = c.post("/predict", json={"image": base64.b64encode(data.getvalue()).decode()})
+            assert r.status_code == status, (fmt, r.text)
+            if status == 200:
+                assert (r.json()["image"]["width"], r.json()["image"]["height"]) == (2000, 1500), r.text
+
+
 @pytest.fixture()
 def no_uvicorn(monkeypatch, shipped_bundle):
     """uvicorn.run recorded, not run: what `dermalens serve` would have started, and whether it got that far."""

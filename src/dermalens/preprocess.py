@@ -13,6 +13,7 @@ import io
 import os
 import re
 import struct
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Union
@@ -24,9 +25,11 @@ ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
 RESIZE_POLICIES = ("stretch", "center_crop")
 COLOR_CONSTANCY = (None, "shades_of_gray")
-# Default cap on decoded pixels: far above any dermoscope (~6000x4000) but it stops a
-# 20,000 x 20,000 "decompression bomb" before Pillow allocates it.
+# Default cap on the pixels decoded for one image: far above any dermoscope (~6000x4000) but it stops a
+# 20,000 x 20,000 "decompression bomb" before Pillow allocates it. A JPEG read at reduced scale counts the pixels
+# decoded (decoded_size), so a phone's 48-108 megapixel photo is read.
 DEFAULT_MAX_PIXELS = 40_000_000
+JPEG_FORMATS = ("JPEG", "MPO")  # the formats libjpeg can decode at 1/2, 1/4 or 1/8 scale
 ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
 
 
@@ -114,6 +117,12 @@ class PreprocessSpec:
         return cls(**known)
 
     # ---- the pipeline ---------------------------------------------------------------------
+    @property
+    def decode_at_least(self) -> int:
+        """Both sides a big JPEG is decoded at (at least): twice the input size, so the resize that follows still
+        shrinks at least 2x with its antialiasing filter."""
+        return 2 * max(self.input_size)
+
     def to_uint8(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """Any supported image -> HxWx3 uint8 at input_size (what the training cache stores)."""
         return self.load_view(source, max_pixels)[0]
@@ -121,10 +130,8 @@ class PreprocessSpec:
     def load_view(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, "ViewPart"]:
         """to_uint8's view, and what of the decoded upright image it shows (ViewPart): the size checks and the
         heat-map go by that part."""
-        # Decode big JPEGs at a reduced scale, but never below twice the input size: the resize
-        # that follows then still shrinks at least 2x with its antialiasing filter.
         img = load_rgb(source, max_pixels=max_pixels, background=self.transparent_background,
-                       at_least=2 * max(self.input_size))
+                       at_least=self.decode_at_least)  # a big JPEG decoded at reduced scale
         frame_width, trimmed = img.width, False
         if self.trim_dark_margins:
             img, kept = trim_dark_margins(img)
@@ -290,9 +297,23 @@ def _too_large(name: str | None, size: str, max_pixels: int) -> ImageTooLarge:
                          "use a smaller copy of the image")
 
 
-def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open (lazily) a path, bytes or PIL image, refusing what is not an image or too large (over
-    `max_pixels`, which may be above Pillow's own limit: see _pillow_allows)."""
+def decoded_size(img: Image.Image, at_least: int | None = None) -> tuple[int, int]:
+    """(width, height) that load_rgb(..., at_least) decodes of an opened image: a JPEG not yet decoded is read at
+    1/2, 1/4 or 1/8 scale while both sides stay at least `at_least` (the rule of Pillow's JpegImageFile.draft,
+    which load_rgb calls); anything else, or without `at_least`, whole."""
+    w, h = img.size
+    if not at_least or img.format not in JPEG_FORMATS or len(getattr(img, "tile", ())) != 1 \
+            or getattr(img, "decoderconfig", ()):  # decoded already, or already set to a reduced scale
+        return w, h
+    scale = min(w // at_least, h // at_least)
+    s = next((s for s in (8, 4, 2) if scale >= s), 1)
+    return (w + s - 1) // s, (h + s - 1) // s
+
+
+def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, at_least: int | None = None) -> Image.Image:
+    """Open (lazily) a path, bytes or PIL image, refusing what is not an image or too large: over `max_pixels`
+    (which may be above Pillow's own limit: see _pillow_allows) as it will be decoded, a JPEG at reduced scale
+    where the caller reads it so (`at_least`: decoded_size)."""
     name = None
     _pillow_allows(max_pixels)  # also for an image opened elsewhere: Pillow checks again when it loads (TIFF)
     if isinstance(source, Image.Image):
@@ -315,7 +336,9 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
                 raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
             fp, name = path, str(path)
         try:
-            img = Image.open(fp)
+            with warnings.catch_warnings():  # Pillow's decompression-bomb warning: this function decides below
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(fp)
         except UnidentifiedImageError:
             kind = _other_kind(fp)
             if kind:
@@ -331,7 +354,8 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         if img.format not in SUPPORTED_FORMATS:
             raise UnsupportedImageType(
                 f"{name}: {img.format} images are not supported; use JPEG, PNG, BMP, GIF, WEBP or TIFF")
-    if img.width * img.height > max_pixels:
+    decoded = decoded_size(img, at_least)
+    if decoded[0] * decoded[1] > max_pixels:
         raise _too_large(name, f"{img.width}x{img.height} = {img.width * img.height:,}", max_pixels)
     if img.width < 1 or img.height < 1:
         raise ImageError("image has no pixels")
@@ -379,12 +403,14 @@ def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
     that large: a 12-megapixel dermoscope JPEG preprocesses about 7x faster (`make bench` prints
     both). HAM10000's 200x150 frames are never reduced, so the training pixels do not change.
     """
-    img = open_image(source, max_pixels=max_pixels)
+    img = open_image(source, max_pixels=max_pixels, at_least=at_least)
     try:
         if at_least:
             # A no-op for other formats, small images and images already decoded; a lazily opened
             # JPEG passed in (the API's upload) is decoded reduced, so read its size before.
             img.draft(None, (at_least, at_least))
+            if img.width * img.height > max_pixels:  # decoded_size mirrors draft's rule; never decode past the limit
+                raise _too_large(None, f"{img.width}x{img.height} = {img.width * img.height:,}", max_pixels)
         if img.tell() != 0:  # not n_frames: it walks every page, and a damaged later page would cost the first
             img.seek(0)
         img.load()

@@ -346,7 +346,7 @@ class App:
             return
         from ..preprocess import ImageError, load_rgb, open_image, upright_size
         try:
-            with open_image(path) as meta:  # only its size and format: the file is closed at once
+            with open_image(path, at_least=max(VIEW)) as meta:  # only its size and format: closed at once
                 fmt, size = meta.format, upright_size(meta)
             self.image = load_rgb(path, at_least=max(VIEW))  # only shown, at most VIEW
         except ImageError as e:

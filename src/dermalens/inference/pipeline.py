@@ -18,13 +18,13 @@ from typing import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from ..preprocess import ImageError, open_image
+from ..preprocess import ImageError
 
 
 def decode(predictor, source, read=None) -> tuple[np.ndarray, tuple[int, int]]:
     """One image -> (preprocessed uint8 pixels, the upright (width, height) it shows), as Predictor.predict does.
     `read`: source -> what to open (bytes fetched from a URL); it raises ImageError when it cannot."""
-    return predictor.load_sized(open_image(read(source) if read else source, max_pixels=predictor.max_pixels))
+    return predictor.load_sized(predictor.open_image(read(source) if read else source))
 
 
 def predict_stream(predictor, paths: Iterable, tta: bool = False, explain: bool = False, batch_size: int = 4,

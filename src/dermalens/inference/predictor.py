@@ -259,13 +259,18 @@ class Predictor:
     def load(self, source: ImageSource) -> np.ndarray:
         return self.bundle.spec.to_uint8(source, max_pixels=self.max_pixels)
 
+    def open_image(self, source: ImageSource):
+        """Open an image lazily under this predictor's pixel limit, as its view will decode it (a big JPEG at
+        reduced scale), refusing what is not an image or too large (preprocess.open_image)."""
+        return open_image(source, max_pixels=self.max_pixels, at_least=self.bundle.spec.decode_at_least)
+
     def load_sized(self, img) -> tuple[np.ndarray, ReadSize]:
         """PreprocessSpec.load_sized under this predictor's pixel limit."""
         return self.bundle.spec.load_sized(img, max_pixels=self.max_pixels)
 
     def predict(self, source: ImageSource, tta: bool = False, explain: bool = False,
                 explain_class: int | None = None, metadata: PatientMetadata | None = None) -> Prediction:
-        pixels, size = self.load_sized(open_image(source, max_pixels=self.max_pixels))  # opened once, as the API does
+        pixels, size = self.load_sized(self.open_image(source))  # opened once, as the API does
         return self.predict_pixels(pixels[None], tta=tta, explain=explain,
                                    explain_class=explain_class, sources=[_name(source)], source_sizes=[size],
                                    metadata=None if metadata is None else [metadata])[0]

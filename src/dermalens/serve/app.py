@@ -28,7 +28,7 @@ from .. import DISCLAIMER, __version__
 from ..inference import BundleError, Predictor
 from ..inference import runtime as rt
 from ..inference.metadata import MAX_AGE, SEXES, SITES, UNKNOWN, MetadataError, PatientMetadata, normalise_word
-from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, open_image, upright_size
+from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, upright_size
 from .decode import ApiError, accepted_type, decode_image_string
 from .settings import Settings
 
@@ -233,7 +233,7 @@ class Engine:
     def decode(self, data: bytes):
         s = self.settings
         try:
-            img = open_image(data, max_pixels=s.max_pixels)
+            img = self.require().open_image(data)  # the server's limit: Predictor built with max_pixels
         except ImageTooLarge as e:
             raise ApiError(413, "image_too_large", str(e)) from None
         except UnsupportedImageType as e:
