@@ -71,18 +71,16 @@ def square(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=DEFAULT_MODEL)
-    ap.add_argument("--images", default=str(Path(DEFAULT_DATA).parent / "ham10000_fullres_sample"))
-    a = ap.parse_args()
-    predictor = Predictor(a.model)
-    originals = [Image.open(p).convert("RGB") for p in sorted(Path(a.images).glob("*.jpg"))]
+FULLRES = Path(DEFAULT_DATA).parent / "ham10000_fullres_sample"
+
+
+def kinds(originals: list[Image.Image]) -> dict:
+    """Name -> (index -> the picture made from the index-th original and, for a collage, the ones after it)."""
     n = len(originals)
 
     def others(i, k):
         return [originals[(i + j) % n] for j in range(k)]
-    variants = {
+    return {
         "as it is": lambda i: originals[i],
         "inside a photo viewer's window (1280x800 screenshot)": lambda i: in_a_viewer(originals[i]),
         "with a white caption bar": lambda i: captioned(originals[i]),
@@ -98,6 +96,17 @@ def main():
         "2x2 collage, white gutters": lambda i: collage(others(i, 4), 2, 12),
         "3x3 collage": lambda i: collage(others(i, 9), 3),
     }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=DEFAULT_MODEL)
+    ap.add_argument("--images", default=str(FULLRES))
+    a = ap.parse_args()
+    predictor = Predictor(a.model)
+    originals = [Image.open(p).convert("RGB") for p in sorted(Path(a.images).glob("*.jpg"))]
+    n = len(originals)
+    variants = kinds(originals)
     print(f"{a.model}, {n} originals from {a.images}")
     print("| picture | answered | not assessed because |")
     print("|---|---|---|")
