@@ -518,21 +518,27 @@ def test_several_files_a_link_and_an_empty_file_are_answered_in_words(browser, u
 
 
 def test_a_file_the_browser_cannot_show_gets_no_broken_preview(browser, ui_url, tmp_path):
-    """A HEIC photo named .jpg (an iPhone's, renamed): no broken-image icon, a word that there is no preview,
-    and the server's reason once sent."""
-    heic = tmp_path / "IMG_0001.jpg"
-    heic.write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 2000)
+    """An iPhone's HEIC photo (Chromium cannot show HEIC): no broken-image icon, a word that there is no preview,
+    and the server's answer once sent; a damaged one gets the server's reason."""
+    from conftest import FIXTURES
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(ui_url)
-    page.set_input_files("#file", str(heic))
+    page.set_input_files("#file", str(FIXTURES / "heic" / "ISIC_0024311.heic"))
     page.wait_for_function("document.getElementById('status').textContent.includes('preview')")
-    assert page.inner_text("#status") == ("Ready: IMG_0001.jpg. This browser cannot show a preview of it; the server "
-                                          "may still read it. Press Predict.")
+    assert page.inner_text("#status") == ("Ready: ISIC_0024311.heic. This browser cannot show a preview of it; the "
+                                          "server may still read it. Press Predict.")
     assert not page.is_visible("#preview") and page.is_enabled("#predict")
     page.click("#predict")
+    page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
+    assert page.is_visible("#result")
+    damaged = tmp_path / "IMG_0001.heic"
+    damaged.write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + b"\0" * 2000)
+    page.set_input_files("#file", str(damaged))
+    page.wait_for_function("document.getElementById('status').textContent.includes('preview')")
+    page.click("#predict")
     page.wait_for_selector("#status.error")
-    assert "HEIC/HEIF files are not supported" in page.inner_text("#status")
-    assert page.is_enabled("#predict")
+    assert "cannot read this HEIC/HEIF image" in page.inner_text("#status")
+    assert page.is_enabled("#predict") and not page.is_visible("#result")
 
 
 def test_the_preview_shows_the_image_as_the_model_reads_it(browser, ui_url, tmp_path, in_distribution_lesion):

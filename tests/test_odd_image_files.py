@@ -5,6 +5,7 @@ import base64
 import io
 import struct
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -12,6 +13,7 @@ from conftest import FIXTURES
 from dermalens.preprocess import ImageError, PreprocessSpec, open_image
 
 LESION = FIXTURES / "fullres" / "ISIC_0024311.jpg"
+HEIC = FIXTURES / "heic" / "ISIC_0024311.heic"  # the same picture as an iPhone saves it
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -115,15 +117,15 @@ def test_a_file_name_that_is_not_utf8_keeps_its_row_in_the_table_and_the_csv(shi
     assert "caf\ufffd.jpg" in capsys.readouterr().out
 
 
+DAMAGED_HEIC = struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0" + b"mif1heic" + b"\0" * 64  # a header, no image
 OTHER_KINDS = {  # what people send by mistake that Pillow cannot read: the message names it
-    "HEIC": struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0" + b"mif1heic" + b"\0" * 64,  # an iPhone photo
     "PDF": b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n",
     "SVG": b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>\n',
 }
 
 
 @pytest.mark.parametrize("kind", list(OTHER_KINDS))
-def test_a_heic_pdf_or_svg_is_named_as_unsupported_with_the_types_that_are(kind, client, tmp_path):
+def test_a_pdf_or_svg_is_named_as_unsupported_with_the_types_that_are(kind, client, tmp_path):
     from dermalens.preprocess import UnsupportedImageType
     f = tmp_path / "photo.jpg"  # renamed: the name says nothing
     f.write_bytes(OTHER_KINDS[kind])
@@ -152,12 +154,35 @@ def test_a_declared_type_that_is_no_image_is_still_refused_with_415(client):
 def test_a_folder_says_which_image_files_it_left_out_by_type(tmp_path):
     from dermalens.predict import expand_inputs
     (tmp_path / "lesion.jpg").write_bytes(LESION.read_bytes())
-    (tmp_path / "IMG_0001.HEIC").write_bytes(OTHER_KINDS["HEIC"])  # an iPhone's photos
+    (tmp_path / "IMG_0001.HEIC").write_bytes(HEIC.read_bytes())  # an iPhone's photos: read
+    (tmp_path / "IMG_0002.avif").write_bytes(b"\0\0\0\x1cftypavif")  # not read: said
     (tmp_path / "saved.jfif").write_bytes(LESION.read_bytes())  # a JPEG as some browsers save it: read
     (tmp_path / "notes.txt").write_text("not an image, not worth a word")
     paths, problems = expand_inputs([str(tmp_path)])
-    assert paths == [tmp_path / "lesion.jpg", tmp_path / "saved.jfif"]
-    assert len(problems) == 1 and ".heic" in problems[0] and ".jfif" not in problems[0] and ".txt" not in problems[0]
+    assert paths == [tmp_path / "IMG_0001.HEIC", tmp_path / "lesion.jpg", tmp_path / "saved.jfif"]
+    assert len(problems) == 1 and ".avif" in problems[0] and ".heic" not in problems[0] and ".txt" not in problems[0]
+
+
+def test_an_iphones_heic_photo_is_read_as_its_jpeg_is(client, shipped_bundle):
+    """HEIC, an iPhone camera's format, was refused by name; the same picture as JPEG was answered."""
+    from dermalens.inference import Predictor
+    predictor = Predictor(shipped_bundle)
+    heic, jpeg = predictor.predict(HEIC), predictor.predict(FIXTURES / "fullres" / HEIC.with_suffix(".jpg").name)
+    assert heic.in_distribution and jpeg.in_distribution
+    assert heic.top == jpeg.top and np.abs(np.asarray(heic.probabilities) - jpeg.probabilities).max() < 0.05
+    photo = predictor.predict(FIXTURES / "heic" / "PAT_38_54_234.heic")  # a phone photo sent as the phone saved it
+    assert not photo.in_distribution and "not_dermoscopic" in [r.code for r in photo.ood_reasons]
+    r = client.post("/predict", json={"image": "data:image/heic;base64," + b64(HEIC.read_bytes())})
+    assert r.status_code == 200 and r.json()["image"] == {"width": 600, "height": 450, "format": "HEIF"}, r.text
+    r = client.post("/predict/upload", files={"file": ("IMG_0001.HEIC", HEIC.read_bytes(), "image/heic")})
+    assert r.status_code == 200, r.text
+
+
+def test_a_damaged_heic_says_it_cannot_be_read(client):
+    with pytest.raises(ImageError, match="cannot read this HEIC/HEIF image"):
+        open_image(DAMAGED_HEIC)
+    r = client.post("/predict", json={"image": b64(DAMAGED_HEIC)})
+    assert r.status_code == 400 and "HEIC" in r.json()["error"]["message"], r.text
 
 
 @pytest.mark.parametrize("image", ["https://example.org/lesion.jpg", "C:\\photos\\lesion.JPG", "lesion 1.jpeg", "a.png"])

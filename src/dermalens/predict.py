@@ -23,7 +23,7 @@ from .whole_file import replaced_whole
 
 
 # Image files a folder holds that dermalens does not pick up, said rather than passed over in silence.
-OTHER_IMAGE_SUFFIXES = (".heic", ".heif", ".avif", ".jp2", ".svg", ".dng", ".psd")
+OTHER_IMAGE_SUFFIXES = (".avif", ".jp2", ".svg", ".dng", ".psd")
 
 
 def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
@@ -42,7 +42,7 @@ def gather_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
             files = [f for f in (p.rglob("*") if recursive else p.iterdir()) if f.is_file()]
             found = sorted(f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS)
             other = Counter(f.suffix.lower() for f in files if f.suffix.lower() in OTHER_IMAGE_SUFFIXES)
-            if other:  # an iPhone's .heic photos must not vanish from a folder's results without a word
+            if other:  # a camera's raw .dng files must not vanish from a folder's results without a word
                 problems.append(f"{item}: left out {sum(other.values())} image file(s) of a type not read from a folder ("
                                 + ", ".join(f"{k}: {n}" for k, n in sorted(other.items()))
                                 + "); save them as JPEG or PNG, or name one on its own to try it")

@@ -9,6 +9,7 @@ Numpy and Pillow only: serving must not need PyTorch.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import re
@@ -33,7 +34,12 @@ JPEG_FORMATS = ("JPEG", "MPO")  # the formats libjpeg can decode at 1/2, 1/4 or 
 ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
 
 
-SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+# An iPhone's photos (HEIC): pi-heif, a serving dependency that only decodes, is loaded at the first HEIC file (its
+# libraries cost start-up time); an install without it names HEIC as a type it does not read.
+READS_HEIF = importlib.util.find_spec("pi_heif") is not None
+
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF") + (("HEIF",) if READS_HEIF else ())
+FORMAT_NAMES = "JPEG, PNG, BMP, GIF, WEBP, TIFF or HEIC" if READS_HEIF else "JPEG, PNG, BMP, GIF, WEBP or TIFF"
 # What Pillow's readers raise on damaged data besides OSError (a short PNG header: ValueError; a TIFF page
 # without dimensions: TypeError): each is this file's fault, never a reason to stop the other images.
 DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, EOFError, IndexError, KeyError, struct.error)
@@ -336,15 +342,17 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, at_lea
                 raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
             fp, name = path, str(path)
         try:
-            with warnings.catch_warnings():  # Pillow's decompression-bomb warning: this function decides below
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img = Image.open(fp)
+            img = _open(fp)
         except UnidentifiedImageError:
             kind = _other_kind(fp)
+            if kind == "HEIC/HEIF" and READS_HEIF and _load_heif():
+                return open_image(source, max_pixels, at_least)  # read again, now that Pillow knows HEIC
             if kind:
-                raise UnsupportedImageType(
-                    f"{name}: {kind} files are not supported; use JPEG, PNG, BMP, GIF, WEBP or TIFF") from None
-            raise ImageError(f"{name}: not a recognised image (JPEG, PNG, BMP, GIF, WEBP or TIFF)") from None
+                if kind == "HEIC/HEIF" and READS_HEIF:  # its header says HEIC, libheif could not open it
+                    raise ImageError(f"{name}: cannot read this HEIC/HEIF image (damaged, or a kind libheif "
+                                     "cannot decode)") from None
+                raise UnsupportedImageType(f"{name}: {kind} files are not supported; use {FORMAT_NAMES}") from None
+            raise ImageError(f"{name}: not a recognised image ({FORMAT_NAMES})") from None
         except Image.DecompressionBombError as e:  # over twice Pillow's limit, itself at least max_pixels
             found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow says how many; the sides are not known here
             raise _too_large(name, f"{int(found.group(1)):,}" if found else f"over {2 * Image.MAX_IMAGE_PIXELS:,}",
@@ -353,13 +361,28 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, at_lea
             raise ImageError(f"{name}: cannot read image ({e})") from None
         if img.format not in SUPPORTED_FORMATS:
             raise UnsupportedImageType(
-                f"{name}: {img.format} images are not supported; use JPEG, PNG, BMP, GIF, WEBP or TIFF")
+                f"{name}: {img.format} images are not supported; use {FORMAT_NAMES}")
     decoded = decoded_size(img, at_least)
     if decoded[0] * decoded[1] > max_pixels:
         raise _too_large(name, f"{img.width}x{img.height} = {img.width * img.height:,}", max_pixels)
     if img.width < 1 or img.height < 1:
         raise ImageError("image has no pixels")
     return img
+
+
+def _open(fp) -> Image.Image:
+    with warnings.catch_warnings():  # Pillow's decompression-bomb warning: open_image decides after it
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(fp)
+
+
+def _load_heif() -> bool:
+    """Teach Pillow HEIC (pi-heif's opener) the first time one is met; False when it knew it already."""
+    if "HEIF" in Image.OPEN:
+        return False
+    from pi_heif import register_heif_opener
+    register_heif_opener()
+    return True
 
 
 def _other_kind(fp) -> str | None:

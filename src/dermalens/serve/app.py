@@ -28,7 +28,7 @@ from .. import DISCLAIMER, __version__
 from ..inference import BundleError, Predictor
 from ..inference import runtime as rt
 from ..inference.metadata import MAX_AGE, SEXES, SITES, UNKNOWN, MetadataError, PatientMetadata, normalise_word
-from ..preprocess import ImageError, ImageTooLarge, UnsupportedImageType, upright_size
+from ..preprocess import FORMAT_NAMES, ImageError, ImageTooLarge, UnsupportedImageType, upright_size
 from .decode import ApiError, accepted_type, decode_image_string
 from .settings import Settings
 
@@ -374,7 +374,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctype = (file.content_type or "").split(";")[0].strip().lower()
         if not accepted_type(ctype):
             raise ApiError(415, "unsupported_media_type",
-                           f"file type {ctype!r} is not supported; send JPEG, PNG, BMP, GIF, WEBP or TIFF")
+                           f"file type {ctype!r} is not supported; send {FORMAT_NAMES}")
         data = await file.read()
         if not data:
             raise ApiError(400, "empty_image", "the uploaded file is empty")

@@ -5,14 +5,15 @@ import base64
 import binascii
 import re
 
-from ..preprocess import SUPPORTED_FORMATS
+from ..preprocess import FORMAT_NAMES, SUPPORTED_FORMATS
 
 # data:[type][;name=value]...[;base64], with optional whitespace around each ';', '=' and ',', as some tools
 # write it ("data:image/jpeg; base64,...")
 _DATA_URL = re.compile(r"^data:\s*([\w.+-]+/[\w.+-]+)?\s*((?:;\s*[\w-]+\s*=\s*[\w.-]+\s*)*)(;\s*base64\s*)?,",
                        re.IGNORECASE)
 SUPPORTED_MIME = {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/bmp", "image/x-ms-bmp",
-                  "image/gif", "image/webp", "image/tiff", "image/x-tiff", "application/octet-stream"}
+                  "image/gif", "image/webp", "image/tiff", "image/x-tiff", "image/heic", "image/heif",
+                  "application/octet-stream"}
 
 
 def accepted_type(mime: str) -> bool:
@@ -38,7 +39,7 @@ def decode_image_string(s: str, max_bytes: int) -> bytes:
         mime = (m.group(1) or "").lower()
         if not accepted_type(mime):
             raise ApiError(415, "unsupported_media_type",
-                           f"data URL type {mime!r} is not supported; send JPEG, PNG, BMP, GIF, WEBP or TIFF")
+                           f"data URL type {mime!r} is not supported; send {FORMAT_NAMES}")
         if not m.group(3):
             raise ApiError(400, "invalid_base64", "data URL must be base64-encoded (';base64,')")
         s = s[m.end():]

@@ -48,7 +48,7 @@
     const seq = imageSeq;
     note = note ? note + " " : "";
     if (file.type && !file.type.startsWith("image/")) {
-      setStatus("“" + file.name + "” is not an image. Choose a JPEG, PNG, BMP, GIF, WEBP or TIFF file.", true);
+      setStatus("“" + file.name + "” is not an image. Choose a JPEG, PNG, BMP, GIF, WEBP, TIFF or HEIC file.", true);
       return;
     }
     if (file.size > maxBytes) {
@@ -66,8 +66,8 @@
     reader.onload = () => {
       if (seq !== imageSeq) return;  // another file was taken while this one was read
       dataUrl = reader.result;
-      // A file this browser cannot decode (TIFF in most browsers, HEIC named .jpg, a damaged file) gets no
-      // broken-image icon: the page says there is no preview and still sends it (the server reads TIFF and
+      // A file this browser cannot decode (TIFF and HEIC in most browsers, a damaged file) gets no
+      // broken-image icon: the page says there is no preview and still sends it (the server reads TIFF and HEIC and
       // names what it cannot read).
       preview.onerror = () => {
         if (seq !== imageSeq) return;
@@ -302,7 +302,7 @@
       404: "this server has no prediction service at this address.",
       408: "sending the image took too long. Try again.",
       413: "the image is too large for this server. Choose a smaller image or a smaller copy of it.",
-      415: "the server does not accept this kind of file. Choose a JPEG, PNG, BMP, GIF, WEBP or TIFF image.",
+      415: "the server does not accept this kind of file. Choose a JPEG, PNG, BMP, GIF, WEBP, TIFF or HEIC image.",
       429: "the server is busy. Press Predict again in a moment.",
       500: "the server failed while handling this image. Try again; if it fails again, tell whoever runs it.",
       502: "the server is not available at the moment (bad gateway). Try again in a moment.",
