@@ -178,6 +178,55 @@ def test_an_iphones_heic_photo_is_read_as_its_jpeg_is(client, shipped_bundle):
     assert r.status_code == 200, r.text
 
 
+def test_a_heic_first_met_by_several_threads_at_once_is_read_by_each(monkeypatch):
+    """Pillow learns HEIC at the first one met: a thread that failed before another taught it read a good photo as
+    damaged."""
+    import threading
+
+    import dermalens.preprocess as pre
+    Image.init()  # every other plugin registered first: registered while the copies below stand, it would be lost
+    monkeypatch.setattr(Image, "OPEN", {k: v for k, v in Image.OPEN.items() if k != "HEIF"})  # not yet known
+    monkeypatch.setattr(Image, "ID", [k for k in Image.ID if k != "HEIF"])
+    slow = threading.Event()
+    other_kind = pre._other_kind
+
+    def late(fp):  # the first thread looks at the header only after the second has taught Pillow HEIC
+        if threading.current_thread().name == "first":
+            slow.wait(5)
+        return other_kind(fp)
+    monkeypatch.setattr(pre, "_other_kind", late)
+    sizes = {}
+
+    def read(name):
+        sizes[name] = open_image(HEIC.read_bytes()).size
+        slow.set()
+    threads = [threading.Thread(target=read, args=(n,), name=n) for n in ("first", "second")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert sizes == {"first": (600, 450), "second": (600, 450)}
+
+
+def test_a_progressive_jpeg_counts_every_pixel_a_baseline_one_its_reduced_decode():
+    """libjpeg holds every coefficient of a progressive JPEG whatever the scale it decodes at."""
+    from dermalens.preprocess import ImageTooLarge, load_rgb
+    img = Image.new("RGB", (2000, 1500), (180, 120, 100))
+    assert load_rgb(encode(img, "JPEG"), max_pixels=1_000_000, at_least=682).size == (1000, 750)
+    with pytest.raises(ImageTooLarge):
+        open_image(encode(img, "JPEG", progressive=True), max_pixels=1_000_000, at_least=682)
+
+
+def test_a_heic_holding_several_images_is_read_at_its_primary_one():
+    """A HEIC opens at its primary image, which need not be the first: the first was decoded (a blue frame here),
+    past the size the pixel limit had checked."""
+    from dermalens.preprocess import load_rgb
+    path = FIXTURES / "heic" / "two_images_primary_second.heic"
+    img = load_rgb(path, max_pixels=100_000)  # the first image is 160x120 blue, the primary the 300x225 lesion
+    r, g, b = np.asarray(img, float).mean(axis=(0, 1))
+    assert img.size == (300, 225) and r > b
+
+
 def test_a_damaged_heic_says_it_cannot_be_read(client):
     with pytest.raises(ImageError, match="cannot read this HEIC/HEIF image"):
         open_image(DAMAGED_HEIC)

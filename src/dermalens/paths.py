@@ -32,14 +32,14 @@ def cannot_write_in(folder: str | Path) -> str | None:
 def image_argument(path: str | Path, flag: str = "--image") -> tuple[int, int]:
     """The (width, height) of the image file a benchmark is given with `flag`, read from its header before any
     server starts or any timing begins: SystemExit with one message per mistake (missing, a folder, no image)."""
-    from PIL import Image
+    from .preprocess import ImageError, open_image
     p = Path(path)
     if not p.exists():
         raise SystemExit(f"error: {flag} {path}: not found")
     if p.is_dir():
         raise SystemExit(f"error: {flag} {path}: is a folder; give an image file")
     try:
-        with Image.open(p) as im:
+        with open_image(p) as im:  # every format the server reads (HEIC too), under its default pixel limit
             return im.size
-    except (OSError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
+    except ImageError as e:
         raise SystemExit(f"error: {flag} {path}: cannot be read as an image ({e})") from None

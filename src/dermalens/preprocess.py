@@ -14,6 +14,7 @@ import io
 import os
 import re
 import struct
+import threading
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ RESIZE_POLICIES = ("stretch", "center_crop")
 COLOR_CONSTANCY = (None, "shades_of_gray")
 # Default cap on the pixels decoded for one image: far above any dermoscope (~6000x4000) but it stops a
 # 20,000 x 20,000 "decompression bomb" before Pillow allocates it. A JPEG read at reduced scale counts the pixels
-# decoded (decoded_size), so a phone's 48-108 megapixel photo is read.
+# decoded (decoded_size), so a phone's 48-108 megapixel JPEG is read.
 DEFAULT_MAX_PIXELS = 40_000_000
 JPEG_FORMATS = ("JPEG", "MPO")  # the formats libjpeg can decode at 1/2, 1/4 or 1/8 scale
 ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
@@ -311,6 +312,8 @@ def decoded_size(img: Image.Image, at_least: int | None = None) -> tuple[int, in
     if not at_least or img.format not in JPEG_FORMATS or len(getattr(img, "tile", ())) != 1 \
             or getattr(img, "decoderconfig", ()):  # decoded already, or already set to a reduced scale
         return w, h
+    if img.info.get("progressive") or img.info.get("progression"):  # libjpeg holds every coefficient of the image
+        return w, h
     scale = min(w // at_least, h // at_least)
     s = next((s for s in (8, 4, 2) if scale >= s), 1)
     return (w + s - 1) // s, (h + s - 1) // s
@@ -342,11 +345,15 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, at_lea
                 raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
             fp, name = path, str(path)
         try:
-            img = _open(fp)
+            try:
+                img = _open(fp)
+            except UnidentifiedImageError:
+                if not (READS_HEIF and _other_kind(fp) == "HEIC/HEIF"):
+                    raise
+                _load_heif()  # then once more, now that Pillow knows HEIC (another thread may have taught it)
+                img = _open(io.BytesIO(fp.getvalue()) if isinstance(fp, io.BytesIO) else fp)
         except UnidentifiedImageError:
             kind = _other_kind(fp)
-            if kind == "HEIC/HEIF" and READS_HEIF and _load_heif():
-                return open_image(source, max_pixels, at_least)  # read again, now that Pillow knows HEIC
             if kind:
                 if kind == "HEIC/HEIF" and READS_HEIF:  # its header says HEIC, libheif could not open it
                     raise ImageError(f"{name}: cannot read this HEIC/HEIF image (damaged, or a kind libheif "
@@ -376,13 +383,15 @@ def _open(fp) -> Image.Image:
         return Image.open(fp)
 
 
-def _load_heif() -> bool:
-    """Teach Pillow HEIC (pi-heif's opener) the first time one is met; False when it knew it already."""
-    if "HEIF" in Image.OPEN:
-        return False
-    from pi_heif import register_heif_opener
-    register_heif_opener()
-    return True
+_HEIF_LOCK = threading.Lock()
+
+
+def _load_heif() -> None:
+    """Teach Pillow HEIC (pi-heif's opener) the first time one is met, once whichever thread meets it first."""
+    with _HEIF_LOCK:
+        if "HEIF" not in Image.OPEN:
+            from pi_heif import register_heif_opener
+            register_heif_opener()
 
 
 def _other_kind(fp) -> str | None:
@@ -434,7 +443,9 @@ def load_rgb(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS,
             img.draft(None, (at_least, at_least))
             if img.width * img.height > max_pixels:  # decoded_size mirrors draft's rule; never decode past the limit
                 raise _too_large(None, f"{img.width}x{img.height} = {img.width * img.height:,}", max_pixels)
-        if img.tell() != 0:  # not n_frames: it walks every page, and a damaged later page would cost the first
+        # The first frame of an animation or a multi-page file; a HEIF opens at its primary image, which open_image
+        # checked and which need not be image 0. Not n_frames: it walks every page, and a damaged one would cost all.
+        if img.tell() != 0 and img.format != "HEIF":
             img.seek(0)
         img.load()
         depth = _integer_depth(img)  # from the file's header, which the turned copy below no longer has
