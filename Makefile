@@ -70,7 +70,8 @@ train: $(VENV)/.train
 
 # Bundle 3.4: 2.3.0's network (first: it sets the view, the OOD features and Grad-CAM) and Lite0 1.1.0's, plus the
 # patient-metadata model (docs/model-3.0.md) as 3.0.0, then its image-type and composite checks (fit-gate, which names
-# the version), the dark-margin trim, which measures the checks again as served (docs/history.md has each step's bundle).
+# the version), the dark-margin trim, which measures the checks again as served, and the blank check's threshold
+# from the fit parts (docs/history.md has each step's bundle).
 # `make train` rebuilds the first into runs/. It writes into $(EXPORT_OUT), never over the shipped bundle: compare, then replace models/dermalens.
 EXPORT_OUT ?= build/dermalens
 # the Lite2 run `make train` writes when there is one, else the committed checkpoint of the shipped bundle
@@ -78,8 +79,9 @@ LITE2_RUN ?= $(if $(wildcard runs/lite2_224x300_distill_cpu/best.pt),runs/lite2_
 export: $(VENV)/.train
 	@echo "export: the Lite2 member from $(LITE2_RUN) (LITE2_RUN=... to choose)"
 	$(VENV)/bin/dermalens export $(LITE2_RUN) checkpoints/lite0_168x224_stage2 --out $(EXPORT_OUT) --force --name dermalens --version 3.0.0 --input-size 256x341 --center-fraction 0.9 --no-test-extras
-	$(VENV)/bin/dermalens fit-gate --model $(EXPORT_OUT) --version 3.4.0 --changes "image-type and composite checks (3.1), their own reasons (3.1.1), layout checks (3.2), dark-margin trim (3.3), dermoscopy with a device's overlays among the composite check's positives (3.4)"
+	$(VENV)/bin/dermalens fit-gate --model $(EXPORT_OUT) --version 3.4.1 --changes "image-type and composite checks (3.1), their own reasons (3.1.1), layout checks (3.2), dark-margin trim (3.3), dermoscopy with a device's overlays among the composite check's positives (3.4), the blank check's threshold from the fit parts (3.4.1)"
 	$(VENV)/bin/python -m dermalens.export.dark_margins --model $(EXPORT_OUT)
+	$(VENV)/bin/python -m dermalens.export.blank_rule --model $(EXPORT_OUT)
 
 evaluate: $(VENV)/.serve
 	$(VENV)/bin/dermalens evaluate --model $(MODEL) --split test

@@ -117,7 +117,7 @@ def test_a_captioned_figure_and_two_images_side_by_side_get_no_answer(predictor)
         assert p.to_dict()["prediction"] is None
 
 
-@pytest.mark.parametrize("module", ["layout_checks", "dark_margins"])
+@pytest.mark.parametrize("module", ["layout_checks", "dark_margins", "blank_rule"])
 def test_the_card_steps_refuse_a_missing_bundle_and_a_bad_version_by_name(module, tmp_path, capsys):
     import importlib
     main = importlib.import_module(f"dermalens.export.{module}").main

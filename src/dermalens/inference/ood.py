@@ -20,6 +20,7 @@ import numpy as np
 # JPEG, well under 1); the least colourful of the 10,015 HAM10000 images scores 6.0 and 99.9 % score above
 # 11.6 as bundle 2.3.0 preprocesses them (5.2 and 11.2 on whole frames; `.venv/bin/python
 # experiments/decide_min_chroma.py`), so 2.0 turns away grey pictures and no dermoscopic image.
+# min_std: a first guess, set for each bundle from the fit parts' dermoscopy by export.blank_rule (a step of make export).
 EXPOSURE_RULES = {"min_mean": 20.0, "max_mean": 235.0, "min_std": 6.0, "min_chroma": 2.0}
 
 # Shortest side, in pixels of the image as sent, below which no assessment is given: the smallest size at
@@ -50,10 +51,19 @@ COMPOSITE_IMAGE = Reason("composite_image", "This looks like a screenshot, a fig
 UNLIKE_TRAINING = Reason("unlike_training", "image features are unlike the dermoscopic training images")
 
 
+def luminance(pixels: np.ndarray) -> np.ndarray:
+    return pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def luminance_std(pixels: np.ndarray) -> float:
+    """What the blank check compares with `min_std` (export.blank_rule sets it from this)."""
+    return float(luminance(pixels).std())
+
+
 def exposure_reasons(pixels: np.ndarray, rules: dict = EXPOSURE_RULES) -> list[str]:
     """Reasons an HxWx3 uint8 image is unusable by its exposure or colour alone. `min_chroma` is not
     applied when `rules` lacks it (the card of a bundle exported before the rule existed)."""
-    lum = pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    lum = luminance(pixels)
     reasons = []
     if lum.mean() < rules["min_mean"]:
         reasons.append(Reason("too_dark", "image is too dark (under-exposed)"))
