@@ -155,12 +155,25 @@ def test_a_folder_says_which_image_files_it_left_out_by_type(tmp_path):
     from dermalens.predict import expand_inputs
     (tmp_path / "lesion.jpg").write_bytes(LESION.read_bytes())
     (tmp_path / "IMG_0001.HEIC").write_bytes(HEIC.read_bytes())  # an iPhone's photos: read
-    (tmp_path / "IMG_0002.avif").write_bytes(b"\0\0\0\x1cftypavif")  # not read: said
+    (tmp_path / "IMG_0002.dng").write_bytes(b"II*\0")  # a camera's raw file, not read: said
     (tmp_path / "saved.jfif").write_bytes(LESION.read_bytes())  # a JPEG as some browsers save it: read
     (tmp_path / "notes.txt").write_text("not an image, not worth a word")
     paths, problems = expand_inputs([str(tmp_path)])
     assert paths == [tmp_path / "IMG_0001.HEIC", tmp_path / "lesion.jpg", tmp_path / "saved.jfif"]
-    assert len(problems) == 1 and ".avif" in problems[0] and ".heic" not in problems[0] and ".txt" not in problems[0]
+    assert len(problems) == 1 and ".dng" in problems[0] and ".heic" not in problems[0] and ".txt" not in problems[0]
+
+
+def test_an_avif_photo_is_read_as_its_jpeg_is(client, shipped_bundle):
+    """AVIF (some phones and most web pages save it) was left out of folders and refused by name."""
+    from dermalens.inference import Predictor
+    from dermalens.predict import expand_inputs
+    predictor = Predictor(shipped_bundle)
+    avif = encode(Image.open(LESION).convert("RGB"), "AVIF", quality=80)
+    a, j = predictor.predict(avif), predictor.predict(LESION)
+    assert a.in_distribution and a.top == j.top and np.abs(np.asarray(a.probabilities) - j.probabilities).max() < 0.05
+    r = client.post("/predict", json={"image": "data:image/avif;base64," + b64(avif)})
+    assert r.status_code == 200 and r.json()["image"]["format"] == "AVIF", r.text
+    assert "AVIF" in client.post("/predict", json={"image": b64(b"%PDF-1.4\n")}).json()["error"]["message"]
 
 
 def test_an_iphones_heic_photo_is_read_as_its_jpeg_is(client, shipped_bundle):

@@ -23,7 +23,7 @@ from .whole_file import replaced_whole
 
 
 # Image files a folder holds that dermalens does not pick up, said rather than passed over in silence.
-OTHER_IMAGE_SUFFIXES = (".avif", ".jp2", ".svg", ".dng", ".psd")
+OTHER_IMAGE_SUFFIXES = (".jp2", ".svg", ".dng", ".psd")
 
 
 def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path], list[str]]:

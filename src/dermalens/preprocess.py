@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NamedTuple, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
@@ -38,9 +38,12 @@ ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
 # An iPhone's photos (HEIC): pi-heif, a serving dependency that only decodes, is loaded at the first HEIC file (its
 # libraries cost start-up time); an install without it names HEIC as a type it does not read.
 READS_HEIF = importlib.util.find_spec("pi_heif") is not None
+READS_AVIF = features.check("avif")  # Pillow's own AVIF reader (libavif, in its wheels since 11.3)
 
-SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF") + (("HEIF",) if READS_HEIF else ())
-FORMAT_NAMES = "JPEG, PNG, BMP, GIF, WEBP, TIFF or HEIC" if READS_HEIF else "JPEG, PNG, BMP, GIF, WEBP or TIFF"
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "GIF", "WEBP", "TIFF") + (("HEIF",) if READS_HEIF else ()) \
+    + (("AVIF",) if READS_AVIF else ())
+_NAMES = ["JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"] + ["HEIC"] * READS_HEIF + ["AVIF"] * READS_AVIF
+FORMAT_NAMES = ", ".join(_NAMES[:-1]) + " or " + _NAMES[-1]  # what a refusal says dermalens reads
 # What Pillow's readers raise on damaged data besides OSError (a short PNG header: ValueError; a TIFF page
 # without dimensions: TypeError): each is this file's fault, never a reason to stop the other images.
 DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, EOFError, IndexError, KeyError, struct.error)

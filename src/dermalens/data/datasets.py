@@ -16,7 +16,8 @@ from .. import csvfiles
 from ..csvfiles import PATIENT_COLUMNS
 from ..classes import CLASSES, CODES
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif",
+                    ".avif")
 HAM_METADATA = "HAM10000_metadata.csv"
 HAM_IMAGE_DIRS = ("images", "HAM10000_images_part_1", "HAM10000_images_part_2", "HAM10000_images")
 

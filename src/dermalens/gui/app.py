@@ -24,7 +24,8 @@ from ..serve.settings import api_key_from_env
 from .backend import BackendError, LocalBackend, RemoteBackend
 from .batch import batch_items, export_csv, metrics_text, missing_text, run_batch
 
-FILETYPES = [("Images", "*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff *.heic *.heif"), ("All files", "*")]
+FILETYPES = [("Images", "*.jpg *.jpeg *.png *.bmp *.gif *.webp *.tif *.tiff *.heic *.heif *.avif"),
+             ("All files", "*")]
 VIEW = (460, 345)  # the image preview at its largest (4:3, as dermoscopic images are)
 VIEW_MIN = (320, 240)  # and at its smallest, in a narrow window
 BAR = (100, 260, 200)  # a probability bar's shortest, longest, and the length the preview leaves room for

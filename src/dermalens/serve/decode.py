@@ -12,7 +12,7 @@ from ..preprocess import FORMAT_NAMES, SUPPORTED_FORMATS
 _DATA_URL = re.compile(r"^data:\s*([\w.+-]+/[\w.+-]+)?\s*((?:;\s*[\w-]+\s*=\s*[\w.-]+\s*)*)(;\s*base64\s*)?,",
                        re.IGNORECASE)
 SUPPORTED_MIME = {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/bmp", "image/x-ms-bmp",
-                  "image/gif", "image/webp", "image/tiff", "image/x-tiff", "image/heic", "image/heif",
+                  "image/gif", "image/webp", "image/tiff", "image/x-tiff", "image/heic", "image/heif", "image/avif",
                   "application/octet-stream"}
 
 

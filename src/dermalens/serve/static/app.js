@@ -48,7 +48,7 @@
     const seq = imageSeq;
     note = note ? note + " " : "";
     if (file.type && !file.type.startsWith("image/")) {
-      setStatus("“" + file.name + "” is not an image. Choose a JPEG, PNG, BMP, GIF, WEBP, TIFF or HEIC file.", true);
+      setStatus("“" + file.name + "” is not an image. Choose a JPEG, PNG, BMP, GIF, WEBP, TIFF, HEIC or AVIF file.", true);
       return;
     }
     if (file.size > maxBytes) {
@@ -302,7 +302,7 @@
       404: "this server has no prediction service at this address.",
       408: "sending the image took too long. Try again.",
       413: "the image is too large for this server. Choose a smaller image or a smaller copy of it.",
-      415: "the server does not accept this kind of file. Choose a JPEG, PNG, BMP, GIF, WEBP, TIFF or HEIC image.",
+      415: "the server does not accept this kind of file. Choose a JPEG, PNG, BMP, GIF, WEBP, TIFF, HEIC or AVIF image.",
       429: "the server is busy. Press Predict again in a moment.",
       500: "the server failed while handling this image. Try again; if it fails again, tell whoever runs it.",
       502: "the server is not available at the moment (bad gateway). Try again in a moment.",
