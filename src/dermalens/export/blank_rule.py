@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..data.modality_sets import DERMOSCOPIC, gate_images
+from ..data.modality_sets import DERMOSCOPIC
 from ..inference.bundle import read_card
 from ..inference.ood import luminance_std
 from .card_fields import with_changelog
-from .layout_checks import card_step_main
+from .layout_checks import card_step_inputs, card_step_main
 from .model_card import save_card
-from .target import parse_version
 
 COMMAND = "python -m dermalens.export.blank_rule --model <bundle> --version <new version>"
 BLANK_CHANGES = ("the blank check's threshold (min_std) is set from the fit parts' dermoscopy, so small pale lesions "
@@ -49,13 +48,7 @@ def blank_rule_into(bundle: Path, data: Path, split_file: Path, version: str | N
     from ..evaluate.ood_eval import bundle_ood_set
     from ..inference import Predictor
     bundle = Path(bundle)
-    if version is not None:
-        parse_version(version)
-    card = read_card(bundle)
-    items = gate_images(Path(data), Path(split_file))
-    missing = [str(it.path) for it in items if not it.path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{data}: {len(missing)} image(s) its labels name are missing, such as {missing[0]}")
+    card, items = card_step_inputs(bundle, data, split_file, version)
     predictor = Predictor(bundle)
 
     def std(it):  # of the view as served, what exposure_reasons reads

@@ -73,13 +73,7 @@ def layout_checks_into(bundle: Path, data: Path, split_file: Path, version: str 
     """Write the rules and their figures on the bundle's own views; `version` None keeps the card's version
     (a command that changes those views measures them again)."""
     bundle = Path(bundle)
-    if version is not None:
-        parse_version(version)
-    card = read_card(bundle)
-    items = gate_images(Path(data), Path(split_file))
-    missing = [str(it.path) for it in items if not it.path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{data}: {len(missing)} image(s) its labels name are missing, such as {missing[0]}")
+    card, items = card_step_inputs(bundle, data, split_file, version)
     spec = PreprocessSpec.from_dict(card["preprocessing"])
     rows = measure(items, spec, LAYOUT_RULES) + [composite_row(items, spec, LAYOUT_RULES)]
     print_rows(rows)
@@ -96,6 +90,19 @@ def layout_checks_into(bundle: Path, data: Path, split_file: Path, version: str 
                                        dt.date.today().isoformat())  # this step's day, not the export's
     save_card(bundle, card)
     return card
+
+
+def card_step_inputs(bundle: Path, data: Path, split_file: Path, version: str | None) -> tuple[dict, list]:
+    """What a step that writes into a bundle's card from the five collections reads, checked before any work: the
+    new version's form, the card, and every image of the collections (none missing)."""
+    if version is not None:
+        parse_version(version)
+    card = read_card(Path(bundle))
+    items = gate_images(Path(data), Path(split_file))
+    missing = [str(it.path) for it in items if not it.path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{data}: {len(missing)} image(s) its labels name are missing, such as {missing[0]}")
+    return card, items
 
 
 def card_step_main(doc: str, into, argv=None) -> int:
