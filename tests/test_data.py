@@ -212,6 +212,10 @@ def test_a_listed_file_name_that_differs_from_the_one_on_disk_only_in_its_extens
     with pytest.raises(DatasetError, match=r"1 image\(s\) listed but not found \(ISIC_3.tif\).*"
                                            r"ISIC_3.tif: there are ISIC_3.jpg and ISIC_3.png"):
         load_labelled_folder(tmp_path / "labels.csv", tmp_path)
+    # a bare ISIC_3 (an iPhone's IMG_1.heic beside its IMG_1.jpg copy): the .jpg was read without a word
+    (tmp_path / "labels.csv").write_text("image_id,dx\nISIC_1,nv\nISIC_3,mel\n")
+    with pytest.raises(DatasetError, match=r"ISIC_3: there are ISIC_3.jpg and ISIC_3.png"):
+        load_labelled_folder(tmp_path / "labels.csv", tmp_path)
 
 
 def test_images_in_the_folder_that_the_labels_do_not_list_are_counted_in_a_warning(tmp_path):

@@ -109,13 +109,19 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> _Table:
 
 
 def _index_images(folders: list[Path]) -> dict[str, Path]:
-    """image id (file stem) and file name -> path, over every image in the folders."""
+    """file name and image id (file stem) -> path, over every image in the folders. A stem that two file names share
+    (IMG_1.heic and its copy IMG_1.jpg) is no image id: which file a bare IMG_1 means cannot be guessed, so _build
+    names both (a file of one name in two folders is the first folder's, as always)."""
     index: dict[str, Path] = {}
+    by_stem: dict[str, dict[str, Path]] = {}
     for folder in folders:
         for p in sorted(folder.iterdir()):
             if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-                index.setdefault(p.stem, p)
                 index.setdefault(p.name, p)
+                by_stem.setdefault(p.stem, {}).setdefault(p.name, p)
+    for stem, files in by_stem.items():
+        if len(files) == 1:
+            index.setdefault(stem, next(iter(files.values())))
     return index
 
 
