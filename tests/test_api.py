@@ -298,6 +298,10 @@ def test_model_says_how_large_an_image_the_server_takes_and_that_size_fits(tiny_
         r = httpx.post(url + "/predict", json={"image": b64(image + b"\0" * 2000)})
         message = r.json()["error"]["message"]
         assert r.status_code == 413 and "0.2 MB" in message and "DERMALENS_MAX_BODY_BYTES" in message
+        assert "base64" in message
+        r = httpx.post(url + "/predict/upload", files={"file": ("big.jpg", image + b"\0" * 60000, "image/jpeg")})
+        message = r.json()["error"]["message"]  # an upload is not base64: its file may be nearly the whole limit
+        assert r.status_code == 413 and "base64" not in message and "image file of at most 0.2 MB" in message, message
 
 
 def test_a_chunked_body_over_the_limit_gets_413_not_a_vague_400(tiny_bundle):

@@ -305,7 +305,19 @@ def _classified_once(app, errors, folder, labels_csv):
     pump(app.root, lambda: str(app.start_button.cget("state")) != "disabled")
     assert len(errors) == n and len(app.tree.get_children()) == 2
     assert app.batch_result.metrics["n"] == 2
-    assert "counted once" in app.metrics_box.get("1.0", "end") and "counted once" in app.status.cget("text")
+    assert "counted once" in app.metrics_box.get("1.0", "end") and "note(s) in the panel" in app.status.cget("text")
+
+
+def test_a_folder_batch_says_which_files_it_left_out_by_type(tmp_path):
+    """A camera's raw .dng in the folder: `dermalens predict` names it, the batch view dropped it without a word."""
+    from dermalens.gui.batch import batch_items
+    from conftest import FIXTURES
+    (tmp_path / "lesion.jpg").write_bytes((FIXTURES / "fullres" / "ISIC_0024311.jpg").read_bytes())
+    (tmp_path / "IMG_0001.heic").write_bytes((FIXTURES / "heic" / "ISIC_0024311.heic").read_bytes())
+    (tmp_path / "RAW_0001.dng").write_bytes(b"II*\0")
+    items = batch_items(tmp_path, None)
+    assert [p.name for p, *_ in items] == ["IMG_0001.heic", "lesion.jpg"]
+    assert len(items.notes) == 1 and ".dng: 1" in items.notes[0], items.notes
 
 def test_one_image_id_on_two_rows(app_factory, shipped_bundle, tmp_path):
     """The same image_id on two rows (docs/cli.md: counted once when the labels agree, refused naming both

@@ -26,6 +26,17 @@ from .whole_file import replaced_whole
 OTHER_IMAGE_SUFFIXES = (".jp2", ".svg", ".dng", ".psd")
 
 
+def left_out_note(folder, files) -> str | None:
+    """'FOLDER: left out 2 image file(s) of a type not read from a folder (.dng: 2); ...' for the files of a folder
+    of image types dermalens does not read (OTHER_IMAGE_SUFFIXES); None when there are none."""
+    other = Counter(f.suffix.lower() for f in files if f.suffix.lower() in OTHER_IMAGE_SUFFIXES)
+    if not other:
+        return None
+    return (f"{folder}: left out {sum(other.values())} image file(s) of a type not read from a folder ("
+            + ", ".join(f"{k}: {n}" for k, n in sorted(other.items()))
+            + "); save them as JPEG or PNG, or name one on its own to try it")
+
+
 def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
     """(image paths in a stable order, problems such as patterns that matched nothing)."""
     paths, problems, _ = gather_inputs(inputs, recursive)
@@ -41,11 +52,9 @@ def gather_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
         if _is_dir(p):
             files = [f for f in (p.rglob("*") if recursive else p.iterdir()) if f.is_file()]
             found = sorted(f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS)
-            other = Counter(f.suffix.lower() for f in files if f.suffix.lower() in OTHER_IMAGE_SUFFIXES)
+            other = left_out_note(item, files)
             if other:  # a camera's raw .dng files must not vanish from a folder's results without a word
-                problems.append(f"{item}: left out {sum(other.values())} image file(s) of a type not read from a folder ("
-                                + ", ".join(f"{k}: {n}" for k, n in sorted(other.items()))
-                                + "); save them as JPEG or PNG, or name one on its own to try it")
+                problems.append(other)
             overlays = [f for f in found if f.name.endswith(OVERLAY_SUFFIX)]
             if overlays:  # a heat-map over a lesion still looks like dermoscopy to the image-type check
                 problems.append(f"{item}: left out {len(overlays)} Grad-CAM overlay(s) written by --explain "

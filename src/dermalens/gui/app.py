@@ -523,8 +523,8 @@ class App:
         status = f"batch {state}: {len(res.rows)} classified, {len(res.errors)} skipped"
         if res.missing:
             status += "; " + missing_text(res.missing, Path(self.batch_labels or "").name)
-        if res.notes:
-            status += f"; {len(res.notes)} image(s) listed twice, counted once (see the panel)"
+        if res.notes:  # images left out or listed twice, the labels' warnings: each in the panel
+            status += f"; {len(res.notes)} note(s) in the panel"
         self.set_status(status)
         self.batch_result = res
 

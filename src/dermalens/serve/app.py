@@ -119,11 +119,15 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, scope, receive, send):
+        ctype = next((v for k, v in scope.get("headers", []) if k == b"content-type"), b"").lower()
+        if ctype.startswith(b"multipart/"):  # an upload carries the file's own bytes
+            advice = f"send an image file of at most {(self.max_bytes - 1024) / 1e6:.1f} MB"
+        else:
+            advice = (f"an image sent as base64 grows by a third, so send one of at most "
+                      f"{image_bytes(self.max_bytes) / 1e6:.1f} MB")
         resp = error_response(413, "payload_too_large",
                               f"the request is larger than this server accepts ({self.max_bytes / 1e6:.1f} MB, "
-                              f"{self.max_bytes:,} bytes: DERMALENS_MAX_BODY_BYTES); an image sent as base64 grows by "
-                              f"a third, so send one of at most {image_bytes(self.max_bytes) / 1e6:.1f} MB, or a "
-                              "smaller copy of it")
+                              f"{self.max_bytes:,} bytes: DERMALENS_MAX_BODY_BYTES); {advice}, or a smaller copy of it")
         await resp(scope, receive, send)
 
 
