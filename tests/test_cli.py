@@ -48,6 +48,18 @@ def test_predict_skips_a_bad_file_and_predicts_the_rest(tiny_bundle, tmp_path, c
     assert "not a medical device" in captured.out
 
 
+def test_the_pixel_limit_setting_reaches_predict_and_a_bad_one_is_named(tiny_bundle, tmp_path, monkeypatch, capsys):
+    """DERMALENS_MAX_PIXELS was read by the server only: dermalens predict kept 40 M whatever it said."""
+    image = tmp_path / "lesion.png"  # a PNG is decoded whole (a JPEG this size would be read at reduced scale)
+    Image.open(FIXTURES / "fullres" / "ISIC_0024311.jpg").save(image)
+    monkeypatch.setenv("DERMALENS_MAX_PIXELS", "100000")
+    assert main(["predict", str(image), "--model", str(tiny_bundle)]) == 2
+    assert "600x450 = 270,000 pixels (limit 100,000)" in capsys.readouterr().err
+    monkeypatch.setenv("DERMALENS_MAX_PIXELS", "lots")
+    assert main(["predict", str(image), "--model", str(tiny_bundle)]) == 2
+    assert "DERMALENS_MAX_PIXELS must be a whole number of pixels" in capsys.readouterr().err
+
+
 def test_predict_with_nothing_usable_fails(tiny_bundle, tmp_path, capsys):
     assert main(["predict", str(tmp_path / "nothing-*.jpg"), "--model", str(tiny_bundle)]) == 2
     assert "pattern matched no file" in capsys.readouterr().err

@@ -31,6 +31,7 @@ COLOR_CONSTANCY = (None, "shades_of_gray")
 # 20,000 x 20,000 "decompression bomb" before Pillow allocates it. A JPEG read at reduced scale counts the pixels
 # decoded (decoded_size), so a phone's 48-108 megapixel JPEG is read.
 DEFAULT_MAX_PIXELS = 40_000_000
+MAX_PIXELS_VARIABLE = "DERMALENS_MAX_PIXELS"
 JPEG_FORMATS = ("JPEG", "MPO")  # the formats libjpeg can decode at 1/2, 1/4 or 1/8 scale
 ORIENTATION = 0x0112  # the EXIF tag of how the camera was held
 
@@ -305,6 +306,22 @@ def _pillow_allows(max_pixels: int) -> None:
 def _too_large(name: str | None, size: str, max_pixels: int) -> ImageTooLarge:
     return ImageTooLarge(f"{name + ': ' if name else ''}image too large: {size} pixels (limit {max_pixels:,}); "
                          "use a smaller copy of the image")
+
+
+def max_pixels_setting() -> int:
+    """The pixel limit a user set (DERMALENS_MAX_PIXELS, read by the server, dermalens predict and evaluate, the
+    desktop app and Dask workers alike), else DEFAULT_MAX_PIXELS; ValueError naming the variable when it is no
+    positive whole number."""
+    raw = os.environ.get(MAX_PIXELS_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{MAX_PIXELS_VARIABLE} must be a whole number of pixels, such as 60000000; got {raw!r}")
+    return value
 
 
 def decoded_size(img: Image.Image, at_least: int | None = None) -> tuple[int, int]:

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 from .. import DISCLAIMER
-from ..preprocess import DEFAULT_MAX_PIXELS, ImageError, ImageSource, ReadSize, open_image
+from ..preprocess import ImageError, ImageSource, ReadSize, max_pixels_setting, open_image
 from .bundle import Bundle, load_bundle
 from .gradcam import gradcam, overlay, to_png
 from .metadata import PatientMetadata
@@ -135,14 +135,15 @@ def _tta_views(x: np.ndarray) -> np.ndarray:
 
 class Predictor:
     def __init__(self, bundle: str | Path | Bundle, threads: int | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "latency", runtime: str | None = None,
+                 max_pixels: int | None = None, mode: str = "latency", runtime: str | None = None,
                  precision: str | None = None, share_cores: bool = True):
         """`mode`, `runtime`, `precision`: how the graphs are compiled (inference.runtime.compile); `threads`,
         `share_cores`: how they use the cores (load_bundle; share_cores=False for evaluation, which runs the
-        graphs one after another: the classifiers over a split, then the check)."""
+        graphs one after another: the classifiers over a split, then the check). `max_pixels`: pixels decoded per
+        image at most; None: DERMALENS_MAX_PIXELS where set (the server's setting, for every tool), else 40 M."""
+        self.max_pixels = max_pixels_setting() if max_pixels is None else max_pixels  # a bad setting before the load
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(
             bundle, threads=threads, mode=mode, runtime=runtime, precision=precision, share_cores=share_cores)
-        self.max_pixels = max_pixels
         b = self.bundle
         self.model_info = {"name": b.card["name"], "version": b.card["version"],
                            "backbone": b.card.get("backbone", {}).get("name"),
