@@ -175,7 +175,7 @@ def test_one_lesion_has_no_interval():
     assert all("CI" not in v for _, v in _summary_rows(m))
 
 
-def test_the_report_says_how_many_images_a_user_would_get_no_answer_for(shipped_bundle, tmp_path):
+def test_the_report_says_how_many_images_a_user_would_get_no_answer_for(shipped_bundle, tmp_path, capsys):
     """Before: the report gave only 'passes the OOD gate'; that phone photos in a user's set are refused by the
     image-type check, and what share of the set the app would assess at all (metrics.json assessed_rate), was
     nowhere in it, while every figure counts those images."""
@@ -195,6 +195,8 @@ def test_the_report_says_how_many_images_a_user_would_get_no_answer_for(shipped_
     refused = round((1 - m["assessed_rate"]) * m["n"])
     assert f"{refused} of the {m['n']} images would not be assessed" in html
     assert "not dermoscopic" in html
+    out = capsys.readouterr().out  # the terminal says it too: the desktop app's batch figures leave them out
+    assert f"not assessed: {refused} of the {m['n']} images would not be assessed" in out, out
 
 
 def test_a_bad_labels_csv_or_metadata_is_refused_before_the_model_is_loaded(tmp_path, capsys):

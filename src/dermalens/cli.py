@@ -299,7 +299,7 @@ def _whose(labels_file: str | None) -> str:
 def cmd_evaluate(a):
     from .data import ImagesMissing, load_dataset, load_ham10000, select_split, split_sha256
     from .evaluate.metrics import undefined_figures
-    from .evaluate.report import check_report_folder, write_report
+    from .evaluate.report import check_report_folder, not_assessed_text, write_report
     from .evaluate.run import evaluate_records
     from .inference import Predictor
     if a.record_in_card and a.labels:
@@ -379,6 +379,8 @@ def cmd_evaluate(a):
                    ("image only", "with metadata"))
     for reason in undefined_figures(m):
         print(f"n/a: {reason}")
+    if not_assessed_text(m):  # the desktop app's batch view scores the assessed ones only: say why they differ
+        print(f"not assessed: {not_assessed_text(m)} (the desktop app's batch figures leave them out)")
     _print_subgroups(m)
     if a.record_in_card:
         from .evaluate.precision import record_in_card

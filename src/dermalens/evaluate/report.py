@@ -162,19 +162,23 @@ def left_out_section(m: dict) -> str:
             f"above:</p><ul>{items}</ul>")
 
 
-def not_assessed_note(m: dict) -> str:
+def not_assessed_text(m: dict) -> str:
     """How many images the app would give no answer for (a check refused them), and which checks: every figure
-    above still counts them, so a set of phone photos or other clinics' images is judged on images the app
-    would turn away."""
+    still counts them, so a set of phone photos or other clinics' images is judged on images the app would turn
+    away. The report and the terminal say it in these words ('' when every image is assessed)."""
     rate = m.get("assessed_rate")
     if rate is None or rate >= 1:
         return ""
     n = m["n"]
     why = ", ".join(f"{code.replace('_', ' ')} {round(share * n)}"
                     for code, share in (m.get("refused_by") or {}).items())
-    return (f'<p class="warn">{round((1 - rate) * n)} of the {n} images would not be assessed by dermalens (a user '
-            f"gets no answer for them){f' (refused as: {html.escape(why)})' if why else ''}; the figures above "
-            "include them.</p>")
+    return (f"{round((1 - rate) * n)} of the {n} images would not be assessed by dermalens (a user gets no answer "
+            f"for them){f' (refused as: {why})' if why else ''}; the figures include them")
+
+
+def not_assessed_note(m: dict) -> str:
+    text = not_assessed_text(m)
+    return f'<p class="warn">{html.escape(text)}.</p>' if text else ""
 
 
 def _write_text(path: Path, text: str) -> None:
