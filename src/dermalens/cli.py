@@ -379,8 +379,9 @@ def cmd_evaluate(a):
                    ("image only", "with metadata"))
     for reason in undefined_figures(m):
         print(f"n/a: {reason}")
-    if not_assessed_text(m):  # the desktop app's batch view scores the assessed ones only: say why they differ
-        print(f"not assessed: {not_assessed_text(m)} (the desktop app's batch figures leave them out)")
+    refused = not_assessed_text(m)
+    if refused:  # the desktop app's batch view scores the assessed ones only: say why they differ
+        print(f"not assessed: {refused} (the desktop app's batch figures leave them out)")
     _print_subgroups(m)
     if a.record_in_card:
         from .evaluate.precision import record_in_card

@@ -26,13 +26,13 @@ from .whole_file import replaced_whole
 OTHER_IMAGE_SUFFIXES = (".jp2", ".svg", ".dng", ".psd")
 
 
-def left_out_note(folder, files) -> str | None:
-    """'FOLDER: left out 2 image file(s) of a type not read from a folder (.dng: 2); ...' for the files of a folder
-    of image types dermalens does not read (OTHER_IMAGE_SUFFIXES); None when there are none."""
+def left_out_note(files) -> str | None:
+    """'left out 2 image file(s) of a type not read from a folder (.dng: 2); ...' for a folder's files of image
+    types dermalens does not read (OTHER_IMAGE_SUFFIXES); None when there are none."""
     other = Counter(f.suffix.lower() for f in files if f.suffix.lower() in OTHER_IMAGE_SUFFIXES)
     if not other:
         return None
-    return (f"{folder}: left out {sum(other.values())} image file(s) of a type not read from a folder ("
+    return (f"left out {sum(other.values())} image file(s) of a type not read from a folder ("
             + ", ".join(f"{k}: {n}" for k, n in sorted(other.items()))
             + "); save them as JPEG or PNG, or name one on its own to try it")
 
@@ -52,9 +52,9 @@ def gather_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
         if _is_dir(p):
             files = [f for f in (p.rglob("*") if recursive else p.iterdir()) if f.is_file()]
             found = sorted(f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS)
-            other = left_out_note(item, files)
+            other = left_out_note(files)
             if other:  # a camera's raw .dng files must not vanish from a folder's results without a word
-                problems.append(other)
+                problems.append(f"{item}: {other}")
             overlays = [f for f in found if f.name.endswith(OVERLAY_SUFFIX)]
             if overlays:  # a heat-map over a lesion still looks like dermoscopy to the image-type check
                 problems.append(f"{item}: left out {len(overlays)} Grad-CAM overlay(s) written by --explain "

@@ -316,7 +316,7 @@ def max_pixels_setting() -> int:
     if not raw:
         return DEFAULT_MAX_PIXELS
     try:
-        value = int(raw.replace("_", ""))
+        value = int(raw)
     except ValueError:
         value = 0
     if value < 1:

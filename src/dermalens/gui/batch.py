@@ -74,11 +74,11 @@ def batch_items(folder: str | Path, labels_csv: str | Path | None) -> BatchItems
         return _labelled_items(folder, Path(labels_csv))
     from ..predict import left_out_note
     paths = list_images(folder)
-    other = left_out_note(folder, [p for p in folder.iterdir() if p.is_file()])  # said, as dermalens predict says it
+    other = left_out_note([p for p in folder.iterdir() if p.is_file()])  # said, as dermalens predict says it
     if not paths:
         raise BackendError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)}){_subfolder_hint(folder)}"
-                           + (f"; {other.split(': ', 1)[1]}" if other else ""))
-    return BatchItems([(p, None, p.name, None) for p in paths], notes=[other] if other else [])
+                           + (f"; {other}" if other else ""))
+    return BatchItems([(p, None, p.name, None) for p in paths], notes=[f"{folder}: {other}"] if other else [])
 
 
 def _unreadable(labels_csv: Path, e: Exception) -> BackendError:
