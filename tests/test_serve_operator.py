@@ -236,3 +236,14 @@ def test_a_host_that_cannot_be_served_on_is_named_before_the_model_is_loaded(no_
     assert no_uvicorn == []  # none of them got to uvicorn, which loads the model before it binds
     assert main(["serve", "--host", "127.0.0.1", "--port", str(port)]) == 0
     assert [(k["host"], k["port"]) for k in no_uvicorn] == [("127.0.0.1", port)]
+
+
+@pytest.mark.parametrize("raw", ["lots", "0", "-5"])
+def test_the_server_reads_the_pixel_limit_as_every_other_tool_does(monkeypatch, raw):
+    """One reader (preprocess.max_pixels_setting) for the server, CLI, desktop app and Dask workers: the same
+    value is refused everywhere with the same words, and a good one is the server's limit."""
+    monkeypatch.setenv("DERMALENS_MAX_PIXELS", raw)
+    with pytest.raises(SystemExit, match="DERMALENS_MAX_PIXELS must be a whole number of pixels"):
+        Settings.from_env()
+    monkeypatch.setenv("DERMALENS_MAX_PIXELS", " 60000000 ")
+    assert Settings.from_env().max_pixels == 60_000_000

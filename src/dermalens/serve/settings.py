@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..defaults import DEFAULT_MODEL
 from ..paths import cannot_write_in
+from ..preprocess import DEFAULT_MAX_PIXELS, max_pixels_setting
 
 
 def _int(name: str, default: int) -> int:
@@ -26,7 +27,7 @@ def _int(name: str, default: int) -> int:
 class Settings:
     model: str = DEFAULT_MODEL
     max_body_bytes: int = 15 * 1024 * 1024  # a 10 MB image is ~13.4 MB as base64
-    max_pixels: int = 40_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
     max_side: int = 12_000
     max_batch: int = 16
     timeout_s: int = 30
@@ -41,7 +42,7 @@ class Settings:
         s = cls(
             model=os.environ.get("DERMALENS_MODEL", cls.model),
             max_body_bytes=_int("DERMALENS_MAX_BODY_BYTES", cls.max_body_bytes),
-            max_pixels=_int("DERMALENS_MAX_PIXELS", cls.max_pixels),
+            max_pixels=at_start_up(max_pixels_setting),  # the same reader as the CLI, desktop app and Dask workers
             max_side=_int("DERMALENS_MAX_SIDE", cls.max_side),
             max_batch=_int("DERMALENS_MAX_BATCH", cls.max_batch),
             timeout_s=_int("DERMALENS_TIMEOUT_S", cls.timeout_s),
@@ -54,9 +55,8 @@ class Settings:
         )
         if s.infer_mode not in ("latency", "throughput"):
             raise SystemExit(f"DERMALENS_INFER_MODE must be latency or throughput, got {s.infer_mode!r}")
-        for name, value, least in (("MAX_BODY_BYTES", s.max_body_bytes, 1), ("MAX_PIXELS", s.max_pixels, 1),
-                                   ("MAX_SIDE", s.max_side, 1), ("MAX_BATCH", s.max_batch, 1),
-                                   ("TIMEOUT_S", s.timeout_s, 1), ("MAX_QUEUE", s.max_queue, 1),
+        for name, value, least in (("MAX_BODY_BYTES", s.max_body_bytes, 1), ("MAX_SIDE", s.max_side, 1),
+                                   ("MAX_BATCH", s.max_batch, 1), ("TIMEOUT_S", s.timeout_s, 1), ("MAX_QUEUE", s.max_queue, 1),
                                    ("THREADS", s.threads, 0)):
             if value < least:
                 raise SystemExit(f"DERMALENS_{name} must be at least {least}, got {value}")
