@@ -142,7 +142,7 @@ def test_outputs_that_would_replace_an_input_or_fail_late_are_refused_first(tiny
     assert images[0].read_bytes() == before and sorted(folder.iterdir()) == images  # nothing written
 
 
-def test_overlays_of_images_with_the_same_name_do_not_replace_each_other(tiny_bundle, tmp_path):
+def test_overlays_of_images_with_the_same_name_do_not_replace_each_other(tiny_bundle, tmp_path, capsys):
     from dermalens.predict import overlay_names
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
@@ -156,6 +156,13 @@ def test_overlays_of_images_with_the_same_name_do_not_replace_each_other(tiny_bu
     assert main(["predict", *map(str, paths), "--model", str(tiny_bundle), "--explain", str(cams), "--csv", str(out)]) == 0
     rows = list(csv.DictReader(open(out)))
     assert len(list(cams.iterdir())) == 3 and sorted(r["gradcam"] for r in rows) == sorted(map(str, cams.iterdir()))
+    # the printed table says which overlay is whose too, not only --csv / --json
+    table = capsys.readouterr().out.splitlines()
+    assert "heat-map" in next(line for line in table if line.startswith("file"))
+    for r in rows:  # a long path is shown by its end
+        line = next(line for line in table if r["file"][-20:] + " " in line)
+        assert line.endswith("  " + os.path.basename(r["gradcam"])), line
+    assert f"heat-maps (Grad-CAM) written to {cams}" in table
 
 
 def test_overlays_in_a_folder_are_not_read_as_lesions(tiny_bundle, tmp_path, capsys):

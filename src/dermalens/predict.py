@@ -318,17 +318,26 @@ def _print_table(rows: list[dict]) -> None:
         return
     print("class? = uncertain (top probability below 50 %); risk 'indeterminate' = not assessed; "
           "meta = patient details used")
+    # with --explain, each row names its own overlay: inputs that share a stem get numbered ones
+    heat = [Path(r["gradcam"]).name if r.get("gradcam") else "-" for r in rows] if "gradcam" in rows[0] else None
     width = min(48, max(len(r["file"]) for r in rows))
-    print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  {'meta':4s}  risk")
-    for r in rows:
+    risks = [r["risk"] + ("" if r["in_distribution"] else " (see below)") for r in rows]
+    risk_width = max(map(len, risks + ["risk"]))
+    print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  {'meta':4s}  "
+          + (f"{'risk':{risk_width}s}  heat-map" if heat else "risk"))
+    for i, r in enumerate(rows):
         name = _shown(r["file"]) if len(r["file"]) <= width else "..." + _shown(r["file"])[-(width - 3):]
-        risk = r["risk"] + ("" if r["in_distribution"] else " (see below)")
+        risk = risks[i]
         meta = "yes" if r.get("metadata_used") else "no"
         if r["in_distribution"]:
             cls = r["prediction"] + ("?" if r["confidence"] < 0.5 else "")  # ?: no class reaches 50 %
-            print(f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {meta:4s}  {risk}")
+            line = f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {meta:4s}  "
         else:
-            print(f"{name:{width}s}  {'-':6s} {'-':>5s}  {'-':>6s}  {meta:4s}  {risk}")
+            line = f"{name:{width}s}  {'-':6s} {'-':>5s}  {'-':>6s}  {meta:4s}  "
+        print(line + (f"{risk:{risk_width}s}  {_shown(heat[i])}" if heat else risk))
+    overlays = [r["gradcam"] for r in rows if r.get("gradcam")]
+    if overlays:
+        print(f"\nheat-maps (Grad-CAM) written to {_shown(str(Path(overlays[0]).parent))}")
     flagged = [r for r in rows if not r["in_distribution"]]
     if flagged:
         print("\nnot assessed:")
