@@ -269,3 +269,44 @@ def test_an_unexpected_failure_on_one_batch_image_keeps_the_others(client, monke
     assert r.status_code == 200, r.text
     first, second = r.json()["results"]
     assert first["success"] is True and second["error"]["code"] == "internal_error" and second["index"] == 1
+
+
+def damaged_avif() -> bytes:
+    """An AVIF whose second half is zeros: Pillow's AVIF reader opens it and raises RuntimeError when it decodes."""
+    data = encode(Image.open(LESION).convert("RGB"), "AVIF", quality=80)
+    return data[:len(data) // 2] + bytes(len(data) - len(data) // 2)
+
+
+def test_a_damaged_avif_is_an_image_error_and_costs_no_other_image(client, shipped_bundle, tmp_path, capsys):
+    """Its RuntimeError stopped a whole `dermalens predict` run (no table, no CSV, no JSON) and was a 500 in the API."""
+    import json
+    from dermalens.cli import main
+    with pytest.raises(ImageError, match="cannot decode image"):
+        PreprocessSpec().to_uint8(damaged_avif())
+    (tmp_path / "damaged.avif").write_bytes(damaged_avif())
+    out = tmp_path / "out.json"
+    assert main(["predict", str(tmp_path / "damaged.avif"), str(LESION), "--model", str(shipped_bundle),
+                 "--json", str(out)]) == 1
+    body = json.loads(out.read_text())
+    assert [r["file"] for r in body["results"]] == [str(LESION)] and len(body["errors"]) == 1
+    r = client.post("/predict", json={"image": b64(damaged_avif())})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image", r.text
+
+
+def test_a_cut_off_avif_says_it_cannot_be_read_as_avif():
+    data = encode(Image.open(LESION).convert("RGB"), "AVIF", quality=80)
+    with pytest.raises(ImageError, match="cannot read this AVIF image"):
+        open_image(data[:len(data) // 2])
+
+
+def test_a_jpeg_beyond_pillows_open_limit_is_still_read_at_reduced_scale(monkeypatch):
+    """A 200 MP camera's baseline JPEG was refused when Pillow opened it (over twice Image.MAX_IMAGE_PIXELS), before
+    the reduced-scale rule could apply; other files over that limit stay refused, a JPEG with its sides named."""
+    from dermalens.preprocess import ImageTooLarge, load_rgb
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # refused when opened above 2 M, as 179 M is above 358 M
+    img = Image.new("RGB", (2000, 1500), (180, 120, 100))
+    assert load_rgb(encode(img, "JPEG"), max_pixels=1_000_000, at_least=682).size == (1000, 750)
+    with pytest.raises(ImageTooLarge, match="2000x1500"):
+        open_image(encode(img, "JPEG", progressive=True), max_pixels=1_000_000, at_least=682)
+    with pytest.raises(ImageTooLarge):
+        open_image(encode(img, "PNG"), max_pixels=1_000_000, at_least=682)

@@ -47,7 +47,9 @@ _NAMES = ["JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF"] + ["HEIC"] * READS_HEIF +
 FORMAT_NAMES = ", ".join(_NAMES[:-1]) + " or " + _NAMES[-1]  # what a refusal says dermalens reads
 # What Pillow's readers raise on damaged data besides OSError (a short PNG header: ValueError; a TIFF page
 # without dimensions: TypeError): each is this file's fault, never a reason to stop the other images.
-DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, EOFError, IndexError, KeyError, struct.error)
+# Pillow's AVIF reader raises RuntimeError on damaged colour planes.
+DECODE_ERRORS = (OSError, ValueError, TypeError, SyntaxError, EOFError, IndexError, KeyError, struct.error,
+                 RuntimeError)
 
 
 class ImageError(ValueError):
@@ -378,12 +380,17 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, at_lea
                 if kind == "HEIC/HEIF" and READS_HEIF:  # its header says HEIC, libheif could not open it
                     raise ImageError(f"{name}: cannot read this HEIC/HEIF image (damaged, or a kind libheif "
                                      "cannot decode)") from None
+                if kind == "AVIF" and READS_AVIF:
+                    raise ImageError(f"{name}: cannot read this AVIF image (damaged, or a kind libavif cannot "
+                                     "decode)") from None
                 raise UnsupportedImageType(f"{name}: {kind} files are not supported; use {FORMAT_NAMES}") from None
             raise ImageError(f"{name}: not a recognised image ({FORMAT_NAMES})") from None
         except Image.DecompressionBombError as e:  # over twice Pillow's limit, itself at least max_pixels
-            found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow says how many; the sides are not known here
-            raise _too_large(name, f"{int(found.group(1)):,}" if found else f"over {2 * Image.MAX_IMAGE_PIXELS:,}",
-                             max_pixels) from None
+            img = _huge_jpeg(fp)  # a 200 MP camera's JPEG may still be decoded small enough: decided below
+            if img is None:
+                found = re.search(r"\((\d+) pixels\)", str(e))  # Pillow says how many; not the sides
+                raise _too_large(name, f"{int(found.group(1)):,}" if found else f"over {2 * Image.MAX_IMAGE_PIXELS:,}",
+                                 max_pixels) from None
         except DECODE_ERRORS as e:
             raise ImageError(f"{name}: cannot read image ({e})") from None
         if img.format not in SUPPORTED_FORMATS:
@@ -395,6 +402,23 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, at_lea
     if img.width < 1 or img.height < 1:
         raise ImageError("image has no pixels")
     return img
+
+
+def _huge_jpeg(fp) -> Image.Image | None:
+    """A JPEG over Pillow's open-time limit, opened lazily without that check (open_image then applies its own,
+    to the reduced-scale decode); None for any other kind of file."""
+    from PIL import JpegImagePlugin
+    try:
+        if isinstance(fp, io.BytesIO):
+            fp.seek(0)
+            head = fp.read(3)
+            fp.seek(0)
+        else:
+            with open(fp, "rb") as f:
+                head = f.read(3)
+        return JpegImagePlugin.JpegImageFile(fp) if head == b"\xff\xd8\xff" else None
+    except DECODE_ERRORS:
+        return None
 
 
 def _open(fp) -> Image.Image:
@@ -427,6 +451,8 @@ def _other_kind(fp) -> str | None:
         return None
     if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
         return "HEIC/HEIF"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):
+        return "AVIF"
     if head.startswith(b"%PDF"):
         return "PDF"
     return "SVG" if b"<svg" in head.lower() else None
