@@ -165,6 +165,37 @@ def test_overlays_of_images_with_the_same_name_do_not_replace_each_other(tiny_bu
     assert f"heat-maps (Grad-CAM) written to {cams}" in table
 
 
+def test_an_input_name_near_the_systems_limit_still_gets_its_overlay(tiny_bundle, tmp_path):
+    """A legal 252-character name plus `_gradcam.png` was too long to write: the run stopped after all the work
+    with no table, CSV or JSON."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    src = sorted((MINI / "images").iterdir())[0]
+    shutil.copy(src, folder / "a.jpg")
+    shutil.copy(src, folder / ("z" * 248 + ".jpg"))
+    shutil.copy(src, folder / ("z" * 248 + ".png"))  # cut to the same stem: numbered, not replaced
+    out, cams = tmp_path / "r.csv", tmp_path / "cams"
+    assert main(["predict", str(folder), "--model", str(tiny_bundle), "--explain", str(cams), "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 3 and len({r["gradcam"] for r in rows}) == 3
+    assert all(os.path.isfile(r["gradcam"]) and len(os.path.basename(r["gradcam"])) <= 255 for r in rows)
+
+
+def test_an_overlay_that_cannot_be_written_costs_only_itself(tiny_bundle, tmp_path, monkeypatch, capsys):
+    import errno
+    import pathlib
+
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+    src = sorted((MINI / "images").iterdir())[0]
+    out = tmp_path / "r.csv"
+    assert main(["predict", str(src), "--model", str(tiny_bundle), "--explain", str(tmp_path / "cams"),
+                 "--csv", str(out)]) == 0
+    assert [r["gradcam"] for r in csv.DictReader(open(out))] == [""]
+    assert "heat-map not written (No space left on device)" in capsys.readouterr().err
+
+
 def test_overlays_in_a_folder_are_not_read_as_lesions(tiny_bundle, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -168,7 +169,11 @@ def predict_files(predictor, paths, tta: bool = False, explain_dir: Path | None 
         if explain_dir is not None:  # no heat-map of an image that is not assessed, as in the API and web page
             overlay = explain_dir / overlays[path] if p.in_distribution else None
             if overlay is not None:
-                overlay.write_bytes(p.overlay_png())
+                try:
+                    overlay.write_bytes(p.overlay_png())
+                except OSError as e:  # a full disk: this heat-map is lost, not the run's table, CSV and JSON
+                    print(f"warning: {overlay}: heat-map not written ({e.strerror or e})", file=sys.stderr)
+                    overlay = None
             row["gradcam"] = None if overlay is None else str(overlay)
         rows.append(_with_extra(row, extra))
     return rows, errors
@@ -185,13 +190,23 @@ def overlay_names(paths: list[Path], explain_dir: Path | None = None) -> dict:
     names = {}
     for p in paths:
         stem, n = Path(p).stem, 1
-        name = f"{stem}{OVERLAY_SUFFIX}"
+        name = _within_name_limit(stem, OVERLAY_SUFFIX)
         while name in taken:
             n += 1
-            name = f"{stem}_{n}{OVERLAY_SUFFIX}"
+            name = _within_name_limit(stem, f"_{n}{OVERLAY_SUFFIX}")
         taken.add(name)
         names[p] = name
     return names
+
+
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+
+
+def _within_name_limit(stem: str, tail: str) -> str:
+    """stem + tail, the stem cut short where a legal input name plus the overlay suffix would be too long to write."""
+    while len(os.fsencode(stem + tail)) > NAME_MAX and stem:
+        stem = stem[:-1]
+    return stem + tail
 
 
 def check_outputs(inputs: list[str], paths: list[Path], csv_path: str | None, json_path: str | None,
