@@ -158,9 +158,11 @@ def test_overlays_of_images_with_the_same_name_do_not_replace_each_other(tiny_bu
     assert len(list(cams.iterdir())) == 3 and sorted(r["gradcam"] for r in rows) == sorted(map(str, cams.iterdir()))
     # the printed table says which overlay is whose too, not only --csv / --json
     table = capsys.readouterr().out.splitlines()
-    assert "heat-map" in next(line for line in table if line.startswith("file"))
-    for r in rows:  # a long path is shown by its end
-        line = next(line for line in table if r["file"][-20:] + " " in line)
+    assert "heat-map" in next(line for line in table if line.startswith("file "))
+    # long paths are shown from the folder they share, which is named above the table
+    assert f"files under {tmp_path}" in table
+    for r in rows:
+        line = next(line for line in table if line.startswith(os.path.relpath(r["file"], tmp_path) + " "))
         assert line.endswith("  " + os.path.basename(r["gradcam"])), line
     assert f"heat-maps (Grad-CAM) written to {cams}" in table
 
@@ -194,6 +196,21 @@ def test_an_overlay_that_cannot_be_written_costs_only_itself(tiny_bundle, tmp_pa
                  "--csv", str(out)]) == 0
     assert [r["gradcam"] for r in csv.DictReader(open(out))] == [""]
     assert "heat-map not written (No space left on device)" in capsys.readouterr().err
+
+
+def test_the_table_tells_apart_files_whose_long_names_differ_only_in_their_folder(tiny_bundle, tmp_path, capsys):
+    """Paths cut from the left to the column's width lost the folder: two patients' files read as the same row."""
+    name = "dermoscopy_left_forearm_lesion_follow_up_visit_3.jpg"
+    src = sorted((MINI / "images").iterdir())[0]
+    for patient in ("patient_A", "patient_B"):
+        (tmp_path / patient).mkdir()
+        shutil.copy(src, tmp_path / patient / name)
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "patient_A"), str(tmp_path / "patient_B"), "--model", str(tiny_bundle)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    rows = [line for line in table if line.startswith("patient_")]
+    assert [r[:9] for r in rows] == ["patient_A", "patient_B"] and all(len(r.split()[0]) <= 48 for r in rows)
+    assert f"files under {tmp_path}" in table
 
 
 def test_overlays_in_a_folder_are_not_read_as_lesions(tiny_bundle, tmp_path, capsys):

@@ -334,14 +334,17 @@ def _print_table(rows: list[dict]) -> None:
     print("class? = uncertain (top probability below 50 %); risk 'indeterminate' = not assessed; "
           "meta = patient details used")
     # with --explain, each row names its own overlay: inputs that share a stem get numbered ones
-    heat = [Path(r["gradcam"]).name if r.get("gradcam") else "-" for r in rows] if "gradcam" in rows[0] else None
-    width = min(48, max(len(r["file"]) for r in rows))
+    heat = [_cut(Path(r["gradcam"]).name, 40) if r.get("gradcam") else "-" for r in rows] if "gradcam" in rows[0] else None
+    names, under = _table_names([_shown(r["file"]) for r in rows])
+    if under:
+        print(f"files under {under}")
+    width = max(map(len, names))
     risks = [r["risk"] + ("" if r["in_distribution"] else " (see below)") for r in rows]
     risk_width = max(map(len, risks + ["risk"]))
     print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  {'meta':4s}  "
           + (f"{'risk':{risk_width}s}  heat-map" if heat else "risk"))
     for i, r in enumerate(rows):
-        name = _shown(r["file"]) if len(r["file"]) <= width else "..." + _shown(r["file"])[-(width - 3):]
+        name = names[i]
         risk = risks[i]
         meta = "yes" if r.get("metadata_used") else "no"
         if r["in_distribution"]:
@@ -358,6 +361,30 @@ def _print_table(rows: list[dict]) -> None:
         print("\nnot assessed:")
         for r in flagged:
             print(f"  {_shown(r['file'])}: {r['not_assessed_because']}")
+
+
+TABLE_NAME_WIDTH = 48
+
+
+def _table_names(files: list[str]) -> tuple[list[str], str | None]:
+    """The file column: names as given where they fit; else each relative to the folder they share (returned, to be
+    printed above the table) and cut in the middle, so a folder that tells two same-named files apart stays in view."""
+    if max(map(len, files)) <= TABLE_NAME_WIDTH:
+        return files, None
+    try:
+        under = os.path.commonpath([os.path.dirname(f) or "." for f in files])
+    except ValueError:  # absolute and relative paths mixed
+        under = ""
+    names = [os.path.relpath(f, under) for f in files] if under not in ("", ".") else files
+    return [_cut(n, TABLE_NAME_WIDTH) for n in names], (under if under not in ("", ".") else None)
+
+
+def _cut(name: str, width: int) -> str:
+    """name, at most `width` characters: its start and its end, joined by '...' ."""
+    if len(name) <= width:
+        return name
+    head = (width - 3) // 3
+    return name[:head] + "..." + name[-(width - 3 - head):]
 
 
 def _shown(name: str) -> str:
