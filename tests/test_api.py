@@ -1,6 +1,7 @@
 """The REST API on a real server on loopback: responses, a bad-input corpus, limits, auth, fuzz."""
 import base64
 import io
+import json
 import os
 import struct
 import subprocess
@@ -347,3 +348,21 @@ def test_bad_settings_stop_the_server_at_start_with_their_name(tiny_bundle, env,
                        env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and next(iter(env)) in r.stderr and message in r.stderr and "Traceback" not in r.stderr
 
+
+
+@pytest.mark.parametrize("kind", ["application/x-www-form-urlencoded", "text/plain", "image/jpeg", None])
+def test_a_json_body_sent_under_another_type_is_told_to_say_json(api, kind):
+    """curl -d without -H sends its form type: the body was exactly {"image": ...} yet was told to be a JSON object."""
+    body = json.dumps({"image": b64(LESION.read_bytes())}).encode()
+    r = api.post("/predict", content=body, headers={"content-type": kind} if kind else {})
+    assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type", r.text
+    assert "Content-Type: application/json" in r.json()["error"]["message"]
+    ok = api.post("/predict", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_a_body_that_is_not_utf8_is_invalid_json_with_a_documented_code(api, path):
+    r = api.post(path, content=b'{"image": "\xff"}', headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", r.text
+    assert "not valid JSON" in r.json()["error"]["message"]

@@ -282,6 +282,15 @@ class Engine:
             return await asyncio.wrap_future(jobs[-1])  # cancelled by a timeout: a job not yet started never runs
 
 
+SEND_AS_JSON = ("send the request body as JSON with the header Content-Type: application/json, such as "
+                "{\"image\": \"<base64 or data URL>\"}; or an image file as a form to /predict/upload")
+
+
+def _declares_json(request) -> bool:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))  # as FastAPI reads
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     engine = Engine(settings)
@@ -310,6 +319,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if kind == "json_invalid":
             msg = "the request body is not valid JSON"
         elif kind in ("model_attributes_type", "dict_type") and not where:
+            if not _declares_json(request):  # FastAPI reads a body as JSON only when it says so
+                return error_response(415, "unsupported_media_type", SEND_AS_JSON)
             msg = "the request body must be a JSON object such as {\"image\": \"<base64 or data URL>\"}"
         else:
             msg = f"{where or 'body'}: {first.get('msg', 'invalid request').removeprefix('Value error, ')}"
@@ -317,6 +328,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # the framework could not parse the body: not UTF-8 JSON, a broken multipart form
+            return error_response(422, "invalid_request", "the request body is not valid JSON (UTF-8 text)"
+                                  if _declares_json(request) else f"the request body cannot be read ({exc.detail})")
         codes = {404: "not_found", 405: "method_not_allowed"}
         return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
                               getattr(exc, "headers", None))  # a 405 keeps its Allow header
