@@ -48,6 +48,16 @@ def test_predict_skips_a_bad_file_and_predicts_the_rest(tiny_bundle, tmp_path, c
     assert "not a medical device" in captured.out
 
 
+def test_a_csv_of_a_run_where_every_image_was_skipped_is_an_empty_table(tiny_bundle, tmp_path):
+    """It was a 0-byte file, which CSV readers refuse ("no columns"), not a table with no rows."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out = tmp_path / "r.csv"
+    assert main(["predict", str(bad), "--model", str(tiny_bundle), "--csv", str(out)]) == 2
+    reader = csv.DictReader(open(out))
+    assert list(reader) == [] and reader.fieldnames[:2] == ["file", "prediction"] and "gradcam" not in reader.fieldnames
+
+
 def test_the_pixel_limit_setting_reaches_predict_and_a_bad_one_is_named(tiny_bundle, tmp_path, monkeypatch, capsys):
     """DERMALENS_MAX_PIXELS was read by the server only: dermalens predict kept 40 M whatever it said."""
     image = tmp_path / "lesion.png"  # a PNG is decoded whole (a JPEG this size would be read at reduced scale)

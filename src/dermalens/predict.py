@@ -314,10 +314,12 @@ def run_predict(a) -> int:
         # written even when empty: an older CSV there is not this run's; a file name that is not UTF-8
         # (a Latin-1 archive) is written back as its own bytes, so the row still names its file
         with replaced_whole(a.csv) as f:
-            if rows:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
+            # no row: the header alone, which a CSV reader takes as an empty table (a 0-byte file it refuses)
+            columns = list(rows[0]) if rows else [c for c in result_columns(predictor.bundle.codes)
+                                                   if c != "gradcam" or explain_dir]
+            w = csv.DictWriter(f, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
     if a.json:
         with replaced_whole(a.json) as f:
             f.write(json.dumps({"model": predictor.model_info, "results": rows, "errors": errors,
