@@ -223,6 +223,24 @@ def test_the_table_tells_apart_files_whose_long_names_differ_only_in_their_folde
     assert f"files under {tmp_path}" in table
 
 
+def test_table_columns_line_up_after_names_in_wide_characters(tiny_bundle, tmp_path, capsys):
+    import unicodedata
+    src = sorted((MINI / "images").iterdir())[0]
+    for name in ("病変写真.jpg", "lesion.jpg"):
+        shutil.copy(src, tmp_path / name)
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "病変写真.jpg"), str(tmp_path / "lesion.jpg"), "--model", str(tiny_bundle)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("file "))
+    lines = out[start:start + 3]
+
+    def column_of_class(line):  # in terminal columns, where a wide character takes two
+        first, second = line.split()[:2]
+        start = line.index(second, len(first))
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line[:start])
+    assert len(lines) == 3 and len({column_of_class(line) for line in lines[1:]}) == 1
+
+
 def test_overlays_in_a_folder_are_not_read_as_lesions(tiny_bundle, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import sys
+import unicodedata
 from collections import Counter
 from pathlib import Path
 
@@ -336,25 +337,24 @@ def _print_table(rows: list[dict]) -> None:
     print("class? = uncertain (top probability below 50 %); risk 'indeterminate' = not assessed; "
           "meta = patient details used")
     # with --explain, each row names its own overlay: inputs that share a stem get numbered ones
-    heat = [_cut(Path(r["gradcam"]).name, 40) if r.get("gradcam") else "-" for r in rows] if "gradcam" in rows[0] else None
+    heat = [_cut(_shown(Path(r["gradcam"]).name), 40) if r.get("gradcam") else "-" for r in rows] \
+        if "gradcam" in rows[0] else None
     names, under = _table_names([_shown(r["file"]) for r in rows])
     if under:
         print(f"files under {under}")
-    width = max(map(len, names))
+    width = max(map(_columns, names + ["file"]))
     risks = [r["risk"] + ("" if r["in_distribution"] else " (see below)") for r in rows]
     risk_width = max(map(len, risks + ["risk"]))
-    print(f"{'file':{width}s}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  {'meta':4s}  "
+    print(f"{_pad('file', width)}  {'class':6s} {'conf':>5s}  {'malig.':>6s}  {'meta':4s}  "
           + (f"{'risk':{risk_width}s}  heat-map" if heat else "risk"))
-    for i, r in enumerate(rows):
-        name = names[i]
-        risk = risks[i]
+    for i, (name, risk, r) in enumerate(zip(names, risks, rows)):
         meta = "yes" if r.get("metadata_used") else "no"
         if r["in_distribution"]:
             cls = r["prediction"] + ("?" if r["confidence"] < 0.5 else "")  # ?: no class reaches 50 %
-            line = f"{name:{width}s}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {meta:4s}  "
+            line = f"{_pad(name, width)}  {cls:6s} {r['confidence']:5.2f}  {r['malignancy']:6.2f}  {meta:4s}  "
         else:
-            line = f"{name:{width}s}  {'-':6s} {'-':>5s}  {'-':>6s}  {meta:4s}  "
-        print(line + (f"{risk:{risk_width}s}  {_shown(heat[i])}" if heat else risk))
+            line = f"{_pad(name, width)}  {'-':6s} {'-':>5s}  {'-':>6s}  {meta:4s}  "
+        print(line + (f"{risk:{risk_width}s}  {heat[i]}" if heat else risk))
     overlays = [r["gradcam"] for r in rows if r.get("gradcam")]
     if overlays:
         print(f"\nheat-maps (Grad-CAM) written to {_shown(str(Path(overlays[0]).parent))}")
@@ -387,6 +387,15 @@ def _cut(name: str, width: int) -> str:
         return name
     head = (width - 3) // 3
     return name[:head] + "..." + name[-(width - 3 - head):]
+
+
+def _columns(text: str) -> int:
+    """Terminal columns `text` takes: wide characters (Chinese, Japanese, Korean) take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - _columns(text))
 
 
 def _shown(name: str) -> str:
