@@ -81,6 +81,27 @@ def test_api_answers_a_phone_photo_with_the_reason_and_no_diagnosis(shipped_bund
         assert 0 <= r["quality"]["dermoscopic_probability"] < r["quality"]["dermoscopic_threshold"]
 
 
+def test_the_advice_under_a_refusal_follows_its_reason(predictor):
+    """Every refusal got one advice, 'does not look like a colour dermoscopic image': a dermoscopic image that was
+    only too small was told so right under the reason that said it was too small."""
+    lesion = Image.open(FIXTURES / "fullres" / "ISIC_0024311.jpg")
+    tiny = predictor.predict(lesion.resize((40, 30)))
+    assert [r.code for r in tiny.ood_reasons] == ["too_small"], tiny.ood_reasons
+    assert "original" in tiny.to_dict()["risk"]["recommendation"]
+    assert "does not look" not in tiny.to_dict()["risk"]["recommendation"]
+    phone = predictor.predict(PHONE[0]).to_dict()["risk"]["recommendation"]
+    grey = predictor.predict(lesion.convert("L")).to_dict()["risk"]["recommendation"]
+    assert "only dermoscopic images" in phone and "colour original" in grey
+    assert predictor.predict(lesion).to_dict()["risk"]["recommendation"] == predictor.predict(lesion).recommendation
+
+
+def test_a_refusal_with_several_reasons_gets_the_advice_for_the_most_basic():
+    from dermalens.inference.risk import NOT_ASSESSED_ADVICE, RECOMMENDATIONS, recommendation
+    assert recommendation("indeterminate", ["too_small", "not_dermoscopic"]) == NOT_ASSESSED_ADVICE["not_dermoscopic"]
+    assert recommendation("indeterminate", ["a_code_of_a_later_bundle"]) == RECOMMENDATIONS["indeterminate"]
+    assert recommendation("low", ["too_small"]) == RECOMMENDATIONS["low"]
+
+
 def test_card_figures_are_the_committed_scores(shipped_bundle, card):
     """Every pass / flag rate in card.json follows from report/gate_scores.csv and the card's threshold, and
     the threshold from the scores of the check part by the card's rule."""

@@ -21,7 +21,7 @@ from .modality import GateScores
 from .ood import COMPOSITE_IMAGE, EXPOSURE_RULES, NOT_DERMOSCOPIC, UNLIKE_TRAINING, Reason, exposure_reasons, \
     mahalanobis_score, size_reasons
 from .layout import band_reasons, shape_reasons
-from .risk import RECOMMENDATIONS, risk_level
+from .risk import recommendation, risk_level
 from .softmax import decide
 
 LOW_CONFIDENCE = 0.5  # a top-class probability below this is shown as uncertain
@@ -60,6 +60,11 @@ class Prediction:
         return int(decide(self.probabilities[None], self.decision_bias)[0])
 
     @property
+    def recommendation(self) -> str:
+        """The advice shown with the risk level: for an image not assessed, what to send instead (risk.recommendation)."""
+        return recommendation(self.risk, [r.code for r in self.ood_reasons])
+
+    @property
     def confident(self) -> bool:
         return self.in_distribution and float(self.probabilities[self.top]) >= LOW_CONFIDENCE
 
@@ -78,7 +83,7 @@ class Prediction:
                    "dermoscopic_probability": self.dermoscopic, "dermoscopic_threshold": self.dermoscopic_threshold}
         if not self.in_distribution:
             return {"predictions": [], "prediction": None, "malignancy": None,
-                    "risk": {"level": self.risk, "recommendation": RECOMMENDATIONS[self.risk]},
+                    "risk": {"level": self.risk, "recommendation": self.recommendation},
                     "quality": quality, "tta": self.tta, "model": self.model,
                     "metadata": {"used": False,
                                  "given": self.metadata.to_dict() if self.metadata is not None else None},
@@ -94,7 +99,7 @@ class Prediction:
             "malignancy": {"probability": self.malignancy,
                            "label": "malignant" if self.malignancy >= self.malignant_threshold else "benign",
                            "threshold": self.malignant_threshold},
-            "risk": {"level": self.risk, "recommendation": RECOMMENDATIONS[self.risk]},
+            "risk": {"level": self.risk, "recommendation": self.recommendation},
             "quality": quality,
             "tta": self.tta,
             "metadata": {"used": self.metadata_used,

@@ -24,6 +24,33 @@ RECOMMENDATIONS = {
                       "centred on the lesion."),
 }
 
+# What to do about an image that is not assessed, by its reason's code: the advice a user reads under the reasons
+# must not contradict them (a dermoscopic image that is only too small is not told it does not look dermoscopic).
+NOT_ASSESSED_ADVICE = {  # first match in this order decides: the more basic problem first (a grey picture is
+    # also refused by the image-type check, which knows only colour)
+    "composite_image": "No assessment is given. Send the dermoscopic image file itself, not a screenshot, a page "
+                       "or several pictures put together: one lesion per picture.",
+    "greyscale": "No assessment is given. Send the colour original of the dermoscopic image.",
+    "not_dermoscopic": "No assessment is given: dermalens reads only dermoscopic images, taken through a "
+                       "dermatoscope. If the lesion worries you, have a clinician look at it.",
+    "too_small": "No assessment is given. Send the original dermoscopic image, not a thumbnail or a reduced copy.",
+    "too_dark": "No assessment is given. Send a dermoscopic image that is evenly lit and not under-exposed.",
+    "too_bright": "No assessment is given. Send a dermoscopic image that is evenly lit and not over-exposed.",
+    "blank": "No assessment is given: the picture shows almost nothing. Send a dermoscopic image centred on the lesion.",
+    "unlike_training": "No assessment is given: the image differs from every dermoscopic image the model learned from, "
+                       "so its answer would not be reliable. If the lesion worries you, have a dermatologist look at it.",
+}
+
+
+def recommendation(level: str, reason_codes=()) -> str:
+    """The advice shown with a risk level; for an image not assessed, the advice for its most basic reason."""
+    if level == "indeterminate":
+        for code in NOT_ASSESSED_ADVICE:
+            if code in reason_codes:
+                return NOT_ASSESSED_ADVICE[code]
+    return RECOMMENDATIONS[level]
+
+
 COLOURS = {"low": "#2e7d32", "moderate": "#ef6c00", "high": "#c62828", "indeterminate": "#616161"}
 
 
