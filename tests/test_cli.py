@@ -231,6 +231,21 @@ def test_table_columns_line_up_after_names_in_wide_characters(tiny_bundle, tmp_p
     assert len(lines) == 3 and len({column_of_class(line) for line in lines[1:]}) == 1
 
 
+def test_a_broken_link_in_a_folder_is_reported_as_skipped_not_dropped(tiny_bundle, tmp_path, capsys):
+    """It vanished from the folder's results without a word, and the run said every input was predicted (exit 0)."""
+    from dermalens.gui.batch import list_images
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(sorted((MINI / "images").iterdir())[0], folder / "a.jpg")
+    (folder / "moved.jpg").symlink_to(tmp_path / "gone.jpg")
+    (folder / "notes.txt").symlink_to(tmp_path / "gone.txt")  # not named like an image: not ours to report
+    out = tmp_path / "r.json"
+    assert main(["predict", str(folder), "--model", str(tiny_bundle), "--json", str(out)]) == 1
+    errors = json.loads(out.read_text())["errors"]
+    assert [e["file"] for e in errors] == [str(folder / "moved.jpg")] and "which does not exist" in errors[0]["error"]
+    assert list_images(folder) == [folder / "a.jpg", folder / "moved.jpg"]  # the desktop batch lists it too
+
+
 def test_overlays_in_a_folder_are_not_read_as_lesions(tiny_bundle, tmp_path, capsys):
     folder = tmp_path / "in"
     folder.mkdir()

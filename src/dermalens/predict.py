@@ -52,7 +52,8 @@ def gather_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
     for item in inputs:
         p = Path(item)
         if _is_dir(p):
-            files = [f for f in (p.rglob("*") if recursive else p.iterdir()) if f.is_file()]
+            # a broken link named like an image is kept, so it is reported as skipped when read, not dropped unseen
+            files = [f for f in (p.rglob("*") if recursive else p.iterdir()) if f.is_file() or _broken_link(f)]
             found = sorted(f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS)
             other = left_out_note(files)
             if other:  # a camera's raw .dng files must not vanish from a folder's results without a word
@@ -83,6 +84,10 @@ def gather_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
             seen.add(key)
             unique.append(p)
     return unique, problems, unmatched
+
+
+def _broken_link(p: Path) -> bool:
+    return p.is_symlink() and not p.exists()
 
 
 def _exists(p: Path) -> bool:

@@ -358,6 +358,8 @@ def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, at_lea
             path = Path(source)
             try:
                 if not path.exists():
+                    if path.is_symlink():
+                        raise ImageError(f"{path}: a link to {os.readlink(path)}, which does not exist")
                     raise ImageError(f"{path}: no such file")
                 if path.is_dir():
                     raise ImageError(f"{path}: is a folder, not an image")

@@ -46,7 +46,9 @@ def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise BackendError(f"{folder}: folder not found")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    # a broken link named like an image is listed, so the batch names it as skipped rather than dropping it unseen
+    return sorted(p for p in folder.iterdir()
+                  if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _subfolder_hint(folder: Path, searched: tuple[str, ...] = ()) -> str:
