@@ -344,3 +344,25 @@ def test_csv_naming_the_metadata_file_is_refused_before_the_cluster_is_asked(tmp
                  str(tmp_path / "out"), "--metadata", str(meta), "--csv", str(meta)])
     assert code == 2 and "metadata" in capsys.readouterr().err
     assert meta.read_text() == f"image_id,age\n{IMAGES[0].stem},50\n"
+
+
+def test_an_out_folder_holding_other_files_is_refused_as_one_table_would_break(tmp_path):
+    """An --out holding the input images (or anything else) made `pandas.read_parquet(out)` fail on them."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.jpg").write_bytes(IMAGES[0].read_bytes())
+    with pytest.raises(ValueError, match=r"holds other files \(a.jpg\)"):
+        OutFolder(str(images)).prepare({"model": "m", "version": "1", "tta": False})
+    own = tmp_path / "results"
+    own.mkdir()
+    (own / ".DS_Store").write_bytes(b"")  # skipped by Parquet readers, as _run.json is
+    OutFolder(str(own)).prepare({"model": "m", "version": "1", "tta": False})
+    assert sorted(p.name for p in own.iterdir()) == [".DS_Store", "_run.json"]
+
+
+def test_csv_inside_the_out_folder_is_refused_before_the_cluster_is_asked(tmp_path, capsys):
+    (tmp_path / IMAGES[0].name).write_bytes(IMAGES[0].read_bytes())
+    out = tmp_path / "out"
+    code = main(["predict", str(tmp_path / IMAGES[0].name), "--cluster", "tcp://127.0.0.1:9", "--out", str(out),
+                 "--csv", str(out / "all.csv")])
+    assert code == 2 and "inside the --out folder" in capsys.readouterr().err and not out.exists()

@@ -113,10 +113,13 @@ def run_cluster_predict(a) -> int:
 
 def check_csv(a, items) -> None:
     """--csv is checked as in-process predict checks it, before any work: never an input image or
-    manifest, never a folder."""
+    manifest, never a folder, never inside --out."""
     from ..predict import check_outputs
     if not a.csv or is_url(a.csv):
         return
+    if a.out and not is_url(a.out) and Path(a.csv).resolve().is_relative_to(Path(a.out).resolve()):
+        raise ValueError(f"--csv {a.csv}: is inside the --out folder, whose files any Parquet reader takes as one "
+                         "table; write it beside that folder")
     manifests = [Path(t) for t in a.inputs if t.lower().endswith(".csv") and not is_url(t)]
     check_outputs(a.inputs, manifests, a.csv, None, None, metadata=a.metadata)  # a folder, a missing one, a manifest, --metadata
     if canonical_key(a.csv) in {it.key for it in items}:  # keys are absolute already: no stat per image

@@ -5,6 +5,7 @@ filesystem). Object stores: one PUT of the whole file, which readers see complet
 """
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import os
@@ -37,6 +38,11 @@ class OutFolder:
 
     def _prepare(self, run: dict) -> None:
         self.fs.makedirs(self.root, exist_ok=True)
+        foreign = self.foreign_entries()
+        if foreign:
+            raise ValueError(f"{self.url} holds other files ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}): "
+                             "the Parquet partitions need a folder of their own, which any Parquet reader takes as "
+                             "one table; choose another --out folder")
         if self.fs.exists(self.path(RUN_FILE)):
             try:
                 old = json.loads(self.fs.cat_file(self.path(RUN_FILE)))
@@ -57,6 +63,12 @@ class OutFolder:
         if self.local:  # temporaries of killed writers; never read, removed here
             for p in self.fs.glob(self.path(".part-*.tmp")):
                 self.fs.rm_file(p)
+
+    def foreign_entries(self) -> list[str]:
+        """Names in the folder that are not this store's: a Parquet reader would take them for part of the table.
+        Names starting with '.' or '_' are left alone, as Parquet readers skip them (.DS_Store, _run.json)."""
+        names = sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(self.root, detail=False))
+        return [n for n in names if not n.startswith((".", "_")) and not fnmatch.fnmatch(n, PART_GLOB)]
 
     def partition_files(self) -> list[str]:
         return sorted(self.fs.glob(self.path(PART_GLOB)))
