@@ -216,6 +216,10 @@ def test_a_listed_file_name_that_differs_from_the_one_on_disk_only_in_its_extens
     (tmp_path / "labels.csv").write_text("image_id,dx\nISIC_1,nv\nISIC_3,mel\n")
     with pytest.raises(DatasetError, match=r"ISIC_3: there are ISIC_3.jpg and ISIC_3.png"):
         load_labelled_folder(tmp_path / "labels.csv", tmp_path)
+    # where missing images are skipped (the desktop batch), the two are listed, not "not listed"
+    recs = load_labelled_folder(tmp_path / "labels.csv", tmp_path, missing="skip")
+    assert any("ISIC_3: there are ISIC_3.jpg and ISIC_3.png" in w for w in recs.warnings), recs.warnings
+    assert [w for w in recs.warnings if "not listed" in w and "ISIC_3" in w] == [], recs.warnings
 
 
 def test_images_in_the_folder_that_the_labels_do_not_list_are_counted_in_a_warning(tmp_path):

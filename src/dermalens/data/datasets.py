@@ -233,7 +233,8 @@ def _build(table: _Table, index, csv_path: Path, missing: str, folders: list[Pat
         warnings.append(f"{csv_path}: {len(elsewise)} listed file names are not the names on disk but differ only "
                         "in the extension or in case, so each is read as the one file it can mean ("
                         + _some(f"{i} as {p.name}" for i, p in elsewise) + ")")
-    unlisted = [p for p in paths if p not in first]
+    ambiguous = {q for i in absent if i in near for q in near[i]}  # listed, named in the hint above: not unlisted
+    unlisted = [p for p in paths if p not in first and p not in ambiguous]
     if unlisted:
         warnings.append(f"{len(unlisted)} image(s) in {', '.join(map(str, folders))} are not listed in {csv_path} "
                         f"and are left out ({_some(p.name for p in unlisted)})")
