@@ -410,6 +410,11 @@ def test_a_bad_age_is_named_next_to_the_field_and_nothing_is_sent(browser, ui_ur
     page.wait_for_function("document.getElementById('status').textContent === 'Done.'")
     assert len(sent) == 1 and sent[0].post_data_json["metadata"] == {"age": 65, "sex": "female"}
     assert "patient details used" in page.inner_text("#model-info")
+    page.click("#age", click_count=3)  # a bad age after an answer: that answer is not this form's, so it goes
+    page.keyboard.type("150")
+    page.click("#predict")
+    page.wait_for_function("document.getElementById('status').className === 'error'")
+    assert "Nothing was sent" in page.inner_text("#status") and not page.is_visible("#result") and len(sent) == 1
 
 
 def test_only_a_network_failure_says_the_server_could_not_be_reached(browser, ui_url, in_distribution_lesion):

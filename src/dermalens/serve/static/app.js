@@ -195,6 +195,8 @@
     if (problem) {
       $("patient").open = true;
       $("age").focus();
+      // the result on screen would read as this form's answer, which it is not
+      $("result").hidden = true;
       setStatus("Nothing was sent: check the age under Patient details.", true);
       return;
     }
