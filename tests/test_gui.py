@@ -319,6 +319,21 @@ def test_a_folder_batch_says_which_files_it_left_out_by_type(tmp_path):
     assert [p.name for p, *_ in items] == ["IMG_0001.heic", "lesion.jpg"]
     assert len(items.notes) == 1 and ".dng: 1" in items.notes[0], items.notes
 
+def test_a_batch_names_a_skipped_file_once_and_keeps_a_broken_link(tmp_path, tiny_bundle):
+    """'skipped /x/empty.jpg: /x/empty.jpg: the file is empty' named the path twice; a broken link was not listed."""
+    from dermalens.gui.backend import LocalBackend
+    from dermalens.gui.batch import batch_items, run_batch
+    from conftest import FIXTURES
+    (tmp_path / "lesion.jpg").write_bytes((FIXTURES / "fullres" / "ISIC_0024311.jpg").read_bytes())
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "moved.jpg").symlink_to(tmp_path / "gone.jpg")
+    res = run_batch(LocalBackend(tiny_bundle), batch_items(tmp_path, None))
+    assert len(res.rows) == 1 and sorted(e["file"] for e in res.errors) == [str(tmp_path / "empty.jpg"),
+                                                                            str(tmp_path / "moved.jpg")]
+    for e in res.errors:
+        assert e["file"] not in e["error"] and e["error"], e
+
+
 def test_one_image_id_on_two_rows(app_factory, shipped_bundle, tmp_path):
     """The same image_id on two rows (docs/cli.md: counted once when the labels agree, refused naming both
     lines when they differ), as the data reader reads it."""

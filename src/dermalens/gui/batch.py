@@ -138,7 +138,8 @@ def run_batch(backend, items, cancel: threading.Event | None = None, progress=No
         try:
             r = backend.predict(path, explain=False, metadata=meta[0] if meta else None)
         except BackendError as e:
-            res.errors.append({"file": str(path), "error": str(e)})
+            # the reader's message often starts with the path already: the panel names it once
+            res.errors.append({"file": str(path), "error": str(e).removeprefix(f"{path}: ")})
         else:
             p, q = r["prediction"], r["quality"]
             used = bool((r.get("metadata") or {}).get("used"))
