@@ -4,7 +4,8 @@
 2. high: malignancy score >= the card's `high_risk` threshold (chosen on validation for
    specificity >= 0.95, never below the operating threshold).
 3. moderate: operating threshold <= score < high_risk.
-4. low: score < the operating threshold (chosen on validation for sensitivity >= 0.90).
+4. low: score < the operating threshold (chosen on validation: the highest score whose sensitivity has a
+   lesion-bootstrap 95 % interval with its lower end >= 0.90; card threshold_rules.malignant).
 
 So "low" is never shown for a score at or above the operating threshold.
 """
