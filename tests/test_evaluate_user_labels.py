@@ -295,3 +295,22 @@ def test_what_the_reader_has_to_say_about_a_labels_csv_reaches_the_terminal(tiny
     assert "warning: 2 image(s) in" in err and ROWS[7]["image_id"] in err
     assert f"{ROWS[0]['image_id']}.JPG" in err and "warning:" in err
     assert json.loads((out / "metrics.json").read_text())["n"] == 6
+
+
+def test_the_reports_heat_maps_are_of_assessed_images_only(shipped_bundle, tmp_path):
+    """A set of phone photos, refused by the image-type check: the report still showed a class, a confidence and a
+    heat-map for some of them, as a diagnosis, which no surface of dermalens gives for an image it refuses."""
+    from conftest import FIXTURES
+    labels = _labelled_set(tmp_path / "set", ROWS[:2])
+    photos = sorted((FIXTURES / "modality" / "pad_ufes_20").glob("*.jpg"))
+    with open(labels, "a") as f:
+        for p in photos:
+            shutil.copy(p, labels.parent / "images")
+            f.write(f"{p.stem},nv\n")
+    out = tmp_path / "r"
+    assert main(["evaluate", "--model", str(shipped_bundle), "--labels", str(labels), "--out", str(out)]) == 0
+    html = (out / "report.html").read_text(encoding="utf-8")
+    examples = html.split("Example heat-maps")[1]
+    assert not any(p.stem in examples for p in photos), "a refused phone photo shown with a class and a heat-map"
+    runtime = json.loads((out / "metrics.json").read_text())["runtime"]  # figures depend on the precision
+    assert runtime["precision"] in ("fp32", "bf16") and f"{runtime['runtime']} {runtime['precision']}" in html

@@ -214,7 +214,9 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
     """Write metrics.json and report.html into out_dir; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    m, y, probs = result["metrics"], result["y"], result["probs"]
+    # the runtime and precision the figures were computed at: bf16 and fp32 differ in the last digits
+    m = {**result["metrics"], "runtime": dict(getattr(predictor, "runtime_info", None) or {})}
+    y, probs = result["y"], result["probs"]
     codes = predictor.bundle.codes
     _write_text(out / "metrics.json", json.dumps(m, indent=2))
     plots = {"Confusion matrix": confusion_plot(m["confusion_matrix"], codes),
@@ -223,8 +225,10 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
     if curves.is_file():
         plots["Training curves"] = "data:image/png;base64," + base64.b64encode(curves.read_bytes()).decode()
     examples = []
-    for i in np.linspace(0, len(result["records"]) - 1, min(n_examples, len(result["records"]))).astype(int):
-        p = predictor.predict_pixels(result["pixels"][i:i + 1], explain=True)[0]
+    # assessed images only, answered as the figures were (TTA or not): a user gets no class or heat-map for the others
+    shown = np.flatnonzero(result.get("assessed", np.ones(len(result["records"]), bool)))
+    for i in shown[np.linspace(0, len(shown) - 1, min(n_examples, len(shown))).astype(int)] if len(shown) else []:
+        p = predictor.predict_pixels(result["pixels"][i:i + 1], tta=bool(m.get("tta")), explain=True)[0]
         r = result["records"][i]
         examples.append((r.image_id, r.dx, p.codes[p.top], float(p.probabilities[p.top]),
                          "data:image/png;base64," + base64.b64encode(p.overlay_png()).decode()))
@@ -233,7 +237,8 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.3f}"
-    summary = [("images", m["n"]), ("accuracy", with_interval(m, "accuracy")),
+    summary = [("images", m["n"]),
+               ("runtime", " ".join(str(m["runtime"].get(k, "")) for k in ("runtime", "precision")).strip() or "n/a"), ("accuracy", with_interval(m, "accuracy")),
                ("balanced accuracy", with_interval(m, "balanced_accuracy")),
                ("macro AUROC", with_interval(m, "macro_auroc")),
                ("macro F1", fmt(m["macro_f1"])), ("ECE", with_interval(m, "ece")),
@@ -263,8 +268,8 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 {metadata_section(m)}
 <h2>Per class (image only)</h2>{per_class_table(m)}
 <h2>Plots</h2><div class="plots">{''.join(f'<img alt="{k}" title="{k}" src="{v}">' for k, v in plots.items())}</div>
-<h2>Example heat-maps (Grad-CAM, predicted class)</h2>
-{''.join(f'<div class="ex"><img src="{src}" width="256"><br>{html.escape(i)}: true {t}, predicted {p} ({c:.2f})</div>' for i, t, p, c, src in examples)}
+<h2>Example heat-maps (Grad-CAM, predicted class; assessed images only)</h2>
+{'' if examples else '<p>No image was assessed, so there is no heat-map to show.</p>'}{''.join(f'<div class="ex"><img src="{src}" width="256"><br>{html.escape(i)}: true {t}, predicted {p} ({c:.2f})</div>' for i, t, p, c, src in examples)}
 </body></html>"""
     _write_text(out / "report.html", page)
     return {"metrics": str(out / "metrics.json"), "report": str(out / "report.html")}
