@@ -314,3 +314,16 @@ def test_the_reports_heat_maps_are_of_assessed_images_only(shipped_bundle, tmp_p
     assert not any(p.stem in examples for p in photos), "a refused phone photo shown with a class and a heat-map"
     runtime = json.loads((out / "metrics.json").read_text())["runtime"]  # figures depend on the precision
     assert runtime["precision"] in ("fp32", "bf16") and f"{runtime['runtime']} {runtime['precision']}" in html
+
+
+def test_images_too_small_to_read_are_counted_as_not_assessed(shipped_bundle, tmp_path):
+    """evaluate skipped the size check that predict, the API and the apps apply: 80x60 thumbnails, all refused by
+    them, were counted as assessed."""
+    from PIL import Image
+    labels = _labelled_set(tmp_path / "set", ROWS[:4])
+    for f in (labels.parent / "images").iterdir():
+        Image.open(f).resize((80, 60)).save(f)
+    out = tmp_path / "r"
+    assert main(["evaluate", "--model", str(shipped_bundle), "--labels", str(labels), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["assessed_rate"] == 0 and "too_small" in json.dumps(m.get("refused_by", m))

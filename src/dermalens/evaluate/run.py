@@ -14,12 +14,19 @@ from .metrics import classification_metrics
 from .subgroups import subgroup_metrics
 
 
-def decode_records(predictor, records: list[Record], progress: bool = True, desc: str = "decode"):
-    """uint8 pixels for the readable records; unreadable ones are returned separately."""
+def decode_records(predictor, records: list[Record], progress: bool = True, desc: str = "decode",
+                   sizes: list | None = None):
+    """uint8 pixels for the readable records; unreadable ones are returned separately. `sizes`: a list to receive
+    each kept image's size as read (the size checks' input), decoded as served (Predictor.predict's path)."""
     pixels, kept, failed = [], [], []
     for r in tqdm(records, desc=desc, disable=not progress or len(records) < 100):
         try:
-            pixels.append(predictor.load(r.path))
+            if sizes is None:
+                pixels.append(predictor.load(r.path))
+            else:
+                view, size = predictor.load_sized(predictor.open_image(r.path))
+                pixels.append(view)
+                sizes.append(size)
             kept.append(r)
         except ImageError as e:
             failed.append({"image_id": r.image_id, "path": str(r.path), "error": str(e)})
@@ -33,7 +40,8 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
     """Figures of the images alone; with `metadata` (image_id -> PatientMetadata) also the figures per
     patient subgroup and, for a bundle with a metadata model, `metrics["with_metadata"]`: the same set
     with the metadata fused (one forward pass serves both)."""
-    pixels, kept, failed = decode_records(predictor, records, progress)
+    sizes: list = []
+    pixels, kept, failed = decode_records(predictor, records, progress, sizes=sizes)
     absent = list(getattr(records, "absent", ()))
     if not kept:
         named = "; ".join(f["error"] for f in failed[:3]) + ("; ..." if len(failed) > 3 else "")
@@ -57,10 +65,10 @@ def evaluate_records(predictor, records: list[Record], tta: bool = False, progre
     pred = decide(probs, bias)
     metrics = classification_metrics(y, probs, codes, malignant_threshold=float(thresholds["malignant"]),
                                      pred=pred, groups=lesions)
-    # what a user gets: an answer only when every check passes (exposure, image type, feature distance; the
-    # size as sent is not known once decoded); the image-type check's scores as predict_pixels gets them, so the
-    # reasons counted in refused_by are the ones a user is told
-    reasons, checks = predictor.reasons(pixels, pooled)
+    # what a user gets: an answer only when every check passes (exposure, size and shape, image type, feature
+    # distance); the image-type check's scores as predict_pixels gets them, so the reasons counted in refused_by
+    # are the ones a user is told
+    reasons, checks = predictor.reasons(pixels, pooled, source_sizes=sizes)
     scores = checks["ood"]
     if scores is not None:
         passed = scores <= predictor.ood_threshold
