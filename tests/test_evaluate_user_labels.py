@@ -27,6 +27,14 @@ def _labelled_set(folder: Path, rows, id_of=lambda r: r["image_id"]) -> Path:
     return folder / "labels.csv"
 
 
+def _add_phone_photos(labels: Path, photos) -> None:
+    """Phone photos (refused by the image-type check) added to a labelled set, labelled nv."""
+    with open(labels, "a") as f:
+        for p in photos:
+            shutil.copy(p, labels.parent / "images")
+            f.write(f"{p.stem},nv\n")
+
+
 def _metadata(path: Path, rows, id_of=lambda r: r["image_id"]) -> Path:
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -181,11 +189,7 @@ def test_the_report_says_how_many_images_a_user_would_get_no_answer_for(shipped_
     nowhere in it, while every figure counts those images."""
     from conftest import FIXTURES
     labels = _labelled_set(tmp_path / "set", ROWS[:10])
-    photos = sorted((FIXTURES / "modality" / "pad_ufes_20").glob("*.jpg"))[:3]
-    with open(labels, "a") as f:
-        for p in photos:
-            shutil.copy(p, labels.parent / "images")
-            f.write(f"{p.stem},nv\n")
+    _add_phone_photos(labels, sorted((FIXTURES / "modality" / "pad_ufes_20").glob("*.jpg"))[:3])
     out = tmp_path / "r"
     assert main(["evaluate", "--model", str(shipped_bundle), "--labels", str(labels), "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
@@ -303,10 +307,7 @@ def test_the_reports_heat_maps_are_of_assessed_images_only(shipped_bundle, tmp_p
     from conftest import FIXTURES
     labels = _labelled_set(tmp_path / "set", ROWS[:2])
     photos = sorted((FIXTURES / "modality" / "pad_ufes_20").glob("*.jpg"))
-    with open(labels, "a") as f:
-        for p in photos:
-            shutil.copy(p, labels.parent / "images")
-            f.write(f"{p.stem},nv\n")
+    _add_phone_photos(labels, photos)
     out = tmp_path / "r"
     assert main(["evaluate", "--model", str(shipped_bundle), "--labels", str(labels), "--out", str(out)]) == 0
     html = (out / "report.html").read_text(encoding="utf-8")
