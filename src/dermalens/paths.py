@@ -6,6 +6,11 @@ import tempfile
 from pathlib import Path
 
 
+def broken_link(path: Path) -> bool:
+    """A link whose target does not exist: listed by a folder's reader so it is reported as skipped, not dropped."""
+    return path.is_symlink() and not path.exists()
+
+
 def file_in_the_way(path: str | Path) -> Path | None:
     """The file that keeps `path` from being (or becoming) a folder: `path` itself, or the first of its parents
     that is a file; None when there is none."""

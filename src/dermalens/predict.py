@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .data.datasets import IMAGE_EXTENSIONS
-from .paths import cannot_write_in, nearest_existing
+from .paths import broken_link, cannot_write_in, nearest_existing
 from .preprocess import ImageError
 from .whole_file import replaced_whole
 
@@ -53,7 +53,7 @@ def gather_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
         p = Path(item)
         if _is_dir(p):
             # a broken link named like an image is kept, so it is reported as skipped when read, not dropped unseen
-            files = [f for f in (p.rglob("*") if recursive else p.iterdir()) if f.is_file() or _broken_link(f)]
+            files = [f for f in (p.rglob("*") if recursive else p.iterdir()) if f.is_file() or broken_link(f)]
             found = sorted(f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS)
             other = left_out_note(files)
             if other:  # a camera's raw .dng files must not vanish from a folder's results without a word
@@ -84,10 +84,6 @@ def gather_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[Path
             seen.add(key)
             unique.append(p)
     return unique, problems, unmatched
-
-
-def _broken_link(p: Path) -> bool:
-    return p.is_symlink() and not p.exists()
 
 
 def _exists(p: Path) -> bool:
@@ -381,9 +377,10 @@ def _table_names(files: list[str]) -> tuple[list[str], str | None]:
     try:
         under = os.path.commonpath([os.path.dirname(f) or "." for f in files])
     except ValueError:  # absolute and relative paths mixed
-        under = ""
-    names = [os.path.relpath(f, under) for f in files] if under not in ("", ".") else files
-    return [_cut(n, TABLE_NAME_WIDTH) for n in names], (under if under not in ("", ".") else None)
+        under = "."
+    if under == ".":
+        return [_cut(f, TABLE_NAME_WIDTH) for f in files], None
+    return [_cut(os.path.relpath(f, under), TABLE_NAME_WIDTH) for f in files], under
 
 
 def _cut(name: str, width: int) -> str:

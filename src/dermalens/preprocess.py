@@ -410,15 +410,12 @@ def _huge_jpeg(fp) -> Image.Image | None:
     """A JPEG over Pillow's open-time limit, opened lazily without that check (open_image then applies its own,
     to the reduced-scale decode); None for any other kind of file."""
     from PIL import JpegImagePlugin
+    if not _head(fp).startswith(b"\xff\xd8\xff"):
+        return None
     try:
         if isinstance(fp, io.BytesIO):
             fp.seek(0)
-            head = fp.read(3)
-            fp.seek(0)
-        else:
-            with open(fp, "rb") as f:
-                head = f.read(3)
-        return JpegImagePlugin.JpegImageFile(fp) if head == b"\xff\xd8\xff" else None
+        return JpegImagePlugin.JpegImageFile(fp)
     except DECODE_ERRORS:
         return None
 
@@ -440,17 +437,21 @@ def _load_heif() -> None:
             register_heif_opener()
 
 
+def _head(fp, n: int = 512) -> bytes:
+    """The first bytes of a file or buffer (b"" when it cannot be read), to name its kind."""
+    if isinstance(fp, io.BytesIO):
+        return fp.getvalue()[:n]
+    try:
+        with open(fp, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
 def _other_kind(fp) -> str | None:
     """The formats people send by mistake that Pillow cannot read at all, named so the refusal says what
     the file is: an iPhone's HEIC photo, a PDF, an SVG drawing. None for anything else."""
-    try:
-        if isinstance(fp, io.BytesIO):
-            head = fp.getvalue()[:512]
-        else:
-            with open(fp, "rb") as f:
-                head = f.read(512)
-    except OSError:
-        return None
+    head = _head(fp)
     if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"):
         return "HEIC/HEIF"
     if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis"):

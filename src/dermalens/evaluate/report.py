@@ -237,8 +237,8 @@ def write_report(result: dict, predictor, out_dir: str | Path, title: str, n_exa
 
     def fmt(v):
         return "n/a" if v is None else f"{v:.3f}"
-    summary = [("images", m["n"]),
-               ("runtime", " ".join(str(m["runtime"].get(k, "")) for k in ("runtime", "precision")).strip() or "n/a"), ("accuracy", with_interval(m, "accuracy")),
+    runtime = " ".join(str(m["runtime"][k]) for k in ("runtime", "precision") if k in m["runtime"]) or "n/a"
+    summary = [("images", m["n"]), ("runtime", runtime), ("accuracy", with_interval(m, "accuracy")),
                ("balanced accuracy", with_interval(m, "balanced_accuracy")),
                ("macro AUROC", with_interval(m, "macro_auroc")),
                ("macro F1", fmt(m["macro_f1"])), ("ECE", with_interval(m, "ece")),

@@ -13,6 +13,7 @@ from ..data import load_labelled_folder
 from ..data.datasets import IMAGE_EXTENSIONS
 from ..evaluate.intervals import with_interval
 from ..evaluate.metrics import classification_metrics
+from ..paths import broken_link
 from .backend import BackendError
 
 
@@ -47,8 +48,7 @@ def list_images(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         raise BackendError(f"{folder}: folder not found")
     # a broken link named like an image is listed, so the batch names it as skipped rather than dropping it unseen
-    return sorted(p for p in folder.iterdir()
-                  if (p.is_file() or (p.is_symlink() and not p.exists())) and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.iterdir() if (p.is_file() or broken_link(p)) and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _subfolder_hint(folder: Path, searched: tuple[str, ...] = ()) -> str:
